@@ -1,0 +1,166 @@
+//! Every map key, value, capacity and flag the xdp-lb data plane and agent share.
+//!
+//! The data plane (`xdp-lb-ebpf`) and the agent (`xdp-lb`) both compile this crate, so the
+//! two sides agree on one definition of each `#[repr(C)]` type. The `user` feature adds
+//! `aya::Pod` for the agent.
+#![no_std]
+
+pub mod flow_hash;
+
+pub use flow_hash::{flow_hash_v4, flow_hash_v6};
+
+/// Entries of `service_by_vip` (and the stats slots a service can own).
+pub const MAX_SERVICES: u32 = 1024;
+/// Entries of `backends` (and of `backend_stats`): backend ids are indices below this.
+pub const MAX_BACKENDS: u32 = 16384;
+/// Entries of `tx_ports`, the devmap for backends behind another interface.
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// Maglev table size used when a service does not set one (prime, as the paper asks).
+pub const MAGLEV_DEFAULT_SIZE: u32 = 65537;
+/// Largest Maglev table one service may have (prime).
+pub const MAGLEV_MAX_SIZE: u32 = 655373;
+/// Smallest Maglev table one service may have (prime); smaller tables spread badly.
+pub const MAGLEV_MIN_SIZE: u32 = 251;
+
+/// Bytes one slot of `maglev_tables` takes in the mmap-ed view of the map: the kernel
+/// rounds the value size of an `BPF_F_MMAPABLE` array up to 8.
+pub const MAGLEV_SLOT_STRIDE: usize = 8;
+
+/// Map flag (linux/bpf.h): the array can be mmap-ed, so a whole table is written with one
+/// memcpy instead of one syscall per slot.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Largest weight a backend may have; 0 means "takes no new flows".
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// Address family tags stored in [`ServiceKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers stored in [`ServiceKey::proto`].
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Service flag: with no backend available, pass the frame to the LB host's stack instead of
+/// dropping it.
+pub const SERVICE_F_PASS_WHEN_EMPTY: u32 = 1 << 0;
+
+/// Backend flag: the entry holds a resolved MAC and may receive frames.
+pub const BACKEND_F_VALID: u32 = 1 << 0;
+
+/// Key of `service_by_vip`: one (VIP, port, protocol).
+///
+/// `addr` holds the address bytes as they stand in the packet, read as native-endian words;
+/// an IPv4 VIP uses `addr[0]` and leaves the rest zero. `port` likewise holds the two
+/// network-order bytes of the port read as a native `u16`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of `service_by_vip`: where the service's live Maglev table is.
+///
+/// The agent writes a new table into the service's inactive region of `maglev_tables` and
+/// then replaces this whole value (a single hash-map update, atomic for readers), so a packet
+/// sees either the old table or the new one, never a half-written one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index into `service_stats`.
+    pub service_id: u32,
+    /// First slot of the live table in `maglev_tables`.
+    pub table_offset: u32,
+    /// Slots in the live table (prime M); 0 when no backend is available.
+    pub table_size: u32,
+    /// `SERVICE_F_*`.
+    pub flags: u32,
+    /// Bumped on every table switch, for the agent's bookkeeping and status.
+    pub generation: u32,
+}
+
+/// Value of `backends`, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendValue {
+    /// Destination MAC written into frames for this backend.
+    pub mac: [u8; 6],
+    /// Source MAC written into frames: the LB's own interface towards the backend.
+    pub src_mac: [u8; 6],
+    /// Interface the backend is reached through; frames leave there (XDP_TX when it is the
+    /// ingress interface, XDP_REDIRECT through `tx_ports` otherwise).
+    pub ifindex: u32,
+    /// `BACKEND_F_*`.
+    pub flags: u32,
+}
+
+/// One per-CPU packet/byte counter pair (`service_stats`, `backend_stats`, `verdict_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Slots of `verdict_stats`: what happened to a frame, and why.
+pub mod verdict {
+    /// Sent back out of the ingress interface to a backend.
+    pub const TX: u32 = 0;
+    /// Redirected to a backend behind another interface.
+    pub const REDIRECT: u32 = 1;
+    /// Passed: not IP, not TCP/UDP, or no service at its (VIP, port, protocol).
+    pub const PASS_NOT_SERVICE: u32 = 2;
+    /// Passed: the frame is shorter than its headers claim, or a header is invalid.
+    pub const PASS_MALFORMED: u32 = 3;
+    /// Passed: an IP fragment (no ports to hash on); the host stack handles it.
+    pub const PASS_FRAGMENT: u32 = 4;
+    /// Passed: a service with no backend available, configured to pass.
+    pub const PASS_NO_BACKEND: u32 = 5;
+    /// Dropped: a service with no backend available, configured to drop (the default).
+    pub const DROP_NO_BACKEND: u32 = 6;
+    /// Passed: the redirect target could not be used.
+    pub const PASS_REDIRECT_FAILED: u32 = 7;
+    /// Number of slots.
+    pub const COUNT: u32 = 8;
+
+    /// Names of the slots, in slot order, for status and metrics.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "tx",
+        "redirect",
+        "pass_not_service",
+        "pass_malformed",
+        "pass_fragment",
+        "pass_no_backend",
+        "drop_no_backend",
+        "pass_redirect_failed",
+    ];
+}
+
+/// Map names, shared so the agent and tests never spell them twice.
+pub mod map_names {
+    pub const SERVICE_BY_VIP: &str = "service_by_vip";
+    pub const MAGLEV_TABLES: &str = "maglev_tables";
+    pub const BACKENDS: &str = "backends";
+    pub const TX_PORTS: &str = "tx_ports";
+    pub const SERVICE_STATS: &str = "service_stats";
+    pub const BACKEND_STATS: &str = "backend_stats";
+    pub const VERDICT_STATS: &str = "verdict_stats";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "xdp_lb";
+/// Name of the global holding the flow-hash seed, set by the agent at load time.
+pub const FLOW_HASH_SEED_GLOBAL: &str = "FLOW_HASH_SEED";
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for Counter {}
+}

@@ -1,0 +1,140 @@
+//! The xdp-lb data plane: L2 direct server return over Maglev.
+//!
+//! A frame to a configured (VIP, port, protocol) gets a backend from its service's Maglev
+//! table, its destination MAC rewritten to the backend's and its source MAC to the LB's
+//! own, and leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte
+//! changes. Every other frame is passed untouched.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod parse;
+
+use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::warn;
+use network_types::eth::EthHdr;
+use xdp_lb_common::{
+    BACKEND_F_VALID, BackendValue, SERVICE_F_PASS_WHEN_EMPTY, ServiceValue, flow_hash_v4,
+    flow_hash_v6, verdict,
+};
+
+use crate::{
+    maps::{
+        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_STATS, TX_PORTS,
+        VERDICT_STATS, count,
+    },
+    parse::{Flow, parse_flow, ptr_at},
+};
+
+/// Seed of the flow hash, set by the agent at load from the config (`flow_hash_seed`).
+#[unsafe(no_mangle)]
+static FLOW_HASH_SEED: Global<u32> = Global::new(0);
+
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let (action, reason) = balance(&ctx, bytes);
+    count(&VERDICT_STATS, reason, bytes);
+    action
+}
+
+/// Returns the XDP action and the `verdict` slot to count it under.
+#[inline(always)]
+fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
+    let flow = match parse_flow(ctx) {
+        Ok(flow) => flow,
+        Err(reason) => return (xdp_action::XDP_PASS, reason),
+    };
+    // SAFETY: the value is copied out at once; the agent replaces values whole.
+    let Some(service) = (unsafe { SERVICE_BY_VIP.get(&flow.service) }).copied() else {
+        return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
+    };
+    let Some((backend_id, backend)) = pick_backend(ctx, &flow, &service) else {
+        return no_backend(&service);
+    };
+
+    let (action, reason) = if backend.ifindex == ctx.ingress_ifindex() as u32 {
+        (xdp_action::XDP_TX, verdict::TX)
+    } else if TX_PORTS.get_ifindex(backend.ifindex).is_some() {
+        (xdp_action::XDP_REDIRECT, verdict::REDIRECT)
+    } else {
+        warn!(ctx, "backend {} is behind ifindex {} missing from tx_ports", backend_id, backend.ifindex);
+        return (xdp_action::XDP_PASS, verdict::PASS_REDIRECT_FAILED);
+    };
+
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return (xdp_action::XDP_PASS, verdict::PASS_MALFORMED);
+    };
+    // SAFETY: checked by `ptr_at`; this is the only write to the frame.
+    unsafe {
+        (*eth).dst_addr = backend.mac;
+        (*eth).src_addr = backend.src_mac;
+    }
+    count(&SERVICE_STATS, service.service_id, bytes);
+    count(&BACKEND_STATS, backend_id, bytes);
+
+    if action == xdp_action::XDP_REDIRECT {
+        // Present in tx_ports (checked above); fall back to passing if it vanished since.
+        return match TX_PORTS.redirect(backend.ifindex, 0) {
+            Ok(action) => (action, reason),
+            Err(_) => (xdp_action::XDP_PASS, verdict::PASS_REDIRECT_FAILED),
+        };
+    }
+    (action, reason)
+}
+
+/// The backend the service's live Maglev table names for this flow.
+#[inline(always)]
+fn pick_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Option<(u32, BackendValue)> {
+    if service.table_size == 0 {
+        return None;
+    }
+    let seed = FLOW_HASH_SEED.load();
+    let key = &flow.service;
+    let hash = if key.family == xdp_lb_common::FAMILY_IPV4 {
+        flow_hash_v4(flow.src[0], key.addr[0], flow.ports, key.proto, seed)
+    } else {
+        flow_hash_v6(&flow.src, &key.addr, flow.ports, key.proto, seed)
+    };
+    let slot = service.table_offset + hash % service.table_size;
+    let backend_id = *MAGLEV_TABLES.get(slot)?;
+    let backend = *BACKENDS.get(backend_id)?;
+    if backend.flags & BACKEND_F_VALID == 0 {
+        warn!(ctx, "maglev slot {} names backend {} which has no valid entry", slot, backend_id);
+        return None;
+    }
+    Some((backend_id, backend))
+}
+
+#[inline(always)]
+fn no_backend(service: &ServiceValue) -> (u32, u32) {
+    if service.flags & SERVICE_F_PASS_WHEN_EMPTY != 0 {
+        (xdp_action::XDP_PASS, verdict::PASS_NO_BACKEND)
+    } else {
+        (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND)
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Passes every frame. The lab attaches it to the switch side of the LB's veth, because a
+/// frame XDP_TX-ed out of a veth only reaches a peer that runs an XDP program itself; the
+/// benchmarks use it as the baseline cost of running any program at all.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Sends every frame back out untouched: the no-op XDP_TX baseline of the benchmarks.
+#[xdp]
+pub fn xdp_noop_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}

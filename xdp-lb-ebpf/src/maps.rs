@@ -1,0 +1,52 @@
+//! Every map of the data plane. The agent writes all of them; the program writes only the
+//! per-CPU stats.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use xdp_lb_common::{
+    BPF_F_MMAPABLE, BackendValue, Counter, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
+    ServiceKey, ServiceValue, verdict,
+};
+
+/// (VIP, port, protocol) -> the service's id and its live Maglev table.
+#[map(name = "service_by_vip")]
+pub static SERVICE_BY_VIP: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// All services' Maglev tables back to back; a slot holds a backend id. Two regions per
+/// service (live and next); the agent sizes the map at load and writes it through mmap.
+#[map(name = "maglev_tables")]
+pub static MAGLEV_TABLES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Backend id -> the MACs to write and the interface to send through.
+#[map(name = "backends")]
+pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// ifindex -> ifindex, for backends reached through an interface other than the ingress one.
+#[map(name = "tx_ports")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+/// Per service id: frames and bytes forwarded.
+#[map(name = "service_stats")]
+pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+/// Per backend id: frames and bytes forwarded.
+#[map(name = "backend_stats")]
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per `verdict::*` slot: what happened to frames, and why.
+#[map(name = "verdict_stats")]
+pub static VERDICT_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(verdict::COUNT, 0);
+
+#[inline(always)]
+pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot is only touched by this CPU, and the program is not reentrant.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}

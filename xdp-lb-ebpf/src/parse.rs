@@ -1,0 +1,142 @@
+//! Header parsing. Every read goes through `ptr_at`, which checks the frame's end first.
+
+use core::mem;
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+use xdp_lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, ServiceKey, verdict};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_NEXT_FRAGMENT: u8 = 44;
+/// IPv4 "more fragments" flag and fragment offset.
+const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
+
+/// What the balancer needs from a frame it may forward.
+pub struct Flow {
+    pub service: ServiceKey,
+    /// Source and destination address words, as in the packet (IPv4 uses word 0).
+    pub src: [u32; 4],
+    /// Both ports as one word (see `xdp_lb_common::flow_hash`).
+    pub ports: u32,
+}
+
+/// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is shorter.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+#[inline(always)]
+fn read_word(ctx: &XdpContext, offset: usize) -> Option<u32> {
+    let p = ptr_at::<[u8; 4]>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked the four bytes lie inside the frame.
+    Some(u32::from_ne_bytes(unsafe { *p }))
+}
+
+/// Parses Ethernet, IPv4 or IPv6, TCP or UDP. `Err` carries the `verdict` slot explaining why
+/// the frame is not one to balance (it is then passed untouched).
+#[inline(always)]
+pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(verdict::PASS_MALFORMED)?;
+    // SAFETY: checked by `ptr_at`.
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    match ether_type {
+        ETH_P_IP => parse_ipv4(ctx, EthHdr::LEN),
+        ETH_P_IPV6 => parse_ipv6(ctx, EthHdr::LEN),
+        _ => Err(verdict::PASS_NOT_SERVICE),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
+    // SAFETY: checked by `ptr_at`.
+    let (vihl, frags, proto) = unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto) };
+    let header_len = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Err(verdict::PASS_MALFORMED);
+    }
+    if u16::from_be_bytes(frags) & IPV4_FRAGMENT_MASK != 0 {
+        return Err(verdict::PASS_FRAGMENT);
+    }
+    let ports = l4_ports(ctx, offset + header_len, proto)?;
+    let src = read_word(ctx, offset + 12).ok_or(verdict::PASS_MALFORMED)?;
+    let dst = read_word(ctx, offset + 16).ok_or(verdict::PASS_MALFORMED)?;
+    Ok(Flow {
+        service: ServiceKey {
+            addr: [dst, 0, 0, 0],
+            port: (ports >> 16) as u16,
+            proto,
+            family: FAMILY_IPV4,
+        },
+        src: [src, 0, 0, 0],
+        ports,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
+    // SAFETY: checked by `ptr_at`; the header is 40 bytes and all of it lies in the frame.
+    let (version, next, src, dst) = unsafe {
+        (
+            (*ip).vcf[0] >> 4,
+            (*ip).next_hdr,
+            words(&(*ip).src_addr),
+            words(&(*ip).dst_addr),
+        )
+    };
+    if version != 6 {
+        return Err(verdict::PASS_MALFORMED);
+    }
+    if next == IPV6_NEXT_FRAGMENT {
+        return Err(verdict::PASS_FRAGMENT);
+    }
+    let ports = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
+    Ok(Flow {
+        service: ServiceKey {
+            addr: dst,
+            port: (ports >> 16) as u16,
+            proto: next,
+            family: FAMILY_IPV6,
+        },
+        src,
+        ports,
+    })
+}
+
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
+
+/// Source and destination port of a TCP or UDP header at `offset` (both sit in its first
+/// four bytes), after checking the whole fixed header is in the frame.
+#[inline(always)]
+fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<u32, u32> {
+    let header_len = match proto {
+        PROTO_TCP => TcpHdr::LEN,
+        PROTO_UDP => UdpHdr::LEN,
+        _ => return Err(verdict::PASS_NOT_SERVICE),
+    };
+    if ctx.data() + offset + header_len > ctx.data_end() {
+        return Err(verdict::PASS_MALFORMED);
+    }
+    read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)
+}

@@ -1,0 +1,159 @@
+//! The validated configuration: what the rest of the agent works from. Every value here has
+//! passed validation (see `validate.rs`); defaults are filled in.
+
+use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
+
+/// Default seed of the flow hash. Every LB that must send a flow to the same backend (an
+/// anycast/ECMP group) needs the same seed, so the default is a fixed value, not a random one.
+pub const DEFAULT_FLOW_HASH_SEED: u32 = 0x5eed_1b5d;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub path: PathBuf,
+    pub flow_hash_seed: u32,
+    pub xdp_mode: XdpAttachMode,
+    /// Interfaces the program is attached to (names, as in `ip link`).
+    pub interfaces: Vec<String>,
+    /// Capacity of `maglev_tables` in slots: room for two tables (live and next) per service.
+    pub maglev_table_slots: u32,
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpAttachMode {
+    /// Driver (native) XDP: the fast path; refused by drivers without XDP support.
+    #[default]
+    Native,
+    /// Generic (skb) XDP: works on any interface, slower.
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Unique name, used in logs, status and metrics.
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Maglev table size M (prime).
+    pub maglev_size: u32,
+    pub when_no_backend: NoBackendAction,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => xdp_lb_common::PROTO_TCP,
+            Protocol::Udp => xdp_lb_common::PROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// What the data plane does with a service's frames while it has no backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NoBackendAction {
+    #[default]
+    Drop,
+    Pass,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub address: IpAddr,
+    /// 0..=MAX_WEIGHT; 0 takes no new flows.
+    pub weight: u32,
+    /// Given in the config; otherwise resolved from the kernel's neighbour table.
+    pub mac: Option<MacAddr>,
+}
+
+/// An Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+    /// Group (multicast or broadcast) addresses can never name one backend.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a MAC address (expected six hex bytes like 02:00:5e:10:00:01)")]
+pub struct MacParseError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(|| MacParseError(s.to_owned()))?;
+            if part.len() != 2 {
+                return Err(MacParseError(s.to_owned()));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| MacParseError(s.to_owned()))?;
+        }
+        if parts.next().is_some() {
+            return Err(MacParseError(s.to_owned()));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_parse_with_colons_or_dashes_and_print_with_colons() {
+        let mac: MacAddr = "02:00:5E:10:00:01".parse().unwrap();
+        assert_eq!(mac.0, [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]);
+        assert_eq!(mac.to_string(), "02:00:5e:10:00:01");
+        assert_eq!("02-00-5e-10-00-01".parse::<MacAddr>().unwrap(), mac);
+    }
+
+    #[test]
+    fn malformed_mac_addresses_are_refused() {
+        for bad in ["", "02:00:5e:10:00", "02:00:5e:10:00:01:02", "2:00:5e:10:00:01", "zz:00:5e:10:00:01"] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} parsed");
+        }
+    }
+}

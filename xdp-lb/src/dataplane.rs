@@ -1,0 +1,1 @@
+//! Loading the program and writing its maps.

@@ -1,0 +1,1 @@
+//! Backend MAC resolution through the kernel's neighbour table (netlink).
