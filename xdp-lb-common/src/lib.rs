@@ -7,7 +7,7 @@
 
 pub mod flow_hash;
 
-pub use flow_hash::{flow_hash_v4, flow_hash_v6};
+pub use flow_hash::{addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_raw};
 
 /// Entries of `service_by_vip` (and the stats slots a service can own).
 pub const MAX_SERVICES: u32 = 1024;
@@ -61,6 +61,18 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub family: u8,
+}
+
+impl ServiceKey {
+    /// The key of the service at `vip`:`port` with IP protocol `proto`.
+    pub fn new(vip: core::net::IpAddr, port: u16, proto: u8) -> Self {
+        Self {
+            addr: addr_words(vip),
+            port: port_raw(port),
+            proto,
+            family: if vip.is_ipv4() { FAMILY_IPV4 } else { FAMILY_IPV6 },
+        }
+    }
 }
 
 /// Value of `service_by_vip`: where the service's live Maglev table is.

@@ -1,1 +1,354 @@
-//! Loading the program and writing its maps.
+//! The data plane as the agent sees it: the loaded program and typed handles on its maps.
+//!
+//! Maglev tables are written through an mmap of `maglev_tables` (a `BPF_F_MMAPABLE` array):
+//! a whole table is one memcpy, where 65537 single-element updates would cost tens of
+//! milliseconds. Everything else goes through ordinary map updates.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use xdp_lb_common::{
+    BackendValue, Counter, FLOW_HASH_SEED_GLOBAL, MAGLEV_SLOT_STRIDE, PROGRAM_NAME, ServiceKey,
+    ServiceValue, map_names, verdict,
+};
+
+use crate::config::XdpAttachMode;
+
+/// Levels of the data plane's aya-log records.
+pub use aya_log::Level as LogLevel;
+
+/// What is fixed when the program is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub flow_hash_seed: u32,
+    /// Capacity of `maglev_tables`, in slots.
+    pub maglev_table_slots: u32,
+    /// Most verbose aya-log level the program emits (its logging is off the packet path).
+    pub log_level: LogLevel,
+}
+
+/// The loaded program and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    service_by_vip: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, BackendValue>,
+    tx_ports: DevMapHash<MapData>,
+    service_stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+    verdict_stats: PerCpuArray<MapData, Counter>,
+    tables: TableArea,
+    links: Vec<(String, XdpLinkId)>,
+}
+
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("the data plane object has no map `{name}`"))?;
+    T::try_from(map).with_context(|| format!("map `{name}` has an unexpected type"))
+}
+
+impl Dataplane {
+    /// Loads the object into the kernel and the `xdp_lb` program, without attaching it.
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        let level = opts.log_level as u8;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(FLOW_HASH_SEED_GLOBAL, &opts.flow_hash_seed, true)
+            .override_global(aya_log::LEVEL, &level, false)
+            .map_max_entries(map_names::MAGLEV_TABLES, opts.maglev_table_slots)
+            .load(crate::EBPF_OBJECT)
+            .context("loading the data plane object into the kernel")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("the data plane object has no program `{PROGRAM_NAME}`"))?
+            .try_into()?;
+        program
+            .load()
+            .context("the kernel refused the XDP program")?;
+
+        let tables_map: Map = ebpf
+            .take_map(map_names::MAGLEV_TABLES)
+            .ok_or_else(|| anyhow!("the data plane object has no map `maglev_tables`"))?;
+        let Map::Array(tables_data) = tables_map else {
+            bail!("map `maglev_tables` is not an array");
+        };
+        let tables = TableArea::map(tables_data, opts.maglev_table_slots)?;
+
+        Ok(Self {
+            service_by_vip: take(&mut ebpf, map_names::SERVICE_BY_VIP)?,
+            backends: take(&mut ebpf, map_names::BACKENDS)?,
+            tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
+            service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
+            backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
+            verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
+            tables,
+            links: Vec::new(),
+            ebpf,
+        })
+    }
+
+    /// The aya object, for the logger.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// The loaded `xdp_lb` program (tests run it through BPF_PROG_TEST_RUN).
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("load() checked the program exists and is XDP")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("load() checked the program exists and is XDP")
+    }
+
+    /// Attaches the program to an interface; it stays attached until `detach_all` or drop.
+    pub fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> anyhow::Result<()> {
+        let xdp_mode = match mode {
+            XdpAttachMode::Native => XdpMode::Driver,
+            XdpAttachMode::Generic => XdpMode::Skb,
+        };
+        let link = self.program_mut().attach(ifname, xdp_mode).map_err(|err| {
+            let hint = match mode {
+                XdpAttachMode::Native => format!(
+                    "; if the driver of {ifname} lacks native XDP, set `xdp_mode: generic` in the \
+                     config or pass `--xdp-mode generic` (slower, works everywhere)"
+                ),
+                XdpAttachMode::Generic => String::new(),
+            };
+            anyhow!("attaching XDP ({mode:?} mode) to {ifname} failed: {err}{hint}")
+        })?;
+        self.links.push((ifname.to_owned(), link));
+        Ok(())
+    }
+
+    /// Detaches from every interface (also done on drop).
+    pub fn detach_all(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        for (ifname, link) in links {
+            if let Err(err) = self.program_mut().detach(link) {
+                log::warn!("detaching from {ifname}: {err}");
+            }
+        }
+    }
+
+    /// Interfaces the program is attached to.
+    pub fn attached(&self) -> impl Iterator<Item = &str> {
+        self.links.iter().map(|(name, _)| name.as_str())
+    }
+
+    pub fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> anyhow::Result<()> {
+        self.service_by_vip
+            .insert(key, value, 0)
+            .context("updating service_by_vip")
+    }
+
+    pub fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        self.service_by_vip
+            .remove(key)
+            .context("removing from service_by_vip")
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        self.service_by_vip.get(key, 0).ok()
+    }
+
+    pub fn set_backend(&mut self, id: u32, value: BackendValue) -> anyhow::Result<()> {
+        self.backends
+            .set(id, value, 0)
+            .with_context(|| format!("updating backends[{id}]"))
+    }
+
+    pub fn backend(&self, id: u32) -> anyhow::Result<BackendValue> {
+        self.backends
+            .get(&id, 0)
+            .with_context(|| format!("reading backends[{id}]"))
+    }
+
+    /// Makes an interface a redirect target for backends behind it.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|err| anyhow!("adding ifindex {ifindex} to tx_ports: {err}"))
+    }
+
+    /// Writes `table` into `maglev_tables` starting at slot `offset`.
+    pub fn write_table(&mut self, offset: u32, table: &[u32]) -> anyhow::Result<()> {
+        self.tables.write(offset, table)
+    }
+
+    /// Reads `len` slots of `maglev_tables` from `offset`.
+    pub fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
+        self.tables.read(offset, len)
+    }
+
+    pub fn table_capacity(&self) -> u32 {
+        self.tables.slots
+    }
+
+    pub fn service_counter(&self, service_id: u32) -> Counter {
+        sum_per_cpu(&self.service_stats, service_id)
+    }
+
+    pub fn backend_counter(&self, backend_id: u32) -> Counter {
+        sum_per_cpu(&self.backend_stats, backend_id)
+    }
+
+    /// Counters of every `verdict` slot, in slot order.
+    pub fn verdict_counters(&self) -> Vec<Counter> {
+        (0..verdict::COUNT)
+            .map(|slot| sum_per_cpu(&self.verdict_stats, slot))
+            .collect()
+    }
+
+    /// Zeroes a backend's counters (when its id is given to a new backend).
+    pub fn reset_backend_counter(&mut self, backend_id: u32) -> anyhow::Result<()> {
+        reset_per_cpu(&mut self.backend_stats, backend_id)
+    }
+
+    /// Zeroes a service's counters (when its id is given to a new service).
+    pub fn reset_service_counter(&mut self, service_id: u32) -> anyhow::Result<()> {
+        reset_per_cpu(&mut self.service_stats, service_id)
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn sum_per_cpu(map: &PerCpuArray<MapData, Counter>, index: u32) -> Counter {
+    let mut total = Counter::default();
+    if let Ok(values) = map.get(&index, 0) {
+        for c in values.iter() {
+            total.packets += c.packets;
+            total.bytes += c.bytes;
+        }
+    }
+    total
+}
+
+fn reset_per_cpu(map: &mut PerCpuArray<MapData, Counter>, index: u32) -> anyhow::Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, err)| anyhow!("counting CPUs: {err}"))?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+        .map_err(|err| anyhow!("building per-CPU zeros: {err}"))?;
+    map.set(index, zeros, 0)
+        .with_context(|| format!("zeroing counter {index}"))
+}
+
+/// The mmap-ed view of `maglev_tables`.
+struct TableArea {
+    // Keeps the map (and so the mapping's backing) alive.
+    _map: MapData,
+    base: NonNull<u8>,
+    len: usize,
+    slots: u32,
+}
+
+// SAFETY: the mapping is owned by this value and only written through `&mut self`.
+unsafe impl Send for TableArea {}
+unsafe impl Sync for TableArea {}
+
+impl TableArea {
+    fn map(map: MapData, slots: u32) -> anyhow::Result<Self> {
+        let page = page_size();
+        let len = (slots as usize * MAGLEV_SLOT_STRIDE).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared read-write mapping of an mmapable BPF array of `slots` elements;
+        // the kernel checks the length against the map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of maglev_tables");
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| anyhow!("mmap returned null"))?;
+        Ok(Self {
+            _map: map,
+            base,
+            len,
+            slots,
+        })
+    }
+
+    fn check(&self, offset: u32, len: usize) -> anyhow::Result<()> {
+        if offset as usize + len > self.slots as usize {
+            bail!(
+                "table of {len} slots at offset {offset} does not fit maglev_tables ({} slots)",
+                self.slots
+            );
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, table: &[u32]) -> anyhow::Result<()> {
+        self.check(offset, table.len())?;
+        let start = offset as usize * MAGLEV_SLOT_STRIDE;
+        for (i, id) in table.iter().enumerate() {
+            // SAFETY: in bounds (checked above); slots are 8-byte aligned in the mapping.
+            unsafe {
+                self.base
+                    .as_ptr()
+                    .add(start + i * MAGLEV_SLOT_STRIDE)
+                    .cast::<u32>()
+                    .write_volatile(*id);
+            }
+        }
+        // Make every slot visible before the caller publishes the table.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
+        self.check(offset, len as usize)?;
+        let start = offset as usize * MAGLEV_SLOT_STRIDE;
+        Ok((0..len as usize)
+            // SAFETY: in bounds (checked above).
+            .map(|i| unsafe {
+                self.base
+                    .as_ptr()
+                    .add(start + i * MAGLEV_SLOT_STRIDE)
+                    .cast::<u32>()
+                    .read_volatile()
+            })
+            .collect())
+    }
+}
+
+impl Drop for TableArea {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
+}

@@ -2,10 +2,13 @@
 //! resolution and the control loop. `main.rs` is the command line on top; tests and xtask
 //! use the same pieces.
 
+pub mod agent;
+pub mod balancer;
 pub mod config;
 pub mod dataplane;
 pub mod maglev;
 pub mod neighbour;
+pub mod regions;
 
 /// The compiled data plane (built by build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));

@@ -1,1 +1,116 @@
-fn main() {}
+//! `xdp-lb`: the agent and its command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use xdp_lb::{
+    agent::{self, RunOptions},
+    config::{self, LiveHost, XdpAttachMode},
+};
+
+const DEFAULT_CONFIG: &str = "/etc/xdp-lb/xdp-lb.yaml";
+
+/// XDP Layer-4 load balancer: direct server return over Maglev.
+///
+/// With no subcommand, runs the agent: loads the XDP program, fills its maps from the
+/// config, attaches it and runs until SIGINT/SIGTERM, then detaches.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The YAML configuration.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Overrides the config's `xdp_mode`.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<ModeArg>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the agent (the same as giving no subcommand).
+    Run(RunArgs),
+    /// Validates a config and prints the effective config; changes nothing.
+    Check {
+        /// The YAML configuration.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+}
+
+/// Exit status for an invalid config (nothing was attached or changed).
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path, &LiveHost) {
+        Ok(config) => {
+            print!("{}", config::render(&config));
+            eprintln!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match config::load(&args.config, &LiveHost) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("nothing was attached or changed");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let opts = RunOptions {
+        xdp_mode: args.xdp_mode.map(|m| match m {
+            ModeArg::Native => XdpAttachMode::Native,
+            ModeArg::Generic => XdpAttachMode::Generic,
+        }),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::run(config, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,4 +1,89 @@
 //! Configuration: the YAML file, its validation and the effective config.
+//!
+//! [`load`] / [`parse_str`] read the file (`raw.rs`, the serde schema), check every rule
+//! (`validate.rs`) and give the validated [`Config`], or every error found, each with its
+//! file, line, column and field path ([`ConfigErrors`]). [`render`] prints the effective
+//! configuration back as YAML.
+mod errors;
+mod locate;
 mod model;
+mod raw;
+mod render;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_rules;
+
+use std::{
+    io::Read,
+    path::{Component, Path},
+};
+
+pub use errors::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use render::render;
+
+/// Largest configuration file read (a full one, 16384 backends, is about 1 MiB).
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Facts about the host that validation needs (tests inject their own).
+pub trait HostFacts {
+    fn interface_exists(&self, name: &str) -> bool;
+}
+
+/// The real host: checks /sys/class/net/<name> exists (names with '/' or '..' or empty never
+/// exist).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveHost;
+
+impl HostFacts for LiveHost {
+    fn interface_exists(&self, name: &str) -> bool {
+        let plain = !name.is_empty()
+            && !name.contains('/')
+            && !name.contains("..")
+            && !name.contains('\0')
+            && matches!(
+                Path::new(name).components().next(),
+                Some(Component::Normal(_))
+            );
+        plain && Path::new("/sys/class/net").join(name).exists()
+    }
+}
+
+/// Reads and validates the configuration in `text`, which came from `path` (used in messages
+/// and kept in [`Config::path`]).
+pub fn parse_str(path: &Path, text: &str, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, locate::options())
+        .map_err(|e| ConfigErrors::from(locate::schema_error(path, text, &e)))?;
+    validate::validate(path, &raw, host)
+}
+
+/// Reads, parses and validates the configuration file at `path`. A file that cannot be read
+/// gives one error at line 0.
+pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+    let unreadable = |message: String| {
+        ConfigErrors::from(ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        })
+    };
+    let file =
+        std::fs::File::open(path).map_err(|e| unreadable(format!("cannot open the file: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(unreadable(format!(
+            "the file is larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
+    parse_str(path, &text, host)
+}

@@ -152,7 +152,13 @@ mod tests {
 
     #[test]
     fn malformed_mac_addresses_are_refused() {
-        for bad in ["", "02:00:5e:10:00", "02:00:5e:10:00:01:02", "2:00:5e:10:00:01", "zz:00:5e:10:00:01"] {
+        for bad in [
+            "",
+            "02:00:5e:10:00",
+            "02:00:5e:10:00:01:02",
+            "2:00:5e:10:00:01",
+            "zz:00:5e:10:00:01",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} parsed");
         }
     }

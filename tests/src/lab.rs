@@ -1,0 +1,510 @@
+//! [`Lab`]: building the topology, running commands in it, and tearing it all down.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Output,
+    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use aya::Ebpf;
+use tempfile::TempDir;
+
+use crate::{
+    cmd::{self, EXEC_TIMEOUT, LabProcess, Registry},
+    netns,
+    nginx::Nginx,
+    stale,
+};
+
+/// The most backends a lab can have (addresses 10.77.0.11 ..= 10.77.0.30).
+pub const MAX_BACKENDS: usize = 20;
+
+/// Set this environment variable to keep a lab's directory (configs, logs) after teardown.
+pub const KEEP_DIR_ENV: &str = "XDP_LB_KEEP_LAB_DIR";
+
+/// What [`Lab::up`] builds.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// How many backends (1 ..= [`MAX_BACKENDS`]); default 3.
+    pub backends: usize,
+    /// Whether [`Lab::up`] also writes the lab config and starts the agent in the LB
+    /// namespace (see [`Lab::agent`]); default false.
+    pub lb_agent: bool,
+    /// The agent binary used when `lb_agent` is set; `None` means
+    /// [`Lab::locate_agent_binary`].
+    pub agent_binary: Option<PathBuf>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            backends: 3,
+            lb_agent: false,
+            agent_binary: None,
+        }
+    }
+}
+
+/// A complete lab: a switch namespace with a bridge, a client, the LB and LVS/DR backends
+/// running nginx (see the crate docs for the topology). Dropping it tears everything down:
+/// every process it started is killed, every process still inside one of its namespaces
+/// too, and its namespaces are deleted. Several labs can run side by side.
+pub struct Lab {
+    pub(crate) id: String,
+    pub(crate) backends: usize,
+    pub(crate) dir: Option<TempDir>,
+    pub(crate) dir_path: PathBuf,
+    pub(crate) ns_switch: String,
+    pub(crate) ns_client: String,
+    pub(crate) ns_lb: String,
+    pub(crate) ns_backends: Vec<String>,
+    /// Namespaces created so far, in creation order.
+    pub(crate) created: Vec<String>,
+    pub(crate) registry: Registry,
+    pub(crate) nginx: Vec<Nginx>,
+    pub(crate) xdp_pass: Option<Ebpf>,
+    pub(crate) agent: Option<LabProcess>,
+    pub(crate) spawned: AtomicUsize,
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    /// The virtual IP the services listen on (on the LB's eth0, and on every backend's lo).
+    pub const VIP: &str = "10.77.0.100";
+    /// The client's address.
+    pub const CLIENT_ADDR: &str = "10.77.0.2";
+    /// The LB's own address.
+    pub const LB_ADDR: &str = "10.77.0.1";
+    /// The prefix length of the lab's segment, 10.77.0.0/24.
+    pub const PREFIX_LEN: u8 = 24;
+    /// The client's eth0 MAC.
+    pub const CLIENT_MAC: &str = "02:77:00:00:00:02";
+    /// The LB's eth0 MAC.
+    pub const LB_MAC: &str = "02:77:00:00:00:01";
+    /// The HLS (HTTP) service port on the VIP and on every backend.
+    pub const HTTP_PORT: u16 = 8080;
+    /// The RTMP service port on the VIP and on every backend.
+    pub const RTMP_PORT: u16 = 1935;
+    /// The port of the LB host's own HTTP service on [`Lab::LB_ADDR`] (answers `lb\n`).
+    pub const LB_SERVICE_PORT: u16 = 8000;
+    /// The line the agent logs once it is attached and its maps are filled.
+    pub const AGENT_READY_LINE: &str = "xdp-lb is running";
+
+    /// Backend `i`'s (0-based) address: 10.77.0.11, .12, ...
+    pub fn backend_addr(i: usize) -> String {
+        format!("10.77.0.{}", 11 + i)
+    }
+
+    /// Backend `i`'s (0-based) name: "b1", "b2", ... (what its nginx answers at `/`).
+    pub fn backend_name(i: usize) -> String {
+        format!("b{}", i + 1)
+    }
+
+    /// Backend `i`'s (0-based) eth0 MAC.
+    pub fn backend_mac(i: usize) -> String {
+        format!("02:77:00:00:00:{:02x}", 11 + i)
+    }
+
+    /// Builds a lab. Needs root. On any failure whatever was built is torn down again.
+    pub fn up(opts: LabOptions) -> Result<Lab> {
+        // SAFETY: geteuid(2) has no preconditions.
+        ensure!(unsafe { libc::geteuid() } == 0, "the lab needs root (network namespaces, XDP)");
+        ensure!(
+            (1..=MAX_BACKENDS).contains(&opts.backends),
+            "a lab has 1 to {MAX_BACKENDS} backends, not {}",
+            opts.backends
+        );
+        match stale::reap_stale_labs() {
+            Ok(reaped) if !reaped.is_empty() => {
+                eprintln!("xdp-lb lab: tore down labs left behind by dead processes: {reaped:?}");
+            }
+            Ok(_) => {}
+            Err(err) => eprintln!("xdp-lb lab: tearing down labs left behind: {err:#}"),
+        }
+        let mut lab = Self::allocate(opts.backends)?;
+        lab.build().with_context(|| format!("building lab {}", lab.id))?;
+        if opts.lb_agent {
+            let binary = match opts.agent_binary {
+                Some(path) => path,
+                None => Self::locate_agent_binary()?,
+            };
+            let config = lab.write_lab_config()?;
+            lab.agent = Some(lab.start_agent(&binary, &config)?);
+        }
+        Ok(lab)
+    }
+
+    /// Picks a free lab id, creates the switch namespace (claiming the id) and the lab's
+    /// directory.
+    fn allocate(backends: usize) -> Result<Lab> {
+        for _ in 0..1000 {
+            let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let id = format!("xl{:04}{n}", std::process::id() % 10000);
+            let ns = |suffix: &str| format!("{id}-{suffix}");
+            let ns_backends: Vec<String> = (0..backends).map(|i| ns(&Self::backend_name(i))).collect();
+            let all = [ns("sw"), ns("cl"), ns("lb")];
+            if !stale::claim(&id)? {
+                continue;
+            }
+            if all.iter().chain(&ns_backends).any(|name| netns::exists(name)) {
+                // Namespaces nobody has a record for: not ours to touch.
+                stale::release(&id)?;
+                continue;
+            }
+            if let Err(err) = netns::add(&all[0]) {
+                stale::release(&id)?;
+                return Err(err);
+            }
+            let mut lab = Lab {
+                id: id.clone(),
+                backends,
+                dir: None,
+                dir_path: PathBuf::new(),
+                ns_switch: all[0].clone(),
+                ns_client: all[1].clone(),
+                ns_lb: all[2].clone(),
+                ns_backends,
+                created: vec![all[0].clone()],
+                registry: Registry::default(),
+                nginx: Vec::new(),
+                xdp_pass: None,
+                agent: None,
+                spawned: AtomicUsize::new(0),
+            };
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("xdp-lb-lab-{id}-"))
+                .tempdir()
+                .context("creating the lab's temporary directory")?;
+            lab.dir_path = dir.path().to_owned();
+            lab.dir = Some(dir);
+            return Ok(lab);
+        }
+        bail!("found no free lab id in 1000 tries (stale `xl*` namespaces? see `ip netns list`)")
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let hosts: Vec<(String, String)> = [&self.ns_client, &self.ns_lb]
+            .into_iter()
+            .chain(&self.ns_backends)
+            .map(|ns| (ns.clone(), ns.rsplit('-').next().unwrap_or(ns).to_owned()))
+            .collect();
+        for (ns, _) in &hosts {
+            netns::add(ns)?;
+            self.created.push(ns.clone());
+        }
+        for ns in self.created.clone() {
+            self.ip(&ns, &["link", "set", "lo", "up"])?;
+            self.exec_ok(&ns, &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            self.exec_ok(&ns, &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        }
+        let sw = self.ns_switch.clone();
+        self.ip(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0"])?;
+        self.ip(&sw, &["link", "set", "br0", "up"])?;
+        for (i, (ns, port)) in hosts.iter().enumerate() {
+            let (addr, mac) = match i {
+                0 => (Self::CLIENT_ADDR.to_owned(), Self::CLIENT_MAC.to_owned()),
+                1 => (Self::LB_ADDR.to_owned(), Self::LB_MAC.to_owned()),
+                _ => (Self::backend_addr(i - 2), Self::backend_mac(i - 2)),
+            };
+            self.ip(&sw, &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+            self.ip(&sw, &["link", "set", port, "master", "br0", "up"])?;
+            self.ip(ns, &["link", "set", "eth0", "address", &mac, "up"])?;
+            self.ip(ns, &["addr", "add", &format!("{addr}/{}", Self::PREFIX_LEN), "dev", "eth0"])?;
+        }
+        let lb = self.ns_lb.clone();
+        self.ip(&lb, &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"])?;
+        for ns in self.ns_backends.clone() {
+            self.ip(&ns, &["addr", "add", &format!("{}/32", Self::VIP), "dev", "lo"])?;
+            for setting in [
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+                "net.ipv4.conf.eth0.arp_ignore=1",
+                "net.ipv4.conf.eth0.arp_announce=2",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.conf.eth0.rp_filter=0",
+                "net.ipv4.conf.lo.rp_filter=0",
+            ] {
+                self.exec_ok(&ns, &["sysctl", "-q", "-w", setting])?;
+            }
+        }
+        // veth leaves TCP checksums to be completed later; a frame that went through XDP
+        // loses that, so every host that sends through the LB's path computes them itself.
+        for ns in [&self.ns_client, &self.ns_lb].into_iter().chain(&self.ns_backends) {
+            self.exec_ok(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        }
+        // A frame XDP_TX-ed out of the LB's eth0 reaches the switch only when the switch's
+        // end of that veth runs an XDP program itself.
+        self.xdp_pass = Some(netns::attach_xdp_pass(&sw, "lb")?);
+        for i in 0..self.backends {
+            let name = Self::backend_name(i);
+            let prefix = self.dir_path.join(format!("nginx-{name}"));
+            self.nginx.push(Nginx::backend(&name, &self.ns_backends[i], &prefix)?);
+            self.nginx.last_mut().map(Nginx::start).transpose()?;
+        }
+        let prefix = self.dir_path.join("nginx-lb");
+        self.nginx.push(Nginx::lb_service(&lb, &prefix, Self::LB_ADDR, Self::LB_SERVICE_PORT)?);
+        self.nginx.last_mut().map(Nginx::start).transpose()?;
+        Ok(())
+    }
+
+    /// `ip -n NS ARGS...`, which must succeed.
+    fn ip(&self, ns: &str, args: &[&str]) -> Result<String> {
+        let mut argv = vec!["ip", "-n", ns];
+        argv.extend_from_slice(args);
+        cmd::run_ok(&argv, EXEC_TIMEOUT)
+    }
+
+    /// The lab's id, the prefix of all its namespace names (e.g. `xl12340`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The lab's directory: nginx prefixes and logs, the agent's config and log.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// How many backends the lab has.
+    pub fn backends(&self) -> usize {
+        self.backends
+    }
+
+    /// The switch namespace (`<id>-sw`, bridge `br0`; ports `cl`, `lb`, `b1`...).
+    pub fn ns_switch(&self) -> &str {
+        &self.ns_switch
+    }
+
+    /// The client namespace (`<id>-cl`).
+    pub fn ns_client(&self) -> &str {
+        &self.ns_client
+    }
+
+    /// The LB namespace (`<id>-lb`), where the agent runs.
+    pub fn ns_lb(&self) -> &str {
+        &self.ns_lb
+    }
+
+    /// Backend `i`'s (0-based) namespace (`<id>-b1`, ...). Panics when `i` is out of range
+    /// (a bug in the test).
+    pub fn ns_backend(&self, i: usize) -> &str {
+        &self.ns_backends[i]
+    }
+
+    /// Every namespace of the lab.
+    pub fn namespaces(&self) -> &[String] {
+        &self.created
+    }
+
+    /// The MAC address of `ifname` inside namespace `ns`, as the kernel reports it.
+    pub fn mac(&self, ns: &str, ifname: &str) -> Result<String> {
+        Ok(self.exec_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")])?.trim().to_owned())
+    }
+
+    fn check_ns(&self, ns: &str) -> Result<()> {
+        ensure!(
+            self.created.iter().any(|own| own == ns),
+            "`{ns}` is not a namespace of lab {} (it has {:?})",
+            self.id,
+            self.created
+        );
+        Ok(())
+    }
+
+    /// Runs `args` inside namespace `ns` (`ip netns exec`), killed after 60 s. A non-zero
+    /// exit is not an error here (see [`Self::exec_ok`]).
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        self.exec_timeout(ns, args, EXEC_TIMEOUT)
+    }
+
+    /// [`Self::exec`] with a timeout of your own.
+    pub fn exec_timeout(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output> {
+        self.check_ns(ns)?;
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend_from_slice(args);
+        cmd::run(&argv, timeout)
+    }
+
+    /// Runs `args` inside namespace `ns` and returns its stdout; fails, quoting its stderr,
+    /// when it exits non-zero.
+    pub fn exec_ok(&self, ns: &str, args: &[&str]) -> Result<String> {
+        self.check_ns(ns)?;
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend_from_slice(args);
+        cmd::check(&argv, cmd::run(&argv, EXEC_TIMEOUT)?)
+    }
+
+    /// Starts `args` in the background inside namespace `ns`; its stdout and stderr go to
+    /// files in the lab directory. It is killed when the returned handle or the lab drops.
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> Result<LabProcess> {
+        self.check_ns(ns)?;
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let stem: String = args
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .unwrap_or("process")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let base = self.dir_path.join(format!("proc-{n}-{stem}"));
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend_from_slice(args);
+        LabProcess::start(
+            &argv,
+            &[],
+            &base.with_extension("stdout"),
+            Some(&base.with_extension("stderr")),
+            &self.registry,
+        )
+    }
+
+    /// Where [`Self::start_agent`] writes the agent's output.
+    pub fn agent_log_path(&self) -> PathBuf {
+        self.dir_path.join("agent.log")
+    }
+
+    /// Starts `agent_binary --config CONFIG` in the LB namespace with RUST_LOG=info, its
+    /// output appended to [`Self::agent_log_path`], and waits (30 s at most) for it to log
+    /// [`Self::AGENT_READY_LINE`]. Fails with its log when it exits or times out first.
+    pub fn start_agent(&self, agent_binary: &Path, config: &Path) -> Result<LabProcess> {
+        let binary = agent_binary
+            .to_str()
+            .ok_or_else(|| anyhow!("{} is not UTF-8", agent_binary.display()))?;
+        let config = config.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", config.display()))?;
+        ensure!(agent_binary.is_file(), "no agent binary at {binary}");
+        let log_path = self.agent_log_path();
+        let start = fs::metadata(&log_path).map(|m| m.len() as usize).unwrap_or(0);
+        let argv = ["ip", "netns", "exec", &self.ns_lb, binary, "--config", config];
+        let mut agent = LabProcess::start(&argv, &[("RUST_LOG", "info")], &log_path, None, &self.registry)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = fs::read(&log_path).unwrap_or_default();
+            let new = String::from_utf8_lossy(log.get(start..).unwrap_or_default());
+            if new.contains(Self::AGENT_READY_LINE) {
+                return Ok(agent);
+            }
+            if let Some(status) = agent.try_status()? {
+                bail!(
+                    "the agent `{}` exited ({}) before logging \"{}\"; its log: {}",
+                    cmd::describe(&argv),
+                    cmd::status_text(status),
+                    Self::AGENT_READY_LINE,
+                    cmd::quote_output(new.as_bytes())
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = agent.kill();
+                bail!(
+                    "the agent `{}` did not log \"{}\" within 30 s (killed); its log: {}",
+                    cmd::describe(&argv),
+                    Self::AGENT_READY_LINE,
+                    cmd::quote_output(new.as_bytes())
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the agents started by this lab have logged (empty if none ran).
+    pub fn agent_log(&self) -> String {
+        fs::read(self.agent_log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The agent [`Lab::up`] started (with `lb_agent`), e.g. to stop or signal it.
+    pub fn agent(&mut self) -> Option<&mut LabProcess> {
+        self.agent.as_mut()
+    }
+
+    /// The xdp-lb agent binary: `$XDP_LB_BIN` if set, else `xdp-lb` in the cargo target
+    /// directory the running executable was built into (`target/debug` for tests).
+    pub fn locate_agent_binary() -> Result<PathBuf> {
+        if let Some(path) = std::env::var_os("XDP_LB_BIN") {
+            let path = PathBuf::from(path);
+            ensure!(path.is_file(), "XDP_LB_BIN={} is not a file", path.display());
+            return Ok(path);
+        }
+        let exe = std::env::current_exe().context("finding the current executable")?;
+        let mut dir = exe.parent().ok_or_else(|| anyhow!("{} has no parent", exe.display()))?;
+        if dir.file_name().is_some_and(|name| name == "deps" || name == "examples") {
+            dir = dir.parent().ok_or_else(|| anyhow!("{} has no parent", dir.display()))?;
+        }
+        let path = dir.join("xdp-lb");
+        ensure!(
+            path.is_file(),
+            "no agent binary at {}: build it (`cargo build -p xdp-lb`) or set XDP_LB_BIN",
+            path.display()
+        );
+        Ok(path)
+    }
+
+    /// Tears everything down; errors are reported on stderr, never raised.
+    fn teardown(&mut self) {
+        let id = self.id.clone();
+        let report = |what: &str, err: anyhow::Error| eprintln!("xdp-lb lab {id}: teardown: {what}: {err:#}");
+        if let Some(mut agent) = self.agent.take()
+            && let Err(err) = agent.kill()
+        {
+            report("stopping the agent", err);
+        }
+        if self.registry.signal_all(libc::SIGTERM) > 0 {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !self.registry.all_exited() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            self.registry.signal_all(libc::SIGKILL);
+        }
+        for nginx in &mut self.nginx {
+            nginx.stop();
+        }
+        if let Some(ebpf) = self.xdp_pass.take()
+            && let Err(err) = netns::drop_inside(&self.ns_switch, ebpf)
+        {
+            report("detaching xdp_pass", err);
+        }
+        let mut all_deleted = true;
+        for ns in self.created.iter().rev() {
+            if let Err(err) = netns::kill_all_inside(ns) {
+                report(&format!("emptying namespace {ns}"), err);
+            }
+            if let Err(err) = netns::delete(ns) {
+                all_deleted = false;
+                report(&format!("deleting namespace {ns}"), err);
+            }
+        }
+        self.created.clear();
+        // With a namespace left, the record stays: the next lab reaps what is left.
+        if all_deleted && let Err(err) = stale::release(&self.id) {
+            report("removing the lab's owner record", err);
+        }
+        if let Some(dir) = self.dir.take() {
+            if std::env::var_os(KEEP_DIR_ENV).is_some() {
+                eprintln!("xdp-lb lab {}: kept its directory {}", self.id, dir.keep().display());
+            } else if let Err(err) = dir.close() {
+                report("removing the lab directory", err.into());
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("id", &self.id)
+            .field("backends", &self.backends)
+            .field("dir", &self.dir_path)
+            .finish_non_exhaustive()
+    }
+}

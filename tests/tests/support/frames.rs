@@ -1,0 +1,182 @@
+//! Test frames: Ethernet + IPv4 (with or without options) or IPv6 + TCP or UDP, built byte by
+//! byte with valid IPv4 header checksums, so every fixture reads like a real packet.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0x00, 0x00, 0x00, 0x02];
+pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0x00, 0x00, 0x00, 0x01];
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+
+#[derive(Clone, Debug)]
+pub struct Ipv4Frame {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IPv4 options (padded to a multiple of 4 bytes).
+    pub options: Vec<u8>,
+    /// Flags and fragment offset field (host order), e.g. 0x2000 for "more fragments".
+    pub frag: u16,
+    pub payload: Vec<u8>,
+    pub ttl: u8,
+}
+
+impl Ipv4Frame {
+    pub fn tcp(src: &str, src_port: u16, dst: &str, dst_port: u16) -> Self {
+        Self {
+            src: src.parse().expect("test address"),
+            dst: dst.parse().expect("test address"),
+            proto: TCP,
+            src_port,
+            dst_port,
+            options: Vec::new(),
+            frag: 0x4000, // DF, as TCP stacks send
+            payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            ttl: 64,
+        }
+    }
+
+    pub fn udp(src: &str, src_port: u16, dst: &str, dst_port: u16) -> Self {
+        Self { proto: UDP, frag: 0, payload: b"udp video chunk".to_vec(), ..Self::tcp(src, src_port, dst, dst_port) }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.src_port.to_be_bytes());
+        l4.extend_from_slice(&self.dst_port.to_be_bytes());
+        match self.proto {
+            TCP => {
+                l4.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+                l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+                l4.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+                l4.extend_from_slice(&64240u16.to_be_bytes()); // window
+                l4.extend_from_slice(&[0xab, 0xcd]); // checksum (left as is: XDP must not touch it)
+                l4.extend_from_slice(&[0, 0]); // urgent
+            }
+            UDP => {
+                let len = 8 + self.payload.len() as u16;
+                l4.extend_from_slice(&len.to_be_bytes());
+                l4.extend_from_slice(&[0x12, 0x34]);
+            }
+            _ => {}
+        }
+        l4.extend_from_slice(&self.payload);
+        let mut options = self.options.clone();
+        while options.len() % 4 != 0 {
+            options.push(0);
+        }
+        let ihl = 5 + options.len() / 4;
+        let total = (ihl * 4 + l4.len()) as u16;
+        let mut ip = vec![0x40 | ihl as u8, 0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&0x1c46u16.to_be_bytes()); // id
+        ip.extend_from_slice(&self.frag.to_be_bytes());
+        ip.push(self.ttl);
+        ip.push(self.proto);
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&self.src.octets());
+        ip.extend_from_slice(&self.dst.octets());
+        ip.extend_from_slice(&options);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = ethernet(0x0800);
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&l4);
+        frame
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ipv6Frame {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Ipv6Frame {
+    pub fn tcp(src: &str, src_port: u16, dst: &str, dst_port: u16) -> Self {
+        Self {
+            src: src.parse().expect("test address"),
+            dst: dst.parse().expect("test address"),
+            next_header: TCP,
+            src_port,
+            dst_port,
+            payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.src_port.to_be_bytes());
+        l4.extend_from_slice(&self.dst_port.to_be_bytes());
+        l4.extend_from_slice(&[0; 8]);
+        l4.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0xab, 0xcd, 0, 0]);
+        l4.extend_from_slice(&self.payload);
+        let mut frame = ethernet(0x86dd);
+        frame.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+        frame.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        frame.push(self.next_header);
+        frame.push(64);
+        frame.extend_from_slice(&self.src.octets());
+        frame.extend_from_slice(&self.dst.octets());
+        frame.extend_from_slice(&l4);
+        frame
+    }
+}
+
+/// An Ethernet header from the client to the LB.
+pub fn ethernet(ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+/// An ARP request for `target` from the client.
+pub fn arp_request(sender: &str, target: &str) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&sender.parse::<Ipv4Addr>().expect("test address").octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.parse::<Ipv4Addr>().expect("test address").octets());
+    f
+}
+
+/// The Internet checksum.
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for chunk in bytes.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for garbage frames.
+pub fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

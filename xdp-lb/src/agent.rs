@@ -1,0 +1,286 @@
+//! The agent's control loop: load, fill the maps from the config, attach, keep backend MACs
+//! current, detach on SIGINT/SIGTERM.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use anyhow::Context as _;
+use futures::future::join_all;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    balancer::{Balancer, Forwarding},
+    config::{Backend, Config, XdpAttachMode},
+    dataplane::{Dataplane, LoadOptions},
+    neighbour::{Egress, Neighbours},
+};
+
+/// How long one backend's ARP/ND resolution may take before it is reported.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often unresolved backends are retried and resolved ones re-checked for a new MAC.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the config's `xdp_mode`.
+    pub xdp_mode: Option<XdpAttachMode>,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
+    let mut dataplane = Dataplane::load(&LoadOptions {
+        flow_hash_seed: config.flow_hash_seed,
+        maglev_table_slots: config.maglev_table_slots,
+        log_level: ebpf_log_level(),
+    })?;
+    let _ebpf_log = spawn_ebpf_logger(&mut dataplane);
+
+    let neighbours = Neighbours::new().context("opening netlink")?;
+    let mut interfaces = Vec::new();
+    for name in &config.interfaces {
+        interfaces.push(
+            neighbours
+                .interface(name)
+                .await
+                .with_context(|| format!("interface {name}"))?,
+        );
+    }
+
+    let resolved = resolve_all(&neighbours, &config, &interfaces, &mut dataplane).await;
+    let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);
+    let mut services: Vec<_> = config.services.iter().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    for service in services {
+        balancer
+            .add_service(service, &|b: &Backend| {
+                resolved.get(&b.address).copied().flatten()
+            })
+            .with_context(|| format!("service {}", service.name))?;
+    }
+
+    for name in &config.interfaces {
+        balancer.dataplane_mut().attach(name, mode)?;
+    }
+    log::info!(
+        "xdp-lb is running: {} service(s) on {} ({:?} XDP); SIGINT or SIGTERM detaches",
+        config.services.len(),
+        config.interfaces.join(", "),
+        mode
+    );
+    for service in balancer.services() {
+        log::info!(
+            "service {} {}:{}/{}: {} of {} backend(s) in its Maglev table of {} slots",
+            service.config.name,
+            service.config.vip,
+            service.config.port,
+            service.config.protocol,
+            service.active_backends(),
+            service.backends.len(),
+            service.config.maglev_size
+        );
+    }
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = refresh.tick() => refresh_backends(&neighbours, &config, &interfaces, &mut balancer).await,
+        }
+    }
+    balancer.dataplane_mut().detach_all();
+    log::info!(
+        "xdp-lb detached from {}; exiting",
+        config.interfaces.join(", ")
+    );
+    Ok(())
+}
+
+/// The aya-log level for the data plane: as verbose as RUST_LOG asks, but never below the
+/// program's own needs (it only logs on error paths).
+fn ebpf_log_level() -> aya_log::Level {
+    match log::max_level() {
+        log::LevelFilter::Off | log::LevelFilter::Error => aya_log::Level::Error,
+        log::LevelFilter::Warn | log::LevelFilter::Info => aya_log::Level::Warn,
+        log::LevelFilter::Debug => aya_log::Level::Debug,
+        log::LevelFilter::Trace => aya_log::Level::Trace,
+    }
+}
+
+/// Forwards the data plane's aya-log records to the normal logger.
+fn spawn_ebpf_logger(dataplane: &mut Dataplane) -> Option<tokio::task::JoinHandle<()>> {
+    let logger = match aya_log::EbpfLogger::init(dataplane.ebpf_mut()) {
+        Ok(logger) => logger,
+        Err(err) => {
+            log::warn!("data plane logs are unavailable: {err}");
+            return None;
+        }
+    };
+    // SAFETY: the logger owns the ring buffer's fd and lives inside the AsyncFd.
+    let fd = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(err) => {
+            log::warn!("data plane logs are unavailable: {err}");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        let mut fd = fd;
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(guard) => guard,
+                Err(err) => {
+                    log::warn!("reading data plane logs: {err}");
+                    return;
+                }
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
+
+/// Where frames to `backend` go, or why that is not known.
+async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::Result<Forwarding> {
+    match backend.mac {
+        Some(mac) => {
+            let egress = neighbours.egress_for(backend.address).await?;
+            Ok(Forwarding {
+                mac,
+                src_mac: egress.mac,
+                ifindex: egress.ifindex,
+            })
+        }
+        None => {
+            let resolved = neighbours.resolve(backend.address, RESOLVE_TIMEOUT).await?;
+            Ok(Forwarding {
+                mac: resolved.mac,
+                src_mac: resolved.egress.mac,
+                ifindex: resolved.egress.ifindex,
+            })
+        }
+    }
+}
+
+/// One configuration of each distinct backend address (the MAC, when given, is the same
+/// for every service that lists the address: validation does not require it, so the first
+/// one given wins).
+fn distinct_backends(config: &Config) -> BTreeMap<IpAddr, Backend> {
+    let mut out: BTreeMap<IpAddr, Backend> = BTreeMap::new();
+    for backend in config.services.iter().flat_map(|s| &s.backends) {
+        let entry = out
+            .entry(backend.address)
+            .or_insert_with(|| backend.clone());
+        if entry.mac.is_none() {
+            entry.mac = backend.mac;
+        }
+    }
+    out
+}
+
+/// Resolves every backend at once; unresolvable ones are reported and left out (`None`).
+async fn resolve_all(
+    neighbours: &Neighbours,
+    config: &Config,
+    interfaces: &[Egress],
+    dataplane: &mut Dataplane,
+) -> BTreeMap<IpAddr, Option<Forwarding>> {
+    let backends = distinct_backends(config);
+    let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
+    let mut out = BTreeMap::new();
+    for (backend, result) in backends.values().zip(results) {
+        let forwarding = match result {
+            Ok(f) => {
+                note_egress(dataplane, interfaces, backend.address, &f);
+                log::info!(
+                    "backend {} is at {} via ifindex {}",
+                    backend.address,
+                    f.mac,
+                    f.ifindex
+                );
+                Some(f)
+            }
+            Err(err) => {
+                log::error!(
+                    "backend {} is unreachable and gets no traffic until it resolves (retried every {}s): {err:#}",
+                    backend.address,
+                    REFRESH_INTERVAL.as_secs()
+                );
+                None
+            }
+        };
+        out.insert(backend.address, forwarding);
+    }
+    out
+}
+
+/// Makes the backend's interface a redirect target when it is not where frames come in.
+fn note_egress(dataplane: &mut Dataplane, interfaces: &[Egress], address: IpAddr, f: &Forwarding) {
+    if let Err(err) = dataplane.add_tx_port(f.ifindex) {
+        log::error!("backend {address}: {err:#}");
+    }
+    if !interfaces.iter().any(|i| i.ifindex == f.ifindex) {
+        log::warn!(
+            "backend {address} is reached through ifindex {}, which xdp-lb is not attached to: \
+             frames are redirected there, which needs a driver that accepts XDP redirects",
+            f.ifindex
+        );
+    }
+}
+
+/// Retries unresolved backends and picks up MAC changes of resolved ones.
+async fn refresh_backends(
+    neighbours: &Neighbours,
+    config: &Config,
+    interfaces: &[Egress],
+    balancer: &mut Balancer,
+) {
+    let backends = distinct_backends(config);
+    let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
+    for (backend, result) in backends.values().zip(results) {
+        let users: Vec<(String, Option<Forwarding>)> = balancer
+            .services()
+            .filter_map(|s| {
+                s.backends
+                    .get(&backend.address)
+                    .map(|b| (s.config.name.clone(), b.forwarding))
+            })
+            .collect();
+        match result {
+            Ok(f) => {
+                if users.iter().any(|(_, old)| *old != Some(f)) {
+                    note_egress(balancer.dataplane_mut(), interfaces, backend.address, &f);
+                    log::info!(
+                        "backend {} is now at {} via ifindex {}",
+                        backend.address,
+                        f.mac,
+                        f.ifindex
+                    );
+                }
+                for (service, _) in &users {
+                    if let Err(err) = balancer.set_forwarding(service, backend.address, Some(f)) {
+                        log::error!("service {service}, backend {}: {err:#}", backend.address);
+                    }
+                }
+            }
+            Err(err) => {
+                // A resolved backend keeps its last MAC: one missed ARP reply must not
+                // withdraw a server that may be fine (health checks decide that).
+                if users.iter().any(|(_, old)| old.is_none()) {
+                    log::error!("backend {} is still unreachable: {err:#}", backend.address);
+                } else {
+                    log::warn!(
+                        "backend {} did not re-resolve, keeping its last MAC: {err:#}",
+                        backend.address
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The balancer's state, and the only code that writes services, backends and Maglev tables
+//! into the data plane.
+//!
+//! Each service owns two regions of `maglev_tables` of M slots. A new table is written into
+//! the region that is not live, then the service's `service_by_vip` value is replaced whole
+//! with the other region's offset: a packet sees the old table or the new one, never a mix.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use xdp_lb_common::{
+    BACKEND_F_VALID, BackendValue, MAX_BACKENDS, MAX_SERVICES, SERVICE_F_PASS_WHEN_EMPTY,
+    ServiceKey, ServiceValue, flow_hash,
+};
+
+use crate::{
+    config::{Backend, MacAddr, NoBackendAction, Service},
+    dataplane::Dataplane,
+    maglev::{self, MaglevBackend},
+    regions::RegionAllocator,
+};
+
+/// Where frames for a backend go: its MAC and the LB interface towards it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    pub mac: MacAddr,
+    pub src_mac: MacAddr,
+    pub ifindex: u32,
+}
+
+impl Forwarding {
+    fn entry(&self) -> BackendValue {
+        BackendValue {
+            mac: self.mac.0,
+            src_mac: self.src_mac.0,
+            ifindex: self.ifindex,
+            flags: BACKEND_F_VALID,
+        }
+    }
+}
+
+/// One backend of one service.
+#[derive(Clone, Debug)]
+pub struct BackendState {
+    pub id: u32,
+    pub config: Backend,
+    /// `None` until the MAC is known; such a backend gets no slot.
+    pub forwarding: Option<Forwarding>,
+}
+
+impl BackendState {
+    /// In the Maglev table: resolved and with a weight above zero.
+    pub fn in_table(&self) -> bool {
+        self.forwarding.is_some() && self.config.weight > 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceState {
+    pub config: Service,
+    pub key: ServiceKey,
+    pub id: u32,
+    /// Offsets of the service's two table regions.
+    regions: [u32; 2],
+    /// Which region is live (`None` while the service has no backend in its table).
+    live: Option<usize>,
+    pub generation: u32,
+    pub backends: BTreeMap<IpAddr, BackendState>,
+}
+
+impl ServiceState {
+    /// Backends currently in the table.
+    pub fn active_backends(&self) -> usize {
+        self.backends.values().filter(|b| b.in_table()).count()
+    }
+}
+
+pub struct Balancer {
+    dataplane: Dataplane,
+    flow_hash_seed: u32,
+    services: BTreeMap<String, ServiceState>,
+    service_ids: IdPool,
+    backend_ids: IdPool,
+    regions: RegionAllocator,
+}
+
+impl Balancer {
+    pub fn new(dataplane: Dataplane, flow_hash_seed: u32) -> Self {
+        let capacity = dataplane.table_capacity();
+        Self {
+            dataplane,
+            flow_hash_seed,
+            services: BTreeMap::new(),
+            service_ids: IdPool::new(MAX_SERVICES),
+            backend_ids: IdPool::new(MAX_BACKENDS),
+            regions: RegionAllocator::new(capacity),
+        }
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dataplane
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
+        self.services.values()
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    /// Adds a service with its backends. Backends with a MAC in the config are usable at once;
+    /// the others wait for `set_forwarding`. Ids are taken in (name, address) order, so LBs
+    /// that load one config number everything alike whatever order the file lists it in.
+    pub fn add_service(
+        &mut self,
+        config: &Service,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        if self.services.contains_key(&config.name) {
+            bail!("service {} already exists", config.name);
+        }
+        let key = ServiceKey::new(config.vip, config.port, config.protocol.number());
+        if let Some(other) = self.services.values().find(|s| s.key == key) {
+            bail!(
+                "service {} already serves {}:{}/{}",
+                other.config.name,
+                config.vip,
+                config.port,
+                config.protocol
+            );
+        }
+        let size = config.maglev_size;
+        let id = self
+            .service_ids
+            .take()
+            .ok_or_else(|| anyhow!("no free service id (at most {MAX_SERVICES} services)"))?;
+        let regions = match (self.regions.alloc(size), self.regions.alloc(size)) {
+            (Some(a), Some(b)) => [a, b],
+            (a, b) => {
+                for r in [a, b].into_iter().flatten() {
+                    self.regions.free(r, size);
+                }
+                self.service_ids.give_back(id);
+                bail!(
+                    "maglev_tables has no room for two tables of {size} slots for service {} (capacity {} slots; raise maglev_table_slots)",
+                    config.name,
+                    self.dataplane.table_capacity()
+                );
+            }
+        };
+        self.dataplane.reset_service_counter(id)?;
+        let mut state = ServiceState {
+            config: config.clone(),
+            key,
+            id,
+            regions,
+            live: None,
+            generation: 0,
+            backends: BTreeMap::new(),
+        };
+        let mut sorted: Vec<&Backend> = config.backends.iter().collect();
+        sorted.sort_by_key(|b| b.address);
+        for backend in sorted {
+            let Some(backend_id) = self.backend_ids.take() else {
+                self.release(&state);
+                bail!("no free backend id (at most {MAX_BACKENDS} backends)");
+            };
+            let fwd = forwarding(backend);
+            self.dataplane.reset_backend_counter(backend_id)?;
+            if let Some(f) = fwd {
+                self.dataplane.set_backend(backend_id, f.entry())?;
+            }
+            state.backends.insert(
+                backend.address,
+                BackendState {
+                    id: backend_id,
+                    config: backend.clone(),
+                    forwarding: fwd,
+                },
+            );
+        }
+        let name = config.name.clone();
+        self.services.insert(name.clone(), state);
+        self.publish(&name)
+    }
+
+    /// Removes a service: its frames are passed from now on, its ids and regions are freed.
+    pub fn remove_service(&mut self, name: &str) -> anyhow::Result<()> {
+        let state = self
+            .services
+            .remove(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        self.dataplane.remove_service(&state.key)?;
+        self.release(&state);
+        Ok(())
+    }
+
+    fn release(&mut self, state: &ServiceState) {
+        for b in state.backends.values() {
+            if let Err(err) = self.dataplane.set_backend(b.id, BackendValue::default()) {
+                log::warn!("clearing backend {}: {err:#}", b.id);
+            }
+            self.backend_ids.give_back(b.id);
+        }
+        for r in state.regions {
+            self.regions.free(r, state.config.maglev_size);
+        }
+        self.service_ids.give_back(state.id);
+    }
+
+    /// Records where a backend's frames go (or that it cannot be reached), updating its entry
+    /// and, when it joins or leaves the table, the service's table.
+    pub fn set_forwarding(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        forwarding: Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        let state = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| anyhow!("no service named {service}"))?;
+        let backend = state
+            .backends
+            .get_mut(&address)
+            .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
+        if backend.forwarding == forwarding {
+            return Ok(());
+        }
+        let was_in_table = backend.in_table();
+        backend.forwarding = forwarding;
+        let now_in_table = backend.in_table();
+        let entry = forwarding.map(|f| f.entry()).unwrap_or_default();
+        let id = backend.id;
+        // A backend leaving the table leaves it before its entry is cleared, so no slot ever
+        // names an invalid entry; one joining gets its entry before any slot names it.
+        if was_in_table && !now_in_table {
+            self.publish(service)?;
+            self.dataplane.set_backend(id, entry)
+        } else {
+            self.dataplane.set_backend(id, entry)?;
+            if was_in_table != now_in_table {
+                self.publish(service)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Builds the service's table from its current backends and makes it live.
+    fn publish(&mut self, name: &str) -> anyhow::Result<()> {
+        let state = self
+            .services
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        let keys: Vec<(u32, Vec<u8>, u32)> = state
+            .backends
+            .values()
+            .filter(|b| b.in_table())
+            .map(|b| (b.id, address_key(b.config.address), b.config.weight))
+            .collect();
+        let members: Vec<MaglevBackend<'_>> = keys
+            .iter()
+            .map(|(id, key, weight)| MaglevBackend {
+                id: *id,
+                key,
+                weight: *weight,
+            })
+            .collect();
+        let table = maglev::build_table(&members, state.config.maglev_size);
+        let flags = match state.config.when_no_backend {
+            NoBackendAction::Drop => 0,
+            NoBackendAction::Pass => SERVICE_F_PASS_WHEN_EMPTY,
+        };
+        state.generation = state.generation.wrapping_add(1);
+        let value = if table.is_empty() {
+            state.live = None;
+            log::error!(
+                "service {} ({}:{}/{}) has no usable backend: its frames are {}",
+                name,
+                state.config.vip,
+                state.config.port,
+                state.config.protocol,
+                if flags == 0 {
+                    "dropped"
+                } else {
+                    "passed to the host"
+                }
+            );
+            ServiceValue {
+                service_id: state.id,
+                table_offset: state.regions[0],
+                table_size: 0,
+                flags,
+                generation: state.generation,
+            }
+        } else {
+            let next = match state.live {
+                Some(live) => 1 - live,
+                None => 0,
+            };
+            self.dataplane
+                .write_table(state.regions[next], &table)
+                .with_context(|| format!("writing the Maglev table of {name}"))?;
+            state.live = Some(next);
+            ServiceValue {
+                service_id: state.id,
+                table_offset: state.regions[next],
+                table_size: state.config.maglev_size,
+                flags,
+                generation: state.generation,
+            }
+        };
+        self.dataplane.set_service(state.key, value)
+    }
+
+    /// The live table of a service (empty while it has no backend).
+    pub fn live_table(&self, name: &str) -> anyhow::Result<Vec<u32>> {
+        let state = self
+            .services
+            .get(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        match state.live {
+            Some(live) => self
+                .dataplane
+                .read_table(state.regions[live], state.config.maglev_size),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The backend the data plane picks for a flow from `client`:`client_port` to the
+    /// service, computed in userspace from the same hash and the live table.
+    pub fn predict(
+        &self,
+        name: &str,
+        client: IpAddr,
+        client_port: u16,
+    ) -> anyhow::Result<Option<IpAddr>> {
+        let state = self
+            .services
+            .get(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        let Some(live) = state.live else {
+            return Ok(None);
+        };
+        let hash = flow_hash(
+            client,
+            client_port,
+            state.config.vip,
+            state.config.port,
+            state.config.protocol.number(),
+            self.flow_hash_seed,
+        )
+        .ok_or_else(|| {
+            anyhow!(
+                "client {client} and VIP {} are of different families",
+                state.config.vip
+            )
+        })?;
+        let slot = state.regions[live] + hash % state.config.maglev_size;
+        let id = self.dataplane.read_table(slot, 1)?[0];
+        Ok(state
+            .backends
+            .values()
+            .find(|b| b.id == id)
+            .map(|b| b.config.address))
+    }
+}
+
+/// The stable identity Maglev derives a backend's permutation from: its address bytes.
+fn address_key(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Small integer ids, lowest free first.
+struct IdPool {
+    free: BTreeSet<u32>,
+}
+
+impl IdPool {
+    fn new(capacity: u32) -> Self {
+        Self {
+            free: (0..capacity).collect(),
+        }
+    }
+    fn take(&mut self) -> Option<u32> {
+        self.free.pop_first()
+    }
+    fn give_back(&mut self, id: u32) {
+        self.free.insert(id);
+    }
+}

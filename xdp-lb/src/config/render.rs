@@ -1,0 +1,135 @@
+//! The effective configuration as YAML, every default filled in (`xdp-lb check` prints it).
+//! Reading the output back gives the same configuration.
+
+use std::{fmt::Write as _, net::IpAddr};
+
+use super::{Config, NoBackendAction, XdpAttachMode, errors::escape_controls};
+
+/// The effective configuration as YAML: services and backends in file order, each default
+/// written out, a backend without a MAC shown as `mac: null` with a comment saying it is
+/// resolved at start.
+pub fn render(config: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_config(&mut out, config);
+    out
+}
+
+fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
+    writeln!(
+        out,
+        "# Effective xdp-lb configuration (all defaults filled in)"
+    )?;
+    writeln!(
+        out,
+        "# read from {}",
+        escape_controls(&c.path.display().to_string())
+    )?;
+    writeln!(out, "flow_hash_seed: {:#010x}", c.flow_hash_seed)?;
+    let mode = match c.xdp_mode {
+        XdpAttachMode::Native => "native",
+        XdpAttachMode::Generic => "generic",
+    };
+    writeln!(out, "xdp_mode: {mode}")?;
+    if c.interfaces.is_empty() {
+        writeln!(out, "interfaces: []")?;
+    } else {
+        writeln!(out, "interfaces:")?;
+        for name in &c.interfaces {
+            writeln!(out, "  - {}", string(name))?;
+        }
+    }
+    writeln!(out, "maglev_table_slots: {}", c.maglev_table_slots)?;
+    if c.services.is_empty() {
+        return writeln!(out, "services: []");
+    }
+    writeln!(out, "services:")?;
+    for s in &c.services {
+        writeln!(out, "  - name: {}", string(&s.name))?;
+        writeln!(out, "    vip: {}", address(s.vip))?;
+        writeln!(out, "    port: {}", s.port)?;
+        writeln!(out, "    protocol: {}", s.protocol)?;
+        writeln!(out, "    maglev_size: {}", s.maglev_size)?;
+        let action = match s.when_no_backend {
+            NoBackendAction::Drop => "drop",
+            NoBackendAction::Pass => "pass",
+        };
+        writeln!(out, "    when_no_backend: {action}")?;
+        if s.backends.is_empty() {
+            writeln!(out, "    backends: []")?;
+            continue;
+        }
+        writeln!(out, "    backends:")?;
+        for b in &s.backends {
+            writeln!(out, "      - address: {}", address(b.address))?;
+            writeln!(out, "        weight: {}", b.weight)?;
+            match b.mac {
+                Some(mac) => writeln!(out, "        mac: {mac}")?,
+                None => writeln!(
+                    out,
+                    "        mac: null  # resolved from the neighbour table at start"
+                )?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An address as a YAML scalar. IPv6 addresses are quoted: one ending in `:` (`fe80::`)
+/// would otherwise read as a mapping key.
+fn address(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"{v6}\""),
+    }
+}
+
+/// A string as a YAML scalar: plain when that reads back as the same string, double-quoted
+/// otherwise.
+fn string(text: &str) -> String {
+    let plain = text.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !RESERVED.iter().any(|w| w.eq_ignore_ascii_case(text));
+    if plain {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Plain scalars some YAML readers take for booleans or null.
+const RESERVED: &[&str] = &["null", "true", "false", "yes", "no", "on", "off", "y", "n"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_stay_plain_and_others_are_quoted() {
+        assert_eq!(string("eth0"), "eth0");
+        assert_eq!(string("video-rtmp"), "video-rtmp");
+        assert_eq!(string("123"), "\"123\"");
+        assert_eq!(string("no"), "\"no\"");
+        assert_eq!(string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_quoted() {
+        assert_eq!(address("fe80::".parse().unwrap()), "\"fe80::\"");
+        assert_eq!(address("10.0.0.1".parse().unwrap()), "10.0.0.1");
+    }
+}

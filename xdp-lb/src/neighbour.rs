@@ -1,1 +1,0 @@
-//! Backend MAC resolution through the kernel's neighbour table (netlink).

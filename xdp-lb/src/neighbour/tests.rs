@@ -1,0 +1,280 @@
+//! These tests talk to the real kernel: each builds two scratch network namespaces joined by
+//! a veth (A = 192.0.2.1, 2001:db8::1 in the "LB" namespace; B = 192.0.2.2, 2001:db8::2) and
+//! runs the resolver inside A's namespace on a thread of its own. They need root.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use super::*;
+
+/// Two namespaces, deleted (with the veth between them) when dropped.
+struct Scratch {
+    lb: String,
+    peer: String,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let scratch = Self {
+            lb: format!("xdplb-nb-{id}-lb"),
+            peer: format!("xdplb-nb-{id}-peer"),
+        };
+        let (lb, peer) = (scratch.lb.as_str(), scratch.peer.as_str());
+        ip(&["netns", "add", lb]);
+        ip(&["netns", "add", peer]);
+        ip(&[
+            "-n", lb, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b", "netns",
+            peer,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (lb, "veth-a", "192.0.2.1/24", "2001:db8::1/64"),
+            (peer, "veth-b", "192.0.2.2/24", "2001:db8::2/64"),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+        }
+        ip(&["-n", lb, "neigh", "flush", "dev", "veth-a"]);
+        scratch
+    }
+
+    /// (ifindex, MAC) of an interface as `ip link` shows them.
+    fn link(&self, ns: &str, dev: &str) -> (u32, String) {
+        let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev]);
+        let ifindex = out.split(':').next().and_then(|i| i.trim().parse().ok());
+        let mut words = out.split_whitespace();
+        let mac = words.find(|w| *w == "link/ether").and(words.next());
+        match (ifindex, mac) {
+            (Some(ifindex), Some(mac)) => (ifindex, mac.to_owned()),
+            _ => panic!("cannot read ifindex and MAC from {out:?}"),
+        }
+    }
+
+    fn assert_no_neighbour(&self, addr: &str) {
+        let out = ip(&["-n", &self.lb, "neigh", "show", "to", addr, "dev", "veth-a"]);
+        assert_eq!(out.trim(), "", "the neighbour table already knows {addr}");
+    }
+
+    /// Runs `f` with a resolver opened inside the LB namespace, on a thread of its own.
+    fn in_lb<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(Neighbours) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let path = format!("/var/run/netns/{}", self.lb);
+        let thread = std::thread::spawn(move || {
+            let ns = File::open(&path).expect("open the namespace");
+            // SAFETY: setns on a file descriptor we own; it only changes this thread's netns.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async { f(Neighbours::new().expect("netlink connection")).await })
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for ns in [&self.lb, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ip {}: {stderr}", args.join(" "));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("test address")
+}
+
+#[test]
+fn opening_a_connection_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    assert!(matches!(Neighbours::new(), Err(NeighbourError::NoRuntime)));
+}
+
+#[test]
+fn an_interface_is_found_by_name_with_the_ifindex_and_mac_that_ip_link_shows() {
+    let scratch = Scratch::new();
+    let (ifindex, mac) = scratch.link(&scratch.lb, "veth-a");
+    let egress = scratch
+        .in_lb(|n| async move { n.interface("veth-a").await })
+        .expect("veth-a");
+    assert_eq!(
+        (egress.ifindex, egress.ifname.as_str()),
+        (ifindex, "veth-a")
+    );
+    assert_eq!(egress.mac.to_string(), mac);
+}
+
+#[test]
+fn an_interface_that_does_not_exist_is_reported_by_name() {
+    let scratch = Scratch::new();
+    let err = scratch
+        .in_lb(|n| async move { n.interface("eth9").await })
+        .expect_err("eth9 does not exist");
+    assert_eq!(err.to_string(), "interface eth9 does not exist");
+}
+
+fn assert_resolves_peer(target: &'static str) {
+    let scratch = Scratch::new();
+    let (ifindex, lb_mac) = scratch.link(&scratch.lb, "veth-a");
+    let (_, peer_mac) = scratch.link(&scratch.peer, "veth-b");
+    scratch.assert_no_neighbour(target);
+    let resolved = scratch
+        .in_lb(move |n| async move { n.resolve(addr(target), Duration::from_secs(5)).await })
+        .expect("the peer answers");
+    assert_eq!(resolved.mac.to_string(), peer_mac);
+    assert_eq!(
+        (resolved.egress.ifindex, resolved.egress.ifname.as_str()),
+        (ifindex, "veth-a")
+    );
+    assert_eq!(resolved.egress.mac.to_string(), lb_mac);
+}
+
+#[test]
+fn an_ipv4_backend_is_resolved_by_arp_starting_from_an_empty_neighbour_table() {
+    assert_resolves_peer("192.0.2.2");
+}
+
+#[test]
+fn an_ipv6_backend_is_resolved_by_neighbour_discovery_starting_from_an_empty_table() {
+    assert_resolves_peer("2001:db8::2");
+}
+
+#[test]
+fn an_address_on_the_subnet_that_nobody_holds_does_not_answer_within_the_timeout() {
+    let scratch = Scratch::new();
+    let started = Instant::now();
+    let err = scratch
+        .in_lb(|n| async move { n.resolve(addr("192.0.2.99"), Duration::from_secs(1)).await })
+        .expect_err("nobody holds 192.0.2.99");
+    let elapsed = started.elapsed();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("backend 192.0.2.99 did not answer ARP on veth-a within 1s"),
+        "{message}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "gave up after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "gave up only after {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_backend_behind_a_gateway_is_rejected_as_not_on_the_lbs_segment() {
+    let scratch = Scratch::new();
+    ip(&[
+        "-n",
+        &scratch.lb,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.0.2.2",
+    ]);
+    let err = scratch
+        .in_lb(|n| async move {
+            n.resolve(addr("198.51.100.7"), Duration::from_secs(1))
+                .await
+        })
+        .expect_err("198.51.100.7 is behind a gateway");
+    assert_eq!(
+        err.to_string(),
+        "backend 198.51.100.7 is not on a directly connected network (the route goes via \
+         gateway 192.0.2.2 on veth-a); direct server return needs backends on the LB's L2 segment"
+    );
+}
+
+#[test]
+fn an_unroutable_backend_is_reported_as_having_no_route() {
+    let scratch = Scratch::new();
+    for target in ["203.0.113.9", "2001:db8:ffff::9"] {
+        let err = scratch
+            .in_lb(move |n| async move { n.egress_for(addr(target)).await })
+            .expect_err("nothing routes there");
+        assert_eq!(err.to_string(), format!("no route to backend {target}"));
+    }
+}
+
+#[test]
+fn a_local_address_of_the_lb_is_rejected_as_a_backend() {
+    let scratch = Scratch::new();
+    for target in ["192.0.2.1", "2001:db8::1"] {
+        let err = scratch
+            .in_lb(move |n| async move { n.resolve(addr(target), Duration::from_secs(1)).await })
+            .expect_err("a local address");
+        assert!(
+            matches!(err, NeighbourError::LocalAddress(a) if a == addr(target)),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_permanent_neighbour_entry_is_used_as_it_is() {
+    let scratch = Scratch::new();
+    let lb = scratch.lb.as_str();
+    ip(&[
+        "-n",
+        lb,
+        "neigh",
+        "add",
+        "192.0.2.50",
+        "lladdr",
+        "02:00:00:00:00:50",
+        "nud",
+        "permanent",
+        "dev",
+        "veth-a",
+    ]);
+    let resolved = scratch
+        .in_lb(|n| async move { n.resolve(addr("192.0.2.50"), Duration::ZERO).await })
+        .expect("the permanent entry");
+    assert_eq!(resolved.mac, MacAddr([2, 0, 0, 0, 0, 0x50]));
+}
+
+#[test]
+fn an_interface_with_arp_off_never_yields_its_own_mac_as_the_backends() {
+    let scratch = Scratch::new();
+    ip(&["-n", &scratch.lb, "link", "set", "veth-a", "arp", "off"]);
+    let (_, lb_mac) = scratch.link(&scratch.lb, "veth-a");
+    let err = scratch
+        .in_lb(|n| async move {
+            n.resolve(addr("192.0.2.2"), Duration::from_millis(300))
+                .await
+        })
+        .expect_err("no ARP on veth-a");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "backend 192.0.2.2 did not answer ARP on veth-a within 300ms (neighbour state \
+             NOARP with veth-a's own MAC {lb_mac})"
+        )
+    );
+}

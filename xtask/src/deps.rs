@@ -1,0 +1,132 @@
+//! `cargo xtask deps`: installs whatever is missing, and only that. Quick when everything
+//! is there; never asks anything (no tty needed); one line per thing installed.
+
+use std::env;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::process::{capture, capture_ok, command, step, tool_path};
+
+/// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
+/// network tools the lab and the tests use.
+pub const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libclang-22-dev",
+    "nginx",
+    "libnginx-mod-rtmp",
+    "ffmpeg",
+    "curl",
+    "tcpdump",
+    "bpftool",
+    "xdp-tools",
+    "ethtool",
+    "iproute2",
+    "libbpf-dev",
+];
+
+/// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+pub fn run() -> Result<()> {
+    step("deps");
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("`cargo xtask deps` needs root (apt-get, mounting bpffs; the lab needs it too)");
+    }
+    apt()?;
+    nightly()?;
+    bpf_linker()?;
+    bpffs()?;
+    Ok(())
+}
+
+fn apt_installed(package: &str) -> Result<bool> {
+    let output = capture(&mut command("dpkg-query", &["-W", "-f=${Status}", package]))?;
+    // Exit status 1 with "no packages found" means not installed.
+    Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "install ok installed")
+}
+
+fn apt() -> Result<()> {
+    let mut missing = Vec::new();
+    for package in APT_PACKAGES {
+        if !apt_installed(package)? {
+            missing.push(*package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
+    capture_ok(command("apt-get", &["update"]).envs(noninteractive))
+        .context("refreshing the package lists")?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&missing);
+    capture_ok(command("apt-get", &args).envs(noninteractive))
+        .with_context(|| format!("installing {}", missing.join(" ")))?;
+    for package in missing {
+        println!("installed {package} (apt)");
+    }
+    Ok(())
+}
+
+fn nightly() -> Result<()> {
+    let toolchains = capture_ok(&mut command("rustup", &["toolchain", "list"]))
+        .context("listing rust toolchains (is rustup installed?)")?;
+    if !toolchains.lines().any(|line| line.starts_with("nightly")) {
+        capture_ok(&mut command(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        ))?;
+        println!("installed the rust nightly toolchain (rustup)");
+    }
+    let components = capture_ok(&mut command(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    ))?;
+    if !components.lines().any(|line| line.trim().starts_with("rust-src")) {
+        capture_ok(&mut command(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        ))?;
+        println!("installed rust-src for nightly (rustup)");
+    }
+    Ok(())
+}
+
+fn bpf_linker_works() -> bool {
+    capture(&mut command("bpf-linker", &["--version"])).is_ok_and(|output| output.status.success())
+}
+
+fn bpf_linker() -> Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    println!("installing bpf-linker (a few minutes)");
+    let mut path = env::split_paths(&tool_path()).collect::<Vec<_>>();
+    path.insert(0, LLVM_BIN.into());
+    let path = env::join_paths(path).context("building PATH for the bpf-linker build")?;
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    capture_ok(
+        command(
+            &cargo,
+            &["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"],
+        )
+        .env("PATH", path),
+    )?;
+    if !bpf_linker_works() {
+        bail!("`cargo install bpf-linker` succeeded but `bpf-linker --version` still fails");
+    }
+    println!("installed bpf-linker (cargo install)");
+    Ok(())
+}
+
+fn bpffs() -> Result<()> {
+    let mounted = capture(&mut command("mountpoint", &["-q", "/sys/fs/bpf"]))?;
+    if mounted.status.success() {
+        return Ok(());
+    }
+    capture_ok(&mut command("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    println!("mounted bpffs on /sys/fs/bpf");
+    Ok(())
+}
