@@ -47,7 +47,9 @@ pub fn run(argv: &[&str], timeout: Duration) -> Result<Output> {
 
 /// [`run`] with extra environment variables.
 pub fn run_env(argv: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<Output> {
-    let (program, args) = argv.split_first().ok_or_else(|| anyhow!("empty command line"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("empty command line"))?;
     let what = describe(argv);
     let mut stdout = tempfile::tempfile().context("creating a temporary file for stdout")?;
     let mut stderr = tempfile::tempfile().context("creating a temporary file for stderr")?;
@@ -59,7 +61,9 @@ pub fn run_env(argv: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result
         .stdout(stdout.try_clone().context("duplicating a file handle")?)
         .stderr(stderr.try_clone().context("duplicating a file handle")?)
         .process_group(0);
-    let mut child = command.spawn().with_context(|| format!("cannot start `{what}`"))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{what}`"))?;
     let status = match wait_until(&mut child, Instant::now() + timeout)
         .with_context(|| format!("waiting for `{what}`"))?
     {
@@ -177,7 +181,9 @@ pub(crate) struct Registry(Arc<Mutex<BTreeSet<u32>>>);
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, BTreeSet<u32>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Signals every registered process group; returns how many there were.
@@ -193,7 +199,11 @@ impl Registry {
     pub(crate) fn all_exited(&self) -> bool {
         self.lock().iter().all(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+                .map(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+                })
                 .unwrap_or(true)
         })
     }
@@ -220,7 +230,9 @@ impl LabProcess {
         stderr_path: Option<&Path>,
         registry: &Registry,
     ) -> Result<Self> {
-        let (program, args) = argv.split_first().ok_or_else(|| anyhow!("empty command line"))?;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| anyhow!("empty command line"))?;
         let what = describe(argv);
         let stdout = File::options()
             .create(true)
@@ -244,7 +256,9 @@ impl LabProcess {
             .stderr(stderr)
             .process_group(0);
         let mut pids = registry.lock();
-        let child = command.spawn().with_context(|| format!("cannot start `{what}`"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start `{what}`"))?;
         pids.insert(child.id());
         drop(pids);
         Ok(Self {
@@ -325,7 +339,11 @@ impl LabProcess {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        bail!("`{}` (pid {}) survived SIGKILL for 5 s", self.label, self.pid())
+        bail!(
+            "`{}` (pid {}) survived SIGKILL for 5 s",
+            self.label,
+            self.pid()
+        )
     }
 
     /// Waits at most `timeout` for it to exit and returns its status and everything it

@@ -48,19 +48,30 @@ pub fn run(agent: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
     if stopped() {
         return Ok(());
     }
-    step(&format!("starting the agent {} in {}", agent.display(), lab.ns_lb()));
+    step(&format!(
+        "starting the agent {} in {}",
+        agent.display(),
+        lab.ns_lb()
+    ));
     let config = lab.write_lab_config()?;
     let mut agent_process = lab.start_agent(agent, &config)?;
     print_topology(&lab)?;
     if stopped() {
         return Ok(());
     }
-    step(&format!("{HTTP_REQUESTS} HTTP requests to {}:{} from distinct source ports", Lab::VIP, Lab::HTTP_PORT));
+    step(&format!(
+        "{HTTP_REQUESTS} HTTP requests to {}:{} from distinct source ports",
+        Lab::VIP,
+        Lab::HTTP_PORT
+    ));
     http_table(&lab, stop);
     if stopped() {
         return Ok(());
     }
-    step(&format!("one {PUBLISH_SECONDS}-second RTMP publish to rtmp://{}/live/demo", Lab::VIP));
+    step(&format!(
+        "one {PUBLISH_SECONDS}-second RTMP publish to rtmp://{}/live/demo",
+        Lab::VIP
+    ));
     rtmp_demo(&lab);
     step("the agent's log (last 20 lines)");
     let log = lab.agent_log();
@@ -77,7 +88,10 @@ pub fn run(agent: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
     while !stopped() {
         if !agent_gone && !agent_process.is_running() {
             agent_gone = true;
-            println!("!!  the agent exited; its log: {}", lab.agent_log_path().display());
+            println!(
+                "!!  the agent exited; its log: {}",
+                lab.agent_log_path().display()
+            );
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -87,7 +101,10 @@ pub fn run(agent: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
 
 fn print_topology(lab: &Lab) -> Result<()> {
     step("topology (one L2 segment, 10.77.0.0/24)");
-    println!("    {:<8}{:<14}{:<15}{:<19}role", "host", "namespace", "eth0", "MAC");
+    println!(
+        "    {:<8}{:<14}{:<15}{:<19}role",
+        "host", "namespace", "eth0", "MAC"
+    );
     let row = |host: &str, ns: &str, addr: &str, role: &str| -> Result<()> {
         let mac = lab.mac(ns, "eth0")?;
         println!("    {host:<8}{ns:<14}{addr:<15}{mac:<19}{role}");
@@ -95,11 +112,20 @@ fn print_topology(lab: &Lab) -> Result<()> {
     };
     println!("    [ bridge br0 in {} ]", lab.ns_switch());
     row("client", lab.ns_client(), Lab::CLIENT_ADDR, "curl, ffmpeg")?;
-    let role = format!("VIP {}/32 on eth0, xdp-lb on eth0, own nginx :{}", Lab::VIP, Lab::LB_SERVICE_PORT);
+    let role = format!(
+        "VIP {}/32 on eth0, xdp-lb on eth0, own nginx :{}",
+        Lab::VIP,
+        Lab::LB_SERVICE_PORT
+    );
     row("lb", lab.ns_lb(), Lab::LB_ADDR, &role)?;
     for i in 0..lab.backends() {
         let addr = Lab::backend_addr(i);
-        row(&Lab::backend_name(i), lab.ns_backend(i), &addr, "VIP on lo; nginx http :8080, rtmp :1935")?;
+        row(
+            &Lab::backend_name(i),
+            lab.ns_backend(i),
+            &addr,
+            "VIP on lo; nginx http :8080, rtmp :1935",
+        )?;
     }
     println!(
         "    client -> VIP -> lb (XDP: dst MAC := backend, src MAC := lb, XDP_TX) -> backend -> client"
@@ -126,7 +152,10 @@ fn http_table(lab: &Lab, stop: &AtomicBool) {
         println!("    {name:<10}{count:>8}  {}", "#".repeat(count as usize));
     }
     for (other, count) in answered {
-        println!("    {:<10}{count:>8}  (unexpected body)", format!("{other:?}"));
+        println!(
+            "    {:<10}{count:>8}  (unexpected body)",
+            format!("{other:?}")
+        );
     }
     println!("    {:<10}{:>8}", "failed", failures.len());
     if let Some(first) = failures.first() {
@@ -137,12 +166,20 @@ fn http_table(lab: &Lab, stop: &AtomicBool) {
 fn rtmp_demo(lab: &Lab) {
     let result = lab.rtmp_publish_ok(PUBLISH_SECONDS, "demo").and_then(|()| {
         let backend = lab.wait_rtmp_publish("demo", Duration::from_secs(10))?;
-        let line = lab.rtmp_publishes(backend)?.into_iter().last().unwrap_or_default();
+        let line = lab
+            .rtmp_publishes(backend)?
+            .into_iter()
+            .last()
+            .unwrap_or_default();
         Ok((backend, line))
     });
     match result {
         Ok((backend, line)) => {
-            println!("    received by {} ({})", Lab::backend_name(backend), Lab::backend_addr(backend));
+            println!(
+                "    received by {} ({})",
+                Lab::backend_name(backend),
+                Lab::backend_addr(backend)
+            );
             println!("    its rtmp access log: {line}");
         }
         Err(err) => println!("    the publish failed: {err:#}"),
@@ -158,14 +195,29 @@ fn print_howto(lab: &Lab, config: &Path) {
     println!(
         "    ip netns exec {cl} ffmpeg -re -f lavfi -i testsrc=size=320x240:rate=25 -t 10 -c:v flv1 -f flv rtmp://{vip}/live/test"
     );
-    println!("    ip netns exec {cl} curl http://{}:{}/", Lab::LB_ADDR, Lab::LB_SERVICE_PORT);
+    println!(
+        "    ip netns exec {cl} curl http://{}:{}/",
+        Lab::LB_ADDR,
+        Lab::LB_SERVICE_PORT
+    );
     println!("    ip netns exec {lb} tcpdump -eni eth0 tcp port 8080");
-    println!("    ip netns exec {} tcpdump -eni eth0 tcp port 8080", lab.ns_backend(0));
+    println!(
+        "    ip netns exec {} tcpdump -eni eth0 tcp port 8080",
+        lab.ns_backend(0)
+    );
     println!("    ip netns exec {lb} bpftool net show");
-    println!("    agent config {}, log {}", config.display(), lab.agent_log_path().display());
+    println!(
+        "    agent config {}, log {}",
+        config.display(),
+        lab.agent_log_path().display()
+    );
     for i in 0..lab.backends() {
         if let Ok(path) = lab.rtmp_log_path(i) {
-            println!("    {} rtmp access log {}", Lab::backend_name(i), path.display());
+            println!(
+                "    {} rtmp access log {}",
+                Lab::backend_name(i),
+                path.display()
+            );
         }
     }
 }

@@ -113,7 +113,10 @@ impl Lab {
     /// Builds a lab. Needs root. On any failure whatever was built is torn down again.
     pub fn up(opts: LabOptions) -> Result<Lab> {
         // SAFETY: geteuid(2) has no preconditions.
-        ensure!(unsafe { libc::geteuid() } == 0, "the lab needs root (network namespaces, XDP)");
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "the lab needs root (network namespaces, XDP)"
+        );
         ensure!(
             (1..=MAX_BACKENDS).contains(&opts.backends),
             "a lab has 1 to {MAX_BACKENDS} backends, not {}",
@@ -127,7 +130,8 @@ impl Lab {
             Err(err) => eprintln!("xdp-lb lab: tearing down labs left behind: {err:#}"),
         }
         let mut lab = Self::allocate(opts.backends)?;
-        lab.build().with_context(|| format!("building lab {}", lab.id))?;
+        lab.build()
+            .with_context(|| format!("building lab {}", lab.id))?;
         if opts.lb_agent {
             let binary = match opts.agent_binary {
                 Some(path) => path,
@@ -146,12 +150,17 @@ impl Lab {
             let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
             let id = format!("xl{:04}{n}", std::process::id() % 10000);
             let ns = |suffix: &str| format!("{id}-{suffix}");
-            let ns_backends: Vec<String> = (0..backends).map(|i| ns(&Self::backend_name(i))).collect();
+            let ns_backends: Vec<String> =
+                (0..backends).map(|i| ns(&Self::backend_name(i))).collect();
             let all = [ns("sw"), ns("cl"), ns("lb")];
             if !stale::claim(&id)? {
                 continue;
             }
-            if all.iter().chain(&ns_backends).any(|name| netns::exists(name)) {
+            if all
+                .iter()
+                .chain(&ns_backends)
+                .any(|name| netns::exists(name))
+            {
                 // Namespaces nobody has a record for: not ours to touch.
                 stale::release(&id)?;
                 continue;
@@ -199,11 +208,20 @@ impl Lab {
         }
         for ns in self.created.clone() {
             self.ip(&ns, &["link", "set", "lo", "up"])?;
-            self.exec_ok(&ns, &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            self.exec_ok(&ns, &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])?;
+            self.exec_ok(
+                &ns,
+                &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
+            )?;
+            self.exec_ok(
+                &ns,
+                &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
+            )?;
         }
         let sw = self.ns_switch.clone();
-        self.ip(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0"])?;
+        self.ip(
+            &sw,
+            &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
+        )?;
         self.ip(&sw, &["link", "set", "br0", "up"])?;
         for (i, (ns, port)) in hosts.iter().enumerate() {
             let (addr, mac) = match i {
@@ -211,15 +229,35 @@ impl Lab {
                 1 => (Self::LB_ADDR.to_owned(), Self::LB_MAC.to_owned()),
                 _ => (Self::backend_addr(i - 2), Self::backend_mac(i - 2)),
             };
-            self.ip(&sw, &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+            self.ip(
+                &sw,
+                &[
+                    "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                ],
+            )?;
             self.ip(&sw, &["link", "set", port, "master", "br0", "up"])?;
             self.ip(ns, &["link", "set", "eth0", "address", &mac, "up"])?;
-            self.ip(ns, &["addr", "add", &format!("{addr}/{}", Self::PREFIX_LEN), "dev", "eth0"])?;
+            self.ip(
+                ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{addr}/{}", Self::PREFIX_LEN),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
         }
         let lb = self.ns_lb.clone();
-        self.ip(&lb, &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"])?;
+        self.ip(
+            &lb,
+            &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"],
+        )?;
         for ns in self.ns_backends.clone() {
-            self.ip(&ns, &["addr", "add", &format!("{}/32", Self::VIP), "dev", "lo"])?;
+            self.ip(
+                &ns,
+                &["addr", "add", &format!("{}/32", Self::VIP), "dev", "lo"],
+            )?;
             for setting in [
                 "net.ipv4.conf.all.arp_ignore=1",
                 "net.ipv4.conf.all.arp_announce=2",
@@ -235,7 +273,10 @@ impl Lab {
         }
         // veth leaves TCP checksums to be completed later; a frame that went through XDP
         // loses that, so every host that sends through the LB's path computes them itself.
-        for ns in [&self.ns_client, &self.ns_lb].into_iter().chain(&self.ns_backends) {
+        for ns in [&self.ns_client, &self.ns_lb]
+            .into_iter()
+            .chain(&self.ns_backends)
+        {
             self.exec_ok(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
         }
         // A frame XDP_TX-ed out of the LB's eth0 reaches the switch only when the switch's
@@ -244,11 +285,17 @@ impl Lab {
         for i in 0..self.backends {
             let name = Self::backend_name(i);
             let prefix = self.dir_path.join(format!("nginx-{name}"));
-            self.nginx.push(Nginx::backend(&name, &self.ns_backends[i], &prefix)?);
+            self.nginx
+                .push(Nginx::backend(&name, &self.ns_backends[i], &prefix)?);
             self.nginx.last_mut().map(Nginx::start).transpose()?;
         }
         let prefix = self.dir_path.join("nginx-lb");
-        self.nginx.push(Nginx::lb_service(&lb, &prefix, Self::LB_ADDR, Self::LB_SERVICE_PORT)?);
+        self.nginx.push(Nginx::lb_service(
+            &lb,
+            &prefix,
+            Self::LB_ADDR,
+            Self::LB_SERVICE_PORT,
+        )?);
         self.nginx.last_mut().map(Nginx::start).transpose()?;
         Ok(())
     }
@@ -303,7 +350,10 @@ impl Lab {
 
     /// The MAC address of `ifname` inside namespace `ns`, as the kernel reports it.
     pub fn mac(&self, ns: &str, ifname: &str) -> Result<String> {
-        Ok(self.exec_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")])?.trim().to_owned())
+        Ok(self
+            .exec_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")])?
+            .trim()
+            .to_owned())
     }
 
     fn check_ns(&self, ns: &str) -> Result<()> {
@@ -375,12 +425,30 @@ impl Lab {
         let binary = agent_binary
             .to_str()
             .ok_or_else(|| anyhow!("{} is not UTF-8", agent_binary.display()))?;
-        let config = config.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", config.display()))?;
+        let config = config
+            .to_str()
+            .ok_or_else(|| anyhow!("{} is not UTF-8", config.display()))?;
         ensure!(agent_binary.is_file(), "no agent binary at {binary}");
         let log_path = self.agent_log_path();
-        let start = fs::metadata(&log_path).map(|m| m.len() as usize).unwrap_or(0);
-        let argv = ["ip", "netns", "exec", &self.ns_lb, binary, "--config", config];
-        let mut agent = LabProcess::start(&argv, &[("RUST_LOG", "info")], &log_path, None, &self.registry)?;
+        let start = fs::metadata(&log_path)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let argv = [
+            "ip",
+            "netns",
+            "exec",
+            &self.ns_lb,
+            binary,
+            "--config",
+            config,
+        ];
+        let mut agent = LabProcess::start(
+            &argv,
+            &[("RUST_LOG", "info")],
+            &log_path,
+            None,
+            &self.registry,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = fs::read(&log_path).unwrap_or_default();
@@ -427,13 +495,24 @@ impl Lab {
     pub fn locate_agent_binary() -> Result<PathBuf> {
         if let Some(path) = std::env::var_os("XDP_LB_BIN") {
             let path = PathBuf::from(path);
-            ensure!(path.is_file(), "XDP_LB_BIN={} is not a file", path.display());
+            ensure!(
+                path.is_file(),
+                "XDP_LB_BIN={} is not a file",
+                path.display()
+            );
             return Ok(path);
         }
         let exe = std::env::current_exe().context("finding the current executable")?;
-        let mut dir = exe.parent().ok_or_else(|| anyhow!("{} has no parent", exe.display()))?;
-        if dir.file_name().is_some_and(|name| name == "deps" || name == "examples") {
-            dir = dir.parent().ok_or_else(|| anyhow!("{} has no parent", dir.display()))?;
+        let mut dir = exe
+            .parent()
+            .ok_or_else(|| anyhow!("{} has no parent", exe.display()))?;
+        if dir
+            .file_name()
+            .is_some_and(|name| name == "deps" || name == "examples")
+        {
+            dir = dir
+                .parent()
+                .ok_or_else(|| anyhow!("{} has no parent", dir.display()))?;
         }
         let path = dir.join("xdp-lb");
         ensure!(
@@ -447,7 +526,9 @@ impl Lab {
     /// Tears everything down; errors are reported on stderr, never raised.
     fn teardown(&mut self) {
         let id = self.id.clone();
-        let report = |what: &str, err: anyhow::Error| eprintln!("xdp-lb lab {id}: teardown: {what}: {err:#}");
+        let report = |what: &str, err: anyhow::Error| {
+            eprintln!("xdp-lb lab {id}: teardown: {what}: {err:#}")
+        };
         if let Some(mut agent) = self.agent.take()
             && let Err(err) = agent.kill()
         {
@@ -485,7 +566,11 @@ impl Lab {
         }
         if let Some(dir) = self.dir.take() {
             if std::env::var_os(KEEP_DIR_ENV).is_some() {
-                eprintln!("xdp-lb lab {}: kept its directory {}", self.id, dir.keep().display());
+                eprintln!(
+                    "xdp-lb lab {}: kept its directory {}",
+                    self.id,
+                    dir.keep().display()
+                );
             } else if let Err(err) = dir.close() {
                 report("removing the lab directory", err.into());
             }

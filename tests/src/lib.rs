@@ -37,7 +37,9 @@ mod nginx;
 pub mod stale;
 mod traffic;
 
-pub use cmd::{EXEC_TIMEOUT, LabProcess, check, describe, quote_output, run, run_env, run_ok, status_text};
+pub use cmd::{
+    EXEC_TIMEOUT, LabProcess, check, describe, quote_output, run, run_env, run_ok, status_text,
+};
 pub use lab::{KEEP_DIR_ENV, Lab, LabOptions, MAX_BACKENDS};
 pub use nginx::{RTMP_MODULE, playlist};
 

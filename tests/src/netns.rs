@@ -131,7 +131,9 @@ pub fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<Ebpf> {
             .ok_or_else(|| anyhow!("the data plane object has no program named `xdp_pass`"))?
             .try_into()
             .context("`xdp_pass` in the data plane object is not an XDP program")?;
-        program.load().context("loading `xdp_pass` into the kernel")?;
+        program
+            .load()
+            .context("loading `xdp_pass` into the kernel")?;
         program
             .attach(&ifname, XdpMode::Default)
             .with_context(|| format!("attaching `xdp_pass` to {ifname} in namespace {ns_owned}"))?;

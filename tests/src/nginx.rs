@@ -40,7 +40,15 @@ pub struct Nginx {
 impl Nginx {
     /// Lays out `prefix` (conf, logs, temp paths, document root) for an instance.
     fn new(name: &str, ns: &str, prefix: &Path) -> Result<Self> {
-        for sub in ["logs", "www", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"] {
+        for sub in [
+            "logs",
+            "www",
+            "tmp/body",
+            "tmp/proxy",
+            "tmp/fastcgi",
+            "tmp/uwsgi",
+            "tmp/scgi",
+        ] {
             let dir = prefix.join(sub);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -151,8 +159,12 @@ impl Nginx {
     pub fn start(&mut self) -> Result<()> {
         let conf = self.conf_path();
         let prefix = format!("{}/", self.prefix.display());
-        let conf = conf.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", conf.display()))?;
-        let argv = ["ip", "netns", "exec", &self.ns, "nginx", "-c", conf, "-p", &prefix];
+        let conf = conf
+            .to_str()
+            .ok_or_else(|| anyhow!("{} is not UTF-8", conf.display()))?;
+        let argv = [
+            "ip", "netns", "exec", &self.ns, "nginx", "-c", conf, "-p", &prefix,
+        ];
         let output = cmd::run(&argv, Duration::from_secs(30))?;
         if !output.status.success() {
             bail!(
@@ -196,7 +208,9 @@ impl Nginx {
         let alive = || {
             fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
                 stat.contains("(nginx)")
-                    && stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                    && stat
+                        .rsplit_once(')')
+                        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
             })
         };
         if !alive() {

@@ -94,7 +94,10 @@ pub fn reap_stale_labs() -> Result<Vec<String>> {
             continue;
         }
         let prefix = format!("{id}-");
-        for ns in netns::list()?.into_iter().filter(|ns| ns.starts_with(&prefix)) {
+        for ns in netns::list()?
+            .into_iter()
+            .filter(|ns| ns.starts_with(&prefix))
+        {
             netns::kill_all_inside(&ns)?;
             netns::delete(&ns)?;
         }
@@ -102,7 +105,11 @@ pub fn reap_stale_labs() -> Result<Vec<String>> {
         if let Ok(dirs) = fs::read_dir(&tmp) {
             let dir_prefix = format!("xdp-lb-lab-{id}-");
             for dir in dirs.flatten() {
-                if dir.file_name().to_str().is_some_and(|n| n.starts_with(&dir_prefix)) {
+                if dir
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&dir_prefix))
+                {
                     fs::remove_dir_all(dir.path())
                         .with_context(|| format!("removing {}", dir.path().display()))?;
                 }

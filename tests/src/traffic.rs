@@ -20,7 +20,10 @@ impl Lab {
     /// agent resolves them) and a Maglev table of 65537 slots.
     pub fn lab_config(&self) -> String {
         let mut yaml = String::from("interfaces: [eth0]\nservices:\n");
-        for (name, port) in [("video-rtmp", Self::RTMP_PORT), ("video-hls", Self::HTTP_PORT)] {
+        for (name, port) in [
+            ("video-rtmp", Self::RTMP_PORT),
+            ("video-hls", Self::HTTP_PORT),
+        ] {
             // Writing to a String cannot fail.
             let _ = write!(
                 yaml,
@@ -38,20 +41,27 @@ impl Lab {
     /// Writes [`Self::lab_config`] to `xdp-lb.yaml` in the lab directory; returns its path.
     pub fn write_lab_config(&self) -> Result<PathBuf> {
         let path = self.dir().join("xdp-lb.yaml");
-        fs::write(&path, self.lab_config()).with_context(|| format!("writing {}", path.display()))?;
+        fs::write(&path, self.lab_config())
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
     /// `curl -sS --max-time 5 http://VIP:8080PATH` from the client; the body. Fails with
     /// curl's stderr when the request fails (or the status is 4xx/5xx).
     pub fn http_get_via_vip(&self, path: &str) -> Result<String> {
-        self.http_get(&format!("http://{}:{}{path}", Self::VIP, Self::HTTP_PORT), None)
+        self.http_get(
+            &format!("http://{}:{}{path}", Self::VIP, Self::HTTP_PORT),
+            None,
+        )
     }
 
     /// Like [`Self::http_get_via_vip`], but from client source port `local_port`, so that
     /// requests are distinct flows for the load balancer.
     pub fn http_get_via_vip_from_port(&self, path: &str, local_port: u16) -> Result<String> {
-        self.http_get(&format!("http://{}:{}{path}", Self::VIP, Self::HTTP_PORT), Some(local_port))
+        self.http_get(
+            &format!("http://{}:{}{path}", Self::VIP, Self::HTTP_PORT),
+            Some(local_port),
+        )
     }
 
     /// `curl -sS --fail --max-time 5 URL` from the client (optionally from a fixed source
@@ -73,10 +83,29 @@ impl Lab {
         let duration = seconds.to_string();
         let url = format!("rtmp://{}:{}/live/{stream}", Self::VIP, Self::RTMP_PORT);
         let args = [
-            "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
-            "testsrc=size=320x240:rate=25", "-t", &duration, "-c:v", "flv1", "-f", "flv", &url,
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            &duration,
+            "-c:v",
+            "flv1",
+            "-f",
+            "flv",
+            &url,
         ];
-        self.exec_timeout(self.ns_client(), &args, Duration::from_secs(u64::from(seconds) + 30))
+        self.exec_timeout(
+            self.ns_client(),
+            &args,
+            Duration::from_secs(u64::from(seconds) + 30),
+        )
     }
 
     /// [`Self::rtmp_publish`] that fails, with ffmpeg's stderr, unless ffmpeg succeeds.
@@ -94,7 +123,11 @@ impl Lab {
 
     /// The path of backend `i`'s (0-based) RTMP access log.
     pub fn rtmp_log_path(&self, backend: usize) -> Result<PathBuf> {
-        ensure!(backend < self.backends, "lab {} has no backend {backend}", self.id);
+        ensure!(
+            backend < self.backends,
+            "lab {} has no backend {backend}",
+            self.id
+        );
         Ok(self.nginx[backend].rtmp_log_path())
     }
 
@@ -124,7 +157,11 @@ impl Lab {
         loop {
             let mut found = Vec::new();
             for backend in 0..self.backends {
-                if self.rtmp_publishes(backend)?.iter().any(|line| line.contains(&needle)) {
+                if self
+                    .rtmp_publishes(backend)?
+                    .iter()
+                    .any(|line| line.contains(&needle))
+                {
                     found.push(backend);
                 }
             }
@@ -137,7 +174,9 @@ impl Lab {
                 ),
                 many => bail!(
                     "backends {:?} all logged a publish of stream {stream}",
-                    many.iter().map(|&i| Self::backend_name(i)).collect::<Vec<_>>()
+                    many.iter()
+                        .map(|&i| Self::backend_name(i))
+                        .collect::<Vec<_>>()
                 ),
             }
         }

@@ -18,7 +18,10 @@ fn skip_unless_root() -> bool {
 /// The lab's namespaces that `ip netns list` still shows.
 fn leftovers(id: &str) -> Result<Vec<String>> {
     let prefix = format!("{id}-");
-    Ok(netns::list()?.into_iter().filter(|ns| ns.starts_with(&prefix)).collect())
+    Ok(netns::list()?
+        .into_iter()
+        .filter(|ns| ns.starts_with(&prefix))
+        .collect())
 }
 
 #[test]
@@ -28,7 +31,11 @@ fn lab_serves_backends_and_lb_and_tears_down() -> Result<()> {
     }
     let lab = Lab::up(LabOptions::default())?;
     let id = lab.id().to_owned();
-    ensure!(leftovers(&id)?.len() == 3 + lab.backends(), "namespaces: {:?}", leftovers(&id)?);
+    ensure!(
+        leftovers(&id)?.len() == 3 + lab.backends(),
+        "namespaces: {:?}",
+        leftovers(&id)?
+    );
 
     for i in 0..lab.backends() {
         let (addr, name) = (Lab::backend_addr(i), Lab::backend_name(i));
@@ -40,17 +47,29 @@ fn lab_serves_backends_and_lb_and_tears_down() -> Result<()> {
         assert!(playlist.starts_with("#EXTM3U") && playlist.contains(&format!("{name}-seg0.ts")));
     }
 
-    let lb = lab.http_get(&format!("http://{}:{}/", Lab::LB_ADDR, Lab::LB_SERVICE_PORT), None)?;
+    let lb = lab.http_get(
+        &format!("http://{}:{}/", Lab::LB_ADDR, Lab::LB_SERVICE_PORT),
+        None,
+    )?;
     assert_eq!(lb, "lb\n", "the LB host's own service");
 
     // Only the LB answers ARP for the VIP: the backends hold it on lo with arp_ignore=1.
     lab.exec_ok(lab.ns_client(), &["ping", "-c", "1", "-W", "2", Lab::VIP])?;
-    let neigh = lab.exec_ok(lab.ns_client(), &["ip", "neigh", "show", Lab::VIP, "dev", "eth0"])?;
+    let neigh = lab.exec_ok(
+        lab.ns_client(),
+        &["ip", "neigh", "show", Lab::VIP, "dev", "eth0"],
+    )?;
     let lb_mac = lab.mac(lab.ns_lb(), "eth0")?;
     assert_eq!(lb_mac, Lab::LB_MAC);
-    assert!(neigh.contains(&lb_mac), "client's neighbour entry for the VIP: {neigh:?}");
+    assert!(
+        neigh.contains(&lb_mac),
+        "client's neighbour entry for the VIP: {neigh:?}"
+    );
     for i in 0..lab.backends() {
-        assert!(!neigh.contains(&Lab::backend_mac(i)), "a backend answered ARP for the VIP: {neigh}");
+        assert!(
+            !neigh.contains(&Lab::backend_mac(i)),
+            "a backend answered ARP for the VIP: {neigh}"
+        );
     }
 
     drop(lab);
@@ -64,11 +83,33 @@ fn backends_accept_rtmp_publishes_and_log_them() -> Result<()> {
     if skip_unless_root() {
         return Ok(());
     }
-    let lab = Lab::up(LabOptions { backends: 1, ..LabOptions::default() })?;
-    let url = format!("rtmp://{}:{}/live/smoke", Lab::backend_addr(0), Lab::RTMP_PORT);
+    let lab = Lab::up(LabOptions {
+        backends: 1,
+        ..LabOptions::default()
+    })?;
+    let url = format!(
+        "rtmp://{}:{}/live/smoke",
+        Lab::backend_addr(0),
+        Lab::RTMP_PORT
+    );
     let args = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
-        "testsrc=size=320x240:rate=25", "-t", "1", "-c:v", "flv1", "-f", "flv", &url,
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-t",
+        "1",
+        "-c:v",
+        "flv1",
+        "-f",
+        "flv",
+        &url,
     ];
     let output = lab.exec_timeout(lab.ns_client(), &args, Duration::from_secs(40))?;
     xdp_lb_tests::check(&args, output).context("publishing straight to backend b1")?;
@@ -83,11 +124,17 @@ fn labs_run_side_by_side_and_a_panic_leaves_nothing() -> Result<()> {
     if skip_unless_root() {
         return Ok(());
     }
-    let first = Lab::up(LabOptions { backends: 1, ..LabOptions::default() })?;
+    let first = Lab::up(LabOptions {
+        backends: 1,
+        ..LabOptions::default()
+    })?;
     let first_id = first.id().to_owned();
     let second_id = std::panic::catch_unwind(|| {
-        let second = Lab::up(LabOptions { backends: 2, ..LabOptions::default() })
-            .unwrap_or_else(|err| panic!("second lab: {err:#}"));
+        let second = Lab::up(LabOptions {
+            backends: 2,
+            ..LabOptions::default()
+        })
+        .unwrap_or_else(|err| panic!("second lab: {err:#}"));
         let sleeper = second
             .spawn(second.ns_backend(1), &["sleep", "600"])
             .unwrap_or_else(|err| panic!("spawn: {err:#}"));
@@ -98,7 +145,11 @@ fn labs_run_side_by_side_and_a_panic_leaves_nothing() -> Result<()> {
     .and_then(|payload| payload.downcast::<String>().ok())
     .context("the second lab's closure did not panic with its id")?;
     assert_ne!(first_id, *second_id);
-    assert!(leftovers(&second_id)?.is_empty(), "left: {:?}", leftovers(&second_id)?);
+    assert!(
+        leftovers(&second_id)?.is_empty(),
+        "left: {:?}",
+        leftovers(&second_id)?
+    );
     // The first lab is untouched by the second one's teardown.
     let body = first.http_get(&format!("http://{}:8080/", Lab::backend_addr(0)), None)?;
     assert_eq!(body, "b1\n");

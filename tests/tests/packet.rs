@@ -30,7 +30,13 @@ fn video_lb() -> Harness {
         service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS),
         service("video-hls", VIP, 8080, Protocol::Tcp, &BACKENDS),
         service("video-srt", VIP, 9000, Protocol::Udp, &BACKENDS),
-        service("video-v6", VIP6, 1935, Protocol::Tcp, &["fd00::11", "fd00::12"]),
+        service(
+            "video-v6",
+            VIP6,
+            1935,
+            Protocol::Tcp,
+            &["fd00::11", "fd00::12"],
+        ),
     ])
 }
 
@@ -118,7 +124,10 @@ fn frames_that_are_not_for_a_service_pass_untouched() {
     let h = video_lb();
     let mut not_ip = Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build();
     not_ip[12..14].copy_from_slice(&0x88ccu16.to_be_bytes()); // LLDP
-    let icmp = Ipv4Frame { proto: frames::ICMP, ..Ipv4Frame::tcp(CLIENT, 0, VIP, 0) };
+    let icmp = Ipv4Frame {
+        proto: frames::ICMP,
+        ..Ipv4Frame::tcp(CLIENT, 0, VIP, 0)
+    };
     check(
         &h,
         vec![
@@ -181,11 +190,21 @@ fn truncated_fragmented_and_garbage_frames_pass_untouched_and_are_counted() {
     // shorter than an Ethernet header never reach XDP: BPF_PROG_TEST_RUN refuses them too.)
     let mut malformed = 0;
     for len in [14, 20, 33, 34, 40, 53] {
-        fixtures.push(Fixture { description: "truncated IPv4 service frame", input: good[..len].to_vec(), action: XDP_PASS, output: Expect::Untouched });
+        fixtures.push(Fixture {
+            description: "truncated IPv4 service frame",
+            input: good[..len].to_vec(),
+            action: XDP_PASS,
+            output: Expect::Untouched,
+        });
         malformed += 1;
     }
     for len in [20, 53, 60, 73] {
-        fixtures.push(Fixture { description: "truncated IPv6 service frame", input: good6[..len].to_vec(), action: XDP_PASS, output: Expect::Untouched });
+        fixtures.push(Fixture {
+            description: "truncated IPv6 service frame",
+            input: good6[..len].to_vec(),
+            action: XDP_PASS,
+            output: Expect::Untouched,
+        });
         malformed += 1;
     }
     let mut bad_ihl = good.clone();
@@ -194,15 +213,45 @@ fn truncated_fragmented_and_garbage_frames_pass_untouched_and_are_counted() {
     ihl_past_end[14] = 0x4f; // 60-byte header: the TCP header would start past the frame's end
     let mut version_6_in_ipv4 = good.clone();
     version_6_in_ipv4[14] = 0x65;
-    for (description, input) in [("IHL below 5", bad_ihl), ("IHL beyond the frame", ihl_past_end), ("IP version 6 in an IPv4 ethertype", version_6_in_ipv4)] {
-        fixtures.push(Fixture { description, input, action: XDP_PASS, output: Expect::Untouched });
+    for (description, input) in [
+        ("IHL below 5", bad_ihl),
+        ("IHL beyond the frame", ihl_past_end),
+        ("IP version 6 in an IPv4 ethertype", version_6_in_ipv4),
+    ] {
+        fixtures.push(Fixture {
+            description,
+            input,
+            action: XDP_PASS,
+            output: Expect::Untouched,
+        });
         malformed += 1;
     }
-    let first_fragment = Ipv4Frame { frag: 0x2000, ..Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935) }.build();
-    let later_fragment = Ipv4Frame { frag: 0x00b9, ..Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935) }.build();
-    let v6_fragment = Ipv6Frame { next_header: 44, ..Ipv6Frame::tcp("fd00::50", 40000, VIP6, 1935) }.build();
-    for (description, input) in [("first IPv4 fragment", first_fragment), ("later IPv4 fragment", later_fragment), ("IPv6 fragment header", v6_fragment)] {
-        fixtures.push(Fixture { description, input, action: XDP_PASS, output: Expect::Untouched });
+    let first_fragment = Ipv4Frame {
+        frag: 0x2000,
+        ..Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935)
+    }
+    .build();
+    let later_fragment = Ipv4Frame {
+        frag: 0x00b9,
+        ..Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935)
+    }
+    .build();
+    let v6_fragment = Ipv6Frame {
+        next_header: 44,
+        ..Ipv6Frame::tcp("fd00::50", 40000, VIP6, 1935)
+    }
+    .build();
+    for (description, input) in [
+        ("first IPv4 fragment", first_fragment),
+        ("later IPv4 fragment", later_fragment),
+        ("IPv6 fragment header", v6_fragment),
+    ] {
+        fixtures.push(Fixture {
+            description,
+            input,
+            action: XDP_PASS,
+            output: Expect::Untouched,
+        });
     }
     check(&h, fixtures);
 
@@ -216,12 +265,19 @@ fn truncated_fragmented_and_garbage_frames_pass_untouched_and_are_counted() {
         garbage_frames += 1;
     }
     // Garbage that happens to claim IPv4/IPv6 in its ethertype: random bytes hit neither.
-    let ipv4_garbage: Vec<u8> = frames::ethernet(0x0800).into_iter().chain(frames::garbage(99, 60)).collect();
+    let ipv4_garbage: Vec<u8> = frames::ethernet(0x0800)
+        .into_iter()
+        .chain(frames::garbage(99, 60))
+        .collect();
     assert_eq!(h.run(&ipv4_garbage).action, XDP_PASS);
     assert_eq!(h.run(&ipv4_garbage).frame, ipv4_garbage);
 
     let v = h.verdicts();
-    assert_eq!(v[verdict::PASS_MALFORMED as usize].packets as usize >= malformed, true, "malformed counted");
+    assert_eq!(
+        v[verdict::PASS_MALFORMED as usize].packets as usize >= malformed,
+        true,
+        "malformed counted"
+    );
     assert_eq!(v[verdict::PASS_FRAGMENT as usize].packets, 3);
     assert_eq!(v[verdict::TX as usize].packets, 0, "nothing was forwarded");
     let total: u64 = v.iter().map(|c| c.packets).sum();
@@ -237,17 +293,29 @@ fn flows_spread_over_every_backend_exactly_as_userspace_predicts() {
         let predicted = h.predict("video-hls", CLIENT, port);
         let run = h.run(&input);
         assert_eq!(run.action, XDP_TX);
-        assert_eq!(run.frame, rewritten(&input, predicted), "source port {port}");
+        assert_eq!(
+            run.frame,
+            rewritten(&input, predicted),
+            "source port {port}"
+        );
         *per_backend.entry(predicted).or_default() += 1;
     }
-    assert_eq!(per_backend.len(), 3, "all three backends get flows: {per_backend:?}");
+    assert_eq!(
+        per_backend.len(),
+        3,
+        "all three backends get flows: {per_backend:?}"
+    );
     for (backend, n) in &per_backend {
         assert!(*n > 60, "backend {backend} got only {n} of 300 flows");
     }
     let hls = h.balancer.service("video-hls").expect("service");
     let stats = h.balancer.dataplane().service_counter(hls.id);
     assert_eq!(stats.packets, 300);
-    let by_backend: u64 = hls.backends.values().map(|b| h.balancer.dataplane().backend_counter(b.id).packets).sum();
+    let by_backend: u64 = hls
+        .backends
+        .values()
+        .map(|b| h.balancer.dataplane().backend_counter(b.id).packets)
+        .sum();
     assert_eq!(by_backend, 300);
     assert_eq!(h.verdicts()[verdict::TX as usize].packets, 300);
 }
@@ -264,18 +332,33 @@ fn the_kernel_table_is_the_maglev_table_of_the_configured_backends() {
             IpAddr::V6(a) => (b.id, a.octets().to_vec()),
         })
         .collect();
-    let members: Vec<MaglevBackend<'_>> = keys.iter().map(|(id, key)| MaglevBackend { id: *id, key, weight: 1 }).collect();
+    let members: Vec<MaglevBackend<'_>> = keys
+        .iter()
+        .map(|(id, key)| MaglevBackend {
+            id: *id,
+            key,
+            weight: 1,
+        })
+        .collect();
     let expected = maglev::build_table(&members, 65537);
-    assert_eq!(h.balancer.live_table("video-rtmp").expect("table"), expected);
+    assert_eq!(
+        h.balancer.live_table("video-rtmp").expect("table"),
+        expected
+    );
 }
 
 #[test]
 fn a_withdrawn_backend_loses_only_its_own_flows() {
     let mut h = video_lb();
     let ports: Vec<u16> = (30000..30300).collect();
-    let before: Vec<IpAddr> = ports.iter().map(|p| h.predict("video-rtmp", CLIENT, *p)).collect();
+    let before: Vec<IpAddr> = ports
+        .iter()
+        .map(|p| h.predict("video-rtmp", CLIENT, *p))
+        .collect();
     let gone: IpAddr = BACKENDS[1].parse().unwrap();
-    h.balancer.set_forwarding("video-rtmp", gone, None).expect("withdraw");
+    h.balancer
+        .set_forwarding("video-rtmp", gone, None)
+        .expect("withdraw");
     for (port, old) in ports.iter().zip(&before) {
         let input = Ipv4Frame::tcp(CLIENT, *port, VIP, 1935).build();
         let run = h.run(&input);
@@ -284,7 +367,10 @@ fn a_withdrawn_backend_loses_only_its_own_flows() {
         assert_eq!(run.frame, rewritten(&input, now));
         assert_ne!(now, gone, "no flow goes to the withdrawn backend");
         if *old != gone {
-            assert_eq!(now, *old, "a flow on a healthy backend stayed put (port {port})");
+            assert_eq!(
+                now, *old,
+                "a flow on a healthy backend stayed put (port {port})"
+            );
         }
     }
     // Other services keep the backend.
@@ -303,8 +389,18 @@ fn a_service_with_no_backend_drops_by_default_or_passes_when_configured() {
     check(
         &h,
         vec![
-            Fixture { description: "no backend, drop", input: Ipv4Frame::tcp(CLIENT, 1, VIP, 1935).build(), action: XDP_DROP, output: Expect::Untouched },
-            Fixture { description: "no backend, pass", input: Ipv4Frame::tcp(CLIENT, 1, VIP, 8080).build(), action: XDP_PASS, output: Expect::Untouched },
+            Fixture {
+                description: "no backend, drop",
+                input: Ipv4Frame::tcp(CLIENT, 1, VIP, 1935).build(),
+                action: XDP_DROP,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "no backend, pass",
+                input: Ipv4Frame::tcp(CLIENT, 1, VIP, 8080).build(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
         ],
     );
     let v = h.verdicts();
@@ -317,7 +413,11 @@ fn unresolved_backends_get_no_flows_and_never_a_zero_mac() {
     let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
     let only: IpAddr = BACKENDS[2].parse().unwrap();
     let h = Harness::with_forwarding(&[svc], &|b: &Backend| {
-        (b.address == only).then(|| Forwarding { mac: backend_mac(b.address), src_mac: MacAddr(LB_MAC), ifindex: LOOPBACK_IFINDEX })
+        (b.address == only).then(|| Forwarding {
+            mac: backend_mac(b.address),
+            src_mac: MacAddr(LB_MAC),
+            ifindex: LOOPBACK_IFINDEX,
+        })
     });
     for port in 1000..1100u16 {
         let input = Ipv4Frame::tcp(CLIENT, port, VIP, 1935).build();
@@ -333,15 +433,25 @@ fn a_backend_behind_another_interface_is_redirected_through_the_devmap() {
     let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
     let ifindex = dummy.ifindex;
     let mut h = Harness::with_forwarding(&[svc], &|b: &Backend| {
-        Some(Forwarding { mac: backend_mac(b.address), src_mac: MacAddr([0x02, 0xdd, 0, 0, 0, 1]), ifindex })
+        Some(Forwarding {
+            mac: backend_mac(b.address),
+            src_mac: MacAddr([0x02, 0xdd, 0, 0, 0, 1]),
+            ifindex,
+        })
     });
     let input = Ipv4Frame::tcp(CLIENT, 4242, VIP, 1935).build();
     // Not yet a redirect target: passed untouched rather than sent into the void.
     let run = h.run(&input);
     assert_eq!((run.action, &run.frame), (XDP_PASS, &input));
-    assert_eq!(h.verdicts()[verdict::PASS_REDIRECT_FAILED as usize].packets, 1);
+    assert_eq!(
+        h.verdicts()[verdict::PASS_REDIRECT_FAILED as usize].packets,
+        1
+    );
 
-    h.balancer.dataplane_mut().add_tx_port(ifindex).expect("tx port");
+    h.balancer
+        .dataplane_mut()
+        .add_tx_port(ifindex)
+        .expect("tx port");
     let run = h.run(&input);
     assert_eq!(run.action, XDP_REDIRECT);
     let backend = h.predict("video-rtmp", CLIENT, 4242);
@@ -377,6 +487,8 @@ impl ScratchInterface {
 
 impl Drop for ScratchInterface {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.name]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.name])
+            .status();
     }
 }

@@ -42,6 +42,9 @@ enum Command {
         /// The YAML configuration.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The YAML configuration (the same as --config).
+        #[arg(conflicts_with = "config", value_name = "FILE")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { config, file }) => check(file.as_deref().unwrap_or(&config)),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }

@@ -188,3 +188,38 @@ fn the_reference_example_serves_rtmp_and_hls_from_the_same_three_servers() {
         .collect();
     assert_eq!(servers, ["10.0.0.11", "10.0.0.12", "10.0.0.13"]);
 }
+
+#[test]
+fn damaged_copies_of_the_examples_are_refused_or_accepted_without_panicking() {
+    // Deterministic damage: delete, duplicate or replace one character, many times over.
+    let mut seed: u64 = 0x5eed_1b5d;
+    let mut next = move |bound: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        usize::try_from(seed >> 33).unwrap_or(0) % bound.max(1)
+    };
+    let replacements = [
+        ' ', '\t', '\n', ':', '-', '[', '{', '"', '&', '*', '#', '0', 'x', '\u{0}',
+    ];
+    for path in yaml_files("../examples") {
+        let text = fs::read_to_string(crate_dir().join(&path)).unwrap_or_else(|e| panic!("{e}"));
+        let chars: Vec<char> = text.chars().collect();
+        for _ in 0..300 {
+            let mut damaged = chars.clone();
+            let at = next(damaged.len());
+            match next(3) {
+                0 => {
+                    damaged.remove(at);
+                }
+                1 => damaged.insert(at, damaged[at]),
+                _ => damaged[at] = replacements[next(replacements.len())],
+            }
+            let damaged: String = damaged.into_iter().collect();
+            if let Ok(config) = parse_str(&path, &damaged, &FakeHost) {
+                check_round_trip(&path, &config, &render(&config))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}

@@ -44,7 +44,8 @@ pub fn run() -> Result<()> {
 fn apt_installed(package: &str) -> Result<bool> {
     let output = capture(&mut command("dpkg-query", &["-W", "-f=${Status}", package]))?;
     // Exit status 1 with "no packages found" means not installed.
-    Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "install ok installed")
+    Ok(output.status.success()
+        && String::from_utf8_lossy(&output.stdout).trim() == "install ok installed")
 }
 
 fn apt() -> Result<()> {
@@ -84,7 +85,10 @@ fn nightly() -> Result<()> {
         "rustup",
         &["component", "list", "--toolchain", "nightly", "--installed"],
     ))?;
-    if !components.lines().any(|line| line.trim().starts_with("rust-src")) {
+    if !components
+        .lines()
+        .any(|line| line.trim().starts_with("rust-src"))
+    {
         capture_ok(&mut command(
             "rustup",
             &["component", "add", "rust-src", "--toolchain", "nightly"],
@@ -110,7 +114,13 @@ fn bpf_linker() -> Result<()> {
     capture_ok(
         command(
             &cargo,
-            &["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"],
+            &[
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ],
         )
         .env("PATH", path),
     )?;

@@ -1,1 +1,154 @@
-fn main() {}
+//! `cargo xtask deps | test | run`: install what is missing, build, run the tests, run the
+//! agent on this host or in the namespace lab.
+
+mod deps;
+mod process;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+use crate::process::{attached, attached_ok, command, exit_code, forwarding_signals, step};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Install, build, test and run xdp-lb")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (apt packages, rust nightly with rust-src, bpf-linker) and
+    /// mount bpffs. Needs root.
+    Deps,
+    /// deps, build the workspace (debug), then `cargo test` on it; ARGS after `--` go to
+    /// `cargo test` (e.g. `cargo xtask test -- lab_smoke -- --nocapture`).
+    Test {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// deps, build the agent (release), then: with `-- --config FILE [ARGS]`, run it on this
+    /// host with those arguments; without, run the lab demo (namespaces, backends, the agent
+    /// in the LB namespace, traffic through the VIP) and keep the lab up until Ctrl-C.
+    Run {
+        /// Tear the lab down right after the demo instead of waiting for Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// The agent's arguments (must include --config FILE).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+fn root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| anyhow!("xtask's manifest directory has no parent"))
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the root) or `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// `cargo ARGS` in the workspace root, attached to the terminal.
+fn cargo(root: &Path, args: &[&str]) -> std::process::Command {
+    let program = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = command(&program, args);
+    cmd.current_dir(root);
+    cmd
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let root = root()?;
+    match cli.command {
+        Cmd::Deps => deps::run().map(|()| 0),
+        Cmd::Test { args } => test(&root, &args),
+        Cmd::Run { once, args } => run_agent(&root, once, &args),
+    }
+}
+
+fn test(root: &Path, args: &[String]) -> Result<i32> {
+    deps::run()?;
+    step("build (debug)");
+    attached_ok(&mut cargo(
+        root,
+        &["build", "--workspace", "--exclude", "xdp-lb-ebpf"],
+    ))?;
+    step("test");
+    let mut test_args = vec!["test", "--workspace", "--exclude", "xdp-lb-ebpf"];
+    test_args.extend(args.iter().map(String::as_str));
+    let status = attached(&mut cargo(root, &test_args))?;
+    Ok(exit_code(status))
+}
+
+fn run_agent(root: &Path, once: bool, args: &[String]) -> Result<i32> {
+    let host_mode = !args.is_empty();
+    if host_mode
+        && !args
+            .iter()
+            .any(|a| a == "--config" || a.starts_with("--config="))
+    {
+        bail!("arguments after `--` go to the agent and must include --config FILE");
+    }
+    if host_mode && once {
+        bail!("--once is for the lab demo; it does not go with the agent's own arguments");
+    }
+    deps::run()?;
+    step("build the agent (release)");
+    attached_ok(&mut cargo(root, &["build", "--release", "-p", "xdp-lb"]))?;
+    let release = target_dir(root).join("release");
+    let agent = release.join("xdp-lb");
+    let agent = agent
+        .to_str()
+        .context("the target directory's path is not UTF-8")?;
+    if host_mode {
+        step(&format!("run {agent} {}", args.join(" ")));
+        let mut cmd = command(agent, &[]);
+        cmd.args(args);
+        return forwarding_signals(&mut cmd);
+    }
+    step("build the lab (release)");
+    attached_ok(&mut cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "xdp-lb-tests",
+            "--bin",
+            "xdp-lb-lab",
+        ],
+    ))?;
+    let lab = release.join("xdp-lb-lab");
+    let lab = lab
+        .to_str()
+        .context("the target directory's path is not UTF-8")?;
+    let mut lab_args = vec!["--agent", agent];
+    if once {
+        lab_args.push("--once");
+    }
+    forwarding_signals(&mut command(lab, &lab_args))
+}

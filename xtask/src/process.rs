@@ -71,7 +71,10 @@ fn status_text(status: ExitStatus) -> String {
 
 /// The exit code a shell would report for `status` (128 + signal when killed).
 pub fn exit_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
 }
 
 /// The last 3000 bytes of some output, trimmed, for an error message.
@@ -90,7 +93,8 @@ fn tail(bytes: &[u8]) -> String {
 
 /// Runs `cmd` with its output captured; a non-zero exit is not an error here.
 pub fn capture(cmd: &mut Command) -> Result<Output> {
-    cmd.output().with_context(|| format!("cannot run `{}`", describe(cmd)))
+    cmd.output()
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))
 }
 
 /// Runs `cmd` with its output captured and returns its stdout; fails with its stderr (and
@@ -111,7 +115,8 @@ pub fn capture_ok(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` attached to the terminal; its exit status.
 pub fn attached(cmd: &mut Command) -> Result<ExitStatus> {
-    cmd.status().with_context(|| format!("cannot run `{}`", describe(cmd)))
+    cmd.status()
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))
 }
 
 /// Runs `cmd` attached to the terminal and fails unless it succeeds (its stderr went to
@@ -119,7 +124,11 @@ pub fn attached(cmd: &mut Command) -> Result<ExitStatus> {
 pub fn attached_ok(cmd: &mut Command) -> Result<()> {
     let status = attached(cmd)?;
     if !status.success() {
-        bail!("`{}` failed ({}); its stderr is above", describe(cmd), status_text(status));
+        bail!(
+            "`{}` failed ({}); its stderr is above",
+            describe(cmd),
+            status_text(status)
+        );
     }
     Ok(())
 }

@@ -42,7 +42,12 @@ impl Ipv4Frame {
     }
 
     pub fn udp(src: &str, src_port: u16, dst: &str, dst_port: u16) -> Self {
-        Self { proto: UDP, frag: 0, payload: b"udp video chunk".to_vec(), ..Self::tcp(src, src_port, dst, dst_port) }
+        Self {
+            proto: UDP,
+            frag: 0,
+            payload: b"udp video chunk".to_vec(),
+            ..Self::tcp(src, src_port, dst, dst_port)
+        }
     }
 
     pub fn build(&self) -> Vec<u8> {

@@ -43,7 +43,11 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
         when_no_backend: NoBackendAction::Drop,
         backends: backends
             .iter()
-            .map(|a| Backend { address: a.parse().expect("test backend"), weight: 1, mac: None })
+            .map(|a| Backend {
+                address: a.parse().expect("test backend"),
+                weight: 1,
+                mac: None,
+            })
             .collect(),
     }
 }
@@ -59,7 +63,11 @@ pub struct Run {
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "packet tests load BPF programs: run them as root (cargo xtask test)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "packet tests load BPF programs: run them as root (cargo xtask test)"
+    );
 }
 
 impl Harness {
@@ -67,13 +75,24 @@ impl Harness {
     /// ingress interface (loopback under BPF_PROG_TEST_RUN) at `backend_mac(address)`.
     pub fn new(services: &[Service]) -> Self {
         Self::with_forwarding(services, &|b: &Backend| {
-            Some(Forwarding { mac: backend_mac(b.address), src_mac: MacAddr(LB_MAC), ifindex: LOOPBACK_IFINDEX })
+            Some(Forwarding {
+                mac: backend_mac(b.address),
+                src_mac: MacAddr(LB_MAC),
+                ifindex: LOOPBACK_IFINDEX,
+            })
         })
     }
 
-    pub fn with_forwarding(services: &[Service], forwarding: &dyn Fn(&Backend) -> Option<Forwarding>) -> Self {
+    pub fn with_forwarding(
+        services: &[Service],
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> Self {
         require_root();
-        let slots: u32 = services.iter().map(|s| 2 * s.maglev_size).sum::<u32>().max(1);
+        let slots: u32 = services
+            .iter()
+            .map(|s| 2 * s.maglev_size)
+            .sum::<u32>()
+            .max(1);
         let dataplane = Dataplane::load(&LoadOptions {
             flow_hash_seed: SEED,
             maglev_table_slots: slots,
@@ -82,7 +101,9 @@ impl Harness {
         .expect("loading the data plane");
         let mut balancer = Balancer::new(dataplane, SEED);
         for s in services {
-            balancer.add_service(s, forwarding).expect("adding a service");
+            balancer
+                .add_service(s, forwarding)
+                .expect("adding a service");
         }
         Self { balancer }
     }
@@ -101,7 +122,10 @@ impl Harness {
             })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
-        Run { action: result.return_value, frame: out }
+        Run {
+            action: result.return_value,
+            frame: out,
+        }
     }
 
     pub fn verdicts(&self) -> Vec<Counter> {

@@ -28,7 +28,7 @@ pub(crate) fn schema_error(path: &Path, text: &str, error: &serde_saphyr::Error)
         Some(at) if at != Location::UNKNOWN => (
             usize::try_from(at.line()).unwrap_or(usize::MAX),
             usize::try_from(at.column()).unwrap_or(usize::MAX),
-            field_at(text, at).unwrap_or_default(),
+            field_at(text, at, about_a_key(&message)).unwrap_or_default(),
         ),
         _ => (1, 1, String::new()),
     };
@@ -52,15 +52,23 @@ fn original(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
     }
 }
 
-/// The path of the field at `at` in `text`, e.g. `services[0].port`. A key's location names
-/// the mapping holding it (an unknown or duplicate key is an error of that mapping).
-fn field_at(text: &str, at: Location) -> Option<String> {
+/// Whether the error is about a key of a mapping rather than a value: then it is an error of
+/// the mapping.
+fn about_a_key(message: &str) -> bool {
+    ["unknown field", "missing field", "duplicate"]
+        .iter()
+        .any(|start| message.starts_with(start))
+}
+
+/// The path of the field at `at` in `text`, e.g. `services[0].port`. At a key's location, the
+/// error is about that key's value unless `about_key`, when it is the mapping's.
+fn field_at(text: &str, at: Location, about_key: bool) -> Option<String> {
     // Duplicate keys are kept here, so the second one can be found and named.
     let mut options = options();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options).ok()?;
     let mut found = None;
-    find(&root, &mut String::new(), at, &mut found);
+    find(&root, &mut String::new(), (at, about_key), &mut found);
     found
 }
 
@@ -68,7 +76,13 @@ fn same_place(a: Location, b: Location) -> bool {
     a.line() == b.line() && a.column() == b.column()
 }
 
-fn find(node: &Spanned<Node>, path: &mut String, at: Location, found: &mut Option<String>) {
+/// Looks for `at` in `node` (at `path`), first match in document order.
+fn find(
+    node: &Spanned<Node>,
+    path: &mut String,
+    (at, about_key): (Location, bool),
+    found: &mut Option<String>,
+) {
     if found.is_some() {
         return;
     }
@@ -81,13 +95,14 @@ fn find(node: &Spanned<Node>, path: &mut String, at: Location, found: &mut Optio
         Node::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
                 path.push_str(&format!("[{i}]"));
-                find(item, path, at, found);
+                find(item, path, (at, about_key), found);
                 path.truncate(len);
             }
         }
         Node::Map(entries) => {
             for (key, value) in entries {
-                if same_place(key.referenced, at) || same_place(key.defined, at) {
+                let at_key = same_place(key.referenced, at) || same_place(key.defined, at);
+                if at_key && about_key {
                     *found = Some(path.clone());
                     return;
                 }
@@ -95,7 +110,11 @@ fn find(node: &Spanned<Node>, path: &mut String, at: Location, found: &mut Optio
                     path.push('.');
                 }
                 path.push_str(&escape_controls(&key.value.to_string()));
-                find(value, path, at, found);
+                if at_key {
+                    *found = Some(path.clone());
+                    return;
+                }
+                find(value, path, (at, about_key), found);
                 path.truncate(len);
             }
         }

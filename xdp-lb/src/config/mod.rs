@@ -9,6 +9,7 @@ mod locate;
 mod model;
 mod raw;
 mod render;
+mod service;
 mod validate;
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl<'de> de::Visitor<'de> for NumberVisitor {
         Ok(i128::try_from(v).map_or_else(|_| Number::NotInt(v.to_string()), Number::Int))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
-        Ok(Number::NotInt(format!("the fraction {v}")))
+        Ok(Number::NotInt(format!("the floating-point number {v}")))
     }
     fn visit_bool<E>(self, v: bool) -> Result<Number, E> {
         Ok(Number::NotInt(format!("the boolean {v}")))
@@ -140,7 +140,7 @@ mod tests {
         );
         assert_eq!(
             number("n: 1.5"),
-            Number::NotInt("the fraction 1.5".to_owned())
+            Number::NotInt("the floating-point number 1.5".to_owned())
         );
         assert_eq!(
             number("n: true"),

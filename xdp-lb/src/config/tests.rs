@@ -135,6 +135,29 @@ services:
 }
 
 #[test]
+fn a_malformed_service_name_is_refused() {
+    let e = only_error(
+        &BASE.replace("name: web", "name: web server"),
+        3,
+        "services[0].name",
+    );
+    assert_eq!(
+        e.message,
+        "`web server` is not a valid service name (1 to 64 characters of A-Z a-z 0-9 _ . -)"
+    );
+    only_error(
+        &BASE.replace("name: web", &format!("name: {}", "w".repeat(65))),
+        3,
+        "services[0].name",
+    );
+    only_error(
+        &BASE.replace("name: web", "name: \"\""),
+        3,
+        "services[0].name",
+    );
+}
+
+#[test]
 fn the_flow_hash_seed_is_read_in_hex_or_decimal() {
     assert_eq!(
         ok(&format!("flow_hash_seed: 0x5eed1b5d\n{BASE}")).flow_hash_seed,
@@ -206,6 +229,16 @@ fn a_missing_required_key_is_refused() {
 fn a_value_of_the_wrong_shape_is_refused_with_its_path() {
     let e = only_error(&BASE.replace("[eth0]", "eth0"), 1, "interfaces");
     assert!(e.message.contains("expected sequence"), "{e}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_in_a_flow_mapping_names_its_key() {
+    let text = BASE.replace(
+        "10.0.0.12",
+        "10.0.0.12\n      - {address: 10.0.0.13, weight: [1]}",
+    );
+    let e = only_error(&text, 10, "services[0].backends[2].weight");
+    assert_eq!(e.message, "invalid type: sequence, expected a whole number");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::tests::{BASE, ok, only_error};
+use super::tests::{BASE, errors, ok, only_error};
 use super::validate::MAX_TABLE_SLOTS;
 
 /// A file with `services` services (ports 1..), each with `backends` backends and the given
@@ -274,29 +274,6 @@ fn a_service_name_used_twice_is_refused() {
 }
 
 #[test]
-fn a_malformed_service_name_is_refused() {
-    let e = only_error(
-        &BASE.replace("name: web", "name: web server"),
-        3,
-        "services[0].name",
-    );
-    assert_eq!(
-        e.message,
-        "`web server` is not a valid service name (1 to 64 characters of A-Z a-z 0-9 _ . -)"
-    );
-    only_error(
-        &BASE.replace("name: web", &format!("name: {}", "w".repeat(65))),
-        3,
-        "services[0].name",
-    );
-    only_error(
-        &BASE.replace("name: web", "name: \"\""),
-        3,
-        "services[0].name",
-    );
-}
-
-#[test]
 fn two_services_on_the_same_vip_port_and_protocol_are_refused() {
     let second = BASE[BASE.find("  - name").unwrap()..].replace("web", "web2");
     let e = only_error(&format!("{BASE}{second}"), 10, "services[1]");
@@ -373,6 +350,16 @@ fn table_slots_too_few_for_the_services_are_refused() {
         ok(&format!("maglev_table_slots: 131074\n{BASE}")).maglev_table_slots,
         131074
     );
+}
+
+#[test]
+fn bad_table_slots_are_reported_even_when_a_service_is_invalid() {
+    let text = format!(
+        "maglev_table_slots: lots\n{}",
+        BASE.replace("port: 80", "port: 0")
+    );
+    let fields: Vec<String> = errors(&text).into_iter().map(|e| e.field).collect();
+    assert_eq!(fields, ["services[0].port", "maglev_table_slots"]);
 }
 
 #[test]
