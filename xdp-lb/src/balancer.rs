@@ -31,30 +31,42 @@ pub struct Forwarding {
     pub ifindex: u32,
 }
 
-impl Forwarding {
-    fn entry(&self) -> BackendValue {
-        BackendValue {
-            mac: self.mac.0,
-            src_mac: self.src_mac.0,
-            ifindex: self.ifindex,
-            flags: BACKEND_F_VALID,
-        }
-    }
-}
-
 /// One backend of one service.
 #[derive(Clone, Debug)]
 pub struct BackendState {
     pub id: u32,
     pub config: Backend,
-    /// `None` until the MAC is known; such a backend gets no slot.
+    /// `None` until the MAC is known.
     pub forwarding: Option<Forwarding>,
+    /// As the health checks last decided (always true without health checks).
+    pub healthy: bool,
 }
 
 impl BackendState {
-    /// In the Maglev table: resolved and with a weight above zero.
+    /// May receive frames: resolved and healthy. Its entry is valid, so flows already on
+    /// it stay (a drained backend, weight 0, is usable but not in the table).
+    pub fn usable(&self) -> bool {
+        self.forwarding.is_some() && self.healthy
+    }
+
+    /// In the Maglev table: usable and with a weight above zero.
     pub fn in_table(&self) -> bool {
-        self.forwarding.is_some() && self.config.weight > 0
+        self.usable() && self.config.weight > 0
+    }
+
+    /// Its `backends` entry: valid only while usable.
+    fn entry(&self) -> BackendValue {
+        match (self.forwarding, self.usable()) {
+            (Some(f), true) => BackendValue {
+                mac: f.mac.0,
+                src_mac: f.src_mac.0,
+                ifindex: f.ifindex,
+                flags: BACKEND_F_VALID,
+            },
+            // Keep the MAC for the record, but never let a frame use it.
+            (Some(f), false) => BackendValue { mac: f.mac.0, src_mac: f.src_mac.0, ifindex: f.ifindex, flags: 0 },
+            (None, _) => BackendValue::default(),
+        }
     }
 }
 
@@ -173,19 +185,15 @@ impl Balancer {
                 self.release(&state);
                 bail!("no free backend id (at most {MAX_BACKENDS} backends)");
             };
-            let fwd = forwarding(backend);
+            let backend_state = BackendState {
+                id: backend_id,
+                config: backend.clone(),
+                forwarding: forwarding(backend),
+                healthy: true,
+            };
             self.dataplane.reset_backend_counter(backend_id)?;
-            if let Some(f) = fwd {
-                self.dataplane.set_backend(backend_id, f.entry())?;
-            }
-            state.backends.insert(
-                backend.address,
-                BackendState {
-                    id: backend_id,
-                    config: backend.clone(),
-                    forwarding: fwd,
-                },
-            );
+            self.dataplane.set_backend(backend_id, backend_state.entry())?;
+            state.backends.insert(backend.address, backend_state);
         }
         let name = config.name.clone();
         self.services.insert(name.clone(), state);
@@ -216,13 +224,36 @@ impl Balancer {
         self.service_ids.give_back(state.id);
     }
 
-    /// Records where a backend's frames go (or that it cannot be reached), updating its entry
-    /// and, when it joins or leaves the table, the service's table.
+    /// Records where a backend's frames go (or that it cannot be reached).
     pub fn set_forwarding(
         &mut self,
         service: &str,
         address: IpAddr,
         forwarding: Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        self.update_backend(service, address, |b| b.forwarding = forwarding)
+    }
+
+    /// Records a health verdict: an unhealthy backend leaves the table and its entry becomes
+    /// invalid, so no frame reaches it; a healthy one comes back.
+    pub fn set_health(&mut self, service: &str, address: IpAddr, healthy: bool) -> anyhow::Result<()> {
+        self.update_backend(service, address, |b| b.healthy = healthy)
+    }
+
+    /// Changes a backend's weight; 0 drains it (no new flows, its entry stays valid).
+    pub fn set_weight(&mut self, service: &str, address: IpAddr, weight: u32) -> anyhow::Result<()> {
+        self.update_backend(service, address, |b| b.config.weight = weight)
+    }
+
+    /// Applies `change` to one backend, then brings its entry and the service's table up to
+    /// date in an order that never lets a frame see a slot naming an invalid entry: a backend
+    /// leaving the table leaves it before its entry is invalidated; one joining gets a valid
+    /// entry before any slot names it.
+    fn update_backend(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        change: impl FnOnce(&mut BackendState),
     ) -> anyhow::Result<()> {
         let state = self
             .services
@@ -232,26 +263,21 @@ impl Balancer {
             .backends
             .get_mut(&address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
-        if backend.forwarding == forwarding {
-            return Ok(());
-        }
-        let was_in_table = backend.in_table();
-        backend.forwarding = forwarding;
-        let now_in_table = backend.in_table();
-        let entry = forwarding.map(|f| f.entry()).unwrap_or_default();
+        let (old_entry, was_in_table, old_weight) = (backend.entry(), backend.in_table(), backend.config.weight);
+        change(backend);
+        let (entry, now_in_table) = (backend.entry(), backend.in_table());
+        let table_changes = was_in_table != now_in_table || (now_in_table && old_weight != backend.config.weight);
         let id = backend.id;
-        // A backend leaving the table leaves it before its entry is cleared, so no slot ever
-        // names an invalid entry; one joining gets its entry before any slot names it.
         if was_in_table && !now_in_table {
             self.publish(service)?;
-            self.dataplane.set_backend(id, entry)
-        } else {
-            self.dataplane.set_backend(id, entry)?;
-            if was_in_table != now_in_table {
-                self.publish(service)?;
-            }
-            Ok(())
         }
+        if entry != old_entry {
+            self.dataplane.set_backend(id, entry)?;
+        }
+        if table_changes && !(was_in_table && !now_in_table) {
+            self.publish(service)?;
+        }
+        Ok(())
     }
 
     /// Builds the service's table from its current backends and makes it live.
