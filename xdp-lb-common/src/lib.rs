@@ -16,6 +16,20 @@ pub const MAX_BACKENDS: u32 = 16384;
 /// Entries of `tx_ports`, the devmap for backends behind another interface.
 pub const MAX_TX_PORTS: u32 = 64;
 
+/// Entries of `flows` (the connection table) when the config does not say.
+pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 1 << 20;
+/// Entries of `persistence` (client -> backend, for services with `persistence`).
+pub const PERSIST_TABLE_SIZE: u32 = 1 << 18;
+/// A TCP flow with no packet for this long is forgotten (IPVS's default `tcp` timeout).
+pub const FLOW_TCP_TIMEOUT_DEFAULT_S: u32 = 900;
+/// A UDP flow with no packet for this long is forgotten (IPVS's default `udp` timeout).
+pub const FLOW_UDP_TIMEOUT_DEFAULT_S: u32 = 300;
+/// A flow's last-seen time is rewritten at most this often (ns): timeouts are coarse, and
+/// fewer writes keep the entry's cache line from bouncing between CPUs.
+pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
+/// Map flag (linux/bpf.h): an LRU hash with per-CPU LRU lists instead of one shared list.
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
 /// Maglev table size used when a service does not set one (prime, as the paper asks).
 pub const MAGLEV_DEFAULT_SIZE: u32 = 65537;
 /// Largest Maglev table one service may have (prime).
@@ -46,7 +60,8 @@ pub const PROTO_UDP: u8 = 17;
 /// dropping it.
 pub const SERVICE_F_PASS_WHEN_EMPTY: u32 = 1 << 0;
 
-/// Backend flag: the entry holds a resolved MAC and may receive frames.
+/// Backend flag: the entry holds a resolved MAC and may receive frames (resolved and
+/// healthy). Flows whose backend lost it are balanced afresh.
 pub const BACKEND_F_VALID: u32 = 1 << 0;
 
 /// Key of `service_by_vip`: one (VIP, port, protocol).
@@ -93,6 +108,12 @@ pub struct ServiceValue {
     pub flags: u32,
     /// Bumped on every table switch, for the agent's bookkeeping and status.
     pub generation: u32,
+    /// Client persistence (`ipvsadm -p`): seconds a client stays on its backend after its
+    /// last packet; 0 = off.
+    pub persist_timeout_s: u32,
+    /// Client persistence granularity: the client address is masked to this many bits
+    /// (32 or 128 = one address).
+    pub persist_prefix_len: u32,
 }
 
 /// Value of `backends`, indexed by backend id.
@@ -108,6 +129,63 @@ pub struct BackendValue {
     pub ifindex: u32,
     /// `BACKEND_F_*`.
     pub flags: u32,
+    /// Changes whenever the id is given to another backend, so a flow remembered for the
+    /// old one is not sent to the new one.
+    pub epoch: u32,
+}
+
+/// Key of `flows`: a flow's 5-tuple as the packet has it (see `ServiceKey` for the byte
+/// order of `src`, `dst`); IPv4 uses word 0 of each address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Source port's raw bytes in the low half, destination port's in the high half.
+    pub ports: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `flows`: the backend a flow was given, and when it was last seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    /// `BackendValue::epoch` when the flow was placed.
+    pub backend_epoch: u32,
+    /// `bpf_ktime_get_ns()` of the last packet (refreshed at most every
+    /// `FLOW_TOUCH_INTERVAL_NS`).
+    pub last_seen_ns: u64,
+}
+
+/// Key of `persistence`: a service and a (masked) client address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    pub client: [u32; 4],
+    pub service_id: u32,
+}
+
+/// Slots of `flow_stats`: what the connection table did.
+pub mod flow_stat {
+    /// A packet of a known flow went to its remembered backend.
+    pub const HIT: u32 = 0;
+    /// A flow's first packet (or first after it expired): a backend was chosen and remembered.
+    pub const NEW: u32 = 1;
+    /// A remembered flow whose backend was withdrawn or replaced: chosen afresh.
+    pub const STALE: u32 = 2;
+    /// A TCP packet without SYN that found no entry: its entry was evicted under pressure
+    /// (or the flow began before this table existed).
+    pub const TCP_MISS_NO_SYN: u32 = 3;
+    /// A new flow sent to its client's persistent backend.
+    pub const PERSIST_HIT: u32 = 4;
+    /// A remembered flow idle past its timeout: chosen afresh.
+    pub const EXPIRED: u32 = 5;
+    pub const COUNT: u32 = 6;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["hit", "new", "stale", "tcp_miss_no_syn", "persist_hit", "expired"];
 }
 
 /// One per-CPU packet/byte counter pair (`service_stats`, `backend_stats`, `verdict_stats`).
@@ -161,12 +239,18 @@ pub mod map_names {
     pub const SERVICE_STATS: &str = "service_stats";
     pub const BACKEND_STATS: &str = "backend_stats";
     pub const VERDICT_STATS: &str = "verdict_stats";
+    pub const FLOWS: &str = "flows";
+    pub const PERSISTENCE: &str = "persistence";
+    pub const FLOW_STATS: &str = "flow_stats";
 }
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xdp_lb";
 /// Name of the global holding the flow-hash seed, set by the agent at load time.
 pub const FLOW_HASH_SEED_GLOBAL: &str = "FLOW_HASH_SEED";
+/// Globals holding the flow idle timeouts in ns, set by the agent at load time.
+pub const FLOW_TCP_TIMEOUT_GLOBAL: &str = "FLOW_TCP_TIMEOUT_NS";
+pub const FLOW_UDP_TIMEOUT_GLOBAL: &str = "FLOW_UDP_TIMEOUT_NS";
 
 #[cfg(feature = "user")]
 mod pod {
@@ -175,4 +259,7 @@ mod pod {
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for PersistKey {}
 }

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod flows;
 mod maps;
 mod parse;
 
@@ -49,7 +50,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     let Some(service) = (unsafe { SERVICE_BY_VIP.get(&flow.service) }).copied() else {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     };
-    let Some((backend_id, backend)) = pick_backend(ctx, &flow, &service) else {
+    let Some((backend_id, backend)) = choose_backend(ctx, &flow, &service) else {
         return no_backend(&service);
     };
 
@@ -81,6 +82,37 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         };
     }
     (action, reason)
+}
+
+/// The flow's backend: the one remembered in the connection table while it stays usable;
+/// otherwise the client's persistent one (services with persistence); otherwise the one
+/// the Maglev table names, which is then remembered.
+#[inline(always)]
+fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Option<(u32, BackendValue)> {
+    let now = flows::now_ns();
+    let key = flows::flow_key(flow);
+    if let Some(found) = flows::lookup_flow(&key, flow, now) {
+        return Some(found);
+    }
+    let chosen = if service.persist_timeout_s != 0 {
+        let pkey = flows::persist_key(flow, service);
+        match flows::lookup_persistent(&pkey, service, now) {
+            Some(found) => Some(found),
+            None => {
+                let picked = pick_backend(ctx, flow, service);
+                if let Some((id, backend)) = &picked {
+                    flows::remember_persistent(&pkey, *id, backend, now);
+                }
+                picked
+            }
+        }
+    } else {
+        pick_backend(ctx, flow, service)
+    };
+    if let Some((id, backend)) = &chosen {
+        flows::remember_flow(&key, *id, backend, now);
+    }
+    chosen
 }
 
 /// The backend the service's live Maglev table names for this flow.

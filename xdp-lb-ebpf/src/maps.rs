@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BPF_F_MMAPABLE, BackendValue, Counter, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    ServiceKey, ServiceValue, verdict,
+    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, Counter, FLOW_TABLE_DEFAULT_SIZE,
+    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE,
+    PersistKey, ServiceKey, ServiceValue, flow_stat, verdict,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -39,6 +40,23 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 /// Per `verdict::*` slot: what happened to frames, and why.
 #[map(name = "verdict_stats")]
 pub static VERDICT_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(verdict::COUNT, 0);
+
+/// The connection table: 5-tuple -> backend, read before the Maglev table. An LRU hash
+/// with per-CPU LRU lists (no lock shared by all CPUs on insert), one table for lookups;
+/// sized by the agent at load.
+#[map(name = "flows")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Client persistence: (service, masked client address) -> backend, for services with
+/// `persistence` set.
+#[map(name = "persistence")]
+pub static PERSISTENCE: LruHashMap<PersistKey, FlowValue> =
+    LruHashMap::with_max_entries(PERSIST_TABLE_SIZE, 0);
+
+/// Per `flow_stat::*` slot: what the connection table did.
+#[map(name = "flow_stats")]
+pub static FLOW_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(flow_stat::COUNT, 0);
 
 #[inline(always)]
 pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {

@@ -24,6 +24,8 @@ pub struct Flow {
     pub src: [u32; 4],
     /// Both ports as one word (see `xdp_lb_common::flow_hash`).
     pub ports: u32,
+    /// A TCP segment with SYN set (a connection's first packet).
+    pub syn: bool,
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is shorter.
@@ -70,7 +72,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
     if u16::from_be_bytes(frags) & IPV4_FRAGMENT_MASK != 0 {
         return Err(verdict::PASS_FRAGMENT);
     }
-    let ports = l4_ports(ctx, offset + header_len, proto)?;
+    let (ports, syn) = l4_ports(ctx, offset + header_len, proto)?;
     let src = read_word(ctx, offset + 12).ok_or(verdict::PASS_MALFORMED)?;
     let dst = read_word(ctx, offset + 16).ok_or(verdict::PASS_MALFORMED)?;
     Ok(Flow {
@@ -82,6 +84,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
         },
         src: [src, 0, 0, 0],
         ports,
+        syn,
     })
 }
 
@@ -103,7 +106,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
     if next == IPV6_NEXT_FRAGMENT {
         return Err(verdict::PASS_FRAGMENT);
     }
-    let ports = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
+    let (ports, syn) = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
     Ok(Flow {
         service: ServiceKey {
             addr: dst,
@@ -113,6 +116,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
         },
         src,
         ports,
+        syn,
     })
 }
 
@@ -126,10 +130,15 @@ fn words(addr: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// TCP flags byte offset and SYN bit.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+
 /// Source and destination port of a TCP or UDP header at `offset` (both sit in its first
-/// four bytes), after checking the whole fixed header is in the frame.
+/// four bytes), after checking the whole fixed header is in the frame; and whether it is a
+/// TCP SYN.
 #[inline(always)]
-fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<u32, u32> {
+fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, bool), u32> {
     let header_len = match proto {
         PROTO_TCP => TcpHdr::LEN,
         PROTO_UDP => UdpHdr::LEN,
@@ -138,5 +147,10 @@ fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<u32, u32> {
     if ctx.data() + offset + header_len > ctx.data_end() {
         return Err(verdict::PASS_MALFORMED);
     }
-    read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)
+    let ports = read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
+    let syn = proto == PROTO_TCP
+        && ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET)
+            // SAFETY: checked by `ptr_at`.
+            .is_some_and(|flags| unsafe { *flags } & TCP_SYN != 0);
+    Ok((ports, syn))
 }

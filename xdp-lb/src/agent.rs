@@ -34,6 +34,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut dataplane = Dataplane::load(&LoadOptions {
         flow_hash_seed: config.flow_hash_seed,
         maglev_table_slots: config.maglev_table_slots,
+        flow_table: config.flow_table,
         log_level: ebpf_log_level(),
     })?;
     let _ebpf_log = spawn_ebpf_logger(&mut dataplane);

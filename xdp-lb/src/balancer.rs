@@ -40,6 +40,8 @@ pub struct BackendState {
     pub forwarding: Option<Forwarding>,
     /// As the health checks last decided (always true without health checks).
     pub healthy: bool,
+    /// Distinguishes this backend from earlier holders of its id (see `BackendValue::epoch`).
+    pub epoch: u32,
 }
 
 impl BackendState {
@@ -62,10 +64,17 @@ impl BackendState {
                 src_mac: f.src_mac.0,
                 ifindex: f.ifindex,
                 flags: BACKEND_F_VALID,
+                epoch: self.epoch,
             },
             // Keep the MAC for the record, but never let a frame use it.
-            (Some(f), false) => BackendValue { mac: f.mac.0, src_mac: f.src_mac.0, ifindex: f.ifindex, flags: 0 },
-            (None, _) => BackendValue::default(),
+            (Some(f), false) => BackendValue {
+                mac: f.mac.0,
+                src_mac: f.src_mac.0,
+                ifindex: f.ifindex,
+                flags: 0,
+                epoch: self.epoch,
+            },
+            (None, _) => BackendValue { epoch: self.epoch, ..BackendValue::default() },
         }
     }
 }
@@ -84,6 +93,23 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// Its `service_by_vip` value for a live table at `offset` of `size` slots.
+    fn value(&self, offset: u32, size: u32, flags: u32) -> ServiceValue {
+        let (persist_timeout_s, persist_prefix_len) = self
+            .config
+            .persistence
+            .map_or((0, 0), |p| (p.timeout_s, u32::from(p.prefix_len)));
+        ServiceValue {
+            service_id: self.id,
+            table_offset: offset,
+            table_size: size,
+            flags,
+            generation: self.generation,
+            persist_timeout_s,
+            persist_prefix_len,
+        }
+    }
+
     /// Backends currently in the table.
     pub fn active_backends(&self) -> usize {
         self.backends.values().filter(|b| b.in_table()).count()
@@ -96,6 +122,8 @@ pub struct Balancer {
     services: BTreeMap<String, ServiceState>,
     service_ids: IdPool,
     backend_ids: IdPool,
+    /// Last epoch handed to a backend.
+    next_epoch: u32,
     regions: RegionAllocator,
 }
 
@@ -108,6 +136,7 @@ impl Balancer {
             services: BTreeMap::new(),
             service_ids: IdPool::new(MAX_SERVICES),
             backend_ids: IdPool::new(MAX_BACKENDS),
+            next_epoch: 0,
             regions: RegionAllocator::new(capacity),
         }
     }
@@ -181,23 +210,77 @@ impl Balancer {
         let mut sorted: Vec<&Backend> = config.backends.iter().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
-            let Some(backend_id) = self.backend_ids.take() else {
-                self.release(&state);
-                bail!("no free backend id (at most {MAX_BACKENDS} backends)");
-            };
-            let backend_state = BackendState {
-                id: backend_id,
-                config: backend.clone(),
-                forwarding: forwarding(backend),
-                healthy: true,
-            };
-            self.dataplane.reset_backend_counter(backend_id)?;
-            self.dataplane.set_backend(backend_id, backend_state.entry())?;
-            state.backends.insert(backend.address, backend_state);
+            match self.new_backend(backend, forwarding(backend)) {
+                Ok(b) => {
+                    state.backends.insert(backend.address, b);
+                }
+                Err(err) => {
+                    self.release(&state);
+                    return Err(err);
+                }
+            }
         }
         let name = config.name.clone();
         self.services.insert(name.clone(), state);
         self.publish(&name)
+    }
+
+    /// Takes an id for a backend and writes its entry (not yet named by any slot).
+    fn new_backend(&mut self, config: &Backend, forwarding: Option<Forwarding>) -> anyhow::Result<BackendState> {
+        let id = self
+            .backend_ids
+            .take()
+            .ok_or_else(|| anyhow!("no free backend id (at most {MAX_BACKENDS} backends)"))?;
+        self.next_epoch = self.next_epoch.wrapping_add(1).max(1);
+        let state = BackendState { id, config: config.clone(), forwarding, healthy: true, epoch: self.next_epoch };
+        let written = self
+            .dataplane
+            .reset_backend_counter(id)
+            .and_then(|()| self.dataplane.set_backend(id, state.entry()));
+        if let Err(err) = written {
+            self.backend_ids.give_back(id);
+            return Err(err);
+        }
+        Ok(state)
+    }
+
+    /// Adds a backend to a running service. Flows already placed keep their backends.
+    pub fn add_backend(
+        &mut self,
+        service: &str,
+        config: &Backend,
+        forwarding: Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        let state = self.services.get(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        if state.backends.contains_key(&config.address) {
+            bail!("service {service} already has backend {}", config.address);
+        }
+        if config.address.is_ipv4() != state.config.vip.is_ipv4() {
+            bail!("backend {} is not of the family of {service}'s VIP {}", config.address, state.config.vip);
+        }
+        if state.backends.len() >= state.config.maglev_size as usize {
+            bail!("service {service} has as many backends as its table has slots");
+        }
+        let backend = self.new_backend(config, forwarding)?;
+        let state = self.services.get_mut(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        state.config.backends.push(config.clone());
+        state.backends.insert(config.address, backend);
+        self.publish(service)
+    }
+
+    /// Removes a backend from a running service: it leaves the table first, then its entry
+    /// is invalidated, so flows on it are balanced afresh and none is sent to a stale MAC.
+    pub fn remove_backend(&mut self, service: &str, address: IpAddr) -> anyhow::Result<()> {
+        let state = self.services.get_mut(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        let backend = state
+            .backends
+            .remove(&address)
+            .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
+        state.config.backends.retain(|b| b.address != address);
+        self.publish(service)?;
+        self.dataplane.set_backend(backend.id, BackendValue::default())?;
+        self.backend_ids.give_back(backend.id);
+        Ok(())
     }
 
     /// Removes a service: its frames are passed from now on, its ids and regions are freed.
@@ -320,13 +403,7 @@ impl Balancer {
                     "passed to the host"
                 }
             );
-            ServiceValue {
-                service_id: state.id,
-                table_offset: state.regions[0],
-                table_size: 0,
-                flags,
-                generation: state.generation,
-            }
+            state.value(state.regions[0], 0, flags)
         } else {
             let next = match state.live {
                 Some(live) => 1 - live,
@@ -336,13 +413,7 @@ impl Balancer {
                 .write_table(state.regions[next], &table)
                 .with_context(|| format!("writing the Maglev table of {name}"))?;
             state.live = Some(next);
-            ServiceValue {
-                service_id: state.id,
-                table_offset: state.regions[next],
-                table_size: state.config.maglev_size,
-                flags,
-                generation: state.generation,
-            }
+            state.value(state.regions[next], state.config.maglev_size, flags)
         };
         self.dataplane.set_service(state.key, value)
     }

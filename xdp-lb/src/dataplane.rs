@@ -16,11 +16,12 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use xdp_lb_common::{
-    BackendValue, Counter, FLOW_HASH_SEED_GLOBAL, MAGLEV_SLOT_STRIDE, PROGRAM_NAME, ServiceKey,
-    ServiceValue, map_names, verdict,
+    BackendValue, Counter, FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL,
+    FlowKey, FlowValue, MAGLEV_SLOT_STRIDE, PROGRAM_NAME, ServiceKey, ServiceValue, flow_stat,
+    map_names, verdict,
 };
 
-use crate::config::XdpAttachMode;
+use crate::config::{FlowTable, XdpAttachMode};
 
 /// Levels of the data plane's aya-log records.
 pub use aya_log::Level as LogLevel;
@@ -31,6 +32,8 @@ pub struct LoadOptions {
     pub flow_hash_seed: u32,
     /// Capacity of `maglev_tables`, in slots.
     pub maglev_table_slots: u32,
+    /// Size and idle timeouts of the connection table.
+    pub flow_table: FlowTable,
     /// Most verbose aya-log level the program emits (its logging is off the packet path).
     pub log_level: LogLevel,
 }
@@ -44,6 +47,8 @@ pub struct Dataplane {
     service_stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
     verdict_stats: PerCpuArray<MapData, Counter>,
+    flows: aya::maps::HashMap<MapData, FlowKey, FlowValue>,
+    flow_stats: PerCpuArray<MapData, Counter>,
     tables: TableArea,
     links: Vec<(String, XdpLinkId)>,
 }
@@ -62,10 +67,15 @@ impl Dataplane {
     /// Loads the object into the kernel and the `xdp_lb` program, without attaching it.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         let level = opts.log_level as u8;
+        let tcp_timeout_ns = u64::from(opts.flow_table.tcp_timeout_s) * 1_000_000_000;
+        let udp_timeout_ns = u64::from(opts.flow_table.udp_timeout_s) * 1_000_000_000;
         let mut ebpf = EbpfLoader::new()
             .override_global(FLOW_HASH_SEED_GLOBAL, &opts.flow_hash_seed, true)
+            .override_global(FLOW_TCP_TIMEOUT_GLOBAL, &tcp_timeout_ns, true)
+            .override_global(FLOW_UDP_TIMEOUT_GLOBAL, &udp_timeout_ns, true)
             .override_global(aya_log::LEVEL, &level, false)
             .map_max_entries(map_names::MAGLEV_TABLES, opts.maglev_table_slots)
+            .map_max_entries(map_names::FLOWS, opts.flow_table.size)
             .load(crate::EBPF_OBJECT)
             .context("loading the data plane object into the kernel")?;
         let program: &mut Xdp = ebpf
@@ -91,6 +101,8 @@ impl Dataplane {
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
+            flows: take(&mut ebpf, map_names::FLOWS)?,
+            flow_stats: take(&mut ebpf, map_names::FLOW_STATS)?,
             tables,
             links: Vec::new(),
             ebpf,
@@ -214,6 +226,23 @@ impl Dataplane {
         (0..verdict::COUNT)
             .map(|slot| sum_per_cpu(&self.verdict_stats, slot))
             .collect()
+    }
+
+    /// Counters of every `flow_stat` slot, in slot order.
+    pub fn flow_counters(&self) -> Vec<Counter> {
+        (0..flow_stat::COUNT)
+            .map(|slot| sum_per_cpu(&self.flow_stats, slot))
+            .collect()
+    }
+
+    /// The connection table's entry for a flow.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key, 0).ok()
+    }
+
+    /// Every entry of the connection table (a snapshot; the table changes meanwhile).
+    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flows.iter().filter_map(Result::ok).collect()
     }
 
     /// Zeroes a backend's counters (when its id is given to a new backend).

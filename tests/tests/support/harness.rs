@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::programs::{TestRun as _, TestRunOptions};
 use xdp_lb::{
     balancer::{Balancer, Forwarding},
-    config::{Backend, MacAddr, NoBackendAction, Protocol, Service},
+    config::{Backend, FlowTable, MacAddr, NoBackendAction, Protocol, Service},
     dataplane::{Dataplane, LoadOptions, LogLevel},
 };
 use xdp_lb_common::Counter;
@@ -41,6 +41,7 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
         protocol,
         maglev_size: 65537,
         when_no_backend: NoBackendAction::Drop,
+        persistence: None,
         backends: backends
             .iter()
             .map(|a| Backend {
@@ -96,6 +97,7 @@ impl Harness {
         let dataplane = Dataplane::load(&LoadOptions {
             flow_hash_seed: SEED,
             maglev_table_slots: slots,
+            flow_table: FlowTable::default(),
             log_level: aya_log_level(),
         })
         .expect("loading the data plane");

@@ -17,7 +17,39 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// Capacity of `maglev_tables` in slots: room for two tables (live and next) per service.
     pub maglev_table_slots: u32,
+    /// The connection table.
+    pub flow_table: FlowTable,
     pub services: Vec<Service>,
+}
+
+/// The connection table: how many flows it remembers and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTable {
+    /// Entries (flows); the least recently used is evicted when it is full.
+    pub size: u32,
+    /// Seconds a TCP flow is remembered after its last packet.
+    pub tcp_timeout_s: u32,
+    /// Seconds a UDP flow is remembered after its last packet.
+    pub udp_timeout_s: u32,
+}
+
+impl Default for FlowTable {
+    fn default() -> Self {
+        Self {
+            size: xdp_lb_common::FLOW_TABLE_DEFAULT_SIZE,
+            tcp_timeout_s: xdp_lb_common::FLOW_TCP_TIMEOUT_DEFAULT_S,
+            udp_timeout_s: xdp_lb_common::FLOW_UDP_TIMEOUT_DEFAULT_S,
+        }
+    }
+}
+
+/// Client persistence (`ipvsadm -p`): every connection of a client (or of its network,
+/// with a shorter prefix) goes to one backend until the client has been silent this long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout_s: u32,
+    /// Bits of the client address that identify "one client" (32/128: the address).
+    pub prefix_len: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -39,6 +71,8 @@ pub struct Service {
     /// Maglev table size M (prime).
     pub maglev_size: u32,
     pub when_no_backend: NoBackendAction,
+    /// Client persistence; `None` = every connection is balanced on its own.
+    pub persistence: Option<Persistence>,
     pub backends: Vec<Backend>,
 }
 

@@ -22,7 +22,20 @@ pub(crate) struct RawConfig {
     pub interfaces: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub maglev_table_slots: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub flow_table: Option<Spanned<RawFlowTable>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlowTable {
+    #[serde(default)]
+    pub size: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub tcp_timeout: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub udp_timeout: Option<Spanned<Number>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +49,10 @@ pub(crate) struct RawService {
     pub maglev_size: Option<Spanned<Number>>,
     #[serde(default)]
     pub when_no_backend: Option<Spanned<String>>,
+    #[serde(default)]
+    pub persistence: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub persistence_netmask: Option<Spanned<Number>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
 }
 

@@ -40,6 +40,10 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         }
     }
     writeln!(out, "maglev_table_slots: {}", c.maglev_table_slots)?;
+    writeln!(out, "flow_table:")?;
+    writeln!(out, "  size: {}", c.flow_table.size)?;
+    writeln!(out, "  tcp_timeout: {}", c.flow_table.tcp_timeout_s)?;
+    writeln!(out, "  udp_timeout: {}", c.flow_table.udp_timeout_s)?;
     if c.services.is_empty() {
         return writeln!(out, "services: []");
     }
@@ -55,6 +59,13 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
             NoBackendAction::Pass => "pass",
         };
         writeln!(out, "    when_no_backend: {action}")?;
+        match s.persistence {
+            None => writeln!(out, "    persistence: 0")?,
+            Some(p) => {
+                writeln!(out, "    persistence: {}", p.timeout_s)?;
+                writeln!(out, "    persistence_netmask: {}", p.prefix_len)?;
+            }
+        }
         if s.backends.is_empty() {
             writeln!(out, "    backends: []")?;
             continue;

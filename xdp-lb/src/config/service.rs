@@ -8,8 +8,11 @@ use std::{
 use serde_saphyr::{Location, Spanned};
 use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_WEIGHT};
 
+/// Longest client persistence: a day.
+const MAX_PERSISTENCE_S: u32 = 86_400;
+
 use super::{
-    Backend, MacAddr, NoBackendAction, Protocol, Service,
+    Backend, MacAddr, NoBackendAction, Persistence, Protocol, Service,
     errors::shown,
     raw::{Number, RawBackend, RawService, at},
     validate::{Checker, MAX_NAME_LEN, Seen, is_prime, prime_near},
@@ -73,6 +76,8 @@ impl Checker<'_> {
             ),
         };
 
+        let persistence = self.persistence(s, vip, &field);
+
         let mut backends = Vec::with_capacity(s.backends.value.len());
         let mut addresses = HashMap::new();
         for (j, backend) in s.backends.value.iter().enumerate() {
@@ -90,8 +95,43 @@ impl Checker<'_> {
             protocol: protocol?,
             maglev_size: maglev_size?,
             when_no_backend: when_no_backend?,
+            persistence: persistence?,
             backends,
         })
+    }
+
+    /// `persistence` (seconds, 0 = off) and `persistence_netmask` (a prefix length of the
+    /// VIP's family; the whole address by default).
+    fn persistence(
+        &mut self,
+        s: &RawService,
+        vip: Option<IpAddr>,
+        field: &dyn Fn(&str) -> String,
+    ) -> Option<Option<Persistence>> {
+        let timeout = match &s.persistence {
+            None => 0,
+            Some(t) => {
+                let t = self.number(t, &field("persistence"), 0..=i128::from(MAX_PERSISTENCE_S))?;
+                u32::try_from(t).ok()?
+            }
+        };
+        let full = if vip.is_some_and(|v| v.is_ipv6()) { 128 } else { 32 };
+        let prefix_len = match &s.persistence_netmask {
+            None => full,
+            Some(mask) if timeout == 0 => {
+                self.error(
+                    at(mask),
+                    field("persistence_netmask"),
+                    "persistence_netmask needs persistence (seconds > 0) on the same service",
+                );
+                return None;
+            }
+            Some(mask) => {
+                let m = self.number(mask, &field("persistence_netmask"), 1..=i128::from(full))?;
+                u8::try_from(m).ok()?
+            }
+        };
+        Some((timeout > 0).then_some(Persistence { timeout_s: timeout, prefix_len }))
     }
 
     fn service_name(&mut self, name: &Spanned<String>, field: &str) -> Option<String> {

@@ -9,10 +9,16 @@ use xdp_lb_common::{
 };
 
 use super::{
-    Config, DEFAULT_FLOW_HASH_SEED, HostFacts, Protocol, XdpAttachMode,
+    Config, DEFAULT_FLOW_HASH_SEED, FlowTable, HostFacts, Protocol, XdpAttachMode,
     errors::{ConfigError, ConfigErrors, shown},
-    raw::{Number, RawConfig, at},
+    raw::{Number, RawConfig, RawFlowTable, at},
 };
+
+/// Smallest and largest `flow_table.size` (the largest is about 7 GiB of kernel memory).
+pub(crate) const MIN_FLOW_TABLE: u32 = 1024;
+pub(crate) const MAX_FLOW_TABLE: u32 = 64 * 1024 * 1024;
+/// Longest flow idle timeout: a week.
+pub(crate) const MAX_FLOW_TIMEOUT_S: u32 = 604_800;
 
 /// Largest `maglev_table_slots`: 64 Mi slots (512 MiB of map at 8 bytes a slot).
 pub(crate) const MAX_TABLE_SLOTS: u64 = 64 * 1024 * 1024;
@@ -114,20 +120,24 @@ pub(crate) fn validate(
         );
     }
     let maglev_table_slots = check.table_slots(raw, needed_slots);
+    let flow_table = check.flow_table(raw.flow_table.as_ref());
 
-    match (flow_hash_seed, xdp_mode, interfaces, maglev_table_slots) {
-        (Some(flow_hash_seed), Some(xdp_mode), Some(interfaces), Some(maglev_table_slots))
-            if check.errors.is_empty() =>
-        {
-            Ok(Config {
-                path: path.to_path_buf(),
-                flow_hash_seed,
-                xdp_mode,
-                interfaces,
-                maglev_table_slots,
-                services,
-            })
-        }
+    match (flow_hash_seed, xdp_mode, interfaces, maglev_table_slots, flow_table) {
+        (
+            Some(flow_hash_seed),
+            Some(xdp_mode),
+            Some(interfaces),
+            Some(maglev_table_slots),
+            Some(flow_table),
+        ) if check.errors.is_empty() => Ok(Config {
+            path: path.to_path_buf(),
+            flow_hash_seed,
+            xdp_mode,
+            interfaces,
+            maglev_table_slots,
+            flow_table,
+            services,
+        }),
         _ => Err(ConfigErrors(check.errors)),
     }
 }
@@ -240,6 +250,25 @@ impl Checker<'_> {
             }
         }
         (self.errors.len() == before).then(|| list.value.iter().map(|n| n.value.clone()).collect())
+    }
+
+    /// `flow_table`: the connection table's size and idle timeouts.
+    fn flow_table(&mut self, raw: Option<&Spanned<RawFlowTable>>) -> Option<FlowTable> {
+        let mut table = FlowTable::default();
+        let Some(raw) = raw else { return Some(table) };
+        let raw = &raw.value;
+        let before = self.errors.len();
+        let mut get = |value: &Option<Spanned<Number>>, field: &str, range: RangeInclusive<i128>, out: &mut u32| {
+            if let Some(v) = value
+                && let Some(v) = self.number(v, field, range)
+            {
+                *out = u32::try_from(v).unwrap_or(*out);
+            }
+        };
+        get(&raw.size, "flow_table.size", i128::from(MIN_FLOW_TABLE)..=i128::from(MAX_FLOW_TABLE), &mut table.size);
+        get(&raw.tcp_timeout, "flow_table.tcp_timeout", 1..=i128::from(MAX_FLOW_TIMEOUT_S), &mut table.tcp_timeout_s);
+        get(&raw.udp_timeout, "flow_table.udp_timeout", 1..=i128::from(MAX_FLOW_TIMEOUT_S), &mut table.udp_timeout_s);
+        (self.errors.len() == before).then_some(table)
     }
 
     /// `maglev_table_slots`: as given, or room for every table plus spare default-size ones.

@@ -1,0 +1,138 @@
+//! The connection table and client persistence: a flow keeps its backend while that
+//! backend stays usable, whatever happens to the Maglev table.
+
+use aya_ebpf::{Global, helpers::bpf_ktime_get_ns, maps::LruHashMap};
+use xdp_lb_common::{
+    BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FlowKey, FlowValue, PROTO_TCP,
+    PersistKey, ServiceValue, flow_stat,
+};
+
+use crate::{
+    maps::{BACKENDS, FLOW_STATS, FLOWS, PERSISTENCE, count},
+    parse::Flow,
+};
+
+/// Idle timeouts in ns, set by the agent at load from the config.
+#[unsafe(no_mangle)]
+static FLOW_TCP_TIMEOUT_NS: Global<u64> = Global::new(900_000_000_000);
+#[unsafe(no_mangle)]
+static FLOW_UDP_TIMEOUT_NS: Global<u64> = Global::new(300_000_000_000);
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn flow_key(flow: &Flow) -> FlowKey {
+    FlowKey {
+        src: flow.src,
+        dst: flow.service.addr,
+        ports: flow.ports,
+        proto: flow.service.proto,
+        family: flow.service.family,
+        _pad: [0; 2],
+    }
+}
+
+#[inline(always)]
+fn timeout_ns(proto: u8) -> u64 {
+    if proto == PROTO_TCP {
+        FLOW_TCP_TIMEOUT_NS.load()
+    } else {
+        FLOW_UDP_TIMEOUT_NS.load()
+    }
+}
+
+/// The backend a remembered entry names, if it may still be used.
+#[inline(always)]
+fn usable(entry: &FlowValue) -> Option<BackendValue> {
+    let backend = *BACKENDS.get(entry.backend_id)?;
+    (backend.flags & BACKEND_F_VALID != 0 && backend.epoch == entry.backend_epoch).then_some(backend)
+}
+
+/// A fresh, usable entry of `map` at `key`, touched; counts why there was none.
+#[inline(always)]
+fn remembered<K>(
+    map: &LruHashMap<K, FlowValue>,
+    key: &K,
+    now: u64,
+    timeout: u64,
+    hit_stat: u32,
+) -> Option<(u32, BackendValue)> {
+    let entry = map.get_ptr_mut(key)?;
+    // SAFETY: LRU entries stay valid (RCU) for the whole program run.
+    let value = unsafe { *entry };
+    let idle = now.wrapping_sub(value.last_seen_ns);
+    if idle > timeout {
+        count(&FLOW_STATS, flow_stat::EXPIRED, 0);
+        return None;
+    }
+    let Some(backend) = usable(&value) else {
+        count(&FLOW_STATS, flow_stat::STALE, 0);
+        return None;
+    };
+    if idle > FLOW_TOUCH_INTERVAL_NS {
+        // SAFETY: as above; a racing writer can only store another recent time.
+        unsafe { (*entry).last_seen_ns = now };
+    }
+    count(&FLOW_STATS, hit_stat, 0);
+    Some((value.backend_id, backend))
+}
+
+/// The backend remembered for this flow, if any is still usable.
+#[inline(always)]
+pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, BackendValue)> {
+    let found = remembered(&FLOWS, key, now, timeout_ns(key.proto), flow_stat::HIT);
+    if found.is_none() && key.proto == PROTO_TCP && !flow.syn {
+        count(&FLOW_STATS, flow_stat::TCP_MISS_NO_SYN, 0);
+    }
+    found
+}
+
+/// Remembers the backend chosen for a new flow.
+#[inline(always)]
+pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now: u64) {
+    let value = FlowValue { backend_id, backend_epoch: backend.epoch, last_seen_ns: now };
+    // A full table evicts its least recently used entry; a failure only costs stickiness.
+    let _ = FLOWS.insert(key, &value, 0);
+    count(&FLOW_STATS, flow_stat::NEW, 0);
+}
+
+#[inline(always)]
+pub fn persist_key(flow: &Flow, service: &ServiceValue) -> PersistKey {
+    PersistKey { client: masked(flow.src, service.persist_prefix_len), service_id: service.service_id }
+}
+
+/// The backend this client was last sent to, if persistence is on and it is still usable.
+#[inline(always)]
+pub fn lookup_persistent(key: &PersistKey, service: &ServiceValue, now: u64) -> Option<(u32, BackendValue)> {
+    let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
+    remembered(&PERSISTENCE, key, now, timeout, flow_stat::PERSIST_HIT)
+}
+
+#[inline(always)]
+pub fn remember_persistent(key: &PersistKey, backend_id: u32, backend: &BackendValue, now: u64) {
+    let value = FlowValue { backend_id, backend_epoch: backend.epoch, last_seen_ns: now };
+    let _ = PERSISTENCE.insert(key, &value, 0);
+}
+
+/// The first `prefix_len` bits of an address in packet byte order (the rest zeroed).
+#[inline(always)]
+fn masked(addr: [u32; 4], prefix_len: u32) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        let bits = prefix_len.saturating_sub(i as u32 * 32);
+        out[i] = if bits >= 32 {
+            addr[i]
+        } else if bits == 0 {
+            0
+        } else {
+            addr[i] & (u32::MAX << (32 - bits)).to_be()
+        };
+        i += 1;
+    }
+    out
+}
