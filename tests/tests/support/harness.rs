@@ -75,17 +75,28 @@ impl Harness {
     /// Loads the data plane with these services; every backend is reached through the
     /// ingress interface (loopback under BPF_PROG_TEST_RUN) at `backend_mac(address)`.
     pub fn new(services: &[Service]) -> Self {
-        Self::with_forwarding(services, &|b: &Backend| {
-            Some(Forwarding {
-                mac: backend_mac(b.address),
-                src_mac: MacAddr(LB_MAC),
-                ifindex: LOOPBACK_IFINDEX,
-            })
+        Self::with_forwarding(services, &Self::loopback_forwarding)
+    }
+
+    /// Every backend reached through the ingress interface, as `new`.
+    pub fn loopback_forwarding(b: &Backend) -> Option<Forwarding> {
+        Some(Forwarding {
+            mac: backend_mac(b.address),
+            src_mac: MacAddr(LB_MAC),
+            ifindex: LOOPBACK_IFINDEX,
         })
     }
 
     pub fn with_forwarding(
         services: &[Service],
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> Self {
+        Self::with_flow_table(services, FlowTable::default(), forwarding)
+    }
+
+    pub fn with_flow_table(
+        services: &[Service],
+        flow_table: FlowTable,
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
     ) -> Self {
         require_root();
@@ -97,7 +108,7 @@ impl Harness {
         let dataplane = Dataplane::load(&LoadOptions {
             flow_hash_seed: SEED,
             maglev_table_slots: slots,
-            flow_table: FlowTable::default(),
+            flow_table,
             log_level: aya_log_level(),
         })
         .expect("loading the data plane");
@@ -128,6 +139,21 @@ impl Harness {
             action: result.return_value,
             frame: out,
         }
+    }
+
+    /// The backend a frame was sent to, from its rewritten destination MAC.
+    pub fn sent_to(&self, run: &Run) -> Option<IpAddr> {
+        assert!(run.action == XDP_TX || run.action == XDP_REDIRECT, "not forwarded: action {}", run.action);
+        let mac = &run.frame[0..6];
+        self.balancer
+            .services()
+            .flat_map(|s| s.backends.keys())
+            .find(|a| backend_mac(**a).0 == mac)
+            .copied()
+    }
+
+    pub fn flow_stats(&self) -> Vec<Counter> {
+        self.balancer.dataplane().flow_counters()
     }
 
     pub fn verdicts(&self) -> Vec<Counter> {

@@ -1,0 +1,210 @@
+//! The connection table and client persistence, packet by packet through
+//! BPF_PROG_TEST_RUN (root only): a flow keeps its backend while that backend is usable,
+//! whatever happens to the Maglev table.
+
+mod support;
+
+use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
+
+use support::{frames::Ipv4Frame, harness::*};
+use xdp_lb::config::{Backend, FlowTable, Persistence, Protocol};
+use xdp_lb_common::{FAMILY_IPV4, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw};
+
+const VIP: &str = "10.0.0.100";
+const CLIENT: &str = "192.168.1.50";
+const BACKENDS: [&str; 3] = ["10.0.0.11", "10.0.0.12", "10.0.0.13"];
+
+fn rtmp(backends: &[&str]) -> Harness {
+    Harness::new(&[service("video-rtmp", VIP, 1935, Protocol::Tcp, backends)])
+}
+
+fn syn(client: &str, port: u16) -> Vec<u8> {
+    Ipv4Frame::tcp(client, port, VIP, 1935).build()
+}
+
+/// A later segment of the flow (ACK, no SYN).
+fn ack(client: &str, port: u16) -> Vec<u8> {
+    let mut f = syn(client, port);
+    f[14 + 20 + 13] = 0x10;
+    f
+}
+
+fn key(client: &str, port: u16) -> FlowKey {
+    FlowKey {
+        src: addr_words(client.parse().unwrap()),
+        dst: addr_words(VIP.parse().unwrap()),
+        ports: ports_word(port_raw(port), port_raw(1935)),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        _pad: [0; 2],
+    }
+}
+
+fn addr(a: &str) -> IpAddr {
+    a.parse().unwrap()
+}
+
+/// Opens `ports` flows from CLIENT; where each one went.
+fn open_flows(h: &Harness, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
+    ports.map(|p| (p, h.sent_to(&h.run(&syn(CLIENT, p))).expect("sent to a backend"))).collect()
+}
+
+#[test]
+fn a_flows_first_packet_creates_its_entry_naming_the_chosen_backend() {
+    let h = rtmp(&BACKENDS);
+    assert!(h.balancer.dataplane().flow(&key(CLIENT, 5000)).is_none());
+    let to = h.sent_to(&h.run(&syn(CLIENT, 5000))).unwrap();
+    let entry = h.balancer.dataplane().flow(&key(CLIENT, 5000)).expect("entry created");
+    let backend_id = h.balancer.service("video-rtmp").unwrap().backends[&to].id;
+    assert_eq!(entry.backend_id, backend_id);
+    assert_eq!(h.flow_stats()[flow_stat::NEW as usize].packets, 1);
+    h.run(&ack(CLIENT, 5000));
+    assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, 1);
+}
+
+#[test]
+fn live_flows_keep_their_backend_when_the_table_changes_and_new_flows_follow_the_new_table() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 6000..6300);
+    // A fourth backend joins and the weights change: Maglev now sends many of these flows
+    // elsewhere.
+    let fourth = Backend { address: addr("10.0.0.14"), weight: 1, mac: None };
+    h.balancer.add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth)).unwrap();
+    h.balancer.set_weight("video-rtmp", addr(BACKENDS[0]), 5).unwrap();
+    let mut would_move = 0;
+    for (port, old) in &before {
+        if h.predict("video-rtmp", CLIENT, *port) != *old {
+            would_move += 1;
+        }
+        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(*old), "flow from port {port} moved");
+    }
+    assert!(would_move > 100, "the change moves many flows in the table ({would_move} of 300)");
+    for port in 7000..7100 {
+        let to = h.sent_to(&h.run(&syn(CLIENT, port))).unwrap();
+        assert_eq!(to, h.predict("video-rtmp", CLIENT, port), "new flow from port {port}");
+    }
+}
+
+#[test]
+fn a_drained_backend_keeps_its_flows_and_gets_no_new_ones() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 8000..8300);
+    let drained = addr(BACKENDS[1]);
+    let on_drained: Vec<u16> = before.iter().filter(|(_, b)| **b == drained).map(|(p, _)| *p).collect();
+    assert!(!on_drained.is_empty());
+    h.balancer.set_weight("video-rtmp", drained, 0).unwrap();
+    for port in &on_drained {
+        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(drained), "flow {port} left the drained backend");
+    }
+    for port in 9000..9300 {
+        assert_ne!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(drained), "new flow {port} went to the drained backend");
+    }
+}
+
+#[test]
+fn a_flow_whose_backend_is_withdrawn_is_balanced_afresh_and_its_entry_replaced() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 10000..10300);
+    let dead = addr(BACKENDS[2]);
+    let on_dead: Vec<u16> = before.iter().filter(|(_, b)| **b == dead).map(|(p, _)| *p).collect();
+    assert!(!on_dead.is_empty());
+    h.balancer.set_health("video-rtmp", dead, false).unwrap();
+    for port in &on_dead {
+        let to = h.sent_to(&h.run(&ack(CLIENT, *port))).unwrap();
+        assert_ne!(to, dead, "flow {port} still sent to the withdrawn backend");
+        assert_eq!(to, h.predict("video-rtmp", CLIENT, *port));
+        let entry = h.balancer.dataplane().flow(&key(CLIENT, *port)).unwrap();
+        assert_eq!(entry.backend_id, h.balancer.service("video-rtmp").unwrap().backends[&to].id, "entry replaced");
+    }
+    assert_eq!(h.flow_stats()[flow_stat::STALE as usize].packets as usize, on_dead.len());
+    // Flows on healthy backends did not move.
+    for (port, old) in before.iter().filter(|(_, b)| **b != dead) {
+        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(*old));
+    }
+}
+
+#[test]
+fn a_removed_backends_flows_never_follow_its_reused_id_to_a_new_backend() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 11000..11300);
+    let removed = addr(BACKENDS[0]);
+    let old_id = h.balancer.service("video-rtmp").unwrap().backends[&removed].id;
+    h.balancer.remove_backend("video-rtmp", removed).unwrap();
+    let newcomer = Backend { address: addr("10.0.0.99"), weight: 1, mac: None };
+    h.balancer.add_backend("video-rtmp", &newcomer, Harness::loopback_forwarding(&newcomer)).unwrap();
+    assert_eq!(h.balancer.service("video-rtmp").unwrap().backends[&newcomer.address].id, old_id, "the id was reused");
+    let mut stale = 0;
+    for (port, old) in &before {
+        let to = h.sent_to(&h.run(&ack(CLIENT, *port))).unwrap();
+        if *old == removed {
+            stale += 1;
+            assert_eq!(to, h.predict("video-rtmp", CLIENT, *port), "flow {port} balanced afresh");
+        } else {
+            assert_eq!(to, *old);
+        }
+    }
+    assert_eq!(h.flow_stats()[flow_stat::STALE as usize].packets, stale);
+}
+
+#[test]
+fn a_tcp_segment_without_syn_and_without_an_entry_is_counted_as_a_table_miss() {
+    let h = rtmp(&BACKENDS);
+    h.run(&ack(CLIENT, 12000));
+    assert_eq!(h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets, 1);
+    h.run(&syn(CLIENT, 12001));
+    assert_eq!(h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets, 1);
+}
+
+#[test]
+fn an_idle_flow_is_forgotten_after_its_timeout() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable { tcp_timeout_s: 1, ..FlowTable::default() };
+    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    h.run(&syn(CLIENT, 13000));
+    h.run(&ack(CLIENT, 13000));
+    assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 0);
+    thread::sleep(Duration::from_millis(1500));
+    h.run(&ack(CLIENT, 13000));
+    assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 1);
+}
+
+fn persistent(prefix_len: u8) -> Harness {
+    let mut svc = service("video-hls", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    svc.persistence = Some(Persistence { timeout_s: 300, prefix_len });
+    Harness::new(&[svc])
+}
+
+#[test]
+fn with_persistence_every_connection_of_a_client_lands_on_one_backend() {
+    let h = persistent(32);
+    let first = h.sent_to(&h.run(&syn(CLIENT, 14000))).unwrap();
+    for port in 14001..14100 {
+        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(first), "connection from port {port}");
+    }
+    assert_eq!(h.flow_stats()[flow_stat::PERSIST_HIT as usize].packets, 99);
+    // Other clients are still spread.
+    let others: std::collections::BTreeSet<IpAddr> =
+        (1..60u8).map(|i| h.sent_to(&h.run(&syn(&format!("192.168.7.{i}"), 14000))).unwrap()).collect();
+    assert_eq!(others.len(), 3);
+}
+
+#[test]
+fn a_persistence_netmask_keeps_a_whole_client_network_on_one_backend() {
+    let h = persistent(24);
+    let first = h.sent_to(&h.run(&syn("192.168.9.1", 15000))).unwrap();
+    for i in 2..100u8 {
+        assert_eq!(h.sent_to(&h.run(&syn(&format!("192.168.9.{i}"), 15000))), Some(first));
+    }
+}
+
+#[test]
+fn a_persistent_client_whose_backend_died_is_moved() {
+    let mut h = persistent(32);
+    let first = h.sent_to(&h.run(&syn(CLIENT, 16000))).unwrap();
+    h.balancer.set_health("video-hls", first, false).unwrap();
+    let moved = h.sent_to(&h.run(&syn(CLIENT, 16001))).unwrap();
+    assert_ne!(moved, first);
+    for port in 16002..16020 {
+        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(moved), "the client stays on its new backend");
+    }
+}
