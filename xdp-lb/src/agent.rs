@@ -12,7 +12,8 @@ use tokio::{
 
 use crate::{
     balancer::{Balancer, Forwarding},
-    config::{Backend, Config, XdpAttachMode},
+    config::{self, Backend, Config, LiveHost, XdpAttachMode},
+    reload::{self, Change},
     dataplane::{Dataplane, LoadOptions},
     neighbour::{Egress, Neighbours},
 };
@@ -28,8 +29,8 @@ pub struct RunOptions {
     pub xdp_mode: Option<XdpAttachMode>,
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+/// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
+pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let mut dataplane = Dataplane::load(&LoadOptions {
         flow_hash_seed: config.flow_hash_seed,
@@ -86,12 +87,18 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.tick().await;
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                if let Some(new) = reload(&neighbours, &config, &interfaces, &mut balancer).await {
+                    config = new;
+                }
+            }
             _ = refresh.tick() => refresh_backends(&neighbours, &config, &interfaces, &mut balancer).await,
         }
     }
@@ -101,6 +108,94 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         config.interfaces.join(", ")
     );
     Ok(())
+}
+
+/// Re-reads the config file and applies the difference. Returns the new config when it was
+/// applied; an invalid file, or one changing settings fixed at load, changes nothing.
+async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress], balancer: &mut Balancer) -> Option<Config> {
+    log::info!("reloading {}", current.path.display());
+    let new = match config::load(&current.path, &LiveHost) {
+        Ok(new) => new,
+        Err(errors) => {
+            log::error!("reload refused, nothing changed:\n{errors}");
+            return None;
+        }
+    };
+    let changes = match reload::plan(current, &new) {
+        Ok(changes) => changes,
+        Err(why) => {
+            log::error!("reload refused, nothing changed: {why}");
+            return None;
+        }
+    };
+    if changes.is_empty() {
+        log::info!("reload: no change");
+        return Some(new);
+    }
+    // Resolve every backend that needs it before touching anything.
+    let mut wanted: BTreeMap<IpAddr, Backend> = BTreeMap::new();
+    for change in &changes {
+        match change {
+            Change::AddService(s) => wanted.extend(s.backends.iter().map(|b| (b.address, b.clone()))),
+            Change::AddBackend { backend, .. } | Change::Remac { backend, .. } => {
+                wanted.insert(backend.address, backend.clone());
+            }
+            _ => {}
+        }
+    }
+    let results = join_all(wanted.values().map(|b| forwarding_for(neighbours, b))).await;
+    let mut resolved: BTreeMap<IpAddr, Option<Forwarding>> = BTreeMap::new();
+    for (backend, result) in wanted.values().zip(results) {
+        let forwarding = match result {
+            Ok(f) => {
+                note_egress(balancer.dataplane_mut(), interfaces, backend.address, &f);
+                Some(f)
+            }
+            Err(err) => {
+                log::error!("backend {} is unreachable and gets no traffic until it resolves: {err:#}", backend.address);
+                None
+            }
+        };
+        resolved.insert(backend.address, forwarding);
+    }
+    let lookup = |address: &IpAddr| resolved.get(address).copied().flatten();
+    let mut failed = 0;
+    for change in &changes {
+        let applied = match change {
+            Change::RemoveService(name) => balancer.remove_service(name),
+            Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
+            Change::AddService(s) => balancer.add_service(s, &|b: &Backend| lookup(&b.address)),
+            Change::RemoveBackend { service, address } => balancer.remove_backend(service, *address),
+            Change::AddBackend { service, backend } => balancer.add_backend(service, backend, lookup(&backend.address)),
+            Change::SetWeight { service, address, weight } => balancer.set_weight(service, *address, *weight),
+            Change::Remac { service, backend } => balancer.set_forwarding(service, backend.address, lookup(&backend.address)),
+        };
+        match applied {
+            Ok(()) => log::info!("reload: {}", describe(change)),
+            Err(err) => {
+                failed += 1;
+                log::error!("reload: {} failed: {err:#}", describe(change));
+            }
+        }
+    }
+    if failed == 0 {
+        log::info!("reload applied: {} change(s)", changes.len());
+    } else {
+        log::error!("reload applied with {failed} failed change(s) of {}", changes.len());
+    }
+    Some(new)
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::RemoveService(name) => format!("removed service {name}"),
+        Change::UpdateServiceSettings(s) => format!("updated the settings of service {}", s.name),
+        Change::AddService(s) => format!("added service {} ({}:{}/{})", s.name, s.vip, s.port, s.protocol),
+        Change::RemoveBackend { service, address } => format!("removed backend {address} from {service}"),
+        Change::AddBackend { service, backend } => format!("added backend {} to {service}", backend.address),
+        Change::SetWeight { service, address, weight } => format!("set the weight of {address} in {service} to {weight}"),
+        Change::Remac { service, backend } => format!("re-resolved backend {} of {service}", backend.address),
+    }
 }
 
 /// The aya-log level for the data plane: as verbose as RUST_LOG asks, but never below the

@@ -363,6 +363,54 @@ impl Balancer {
         Ok(())
     }
 
+    /// Changes a running service's own settings (table size, no-backend action,
+    /// persistence) in place: its id, backends and remembered flows are kept. A new table
+    /// size takes two new regions; the old ones are freed once the new table is live.
+    pub fn update_service_settings(&mut self, config: &Service) -> anyhow::Result<()> {
+        let name = config.name.as_str();
+        let state = self.services.get(name).ok_or_else(|| anyhow!("no service named {name}"))?;
+        if (state.config.vip, state.config.port, state.config.protocol) != (config.vip, config.port, config.protocol) {
+            bail!("service {name}: a new VIP, port or protocol is a new service (remove and add it)");
+        }
+        let old_size = state.config.maglev_size;
+        let new_size = config.maglev_size;
+        if (new_size as usize) < state.backends.len() {
+            bail!("service {name}: {new_size} slots cannot hold its {} backends", state.backends.len());
+        }
+        let old_regions = state.regions;
+        let new_regions = if new_size == old_size {
+            None
+        } else {
+            match (self.regions.alloc(new_size), self.regions.alloc(new_size)) {
+                (Some(a), Some(b)) => Some([a, b]),
+                (a, b) => {
+                    for r in [a, b].into_iter().flatten() {
+                        self.regions.free(r, new_size);
+                    }
+                    bail!(
+                        "service {name}: maglev_tables has no room for two tables of {new_size} slots (capacity {} slots)",
+                        self.dataplane.table_capacity()
+                    );
+                }
+            }
+        };
+        let state = self.services.get_mut(name).ok_or_else(|| anyhow!("no service named {name}"))?;
+        state.config.maglev_size = new_size;
+        state.config.when_no_backend = config.when_no_backend;
+        state.config.persistence = config.persistence;
+        if let Some(regions) = new_regions {
+            state.regions = regions;
+            state.live = None;
+        }
+        self.publish(name)?;
+        if new_regions.is_some() {
+            for r in old_regions {
+                self.regions.free(r, old_size);
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the service's table from its current backends and makes it live.
     fn publish(&mut self, name: &str) -> anyhow::Result<()> {
         let state = self

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod maglev;
 pub mod neighbour;
 pub mod regions;
+pub mod reload;
 
 /// The compiled data plane (built by build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
