@@ -31,17 +31,18 @@
 
 mod cmd;
 pub mod demo;
+mod exec;
 mod lab;
 pub mod netns;
 mod nginx;
+mod process;
 pub mod stale;
 mod traffic;
 
-pub use cmd::{
-    EXEC_TIMEOUT, LabProcess, check, describe, quote_output, run, run_env, run_ok, status_text,
-};
+pub use cmd::{EXEC_TIMEOUT, check, describe, quote_output, run, run_env, run_ok, status_text};
 pub use lab::{KEEP_DIR_ENV, Lab, LabOptions, MAX_BACKENDS};
 pub use nginx::{RTMP_MODULE, playlist};
+pub use process::LabProcess;
 
 /// Whether this process runs as root (labs need it; tests skip without it).
 pub fn is_root() -> bool {

@@ -23,6 +23,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "iproute2",
     "libbpf-dev",
+    "iputils-ping",
 ];
 
 /// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::process::{attached, attached_ok, command, exit_code, forwarding_signals, step};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Install, build, test and run xdp-lb")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Install, build, test and run xdp-lb"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -106,11 +110,13 @@ fn test(root: &Path, args: &[String]) -> Result<i32> {
 
 fn run_agent(root: &Path, once: bool, args: &[String]) -> Result<i32> {
     let host_mode = !args.is_empty();
-    if host_mode
-        && !args
-            .iter()
-            .any(|a| a == "--config" || a.starts_with("--config="))
-    {
+    // The agent's own --help and --version need no config.
+    let passes = |a: &String| {
+        a == "--config"
+            || a.starts_with("--config=")
+            || ["-h", "--help", "-V", "--version"].contains(&a.as_str())
+    };
+    if host_mode && !args.iter().any(passes) {
         bail!("arguments after `--` go to the agent and must include --config FILE");
     }
     if host_mode && once {
