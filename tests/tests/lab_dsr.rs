@@ -11,10 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use support::frames;
-use xdp_lb::{
-    config::DEFAULT_FLOW_HASH_SEED,
-    maglev::{self, MaglevBackend},
-};
+use support::predict::maglev_owner;
+use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root, netns};
 
 fn lab_with_agent() -> Lab {
@@ -26,40 +24,22 @@ fn lab_with_agent() -> Lab {
     .expect("bringing the lab up")
 }
 
-/// Which backend (0-based) the data plane sends a client flow to, computed independently of
-/// the agent: the flow hash with the default seed over the Maglev table built from the
-/// backends' addresses (ids here are positions; the agent's ids differ, the choice does not).
+/// Which backend (0-based) the data plane sends a client flow to (see `support::predict`).
 fn predicted_backend(lab: &Lab, client_port: u16, service_port: u16) -> usize {
-    let addresses: Vec<IpAddr> = (0..lab.backends())
-        .map(|i| Lab::backend_addr(i).parse().unwrap())
+    let backends: Vec<(IpAddr, u32)> = (0..lab.backends())
+        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
         .collect();
-    let keys: Vec<Vec<u8>> = addresses
-        .iter()
-        .map(|a| match a {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets().to_vec(),
-        })
-        .collect();
-    let members: Vec<MaglevBackend<'_>> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| MaglevBackend {
-            id: i as u32,
-            key,
-            weight: 1,
-        })
-        .collect();
-    let table = maglev::build_table(&members, 65537);
-    let hash = xdp_lb_common::flow_hash(
+    let owner = maglev_owner(
+        &backends,
+        65537,
+        DEFAULT_FLOW_HASH_SEED,
         Lab::CLIENT_ADDR.parse().unwrap(),
         client_port,
         Lab::VIP.parse().unwrap(),
         service_port,
-        xdp_lb_common::PROTO_TCP,
-        DEFAULT_FLOW_HASH_SEED,
     )
-    .unwrap();
-    table[(hash % 65537) as usize] as usize
+    .expect("backends");
+    backends.iter().position(|(a, _)| *a == owner).unwrap()
 }
 
 /// tcpdump in a namespace writing to a file; stopped (and flushed) by `finish`.

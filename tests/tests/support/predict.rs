@@ -1,0 +1,41 @@
+//! Which backend the data plane gives a new flow, computed independently of the agent from
+//! the same flow hash and Maglev code (ids here are positions; the agent's ids differ, the
+//! choice does not).
+
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+
+use xdp_lb::maglev::{self, MaglevBackend};
+
+/// The backend (of `backends`, with weights) that a new TCP flow from `client`:`client_port`
+/// to `vip`:`vip_port` gets with a table of `size` slots.
+pub fn maglev_owner(
+    backends: &[(IpAddr, u32)],
+    size: u32,
+    seed: u32,
+    client: IpAddr,
+    client_port: u16,
+    vip: IpAddr,
+    vip_port: u16,
+) -> Option<IpAddr> {
+    let keys: Vec<Vec<u8>> = backends
+        .iter()
+        .map(|(a, _)| match a {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        })
+        .collect();
+    let members: Vec<MaglevBackend<'_>> = keys
+        .iter()
+        .zip(backends)
+        .enumerate()
+        .map(|(i, (key, (_, weight)))| MaglevBackend { id: i as u32, key, weight: *weight })
+        .collect();
+    let table = maglev::build_table(&members, size);
+    if table.is_empty() {
+        return None;
+    }
+    let hash = xdp_lb_common::flow_hash(client, client_port, vip, vip_port, xdp_lb_common::PROTO_TCP, seed)?;
+    Some(backends[table[(hash % size) as usize] as usize].0)
+}
