@@ -8,7 +8,9 @@ use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
 
 use support::{frames::Ipv4Frame, harness::*};
 use xdp_lb::config::{Backend, FlowTable, Persistence, Protocol};
-use xdp_lb_common::{FAMILY_IPV4, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw};
+use xdp_lb_common::{
+    FAMILY_IPV4, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw,
+};
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
@@ -46,7 +48,15 @@ fn addr(a: &str) -> IpAddr {
 
 /// Opens `ports` flows from CLIENT; where each one went.
 fn open_flows(h: &Harness, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
-    ports.map(|p| (p, h.sent_to(&h.run(&syn(CLIENT, p))).expect("sent to a backend"))).collect()
+    ports
+        .map(|p| {
+            (
+                p,
+                h.sent_to(&h.run(&syn(CLIENT, p)))
+                    .expect("sent to a backend"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -54,7 +64,11 @@ fn a_flows_first_packet_creates_its_entry_naming_the_chosen_backend() {
     let h = rtmp(&BACKENDS);
     assert!(h.balancer.dataplane().flow(&key(CLIENT, 5000)).is_none());
     let to = h.sent_to(&h.run(&syn(CLIENT, 5000))).unwrap();
-    let entry = h.balancer.dataplane().flow(&key(CLIENT, 5000)).expect("entry created");
+    let entry = h
+        .balancer
+        .dataplane()
+        .flow(&key(CLIENT, 5000))
+        .expect("entry created");
     let backend_id = h.balancer.service("video-rtmp").unwrap().backends[&to].id;
     assert_eq!(entry.backend_id, backend_id);
     assert_eq!(h.flow_stats()[flow_stat::NEW as usize].packets, 1);
@@ -68,20 +82,39 @@ fn live_flows_keep_their_backend_when_the_table_changes_and_new_flows_follow_the
     let before = open_flows(&h, 6000..6300);
     // A fourth backend joins and the weights change: Maglev now sends many of these flows
     // elsewhere.
-    let fourth = Backend { address: addr("10.0.0.14"), weight: 1, mac: None };
-    h.balancer.add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth)).unwrap();
-    h.balancer.set_weight("video-rtmp", addr(BACKENDS[0]), 5).unwrap();
+    let fourth = Backend {
+        address: addr("10.0.0.14"),
+        weight: 1,
+        mac: None,
+    };
+    h.balancer
+        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
+        .unwrap();
+    h.balancer
+        .set_weight("video-rtmp", addr(BACKENDS[0]), 5)
+        .unwrap();
     let mut would_move = 0;
     for (port, old) in &before {
         if h.predict("video-rtmp", CLIENT, *port) != *old {
             would_move += 1;
         }
-        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(*old), "flow from port {port} moved");
+        assert_eq!(
+            h.sent_to(&h.run(&ack(CLIENT, *port))),
+            Some(*old),
+            "flow from port {port} moved"
+        );
     }
-    assert!(would_move > 100, "the change moves many flows in the table ({would_move} of 300)");
+    assert!(
+        would_move > 100,
+        "the change moves many flows in the table ({would_move} of 300)"
+    );
     for port in 7000..7100 {
         let to = h.sent_to(&h.run(&syn(CLIENT, port))).unwrap();
-        assert_eq!(to, h.predict("video-rtmp", CLIENT, port), "new flow from port {port}");
+        assert_eq!(
+            to,
+            h.predict("video-rtmp", CLIENT, port),
+            "new flow from port {port}"
+        );
     }
 }
 
@@ -90,14 +123,26 @@ fn a_drained_backend_keeps_its_flows_and_gets_no_new_ones() {
     let mut h = rtmp(&BACKENDS);
     let before = open_flows(&h, 8000..8300);
     let drained = addr(BACKENDS[1]);
-    let on_drained: Vec<u16> = before.iter().filter(|(_, b)| **b == drained).map(|(p, _)| *p).collect();
+    let on_drained: Vec<u16> = before
+        .iter()
+        .filter(|(_, b)| **b == drained)
+        .map(|(p, _)| *p)
+        .collect();
     assert!(!on_drained.is_empty());
     h.balancer.set_weight("video-rtmp", drained, 0).unwrap();
     for port in &on_drained {
-        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(drained), "flow {port} left the drained backend");
+        assert_eq!(
+            h.sent_to(&h.run(&ack(CLIENT, *port))),
+            Some(drained),
+            "flow {port} left the drained backend"
+        );
     }
     for port in 9000..9300 {
-        assert_ne!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(drained), "new flow {port} went to the drained backend");
+        assert_ne!(
+            h.sent_to(&h.run(&syn(CLIENT, port))),
+            Some(drained),
+            "new flow {port} went to the drained backend"
+        );
     }
 }
 
@@ -106,7 +151,11 @@ fn a_flow_whose_backend_is_withdrawn_is_balanced_afresh_and_its_entry_replaced()
     let mut h = rtmp(&BACKENDS);
     let before = open_flows(&h, 10000..10300);
     let dead = addr(BACKENDS[2]);
-    let on_dead: Vec<u16> = before.iter().filter(|(_, b)| **b == dead).map(|(p, _)| *p).collect();
+    let on_dead: Vec<u16> = before
+        .iter()
+        .filter(|(_, b)| **b == dead)
+        .map(|(p, _)| *p)
+        .collect();
     assert!(!on_dead.is_empty());
     h.balancer.set_health("video-rtmp", dead, false).unwrap();
     for port in &on_dead {
@@ -114,9 +163,16 @@ fn a_flow_whose_backend_is_withdrawn_is_balanced_afresh_and_its_entry_replaced()
         assert_ne!(to, dead, "flow {port} still sent to the withdrawn backend");
         assert_eq!(to, h.predict("video-rtmp", CLIENT, *port));
         let entry = h.balancer.dataplane().flow(&key(CLIENT, *port)).unwrap();
-        assert_eq!(entry.backend_id, h.balancer.service("video-rtmp").unwrap().backends[&to].id, "entry replaced");
+        assert_eq!(
+            entry.backend_id,
+            h.balancer.service("video-rtmp").unwrap().backends[&to].id,
+            "entry replaced"
+        );
     }
-    assert_eq!(h.flow_stats()[flow_stat::STALE as usize].packets as usize, on_dead.len());
+    assert_eq!(
+        h.flow_stats()[flow_stat::STALE as usize].packets as usize,
+        on_dead.len()
+    );
     // Flows on healthy backends did not move.
     for (port, old) in before.iter().filter(|(_, b)| **b != dead) {
         assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(*old));
@@ -130,15 +186,33 @@ fn a_removed_backends_flows_never_follow_its_reused_id_to_a_new_backend() {
     let removed = addr(BACKENDS[0]);
     let old_id = h.balancer.service("video-rtmp").unwrap().backends[&removed].id;
     h.balancer.remove_backend("video-rtmp", removed).unwrap();
-    let newcomer = Backend { address: addr("10.0.0.99"), weight: 1, mac: None };
-    h.balancer.add_backend("video-rtmp", &newcomer, Harness::loopback_forwarding(&newcomer)).unwrap();
-    assert_eq!(h.balancer.service("video-rtmp").unwrap().backends[&newcomer.address].id, old_id, "the id was reused");
+    let newcomer = Backend {
+        address: addr("10.0.0.99"),
+        weight: 1,
+        mac: None,
+    };
+    h.balancer
+        .add_backend(
+            "video-rtmp",
+            &newcomer,
+            Harness::loopback_forwarding(&newcomer),
+        )
+        .unwrap();
+    assert_eq!(
+        h.balancer.service("video-rtmp").unwrap().backends[&newcomer.address].id,
+        old_id,
+        "the id was reused"
+    );
     let mut stale = 0;
     for (port, old) in &before {
         let to = h.sent_to(&h.run(&ack(CLIENT, *port))).unwrap();
         if *old == removed {
             stale += 1;
-            assert_eq!(to, h.predict("video-rtmp", CLIENT, *port), "flow {port} balanced afresh");
+            assert_eq!(
+                to,
+                h.predict("video-rtmp", CLIENT, *port),
+                "flow {port} balanced afresh"
+            );
         } else {
             assert_eq!(to, *old);
         }
@@ -150,15 +224,24 @@ fn a_removed_backends_flows_never_follow_its_reused_id_to_a_new_backend() {
 fn a_tcp_segment_without_syn_and_without_an_entry_is_counted_as_a_table_miss() {
     let h = rtmp(&BACKENDS);
     h.run(&ack(CLIENT, 12000));
-    assert_eq!(h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets, 1);
+    assert_eq!(
+        h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets,
+        1
+    );
     h.run(&syn(CLIENT, 12001));
-    assert_eq!(h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets, 1);
+    assert_eq!(
+        h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets,
+        1
+    );
 }
 
 #[test]
 fn an_idle_flow_is_forgotten_after_its_timeout() {
     let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
-    let table = FlowTable { tcp_timeout_s: 1, ..FlowTable::default() };
+    let table = FlowTable {
+        tcp_timeout_s: 1,
+        ..FlowTable::default()
+    };
     let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
     h.run(&syn(CLIENT, 13000));
     h.run(&ack(CLIENT, 13000));
@@ -170,7 +253,10 @@ fn an_idle_flow_is_forgotten_after_its_timeout() {
 
 fn persistent(prefix_len: u8) -> Harness {
     let mut svc = service("video-hls", VIP, 1935, Protocol::Tcp, &BACKENDS);
-    svc.persistence = Some(Persistence { timeout_s: 300, prefix_len });
+    svc.persistence = Some(Persistence {
+        timeout_s: 300,
+        prefix_len,
+    });
     Harness::new(&[svc])
 }
 
@@ -179,12 +265,20 @@ fn with_persistence_every_connection_of_a_client_lands_on_one_backend() {
     let h = persistent(32);
     let first = h.sent_to(&h.run(&syn(CLIENT, 14000))).unwrap();
     for port in 14001..14100 {
-        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(first), "connection from port {port}");
+        assert_eq!(
+            h.sent_to(&h.run(&syn(CLIENT, port))),
+            Some(first),
+            "connection from port {port}"
+        );
     }
     assert_eq!(h.flow_stats()[flow_stat::PERSIST_HIT as usize].packets, 99);
     // Other clients are still spread.
-    let others: std::collections::BTreeSet<IpAddr> =
-        (1..60u8).map(|i| h.sent_to(&h.run(&syn(&format!("192.168.7.{i}"), 14000))).unwrap()).collect();
+    let others: std::collections::BTreeSet<IpAddr> = (1..60u8)
+        .map(|i| {
+            h.sent_to(&h.run(&syn(&format!("192.168.7.{i}"), 14000)))
+                .unwrap()
+        })
+        .collect();
     assert_eq!(others.len(), 3);
 }
 
@@ -193,7 +287,10 @@ fn a_persistence_netmask_keeps_a_whole_client_network_on_one_backend() {
     let h = persistent(24);
     let first = h.sent_to(&h.run(&syn("192.168.9.1", 15000))).unwrap();
     for i in 2..100u8 {
-        assert_eq!(h.sent_to(&h.run(&syn(&format!("192.168.9.{i}"), 15000))), Some(first));
+        assert_eq!(
+            h.sent_to(&h.run(&syn(&format!("192.168.9.{i}"), 15000))),
+            Some(first)
+        );
     }
 }
 
@@ -205,6 +302,10 @@ fn a_persistent_client_whose_backend_died_is_moved() {
     let moved = h.sent_to(&h.run(&syn(CLIENT, 16001))).unwrap();
     assert_ne!(moved, first);
     for port in 16002..16020 {
-        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, port))), Some(moved), "the client stays on its new backend");
+        assert_eq!(
+            h.sent_to(&h.run(&syn(CLIENT, port))),
+            Some(moved),
+            "the client stays on its new backend"
+        );
     }
 }

@@ -273,10 +273,9 @@ fn truncated_fragmented_and_garbage_frames_pass_untouched_and_are_counted() {
     assert_eq!(h.run(&ipv4_garbage).frame, ipv4_garbage);
 
     let v = h.verdicts();
-    assert_eq!(
+    assert!(
         v[verdict::PASS_MALFORMED as usize].packets as usize >= malformed,
-        true,
-        "malformed counted"
+        "every truncated or lying frame was counted as malformed"
     );
     assert_eq!(v[verdict::PASS_FRAGMENT as usize].packets, 3);
     assert_eq!(v[verdict::TX as usize].packets, 0, "nothing was forwarded");

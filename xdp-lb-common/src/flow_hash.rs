@@ -148,11 +148,26 @@ mod tests {
     #[test]
     fn every_field_of_the_tuple_matters() {
         let base = flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1000, 80), 6, 7);
-        assert_ne!(base, flow_hash_v4(0x0a00_0002, 0x0a00_0064, ports_word(1000, 80), 6, 7));
-        assert_ne!(base, flow_hash_v4(0x0a00_0001, 0x0a00_0065, ports_word(1000, 80), 6, 7));
-        assert_ne!(base, flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1001, 80), 6, 7));
-        assert_ne!(base, flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1000, 81), 6, 7));
-        assert_ne!(base, flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1000, 80), 17, 7));
+        assert_ne!(
+            base,
+            flow_hash_v4(0x0a00_0002, 0x0a00_0064, ports_word(1000, 80), 6, 7)
+        );
+        assert_ne!(
+            base,
+            flow_hash_v4(0x0a00_0001, 0x0a00_0065, ports_word(1000, 80), 6, 7)
+        );
+        assert_ne!(
+            base,
+            flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1001, 80), 6, 7)
+        );
+        assert_ne!(
+            base,
+            flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1000, 81), 6, 7)
+        );
+        assert_ne!(
+            base,
+            flow_hash_v4(0x0a00_0001, 0x0a00_0064, ports_word(1000, 80), 17, 7)
+        );
         let v6 = flow_hash_v6(&[1, 2, 3, 4], &[5, 6, 7, 8], 9, 6, 7);
         assert_ne!(v6, flow_hash_v6(&[1, 2, 3, 5], &[5, 6, 7, 8], 9, 6, 7));
         assert_ne!(v6, flow_hash_v6(&[1, 2, 3, 4], &[5, 6, 7, 9], 9, 6, 7));

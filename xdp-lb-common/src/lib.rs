@@ -85,7 +85,11 @@ impl ServiceKey {
             addr: addr_words(vip),
             port: port_raw(port),
             proto,
-            family: if vip.is_ipv4() { FAMILY_IPV4 } else { FAMILY_IPV6 },
+            family: if vip.is_ipv4() {
+                FAMILY_IPV4
+            } else {
+                FAMILY_IPV6
+            },
         }
     }
 }
@@ -184,8 +188,14 @@ pub mod flow_stat {
     /// A remembered flow idle past its timeout: chosen afresh.
     pub const EXPIRED: u32 = 5;
     pub const COUNT: u32 = 6;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["hit", "new", "stale", "tcp_miss_no_syn", "persist_hit", "expired"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "hit",
+        "new",
+        "stale",
+        "tcp_miss_no_syn",
+        "persist_hit",
+        "expired",
+    ];
 }
 
 /// One per-CPU packet/byte counter pair (`service_stats`, `backend_stats`, `verdict_stats`).

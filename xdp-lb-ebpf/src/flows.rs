@@ -49,7 +49,8 @@ fn timeout_ns(proto: u8) -> u64 {
 #[inline(always)]
 fn usable(entry: &FlowValue) -> Option<BackendValue> {
     let backend = *BACKENDS.get(entry.backend_id)?;
-    (backend.flags & BACKEND_F_VALID != 0 && backend.epoch == entry.backend_epoch).then_some(backend)
+    (backend.flags & BACKEND_F_VALID != 0 && backend.epoch == entry.backend_epoch)
+        .then_some(backend)
 }
 
 /// A fresh, usable entry of `map` at `key`, touched; counts why there was none.
@@ -94,7 +95,11 @@ pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, Backend
 /// Remembers the backend chosen for a new flow.
 #[inline(always)]
 pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now: u64) {
-    let value = FlowValue { backend_id, backend_epoch: backend.epoch, last_seen_ns: now };
+    let value = FlowValue {
+        backend_id,
+        backend_epoch: backend.epoch,
+        last_seen_ns: now,
+    };
     // A full table evicts its least recently used entry; a failure only costs stickiness.
     let _ = FLOWS.insert(key, &value, 0);
     count(&FLOW_STATS, flow_stat::NEW, 0);
@@ -102,19 +107,30 @@ pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now
 
 #[inline(always)]
 pub fn persist_key(flow: &Flow, service: &ServiceValue) -> PersistKey {
-    PersistKey { client: masked(flow.src, service.persist_prefix_len), service_id: service.service_id }
+    PersistKey {
+        client: masked(flow.src, service.persist_prefix_len),
+        service_id: service.service_id,
+    }
 }
 
 /// The backend this client was last sent to, if persistence is on and it is still usable.
 #[inline(always)]
-pub fn lookup_persistent(key: &PersistKey, service: &ServiceValue, now: u64) -> Option<(u32, BackendValue)> {
+pub fn lookup_persistent(
+    key: &PersistKey,
+    service: &ServiceValue,
+    now: u64,
+) -> Option<(u32, BackendValue)> {
     let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
     remembered(&PERSISTENCE, key, now, timeout, flow_stat::PERSIST_HIT)
 }
 
 #[inline(always)]
 pub fn remember_persistent(key: &PersistKey, backend_id: u32, backend: &BackendValue, now: u64) {
-    let value = FlowValue { backend_id, backend_epoch: backend.epoch, last_seen_ns: now };
+    let value = FlowValue {
+        backend_id,
+        backend_epoch: backend.epoch,
+        last_seen_ns: now,
+    };
     let _ = PERSISTENCE.insert(key, &value, 0);
 }
 

@@ -59,7 +59,10 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     } else if TX_PORTS.get_ifindex(backend.ifindex).is_some() {
         (xdp_action::XDP_REDIRECT, verdict::REDIRECT)
     } else {
-        warn!(ctx, "backend {} is behind ifindex {} missing from tx_ports", backend_id, backend.ifindex);
+        warn!(
+            ctx,
+            "backend {} is behind ifindex {} missing from tx_ports", backend_id, backend.ifindex
+        );
         return (xdp_action::XDP_PASS, verdict::PASS_REDIRECT_FAILED);
     };
 
@@ -88,7 +91,11 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
 /// otherwise the client's persistent one (services with persistence); otherwise the one
 /// the Maglev table names, which is then remembered.
 #[inline(always)]
-fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Option<(u32, BackendValue)> {
+fn choose_backend(
+    ctx: &XdpContext,
+    flow: &Flow,
+    service: &ServiceValue,
+) -> Option<(u32, BackendValue)> {
     let now = flows::now_ns();
     let key = flows::flow_key(flow);
     if let Some(found) = flows::lookup_flow(&key, flow, now) {
@@ -117,7 +124,11 @@ fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Opti
 
 /// The backend the service's live Maglev table names for this flow.
 #[inline(always)]
-fn pick_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Option<(u32, BackendValue)> {
+fn pick_backend(
+    ctx: &XdpContext,
+    flow: &Flow,
+    service: &ServiceValue,
+) -> Option<(u32, BackendValue)> {
     if service.table_size == 0 {
         return None;
     }
@@ -132,7 +143,10 @@ fn pick_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Option
     let backend_id = *MAGLEV_TABLES.get(slot)?;
     let backend = *BACKENDS.get(backend_id)?;
     if backend.flags & BACKEND_F_VALID == 0 {
-        warn!(ctx, "maglev slot {} names backend {} which has no valid entry", slot, backend_id);
+        warn!(
+            ctx,
+            "maglev slot {} names backend {} which has no valid entry", slot, backend_id
+        );
         return None;
     }
     Some((backend_id, backend))

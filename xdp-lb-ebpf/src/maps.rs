@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, Counter, FLOW_TABLE_DEFAULT_SIZE,
-    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE,
-    PersistKey, ServiceKey, ServiceValue, flow_stat, verdict,
+    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, Counter, FLOW_TABLE_DEFAULT_SIZE, FlowKey,
+    FlowValue, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey,
+    ServiceKey, ServiceValue, flow_stat, verdict,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.

@@ -74,7 +74,10 @@ impl BackendState {
                 flags: 0,
                 epoch: self.epoch,
             },
-            (None, _) => BackendValue { epoch: self.epoch, ..BackendValue::default() },
+            (None, _) => BackendValue {
+                epoch: self.epoch,
+                ..BackendValue::default()
+            },
         }
     }
 }
@@ -226,13 +229,23 @@ impl Balancer {
     }
 
     /// Takes an id for a backend and writes its entry (not yet named by any slot).
-    fn new_backend(&mut self, config: &Backend, forwarding: Option<Forwarding>) -> anyhow::Result<BackendState> {
+    fn new_backend(
+        &mut self,
+        config: &Backend,
+        forwarding: Option<Forwarding>,
+    ) -> anyhow::Result<BackendState> {
         let id = self
             .backend_ids
             .take()
             .ok_or_else(|| anyhow!("no free backend id (at most {MAX_BACKENDS} backends)"))?;
         self.next_epoch = self.next_epoch.wrapping_add(1).max(1);
-        let state = BackendState { id, config: config.clone(), forwarding, healthy: true, epoch: self.next_epoch };
+        let state = BackendState {
+            id,
+            config: config.clone(),
+            forwarding,
+            healthy: true,
+            epoch: self.next_epoch,
+        };
         let written = self
             .dataplane
             .reset_backend_counter(id)
@@ -251,18 +264,28 @@ impl Balancer {
         config: &Backend,
         forwarding: Option<Forwarding>,
     ) -> anyhow::Result<()> {
-        let state = self.services.get(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        let state = self
+            .services
+            .get(service)
+            .ok_or_else(|| anyhow!("no service named {service}"))?;
         if state.backends.contains_key(&config.address) {
             bail!("service {service} already has backend {}", config.address);
         }
         if config.address.is_ipv4() != state.config.vip.is_ipv4() {
-            bail!("backend {} is not of the family of {service}'s VIP {}", config.address, state.config.vip);
+            bail!(
+                "backend {} is not of the family of {service}'s VIP {}",
+                config.address,
+                state.config.vip
+            );
         }
         if state.backends.len() >= state.config.maglev_size as usize {
             bail!("service {service} has as many backends as its table has slots");
         }
         let backend = self.new_backend(config, forwarding)?;
-        let state = self.services.get_mut(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        let state = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| anyhow!("no service named {service}"))?;
         state.config.backends.push(config.clone());
         state.backends.insert(config.address, backend);
         self.publish(service)
@@ -271,14 +294,18 @@ impl Balancer {
     /// Removes a backend from a running service: it leaves the table first, then its entry
     /// is invalidated, so flows on it are balanced afresh and none is sent to a stale MAC.
     pub fn remove_backend(&mut self, service: &str, address: IpAddr) -> anyhow::Result<()> {
-        let state = self.services.get_mut(service).ok_or_else(|| anyhow!("no service named {service}"))?;
+        let state = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| anyhow!("no service named {service}"))?;
         let backend = state
             .backends
             .remove(&address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
         state.config.backends.retain(|b| b.address != address);
         self.publish(service)?;
-        self.dataplane.set_backend(backend.id, BackendValue::default())?;
+        self.dataplane
+            .set_backend(backend.id, BackendValue::default())?;
         self.backend_ids.give_back(backend.id);
         Ok(())
     }
@@ -319,12 +346,22 @@ impl Balancer {
 
     /// Records a health verdict: an unhealthy backend leaves the table and its entry becomes
     /// invalid, so no frame reaches it; a healthy one comes back.
-    pub fn set_health(&mut self, service: &str, address: IpAddr, healthy: bool) -> anyhow::Result<()> {
+    pub fn set_health(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        healthy: bool,
+    ) -> anyhow::Result<()> {
         self.update_backend(service, address, |b| b.healthy = healthy)
     }
 
     /// Changes a backend's weight; 0 drains it (no new flows, its entry stays valid).
-    pub fn set_weight(&mut self, service: &str, address: IpAddr, weight: u32) -> anyhow::Result<()> {
+    pub fn set_weight(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        weight: u32,
+    ) -> anyhow::Result<()> {
         self.update_backend(service, address, |b| b.config.weight = weight)
     }
 
@@ -346,18 +383,21 @@ impl Balancer {
             .backends
             .get_mut(&address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
-        let (old_entry, was_in_table, old_weight) = (backend.entry(), backend.in_table(), backend.config.weight);
+        let (old_entry, was_in_table, old_weight) =
+            (backend.entry(), backend.in_table(), backend.config.weight);
         change(backend);
         let (entry, now_in_table) = (backend.entry(), backend.in_table());
-        let table_changes = was_in_table != now_in_table || (now_in_table && old_weight != backend.config.weight);
+        let table_changes =
+            was_in_table != now_in_table || (now_in_table && old_weight != backend.config.weight);
         let id = backend.id;
-        if was_in_table && !now_in_table {
+        let leaving = was_in_table && !now_in_table;
+        if leaving {
             self.publish(service)?;
         }
         if entry != old_entry {
             self.dataplane.set_backend(id, entry)?;
         }
-        if table_changes && !(was_in_table && !now_in_table) {
+        if table_changes && !leaving {
             self.publish(service)?;
         }
         Ok(())
@@ -368,14 +408,24 @@ impl Balancer {
     /// size takes two new regions; the old ones are freed once the new table is live.
     pub fn update_service_settings(&mut self, config: &Service) -> anyhow::Result<()> {
         let name = config.name.as_str();
-        let state = self.services.get(name).ok_or_else(|| anyhow!("no service named {name}"))?;
-        if (state.config.vip, state.config.port, state.config.protocol) != (config.vip, config.port, config.protocol) {
-            bail!("service {name}: a new VIP, port or protocol is a new service (remove and add it)");
+        let state = self
+            .services
+            .get(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        if (state.config.vip, state.config.port, state.config.protocol)
+            != (config.vip, config.port, config.protocol)
+        {
+            bail!(
+                "service {name}: a new VIP, port or protocol is a new service (remove and add it)"
+            );
         }
         let old_size = state.config.maglev_size;
         let new_size = config.maglev_size;
         if (new_size as usize) < state.backends.len() {
-            bail!("service {name}: {new_size} slots cannot hold its {} backends", state.backends.len());
+            bail!(
+                "service {name}: {new_size} slots cannot hold its {} backends",
+                state.backends.len()
+            );
         }
         let old_regions = state.regions;
         let new_regions = if new_size == old_size {
@@ -394,7 +444,10 @@ impl Balancer {
                 }
             }
         };
-        let state = self.services.get_mut(name).ok_or_else(|| anyhow!("no service named {name}"))?;
+        let state = self
+            .services
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
         state.config.maglev_size = new_size;
         state.config.when_no_backend = config.when_no_backend;
         state.config.persistence = config.persistence;

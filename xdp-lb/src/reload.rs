@@ -12,11 +12,24 @@ pub enum Change {
     /// Table size, no-backend action or persistence changed.
     UpdateServiceSettings(Service),
     AddService(Service),
-    RemoveBackend { service: String, address: IpAddr },
-    AddBackend { service: String, backend: Backend },
-    SetWeight { service: String, address: IpAddr, weight: u32 },
+    RemoveBackend {
+        service: String,
+        address: IpAddr,
+    },
+    AddBackend {
+        service: String,
+        backend: Backend,
+    },
+    SetWeight {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+    },
     /// The configured MAC changed (or appeared, or went): resolve it again.
-    Remac { service: String, backend: Backend },
+    Remac {
+        service: String,
+        backend: Backend,
+    },
 }
 
 /// The changes turning `old` into `new`, in the order to apply them (removals first, so
@@ -40,12 +53,18 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
         fixed.push("flow_table (sized and timed at load)");
     }
     if !fixed.is_empty() {
-        return Err(format!("these settings only change with a restart: {}", fixed.join(", ")));
+        return Err(format!(
+            "these settings only change with a restart: {}",
+            fixed.join(", ")
+        ));
     }
 
-    let old_services: BTreeMap<&str, &Service> = old.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    let new_services: BTreeMap<&str, &Service> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    let same_listener = |a: &Service, b: &Service| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol);
+    let old_services: BTreeMap<&str, &Service> =
+        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_services: BTreeMap<&str, &Service> =
+        new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let same_listener =
+        |a: &Service, b: &Service| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol);
 
     let mut removals = Vec::new();
     let mut updates = Vec::new();
@@ -78,21 +97,40 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
     Ok(changes)
 }
 
-fn backend_diff(name: &str, old: &Service, new: &Service, removals: &mut Vec<Change>, changes: &mut Vec<Change>) {
+fn backend_diff(
+    name: &str,
+    old: &Service,
+    new: &Service,
+    removals: &mut Vec<Change>,
+    changes: &mut Vec<Change>,
+) {
     let old_b: BTreeMap<IpAddr, &Backend> = old.backends.iter().map(|b| (b.address, b)).collect();
     let new_b: BTreeMap<IpAddr, &Backend> = new.backends.iter().map(|b| (b.address, b)).collect();
     for address in old_b.keys().filter(|a| !new_b.contains_key(a)) {
-        removals.push(Change::RemoveBackend { service: name.to_owned(), address: *address });
+        removals.push(Change::RemoveBackend {
+            service: name.to_owned(),
+            address: *address,
+        });
     }
     for (address, b) in &new_b {
         match old_b.get(address) {
-            None => changes.push(Change::AddBackend { service: name.to_owned(), backend: (*b).clone() }),
+            None => changes.push(Change::AddBackend {
+                service: name.to_owned(),
+                backend: (*b).clone(),
+            }),
             Some(o) => {
                 if o.mac != b.mac {
-                    changes.push(Change::Remac { service: name.to_owned(), backend: (*b).clone() });
+                    changes.push(Change::Remac {
+                        service: name.to_owned(),
+                        backend: (*b).clone(),
+                    });
                 }
                 if o.weight != b.weight {
-                    changes.push(Change::SetWeight { service: name.to_owned(), address: *address, weight: b.weight });
+                    changes.push(Change::SetWeight {
+                        service: name.to_owned(),
+                        address: *address,
+                        weight: b.weight,
+                    });
                 }
             }
         }
@@ -104,10 +142,16 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::{FlowTable, MacAddr, NoBackendAction, Persistence, Protocol, XdpAttachMode};
+    use crate::config::{
+        FlowTable, MacAddr, NoBackendAction, Persistence, Protocol, XdpAttachMode,
+    };
 
     fn backend(a: &str, weight: u32) -> Backend {
-        Backend { address: a.parse().unwrap(), weight, mac: None }
+        Backend {
+            address: a.parse().unwrap(),
+            weight,
+            mac: None,
+        }
     }
 
     fn service(name: &str, port: u16, backends: Vec<Backend>) -> Service {
@@ -136,7 +180,11 @@ mod tests {
     }
 
     fn three() -> Vec<Backend> {
-        vec![backend("10.0.0.11", 1), backend("10.0.0.12", 1), backend("10.0.0.13", 1)]
+        vec![
+            backend("10.0.0.11", 1),
+            backend("10.0.0.12", 1),
+            backend("10.0.0.13", 1),
+        ]
     }
 
     #[test]
@@ -147,28 +195,53 @@ mod tests {
 
     #[test]
     fn only_the_backends_that_differ_are_touched() {
-        let old = config(vec![service("rtmp", 1935, three()), service("hls", 8080, three())]);
+        let old = config(vec![
+            service("rtmp", 1935, three()),
+            service("hls", 8080, three()),
+        ]);
         let mut hls = three();
         hls.remove(0);
         hls[0].weight = 0;
         hls.push(backend("10.0.0.14", 2));
         hls[1].mac = Some(MacAddr([2, 0, 0, 0, 0, 13]));
-        let new = config(vec![service("rtmp", 1935, three()), service("hls", 8080, hls.clone())]);
+        let new = config(vec![
+            service("rtmp", 1935, three()),
+            service("hls", 8080, hls.clone()),
+        ]);
         assert_eq!(
             plan(&old, &new),
             Ok(vec![
-                Change::RemoveBackend { service: "hls".into(), address: "10.0.0.11".parse().unwrap() },
-                Change::SetWeight { service: "hls".into(), address: "10.0.0.12".parse().unwrap(), weight: 0 },
-                Change::Remac { service: "hls".into(), backend: hls[1].clone() },
-                Change::AddBackend { service: "hls".into(), backend: hls[2].clone() },
+                Change::RemoveBackend {
+                    service: "hls".into(),
+                    address: "10.0.0.11".parse().unwrap()
+                },
+                Change::SetWeight {
+                    service: "hls".into(),
+                    address: "10.0.0.12".parse().unwrap(),
+                    weight: 0
+                },
+                Change::Remac {
+                    service: "hls".into(),
+                    backend: hls[1].clone()
+                },
+                Change::AddBackend {
+                    service: "hls".into(),
+                    backend: hls[2].clone()
+                },
             ])
         );
     }
 
     #[test]
     fn services_are_removed_first_and_added_last_and_a_moved_listener_is_a_new_service() {
-        let old = config(vec![service("rtmp", 1935, three()), service("hls", 8080, three())]);
-        let new = config(vec![service("rtmp", 1936, three()), service("dash", 8443, three())]);
+        let old = config(vec![
+            service("rtmp", 1935, three()),
+            service("hls", 8080, three()),
+        ]);
+        let new = config(vec![
+            service("rtmp", 1936, three()),
+            service("dash", 8443, three()),
+        ]);
         assert_eq!(
             plan(&old, &new),
             Ok(vec![
@@ -185,7 +258,10 @@ mod tests {
         let old = config(vec![service("rtmp", 1935, three())]);
         let mut s = service("rtmp", 1935, three());
         s.maglev_size = 251;
-        s.persistence = Some(Persistence { timeout_s: 60, prefix_len: 24 });
+        s.persistence = Some(Persistence {
+            timeout_s: 60,
+            prefix_len: 24,
+        });
         let new = config(vec![s.clone()]);
         assert_eq!(plan(&old, &new), Ok(vec![Change::UpdateServiceSettings(s)]));
     }
@@ -197,6 +273,9 @@ mod tests {
         new.flow_hash_seed = 2;
         new.interfaces = vec!["eth1".into()];
         let err = plan(&old, &new).unwrap_err();
-        assert!(err.contains("flow_hash_seed") && err.contains("interfaces"), "{err}");
+        assert!(
+            err.contains("flow_hash_seed") && err.contains("interfaces"),
+            "{err}"
+        );
     }
 }

@@ -72,7 +72,7 @@ impl Ipv4Frame {
         }
         l4.extend_from_slice(&self.payload);
         let mut options = self.options.clone();
-        while options.len() % 4 != 0 {
+        while !options.len().is_multiple_of(4) {
             options.push(0);
         }
         let ihl = 5 + options.len() / 4;

@@ -143,7 +143,11 @@ impl Harness {
 
     /// The backend a frame was sent to, from its rewritten destination MAC.
     pub fn sent_to(&self, run: &Run) -> Option<IpAddr> {
-        assert!(run.action == XDP_TX || run.action == XDP_REDIRECT, "not forwarded: action {}", run.action);
+        assert!(
+            run.action == XDP_TX || run.action == XDP_REDIRECT,
+            "not forwarded: action {}",
+            run.action
+        );
         let mac = &run.frame[0..6];
         self.balancer
             .services()

@@ -30,12 +30,23 @@ pub fn maglev_owner(
         .iter()
         .zip(backends)
         .enumerate()
-        .map(|(i, (key, (_, weight)))| MaglevBackend { id: i as u32, key, weight: *weight })
+        .map(|(i, (key, (_, weight)))| MaglevBackend {
+            id: i as u32,
+            key,
+            weight: *weight,
+        })
         .collect();
     let table = maglev::build_table(&members, size);
     if table.is_empty() {
         return None;
     }
-    let hash = xdp_lb_common::flow_hash(client, client_port, vip, vip_port, xdp_lb_common::PROTO_TCP, seed)?;
+    let hash = xdp_lb_common::flow_hash(
+        client,
+        client_port,
+        vip,
+        vip_port,
+        xdp_lb_common::PROTO_TCP,
+        seed,
+    )?;
     Some(backends[table[(hash % size) as usize] as usize].0)
 }
