@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 mod cmd;
 pub mod demo;
 mod exec;

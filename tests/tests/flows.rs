@@ -38,7 +38,7 @@ fn key(client: &str, port: u16) -> FlowKey {
         ports: ports_word(port_raw(port), port_raw(1935)),
         proto: PROTO_TCP,
         family: FAMILY_IPV4,
-        _pad: [0; 2],
+        vlan: 0,
     }
 }
 

@@ -15,7 +15,7 @@ use support::{
 };
 use xdp_lb::{
     balancer::Forwarding,
-    config::{Backend, MacAddr, NoBackendAction, Protocol},
+    config::{Backend, HashMode, MacAddr, NoBackendAction, Protocol},
     maglev::{self, MaglevBackend},
 };
 use xdp_lb_common::verdict;
@@ -490,4 +490,98 @@ impl Drop for ScratchInterface {
             .args(["link", "del", &self.name])
             .status();
     }
+}
+
+fn vlan_lb() -> Harness {
+    let mut on_vlan = service("hls-vlan100", VIP, 8080, Protocol::Tcp, &["10.0.0.21", "10.0.0.22"]);
+    on_vlan.vlan = Some(100);
+    Harness::new(&[on_vlan, service("hls-any", VIP, 8080, Protocol::Tcp, &BACKENDS)])
+}
+
+#[test]
+fn tagged_frames_are_balanced_with_their_vlan_tags_kept_as_they_are() {
+    let h = vlan_lb();
+    let plain = Ipv4Frame::tcp(CLIENT, 50000, VIP, 8080).build();
+    check(
+        &h,
+        vec![
+            Fixture {
+                description: "802.1Q VLAN 100: the service bound to VLAN 100",
+                input: frames::tagged(&plain, &[(0x8100, 100)]),
+                action: XDP_TX,
+                output: Expect::RewrittenFor(h.predict("hls-vlan100", CLIENT, 50000)),
+            },
+            Fixture {
+                description: "QinQ, outer 802.1ad VLAN 100, inner 802.1Q VLAN 7",
+                input: frames::tagged(&plain, &[(0x88a8, 100), (0x8100, 7)]),
+                action: XDP_TX,
+                output: Expect::RewrittenFor(h.predict("hls-vlan100", CLIENT, 50000)),
+            },
+            Fixture {
+                description: "VLAN 300 (no service bound to it): the any-VLAN service",
+                input: frames::tagged(&plain, &[(0x8100, 300)]),
+                action: XDP_TX,
+                output: Expect::RewrittenFor(h.predict("hls-any", CLIENT, 50000)),
+            },
+            Fixture {
+                description: "untagged: the any-VLAN service",
+                input: plain.clone(),
+                action: XDP_TX,
+                output: Expect::RewrittenFor(h.predict("hls-any", CLIENT, 50000)),
+            },
+            Fixture {
+                description: "a tag cut short",
+                input: frames::tagged(&plain, &[(0x8100, 100)])[..16].to_vec(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+        ],
+    );
+    assert!(
+        ["10.0.0.21", "10.0.0.22"].contains(&h.predict("hls-vlan100", CLIENT, 50000).to_string().as_str()),
+        "the VLAN service has its own backends"
+    );
+}
+
+#[test]
+fn a_service_bound_to_one_vlan_ignores_frames_of_other_vlans() {
+    let mut svc = service("hls-vlan100", VIP, 8080, Protocol::Tcp, &BACKENDS);
+    svc.vlan = Some(100);
+    let h = Harness::new(&[svc]);
+    let plain = Ipv4Frame::tcp(CLIENT, 50001, VIP, 8080).build();
+    check(
+        &h,
+        vec![
+            Fixture { description: "VLAN 200", input: frames::tagged(&plain, &[(0x8100, 200)]), action: XDP_PASS, output: Expect::Untouched },
+            Fixture { description: "untagged", input: plain.clone(), action: XDP_PASS, output: Expect::Untouched },
+            Fixture {
+                description: "VLAN 100",
+                input: frames::tagged(&plain, &[(0x8100, 100)]),
+                action: XDP_TX,
+                output: Expect::RewrittenFor(h.predict("hls-vlan100", CLIENT, 50001)),
+            },
+        ],
+    );
+}
+
+#[test]
+fn source_hashing_sends_every_connection_of_a_client_to_one_backend_without_state() {
+    let mut svc = service("video-hls", VIP, 8080, Protocol::Tcp, &BACKENDS);
+    svc.hash = HashMode::Source;
+    let h = Harness::new(&[svc]);
+    let first = h.predict("video-hls", CLIENT, 1);
+    for port in 20000..20100u16 {
+        let input = Ipv4Frame::tcp(CLIENT, port, VIP, 8080).build();
+        let run = h.run(&input);
+        assert_eq!(run.frame, rewritten(&input, first), "connection from port {port}");
+    }
+    let clients: std::collections::BTreeSet<IpAddr> = (1..=60u8)
+        .map(|i| {
+            let client = format!("192.168.3.{i}");
+            let run = h.run(&Ipv4Frame::tcp(&client, 20000, VIP, 8080).build());
+            assert_eq!(&run.frame[0..6], &backend_mac(h.predict("video-hls", &client, 1)).0);
+            h.predict("video-hls", &client, 1)
+        })
+        .collect();
+    assert_eq!(clients.len(), 3, "different clients still spread");
 }

@@ -64,6 +64,21 @@ pub fn flow_hash_v6(src: &[u32; 4], dst: &[u32; 4], ports: u32, proto: u8, seed:
     finish(h, 10)
 }
 
+/// Source hash (`hash: source`): the client address alone, so every connection of a client
+/// gets the same slot without any per-client state.
+#[inline(always)]
+pub fn source_hash(src: &[u32; 4], family_v4: bool, seed: u32) -> u32 {
+    let mut h = seed;
+    h = mix(h, src[0]);
+    if family_v4 {
+        return finish(h, 1);
+    }
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
+    finish(h, 4)
+}
+
 /// An address as the data plane's words (see the module contract).
 pub fn addr_words(addr: core::net::IpAddr) -> [u32; 4] {
     match addr {

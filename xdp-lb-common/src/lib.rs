@@ -7,7 +7,7 @@
 
 pub mod flow_hash;
 
-pub use flow_hash::{addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_raw};
+pub use flow_hash::{addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_raw, source_hash};
 
 /// Entries of `service_by_vip` (and the stats slots a service can own).
 pub const MAX_SERVICES: u32 = 1024;
@@ -59,6 +59,12 @@ pub const PROTO_UDP: u8 = 17;
 /// Service flag: with no backend available, pass the frame to the LB host's stack instead of
 /// dropping it.
 pub const SERVICE_F_PASS_WHEN_EMPTY: u32 = 1 << 0;
+/// Service flag: pick backends by the client address alone (`hash: source`, like IPVS `sh`)
+/// instead of the whole 5-tuple.
+pub const SERVICE_F_HASH_SOURCE: u32 = 1 << 1;
+
+/// Largest 802.1Q VLAN id.
+pub const MAX_VLAN_ID: u16 = 4094;
 
 /// Backend flag: the entry holds a resolved MAC and may receive frames (resolved and
 /// healthy). Flows whose backend lost it are balanced afresh.
@@ -76,6 +82,10 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub family: u8,
+    /// The frame's outer 802.1Q/802.1ad VLAN id for a service bound to one VLAN; 0 for a
+    /// service that takes its (VIP, port, protocol) on any VLAN or untagged.
+    pub vlan: u16,
+    pub _pad: u16,
 }
 
 impl ServiceKey {
@@ -90,7 +100,14 @@ impl ServiceKey {
             } else {
                 FAMILY_IPV6
             },
+            vlan: 0,
+            _pad: 0,
         }
+    }
+
+    /// The same key, bound to one VLAN id (0: any VLAN).
+    pub fn on_vlan(self, vlan: u16) -> Self {
+        Self { vlan, ..self }
     }
 }
 
@@ -149,7 +166,8 @@ pub struct FlowKey {
     pub ports: u32,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// The frame's outer VLAN id (0 untagged): one 5-tuple on two VLANs is two flows.
+    pub vlan: u16,
 }
 
 /// Value of `flows`: the backend a flow was given, and when it was last seen.

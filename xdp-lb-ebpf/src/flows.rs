@@ -32,7 +32,7 @@ pub fn flow_key(flow: &Flow) -> FlowKey {
         ports: flow.ports,
         proto: flow.service.proto,
         family: flow.service.family,
-        _pad: [0; 2],
+        vlan: flow.service.vlan,
     }
 }
 

@@ -15,8 +15,8 @@ use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
 use network_types::eth::EthHdr;
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, SERVICE_F_PASS_WHEN_EMPTY, ServiceValue, flow_hash_v4,
-    flow_hash_v6, verdict,
+    BACKEND_F_VALID, BackendValue, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY, ServiceKey,
+    ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
 };
 
 use crate::{
@@ -46,8 +46,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         Ok(flow) => flow,
         Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
-    // SAFETY: the value is copied out at once; the agent replaces values whole.
-    let Some(service) = (unsafe { SERVICE_BY_VIP.get(&flow.service) }).copied() else {
+    let Some(service) = find_service(&flow) else {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     };
     let Some((backend_id, backend)) = choose_backend(ctx, &flow, &service) else {
@@ -85,6 +84,22 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         };
     }
     (action, reason)
+}
+
+/// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one
+/// taking any VLAN.
+#[inline(always)]
+fn find_service(flow: &Flow) -> Option<ServiceValue> {
+    // SAFETY: values are copied out at once; the agent replaces values whole.
+    if let Some(service) = unsafe { SERVICE_BY_VIP.get(&flow.service) } {
+        return Some(*service);
+    }
+    if flow.service.vlan == 0 {
+        return None;
+    }
+    let any_vlan = ServiceKey { vlan: 0, ..flow.service };
+    // SAFETY: as above.
+    unsafe { SERVICE_BY_VIP.get(&any_vlan) }.copied()
 }
 
 /// The flow's backend: the one remembered in the connection table while it stays usable;
@@ -134,7 +149,10 @@ fn pick_backend(
     }
     let seed = FLOW_HASH_SEED.load();
     let key = &flow.service;
-    let hash = if key.family == xdp_lb_common::FAMILY_IPV4 {
+    let v4 = key.family == xdp_lb_common::FAMILY_IPV4;
+    let hash = if service.flags & SERVICE_F_HASH_SOURCE != 0 {
+        source_hash(&flow.src, v4, seed)
+    } else if v4 {
         flow_hash_v4(flow.src[0], key.addr[0], flow.ports, key.proto, seed)
     } else {
         flow_hash_v6(&flow.src, &key.addr, flow.ports, key.proto, seed)

@@ -13,6 +13,11 @@ use xdp_lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, ServiceKey, 
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// 802.1Q (C-tag) and 802.1ad (S-tag) ethertypes.
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_TAG_LEN: usize = 4;
+const VLAN_VID_MASK: u16 = 0x0fff;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
 /// IPv4 "more fragments" flag and fragment offset.
 const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
@@ -26,6 +31,13 @@ pub struct Flow {
     pub ports: u32,
     /// A TCP segment with SYN set (a connection's first packet).
     pub syn: bool,
+}
+
+/// One VLAN tag: tag control information, then the next ethertype.
+#[repr(C)]
+struct VlanTag {
+    tci: [u8; 2],
+    ether_type: [u8; 2],
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is shorter.
@@ -46,18 +58,39 @@ fn read_word(ctx: &XdpContext, offset: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(unsafe { *p }))
 }
 
-/// Parses Ethernet, IPv4 or IPv6, TCP or UDP. `Err` carries the `verdict` slot explaining why
-/// the frame is not one to balance (it is then passed untouched).
+/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, TCP or UDP. `Err` carries the
+/// `verdict` slot explaining why the frame is not one to balance (it is then passed
+/// untouched).
 #[inline(always)]
 pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(verdict::PASS_MALFORMED)?;
     // SAFETY: checked by `ptr_at`.
-    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    match ether_type {
-        ETH_P_IP => parse_ipv4(ctx, EthHdr::LEN),
-        ETH_P_IPV6 => parse_ipv6(ctx, EthHdr::LEN),
-        _ => Err(verdict::PASS_NOT_SERVICE),
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut offset = EthHdr::LEN;
+    let mut vlan = 0u16;
+    // An outer tag (802.1ad or 802.1Q), then at most one inner 802.1Q tag. The service is
+    // matched on the outer VLAN id; the tags are left as they are.
+    if ether_type == ETH_P_8021AD || ether_type == ETH_P_8021Q {
+        let tag = ptr_at::<VlanTag>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
+        // SAFETY: checked by `ptr_at`.
+        let (tci, next) = unsafe { ((*tag).tci, (*tag).ether_type) };
+        vlan = u16::from_be_bytes(tci) & VLAN_VID_MASK;
+        ether_type = u16::from_be_bytes(next);
+        offset += VLAN_TAG_LEN;
+        if ether_type == ETH_P_8021Q {
+            let inner = ptr_at::<VlanTag>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
+            // SAFETY: checked by `ptr_at`.
+            ether_type = u16::from_be_bytes(unsafe { (*inner).ether_type });
+            offset += VLAN_TAG_LEN;
+        }
     }
+    let mut flow = match ether_type {
+        ETH_P_IP => parse_ipv4(ctx, offset)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, offset)?,
+        _ => return Err(verdict::PASS_NOT_SERVICE),
+    };
+    flow.service.vlan = vlan;
+    Ok(flow)
 }
 
 #[inline(always)]
@@ -81,6 +114,8 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
             port: (ports >> 16) as u16,
             proto,
             family: FAMILY_IPV4,
+            vlan: 0,
+            _pad: 0,
         },
         src: [src, 0, 0, 0],
         ports,
@@ -113,6 +148,8 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
             port: (ports >> 16) as u16,
             proto: next,
             family: FAMILY_IPV6,
+            vlan: 0,
+            _pad: 0,
         },
         src,
         ports,

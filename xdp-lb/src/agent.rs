@@ -13,9 +13,9 @@ use tokio::{
 use crate::{
     balancer::{Balancer, Forwarding},
     config::{self, Backend, Config, LiveHost, XdpAttachMode},
-    reload::{self, Change},
     dataplane::{Dataplane, LoadOptions},
-    neighbour::{Egress, Neighbours},
+    neighbour::{Egress, Neighbours, xdp_ifindex},
+    reload::{self, Change},
 };
 
 /// How long one backend's ARP/ND resolution may take before it is reported.
@@ -112,7 +112,12 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
 /// Re-reads the config file and applies the difference. Returns the new config when it was
 /// applied; an invalid file, or one changing settings fixed at load, changes nothing.
-async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress], balancer: &mut Balancer) -> Option<Config> {
+async fn reload(
+    neighbours: &Neighbours,
+    current: &Config,
+    interfaces: &[Egress],
+    balancer: &mut Balancer,
+) -> Option<Config> {
     log::info!("reloading {}", current.path.display());
     let new = match config::load(&current.path, &LiveHost) {
         Ok(new) => new,
@@ -136,7 +141,9 @@ async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress]
     let mut wanted: BTreeMap<IpAddr, Backend> = BTreeMap::new();
     for change in &changes {
         match change {
-            Change::AddService(s) => wanted.extend(s.backends.iter().map(|b| (b.address, b.clone()))),
+            Change::AddService(s) => {
+                wanted.extend(s.backends.iter().map(|b| (b.address, b.clone())))
+            }
             Change::AddBackend { backend, .. } | Change::Remac { backend, .. } => {
                 wanted.insert(backend.address, backend.clone());
             }
@@ -152,7 +159,10 @@ async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress]
                 Some(f)
             }
             Err(err) => {
-                log::error!("backend {} is unreachable and gets no traffic until it resolves: {err:#}", backend.address);
+                log::error!(
+                    "backend {} is unreachable and gets no traffic until it resolves: {err:#}",
+                    backend.address
+                );
                 None
             }
         };
@@ -165,10 +175,20 @@ async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress]
             Change::RemoveService(name) => balancer.remove_service(name),
             Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
             Change::AddService(s) => balancer.add_service(s, &|b: &Backend| lookup(&b.address)),
-            Change::RemoveBackend { service, address } => balancer.remove_backend(service, *address),
-            Change::AddBackend { service, backend } => balancer.add_backend(service, backend, lookup(&backend.address)),
-            Change::SetWeight { service, address, weight } => balancer.set_weight(service, *address, *weight),
-            Change::Remac { service, backend } => balancer.set_forwarding(service, backend.address, lookup(&backend.address)),
+            Change::RemoveBackend { service, address } => {
+                balancer.remove_backend(service, *address)
+            }
+            Change::AddBackend { service, backend } => {
+                balancer.add_backend(service, backend, lookup(&backend.address))
+            }
+            Change::SetWeight {
+                service,
+                address,
+                weight,
+            } => balancer.set_weight(service, *address, *weight),
+            Change::Remac { service, backend } => {
+                balancer.set_forwarding(service, backend.address, lookup(&backend.address))
+            }
         };
         match applied {
             Ok(()) => log::info!("reload: {}", describe(change)),
@@ -181,7 +201,10 @@ async fn reload(neighbours: &Neighbours, current: &Config, interfaces: &[Egress]
     if failed == 0 {
         log::info!("reload applied: {} change(s)", changes.len());
     } else {
-        log::error!("reload applied with {failed} failed change(s) of {}", changes.len());
+        log::error!(
+            "reload applied with {failed} failed change(s) of {}",
+            changes.len()
+        );
     }
     Some(new)
 }
@@ -190,11 +213,24 @@ fn describe(change: &Change) -> String {
     match change {
         Change::RemoveService(name) => format!("removed service {name}"),
         Change::UpdateServiceSettings(s) => format!("updated the settings of service {}", s.name),
-        Change::AddService(s) => format!("added service {} ({}:{}/{})", s.name, s.vip, s.port, s.protocol),
-        Change::RemoveBackend { service, address } => format!("removed backend {address} from {service}"),
-        Change::AddBackend { service, backend } => format!("added backend {} to {service}", backend.address),
-        Change::SetWeight { service, address, weight } => format!("set the weight of {address} in {service} to {weight}"),
-        Change::Remac { service, backend } => format!("re-resolved backend {} of {service}", backend.address),
+        Change::AddService(s) => format!(
+            "added service {} ({}:{}/{})",
+            s.name, s.vip, s.port, s.protocol
+        ),
+        Change::RemoveBackend { service, address } => {
+            format!("removed backend {address} from {service}")
+        }
+        Change::AddBackend { service, backend } => {
+            format!("added backend {} to {service}", backend.address)
+        }
+        Change::SetWeight {
+            service,
+            address,
+            weight,
+        } => format!("set the weight of {address} in {service} to {weight}"),
+        Change::Remac { service, backend } => {
+            format!("re-resolved backend {} of {service}", backend.address)
+        }
     }
 }
 
@@ -250,7 +286,7 @@ async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::R
             Ok(Forwarding {
                 mac,
                 src_mac: egress.mac,
-                ifindex: egress.ifindex,
+                ifindex: xdp_ifindex(&egress),
             })
         }
         None => {
@@ -258,7 +294,7 @@ async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::R
             Ok(Forwarding {
                 mac: resolved.mac,
                 src_mac: resolved.egress.mac,
-                ifindex: resolved.egress.ifindex,
+                ifindex: xdp_ifindex(&resolved.egress),
             })
         }
     }

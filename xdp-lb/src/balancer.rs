@@ -12,16 +12,22 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, MAX_BACKENDS, MAX_SERVICES, SERVICE_F_PASS_WHEN_EMPTY,
-    ServiceKey, ServiceValue, flow_hash,
+    BACKEND_F_VALID, BackendValue, MAX_BACKENDS, MAX_SERVICES, SERVICE_F_HASH_SOURCE,
+    SERVICE_F_PASS_WHEN_EMPTY,
+    ServiceKey, ServiceValue, addr_words, flow_hash, source_hash,
 };
 
 use crate::{
-    config::{Backend, MacAddr, NoBackendAction, Service},
+    config::{Backend, HashMode, MacAddr, NoBackendAction, Role, Service, ServiceFailover},
     dataplane::Dataplane,
-    maglev::{self, MaglevBackend},
     regions::RegionAllocator,
 };
+
+mod standby;
+mod table_plan;
+
+pub use table_plan::Serving;
+use table_plan::{Candidate, TablePlan};
 
 /// Where frames for a backend go: its MAC and the LB interface towards it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +99,12 @@ pub struct ServiceState {
     live: Option<usize>,
     pub generation: u32,
     pub backends: BTreeMap<IpAddr, BackendState>,
+    /// Its backups and fallback pool, and the state its servers start in.
+    pub failover: ServiceFailover,
+    /// The backups and fallback servers, by address, each with an id and entry of its own.
+    pub standbys: BTreeMap<IpAddr, BackendState>,
+    /// Where its new flows go now.
+    pub serving: Serving,
 }
 
 impl ServiceState {
@@ -116,6 +128,44 @@ impl ServiceState {
     /// Backends currently in the table.
     pub fn active_backends(&self) -> usize {
         self.backends.values().filter(|b| b.in_table()).count()
+    }
+
+    /// The server at `address`: a primary, else a standby.
+    pub fn server(&self, address: IpAddr) -> Option<&BackendState> {
+        self.backends.get(&address).or_else(|| self.standbys.get(&address))
+    }
+
+    fn server_mut(&mut self, address: IpAddr) -> Option<&mut BackendState> {
+        match self.backends.get_mut(&address) {
+            Some(primary) => Some(primary),
+            None => self.standbys.get_mut(&address),
+        }
+    }
+
+    /// Who fills the table now (see `table_plan.rs`).
+    fn table_plan(&self) -> TablePlan {
+        let candidate = |b: &BackendState| Candidate {
+            id: b.id,
+            address: b.config.address,
+            weight: b.config.weight,
+            usable: b.usable(),
+        };
+        let primaries: Vec<(Candidate, Option<Candidate>)> = self
+            .backends
+            .values()
+            .map(|p| {
+                let backup = self.failover.backup_of(p.config.address).and_then(|a| self.standbys.get(&a));
+                (candidate(p), backup.map(candidate))
+            })
+            .collect();
+        let fallback: Vec<Candidate> = self
+            .failover
+            .fallback
+            .iter()
+            .filter_map(|f| self.standbys.get(&f.backend.address))
+            .map(candidate)
+            .collect();
+        TablePlan::new(&primaries, &fallback)
     }
 }
 
@@ -168,10 +218,23 @@ impl Balancer {
         config: &Service,
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
     ) -> anyhow::Result<()> {
+        self.add_service_with_failover(config, &ServiceFailover::default(), forwarding)
+    }
+
+    /// [`Self::add_service`] with failover settings: its servers start in their checks'
+    /// `initial_state`, and its backups and fallback servers get their ids after the
+    /// primaries'.
+    pub fn add_service_with_failover(
+        &mut self,
+        config: &Service,
+        failover: &ServiceFailover,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> anyhow::Result<()> {
         if self.services.contains_key(&config.name) {
             bail!("service {} already exists", config.name);
         }
-        let key = ServiceKey::new(config.vip, config.port, config.protocol.number());
+        let key = ServiceKey::new(config.vip, config.port, config.protocol.number())
+            .on_vlan(config.vlan.unwrap_or(0));
         if let Some(other) = self.services.values().find(|s| s.key == key) {
             bail!(
                 "service {} already serves {}:{}/{}",
@@ -209,11 +272,15 @@ impl Balancer {
             live: None,
             generation: 0,
             backends: BTreeMap::new(),
+            failover: failover.clone(),
+            standbys: BTreeMap::new(),
+            serving: Serving::Nothing,
         };
         let mut sorted: Vec<&Backend> = config.backends.iter().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
-            match self.new_backend(backend, forwarding(backend)) {
+            let healthy = failover.initial_health(backend.address, Role::Primary).is_up();
+            match self.new_backend(backend, forwarding(backend), healthy) {
                 Ok(b) => {
                     state.backends.insert(backend.address, b);
                 }
@@ -221,6 +288,13 @@ impl Balancer {
                     self.release(&state);
                     return Err(err);
                 }
+            }
+        }
+        match self.new_standbys(failover, &state.standbys, forwarding) {
+            Ok(standbys) => state.standbys = standbys,
+            Err(err) => {
+                self.release(&state);
+                return Err(err);
             }
         }
         let name = config.name.clone();
@@ -233,6 +307,7 @@ impl Balancer {
         &mut self,
         config: &Backend,
         forwarding: Option<Forwarding>,
+        healthy: bool,
     ) -> anyhow::Result<BackendState> {
         let id = self
             .backend_ids
@@ -243,7 +318,7 @@ impl Balancer {
             id,
             config: config.clone(),
             forwarding,
-            healthy: true,
+            healthy,
             epoch: self.next_epoch,
         };
         let written = self
@@ -281,7 +356,8 @@ impl Balancer {
         if state.backends.len() >= state.config.maglev_size as usize {
             bail!("service {service} has as many backends as its table has slots");
         }
-        let backend = self.new_backend(config, forwarding)?;
+        let healthy = state.failover.initial_health(config.address, Role::Primary).is_up();
+        let backend = self.new_backend(config, forwarding, healthy)?;
         let state = self
             .services
             .get_mut(service)
@@ -322,7 +398,7 @@ impl Balancer {
     }
 
     fn release(&mut self, state: &ServiceState) {
-        for b in state.backends.values() {
+        for b in state.backends.values().chain(state.standbys.values()) {
             if let Err(err) = self.dataplane.set_backend(b.id, BackendValue::default()) {
                 log::warn!("clearing backend {}: {err:#}", b.id);
             }
@@ -344,8 +420,10 @@ impl Balancer {
         self.update_backend(service, address, |b| b.forwarding = forwarding)
     }
 
-    /// Records a health verdict: an unhealthy backend leaves the table and its entry becomes
-    /// invalid, so no frame reaches it; a healthy one comes back.
+    /// Records a health verdict of a primary or a standby: an unhealthy one leaves the table
+    /// (a backup takes a dead primary's slots, the fallback pool the whole table when no
+    /// primary is left) and its entry becomes invalid, so no frame reaches it; a healthy one
+    /// comes back.
     pub fn set_health(
         &mut self,
         service: &str,
@@ -365,10 +443,11 @@ impl Balancer {
         self.update_backend(service, address, |b| b.config.weight = weight)
     }
 
-    /// Applies `change` to one backend, then brings its entry and the service's table up to
-    /// date in an order that never lets a frame see a slot naming an invalid entry: a backend
-    /// leaving the table leaves it before its entry is invalidated; one joining gets a valid
-    /// entry before any slot names it.
+    /// Applies `change` to one server (a primary or a standby), then brings its entry and
+    /// the service's table up to date in an order that never lets a frame see a slot naming
+    /// an invalid entry: a server becoming unusable leaves the table before its entry is
+    /// invalidated; one becoming usable gets a valid entry before any slot names it. The
+    /// table is rebuilt only when who fills it changes.
     fn update_backend(
         &mut self,
         service: &str,
@@ -379,19 +458,16 @@ impl Balancer {
             .services
             .get_mut(service)
             .ok_or_else(|| anyhow!("no service named {service}"))?;
+        let plan_before = state.table_plan();
         let backend = state
-            .backends
-            .get_mut(&address)
+            .server_mut(address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
-        let (old_entry, was_in_table, old_weight) =
-            (backend.entry(), backend.in_table(), backend.config.weight);
+        let (old_entry, was_usable) = (backend.entry(), backend.usable());
         change(backend);
-        let (entry, now_in_table) = (backend.entry(), backend.in_table());
-        let table_changes =
-            was_in_table != now_in_table || (now_in_table && old_weight != backend.config.weight);
-        let id = backend.id;
-        let leaving = was_in_table && !now_in_table;
-        if leaving {
+        let (entry, usable, id) = (backend.entry(), backend.usable(), backend.id);
+        let table_changes = state.table_plan() != plan_before;
+        let leaving = was_usable && !usable;
+        if leaving && table_changes {
             self.publish(service)?;
         }
         if entry != old_entry {
@@ -451,6 +527,7 @@ impl Balancer {
         state.config.maglev_size = new_size;
         state.config.when_no_backend = config.when_no_backend;
         state.config.persistence = config.persistence;
+        state.config.hash = config.hash;
         if let Some(regions) = new_regions {
             state.regions = regions;
             state.live = None;
@@ -470,25 +547,16 @@ impl Balancer {
             .services
             .get_mut(name)
             .ok_or_else(|| anyhow!("no service named {name}"))?;
-        let keys: Vec<(u32, Vec<u8>, u32)> = state
-            .backends
-            .values()
-            .filter(|b| b.in_table())
-            .map(|b| (b.id, address_key(b.config.address), b.config.weight))
-            .collect();
-        let members: Vec<MaglevBackend<'_>> = keys
-            .iter()
-            .map(|(id, key, weight)| MaglevBackend {
-                id: *id,
-                key,
-                weight: *weight,
-            })
-            .collect();
-        let table = maglev::build_table(&members, state.config.maglev_size);
-        let flags = match state.config.when_no_backend {
+        let plan = state.table_plan();
+        let table = plan.build(state.config.maglev_size);
+        standby::note_serving(name, state, plan.serving);
+        let mut flags = match state.config.when_no_backend {
             NoBackendAction::Drop => 0,
             NoBackendAction::Pass => SERVICE_F_PASS_WHEN_EMPTY,
         };
+        if state.config.hash == HashMode::Source {
+            flags |= SERVICE_F_HASH_SOURCE;
+        }
         state.generation = state.generation.wrapping_add(1);
         let value = if table.is_empty() {
             state.live = None;
@@ -498,7 +566,7 @@ impl Balancer {
                 state.config.vip,
                 state.config.port,
                 state.config.protocol,
-                if flags == 0 {
+                if flags & SERVICE_F_PASS_WHEN_EMPTY == 0 {
                     "dropped"
                 } else {
                     "passed to the host"
@@ -548,14 +616,20 @@ impl Balancer {
         let Some(live) = state.live else {
             return Ok(None);
         };
-        let hash = flow_hash(
-            client,
-            client_port,
-            state.config.vip,
-            state.config.port,
-            state.config.protocol.number(),
-            self.flow_hash_seed,
-        )
+        let hash = match state.config.hash {
+            HashMode::Source if client.is_ipv4() == state.config.vip.is_ipv4() => {
+                Some(source_hash(&addr_words(client), client.is_ipv4(), self.flow_hash_seed))
+            }
+            HashMode::Source => None,
+            HashMode::Flow => flow_hash(
+                client,
+                client_port,
+                state.config.vip,
+                state.config.port,
+                state.config.protocol.number(),
+                self.flow_hash_seed,
+            ),
+        }
         .ok_or_else(|| {
             anyhow!(
                 "client {client} and VIP {} are of different families",
@@ -567,6 +641,7 @@ impl Balancer {
         Ok(state
             .backends
             .values()
+            .chain(state.standbys.values())
             .find(|b| b.id == id)
             .map(|b| b.config.address))
     }

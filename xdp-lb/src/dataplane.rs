@@ -6,6 +6,7 @@
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
     ptr::NonNull,
 };
 
@@ -13,7 +14,11 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use xdp_lb_common::{
     BackendValue, Counter, FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL,
@@ -21,7 +26,10 @@ use xdp_lb_common::{
     map_names, verdict,
 };
 
-use crate::config::{FlowTable, XdpAttachMode};
+use crate::{
+    config::{FlowTable, XdpAttachMode},
+    pins::{self, PINNED_MAPS, PinDir},
+};
 
 /// Levels of the data plane's aya-log records.
 pub use aya_log::Level as LogLevel;
@@ -51,6 +59,9 @@ pub struct Dataplane {
     flow_stats: PerCpuArray<MapData, Counter>,
     tables: TableArea,
     links: Vec<(String, XdpLinkId)>,
+    pins: Option<PinDir>,
+    /// The maps were found pinned by an earlier agent (and reused).
+    adopted: bool,
 }
 
 fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -66,16 +77,44 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
 impl Dataplane {
     /// Loads the object into the kernel and the `xdp_lb` program, without attaching it.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        Self::load_pinned(opts, None)
+    }
+
+    /// Loads as `load`, with maps (and later links) pinned under `pins` so the data plane
+    /// outlives the agent; maps an earlier agent pinned there are checked and reused.
+    pub fn load_pinned(opts: &LoadOptions, pins: Option<PinDir>) -> anyhow::Result<Self> {
         let level = opts.log_level as u8;
         let tcp_timeout_ns = u64::from(opts.flow_table.tcp_timeout_s) * 1_000_000_000;
         let udp_timeout_ns = u64::from(opts.flow_table.udp_timeout_s) * 1_000_000_000;
-        let mut ebpf = EbpfLoader::new()
+        let sizes = [
+            (map_names::MAGLEV_TABLES, opts.maglev_table_slots),
+            (map_names::FLOWS, opts.flow_table.size),
+        ];
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(FLOW_HASH_SEED_GLOBAL, &opts.flow_hash_seed, true)
             .override_global(FLOW_TCP_TIMEOUT_GLOBAL, &tcp_timeout_ns, true)
             .override_global(FLOW_UDP_TIMEOUT_GLOBAL, &udp_timeout_ns, true)
-            .override_global(aya_log::LEVEL, &level, false)
-            .map_max_entries(map_names::MAGLEV_TABLES, opts.maglev_table_slots)
-            .map_max_entries(map_names::FLOWS, opts.flow_table.size)
+            .override_global(aya_log::LEVEL, &level, false);
+        for (name, size) in sizes {
+            loader.map_max_entries(name, size);
+        }
+        let mut adopted = false;
+        let map_paths: Vec<(&str, PathBuf)> = match &pins {
+            None => Vec::new(),
+            Some(pins) => {
+                pins.prepare()?;
+                adopted = pins.has_maps();
+                if adopted {
+                    pins.check_compatible(&pins::expected_shapes(crate::EBPF_OBJECT, &sizes)?)?;
+                }
+                PINNED_MAPS.iter().map(|name| (*name, pins.map(name))).collect()
+            }
+        };
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
             .context("loading the data plane object into the kernel")?;
         let program: &mut Xdp = ebpf
@@ -105,8 +144,20 @@ impl Dataplane {
             flow_stats: take(&mut ebpf, map_names::FLOW_STATS)?,
             tables,
             links: Vec::new(),
+            pins,
+            adopted,
             ebpf,
         })
+    }
+
+    /// Whether the maps (and so the tables and live flows) were taken over from an earlier
+    /// agent rather than created empty.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn pins(&self) -> Option<&PinDir> {
+        self.pins.as_ref()
     }
 
     /// The aya object, for the logger.
@@ -130,7 +181,21 @@ impl Dataplane {
     }
 
     /// Attaches the program to an interface; it stays attached until `detach_all` or drop.
+    /// With pins, an interface an earlier agent attached to keeps its link: the program in it
+    /// is replaced atomically (no frame goes unprocessed), and a new link is pinned.
     pub fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> anyhow::Result<()> {
+        if let Some(path) = self.pins.as_ref().map(|p| p.link(ifname)).filter(|p| p.exists()) {
+            let pinned = PinnedLink::from_pin(&path)
+                .map_err(|err| anyhow!("opening the pinned XDP link {}: {err}", path.display()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|err| anyhow!("the pinned link {} is not an XDP link: {err}", path.display()))?;
+            let id = self
+                .program_mut()
+                .attach_to_link(link)
+                .map_err(|err| anyhow!("replacing the program in the XDP link of {ifname}: {err}"))?;
+            self.links.push((ifname.to_owned(), id));
+            return Ok(());
+        }
         let xdp_mode = match mode {
             XdpAttachMode::Native => XdpMode::Driver,
             XdpAttachMode::Generic => XdpMode::Skb,
@@ -145,18 +210,53 @@ impl Dataplane {
             };
             anyhow!("attaching XDP ({mode:?} mode) to {ifname} failed: {err}{hint}")
         })?;
+        if let Some(pins) = &self.pins {
+            let path = pins.link(ifname);
+            let owned = self.program_mut().take_link(link)?;
+            let fd_link = FdLink::try_from(owned)
+                .map_err(|err| anyhow!("the XDP link of {ifname} cannot be pinned (kernel without bpf_link for XDP?): {err}"))?;
+            let pinned = fd_link
+                .pin(&path)
+                .map_err(|err| anyhow!("pinning the XDP link of {ifname} at {}: {err}", path.display()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|err| anyhow!("re-opening the XDP link of {ifname}: {err}"))?;
+            let id = self.program_mut().attach_to_link(link)?;
+            self.links.push((ifname.to_owned(), id));
+            return Ok(());
+        }
         self.links.push((ifname.to_owned(), link));
         Ok(())
     }
 
-    /// Detaches from every interface (also done on drop).
+    /// Detaches from every interface and removes every pin: a clean stop.
     pub fn detach_all(&mut self) {
+        if let Some(pins) = &self.pins
+            && let Err(err) = pins.remove_all()
+        {
+            log::warn!("removing the pins under {}: {err:#}", pins.root().display());
+        }
         let links = std::mem::take(&mut self.links);
         for (ifname, link) in links {
             if let Err(err) = self.program_mut().detach(link) {
                 log::warn!("detaching from {ifname}: {err}");
             }
         }
+    }
+
+    /// Leaves the program attached and every map pinned for the next agent: the links'
+    /// pins keep them alive once this process is gone.
+    pub fn leave_running(&mut self) -> anyhow::Result<()> {
+        if self.pins.is_none() {
+            bail!("the data plane is not pinned: it cannot outlive the agent");
+        }
+        let links = std::mem::take(&mut self.links);
+        for (ifname, link) in links {
+            let owned = self.program_mut().take_link(link)?;
+            // Dropping our handle closes its fd; the pinned link stays.
+            drop(owned);
+            log::info!("left the data plane attached to {ifname}");
+        }
+        Ok(())
     }
 
     /// Interfaces the program is attached to.
@@ -257,8 +357,16 @@ impl Dataplane {
 }
 
 impl Drop for Dataplane {
+    /// Unpinned, the program is detached. Pinned, it is left running for the next agent:
+    /// only `detach_all` (a clean stop) or `xdp-lb cleanup` removes a pinned data plane.
     fn drop(&mut self) {
-        self.detach_all();
+        if self.pins.is_some() {
+            if let Err(err) = self.leave_running() {
+                log::warn!("leaving the data plane running: {err:#}");
+            }
+        } else {
+            self.detach_all();
+        }
     }
 }
 

@@ -8,8 +8,10 @@ pub mod config;
 pub mod dataplane;
 pub mod maglev;
 pub mod neighbour;
+pub mod pins;
 pub mod regions;
 pub mod reload;
+pub mod simulate;
 
 /// The compiled data plane (built by build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));

@@ -1,11 +1,12 @@
 //! `xdp-lb`: the agent and its command line.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use xdp_lb::{
     agent::{self, RunOptions},
     config::{self, LiveHost, XdpAttachMode},
+    simulate,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/xdp-lb/xdp-lb.yaml";
@@ -46,6 +47,31 @@ enum Command {
         #[arg(conflicts_with = "config", value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Shows how flows would spread over the configured backends (random flows through the
+    /// data plane's own hash and Maglev tables), and what share would move if a backend
+    /// were removed or added; touches nothing.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SimulateArgs {
+    /// The YAML configuration (its interfaces need not exist on this host).
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Also shows the share of flows that would move if this backend were removed (from
+    /// every service that has it); repeatable, each removal on its own.
+    #[arg(long, value_name = "ADDR")]
+    remove: Vec<IpAddr>,
+    /// Also shows the share of flows that would move if this backend (weight 1) were added
+    /// to every service of its address family; repeatable, each addition on its own.
+    #[arg(long, value_name = "ADDR")]
+    add: Vec<IpAddr>,
+    /// Random flows per service.
+    #[arg(long, default_value_t = simulate::DEFAULT_FLOWS)]
+    flows: u32,
+    /// Draws the spread and the moves into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -65,6 +91,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config, file }) => check(file.as_deref().unwrap_or(&config)),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Simulate(args)) => simulate(args),
         None => run(cli.run),
     }
 }
@@ -81,6 +108,38 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
+}
+
+fn simulate(args: SimulateArgs) -> ExitCode {
+    let config = match config::load(&args.config, &simulate::AnyHost) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let opts = simulate::Options {
+        flows: args.flows,
+        remove: args.remove,
+        add: args.add,
+        ..simulate::Options::default()
+    };
+    let spreads = match simulate::simulate(&config, &opts) {
+        Ok(spreads) => spreads,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    print!("{}", simulate::render(&spreads));
+    if let Some(path) = args.plot {
+        if let Err(err) = simulate::plot(&spreads, &path) {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(args: RunArgs) -> ExitCode {

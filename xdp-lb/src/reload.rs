@@ -81,8 +81,8 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
             additions.push(Change::AddService((*new_s).clone()));
             continue;
         };
-        if (old_s.maglev_size, old_s.when_no_backend, old_s.persistence)
-            != (new_s.maglev_size, new_s.when_no_backend, new_s.persistence)
+        if (old_s.maglev_size, old_s.when_no_backend, old_s.persistence, old_s.hash)
+            != (new_s.maglev_size, new_s.when_no_backend, new_s.persistence, new_s.hash)
         {
             updates.push(Change::UpdateServiceSettings((*new_s).clone()));
         }
@@ -143,7 +143,7 @@ mod tests {
 
     use super::*;
     use crate::config::{
-        FlowTable, MacAddr, NoBackendAction, Persistence, Protocol, XdpAttachMode,
+        FlowTable, HashMode, MacAddr, NoBackendAction, Persistence, Protocol, XdpAttachMode,
     };
 
     fn backend(a: &str, weight: u32) -> Backend {
@@ -163,6 +163,8 @@ mod tests {
             maglev_size: 65537,
             when_no_backend: NoBackendAction::Drop,
             persistence: None,
+            hash: HashMode::Flow,
+            vlan: None,
             backends,
         }
     }

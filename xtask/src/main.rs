@@ -1,6 +1,7 @@
-//! `cargo xtask deps | test | run`: install what is missing, build, run the tests, run the
-//! agent on this host or in the namespace lab.
+//! `cargo xtask deps | test | run | bench`: install what is missing, build, run the tests,
+//! run the agent on this host or in the namespace lab, measure it.
 
+mod bench;
 mod deps;
 mod process;
 
@@ -48,6 +49,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// deps, build the agent and the benchmarks (release), run them: writes BENCHMARKS.md,
+    /// BENCHMARKS.json and tests/charts/*.svg at the repository root.
+    Bench {
+        /// Fewer repeats and runs, for working on the benchmarks (not for publishing).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Deps => deps::run().map(|()| 0),
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { once, args } => run_agent(&root, once, &args),
+        Cmd::Bench { quick } => bench::run(&root, quick),
     }
 }
 

@@ -185,3 +185,15 @@ pub fn garbage(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The frame with VLAN tags inserted after the MAC addresses, outermost first:
+/// (TPID, VLAN id), e.g. `[(0x88a8, 200), (0x8100, 100)]` for QinQ.
+pub fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, vid) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}

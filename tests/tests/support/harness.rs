@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::programs::{TestRun as _, TestRunOptions};
 use xdp_lb::{
     balancer::{Balancer, Forwarding},
-    config::{Backend, FlowTable, MacAddr, NoBackendAction, Protocol, Service},
+    config::{Backend, FlowTable, HashMode, MacAddr, NoBackendAction, Protocol, Service},
     dataplane::{Dataplane, LoadOptions, LogLevel},
 };
 use xdp_lb_common::Counter;
@@ -42,6 +42,8 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
         maglev_size: 65537,
         when_no_backend: NoBackendAction::Drop,
         persistence: None,
+        hash: HashMode::Flow,
+        vlan: None,
         backends: backends
             .iter()
             .map(|a| Backend {

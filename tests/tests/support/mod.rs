@@ -1,3 +1,4 @@
 pub mod frames;
 pub mod harness;
 pub mod predict;
+pub mod raw;

@@ -1,19 +1,29 @@
 //! Configuration: the YAML file, its validation and the effective config.
 //!
-//! [`load`] / [`parse_str`] read the file (`raw.rs`, the serde schema), check every rule
-//! (`validate.rs`) and give the validated [`Config`], or every error found, each with its
-//! file, line, column and field path ([`ConfigErrors`]). [`render`] prints the effective
-//! configuration back as YAML.
+//! [`load_file`] / [`parse_file`] read the file (`raw.rs`, the serde schema), check every
+//! rule (`validate.rs`) and give the validated [`ConfigFile`]: the balanced services
+//! ([`Config`]) and their health checks, backups, fallback pools and alerts ([`Failover`],
+//! `failover.rs`; checked in `health.rs` and `standby.rs`), or every error found, each with
+//! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
+//! the balancing half only (for tools that need no more). [`render_file`] prints the
+//! effective configuration back as YAML.
 mod errors;
+mod failover;
+mod health;
 mod locate;
 mod model;
 mod raw;
+mod raw_failover;
 mod render;
+mod render_failover;
 mod service;
+mod standby;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failover;
 #[cfg(test)]
 mod tests_rules;
 
@@ -23,8 +33,9 @@ use std::{
 };
 
 pub use errors::{ConfigError, ConfigErrors};
+pub use failover::*;
 pub use model::*;
-pub use render::render;
+pub use render::{render, render_file};
 
 /// Largest configuration file read (a full one, 16384 backends, is about 1 MiB).
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -32,6 +43,12 @@ const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Facts about the host that validation needs (tests inject their own).
 pub trait HostFacts {
     fn interface_exists(&self, name: &str) -> bool;
+
+    /// Whether `path` is a file this host can execute (the notify command). The default
+    /// says yes: for tools that read a config meant for another host; [`LiveHost`] checks.
+    fn is_executable(&self, _path: &Path) -> bool {
+        true
+    }
 }
 
 /// The real host: checks /sys/class/net/<name> exists (names with '/' or '..' or empty never
@@ -51,19 +68,34 @@ impl HostFacts for LiveHost {
             );
         plain && Path::new("/sys/class/net").join(name).exists()
     }
+
+    fn is_executable(&self, path: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
 }
 
 /// Reads and validates the configuration in `text`, which came from `path` (used in messages
 /// and kept in [`Config::path`]).
-pub fn parse_str(path: &Path, text: &str, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+pub fn parse_file(path: &Path, text: &str, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
     let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, locate::options())
         .map_err(|e| ConfigErrors::from(locate::schema_error(path, text, &e)))?;
     validate::validate(path, &raw, host)
 }
 
+/// [`parse_file`], keeping the balancing half (the failover settings are still validated).
+pub fn parse_str(path: &Path, text: &str, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+    parse_file(path, text, host).map(|file| file.config)
+}
+
+/// [`load_file`], keeping the balancing half (the failover settings are still validated).
+pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+    load_file(path, host).map(|file| file.config)
+}
+
 /// Reads, parses and validates the configuration file at `path`. A file that cannot be read
 /// gives one error at line 0.
-pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
+pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
     let unreadable = |message: String| {
         ConfigErrors::from(ConfigError {
             path: path.to_path_buf(),
@@ -86,5 +118,5 @@ pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
-    parse_str(path, &text, host)
+    parse_file(path, &text, host)
 }

@@ -73,7 +73,23 @@ pub struct Service {
     pub when_no_backend: NoBackendAction,
     /// Client persistence; `None` = every connection is balanced on its own.
     pub persistence: Option<Persistence>,
+    /// What picks a backend for a new connection.
+    pub hash: HashMode,
+    /// The 802.1Q/802.1ad VLAN id (outer tag) this service is bound to; `None`: any VLAN
+    /// and untagged frames.
+    pub vlan: Option<u16>,
     pub backends: Vec<Backend>,
+}
+
+/// What the Maglev slot of a new connection is hashed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashMode {
+    /// The 5-tuple: connections spread evenly, each on its own.
+    #[default]
+    Flow,
+    /// The client address only (IPVS `sh`): every connection of a client lands on the same
+    /// server, with no per-client state.
+    Source,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

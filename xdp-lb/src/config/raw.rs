@@ -12,6 +12,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, de};
 use serde_saphyr::{Location, Spanned};
 
+use super::raw_failover::{RawHealthCheck, RawNotify};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -24,6 +26,8 @@ pub(crate) struct RawConfig {
     pub maglev_table_slots: Option<Spanned<Number>>,
     #[serde(default)]
     pub flow_table: Option<Spanned<RawFlowTable>>,
+    #[serde(default)]
+    pub notify: Option<Spanned<RawNotify>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
 }
 
@@ -53,6 +57,14 @@ pub(crate) struct RawService {
     pub persistence: Option<Spanned<Number>>,
     #[serde(default)]
     pub persistence_netmask: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub hash: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vlan: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub fallback: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
 }
 
@@ -64,6 +76,10 @@ pub(crate) struct RawBackend {
     pub weight: Option<Spanned<Number>>,
     #[serde(default)]
     pub mac: Option<Spanned<String>>,
+    #[serde(default)]
+    pub backup: Option<Spanned<String>>,
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
 }
 
 /// A number as written: a whole number (decimal, `0x` hex, `0o` octal), or any other scalar,

@@ -3,7 +3,10 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use super::{Config, NoBackendAction, XdpAttachMode, errors::escape_controls};
+use super::{
+    Config, ConfigFile, Failover, HashMode, NoBackendAction, XdpAttachMode,
+    errors::escape_controls, render_failover,
+};
 
 /// The effective configuration as YAML: services and backends in file order, each default
 /// written out, a backend without a MAC shown as `mac: null` with a comment saying it is
@@ -11,11 +14,20 @@ use super::{Config, NoBackendAction, XdpAttachMode, errors::escape_controls};
 pub fn render(config: &Config) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = write_config(&mut out, config);
+    let _ = write_config(&mut out, config, None);
     out
 }
 
-fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
+/// [`render`] with the failover settings: each service's health check and fallback pool,
+/// each backend's backup and own check, and `notify`.
+pub fn render_file(file: &ConfigFile) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_config(&mut out, &file.config, Some(&file.failover));
+    out
+}
+
+fn write_config(out: &mut String, c: &Config, failover: Option<&Failover>) -> std::fmt::Result {
     writeln!(
         out,
         "# Effective xdp-lb configuration (all defaults filled in)"
@@ -44,6 +56,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
     writeln!(out, "  size: {}", c.flow_table.size)?;
     writeln!(out, "  tcp_timeout: {}", c.flow_table.tcp_timeout_s)?;
     writeln!(out, "  udp_timeout: {}", c.flow_table.udp_timeout_s)?;
+    render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
     if c.services.is_empty() {
         return writeln!(out, "services: []");
     }
@@ -59,6 +72,13 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
             NoBackendAction::Pass => "pass",
         };
         writeln!(out, "    when_no_backend: {action}")?;
+        match s.hash {
+            HashMode::Flow => writeln!(out, "    hash: flow")?,
+            HashMode::Source => writeln!(out, "    hash: source")?,
+        }
+        if let Some(vlan) = s.vlan {
+            writeln!(out, "    vlan: {vlan}")?;
+        }
         match s.persistence {
             None => writeln!(out, "    persistence: 0")?,
             Some(p) => {
@@ -66,6 +86,8 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
                 writeln!(out, "    persistence_netmask: {}", p.prefix_len)?;
             }
         }
+        let service_failover = failover.and_then(|f| f.services.get(&s.name));
+        render_failover::service(out, service_failover)?;
         if s.backends.is_empty() {
             writeln!(out, "    backends: []")?;
             continue;
@@ -81,6 +103,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
                     "        mac: null  # resolved from the neighbour table at start"
                 )?,
             }
+            render_failover::backend(out, service_failover, b.address)?;
         }
     }
     Ok(())
@@ -88,7 +111,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
 
 /// An address as a YAML scalar. IPv6 addresses are quoted: one ending in `:` (`fe80::`)
 /// would otherwise read as a mapping key.
-fn address(address: IpAddr) -> String {
+pub(super) fn address(address: IpAddr) -> String {
     match address {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"{v6}\""),
@@ -97,7 +120,7 @@ fn address(address: IpAddr) -> String {
 
 /// A string as a YAML scalar: plain when that reads back as the same string, double-quoted
 /// otherwise.
-fn string(text: &str) -> String {
+pub(super) fn string(text: &str) -> String {
     let plain = text.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && text
             .chars()

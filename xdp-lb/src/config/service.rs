@@ -6,15 +6,16 @@ use std::{
 };
 
 use serde_saphyr::{Location, Spanned};
-use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_WEIGHT};
+use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_VLAN_ID, MAX_WEIGHT};
 
 /// Longest client persistence: a day.
 const MAX_PERSISTENCE_S: u32 = 86_400;
 
 use super::{
-    Backend, MacAddr, NoBackendAction, Persistence, Protocol, Service,
+    Backend, HashMode, MacAddr, NoBackendAction, Persistence, Protocol, Service, ServiceFailover,
     errors::shown,
     raw::{Number, RawBackend, RawService, at},
+    standby::ServiceFacts,
     validate::{Checker, MAX_NAME_LEN, Seen, is_prime, prime_near},
 };
 
@@ -24,7 +25,7 @@ impl Checker<'_> {
         i: usize,
         raw: &Spanned<RawService>,
         seen: &mut Seen,
-    ) -> Option<Service> {
+    ) -> Option<(Service, ServiceFailover)> {
         let before = self.errors.len();
         let s = &raw.value;
         let field = |name: &str| format!("services[{i}].{name}");
@@ -51,15 +52,22 @@ impl Checker<'_> {
             "a protocol",
             &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
         );
-        if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
-            if let Some((first, line)) = seen.listeners.get(&(vip, port, protocol)) {
+        let vlan = match &s.vlan {
+            None => Some(None),
+            Some(v) => self
+                .number(v, &field("vlan"), 1..=i128::from(MAX_VLAN_ID))
+                .and_then(|v| u16::try_from(v).ok())
+                .map(Some),
+        };
+        if let (Some(vip), Some(port), Some(protocol), Some(vlan)) = (vip, port, protocol, vlan) {
+            if let Some((first, line)) = seen.listeners.get(&(vip, port, protocol, vlan)) {
                 let message = format!(
                     "{vip} port {port}/{protocol} is already served by services[{first}] (line {})",
                     line.line()
                 );
                 self.error(at(raw), format!("services[{i}]"), message);
             } else {
-                seen.listeners.insert((vip, port, protocol), (i, at(raw)));
+                seen.listeners.insert((vip, port, protocol, vlan), (i, at(raw)));
             }
         }
         let maglev_size = self.maglev_size(s, &field("maglev_size"));
@@ -77,6 +85,15 @@ impl Checker<'_> {
         };
 
         let persistence = self.persistence(s, vip, &field);
+        let hash = match &s.hash {
+            None => Some(HashMode::default()),
+            Some(mode) => self.word(
+                mode,
+                &field("hash"),
+                "a hash mode",
+                &[("flow", HashMode::Flow), ("source", HashMode::Source)],
+            ),
+        };
 
         let mut backends = Vec::with_capacity(s.backends.value.len());
         let mut addresses = HashMap::new();
@@ -84,11 +101,13 @@ impl Checker<'_> {
             let prefix = format!("services[{i}].backends[{j}]");
             backends.extend(self.backend(&prefix, j, &backend.value, vip, &mut addresses));
         }
+        let facts = ServiceFacts { vip, port, protocol, maglev_size, primaries: &addresses };
+        let failover = self.service_failover(i, s, &facts);
 
         if self.errors.len() != before {
             return None;
         }
-        Some(Service {
+        let service = Service {
             name: name?,
             vip: vip?,
             port: port?,
@@ -96,8 +115,11 @@ impl Checker<'_> {
             maglev_size: maglev_size?,
             when_no_backend: when_no_backend?,
             persistence: persistence?,
+            hash: hash?,
+            vlan: vlan?,
             backends,
-        })
+        };
+        Some((service, failover?))
     }
 
     /// `persistence` (seconds, 0 = off) and `persistence_netmask` (a prefix length of the
@@ -115,7 +137,11 @@ impl Checker<'_> {
                 u32::try_from(t).ok()?
             }
         };
-        let full = if vip.is_some_and(|v| v.is_ipv6()) { 128 } else { 32 };
+        let full = if vip.is_some_and(|v| v.is_ipv6()) {
+            128
+        } else {
+            32
+        };
         let prefix_len = match &s.persistence_netmask {
             None => full,
             Some(mask) if timeout == 0 => {
@@ -131,7 +157,10 @@ impl Checker<'_> {
                 u8::try_from(m).ok()?
             }
         };
-        Some((timeout > 0).then_some(Persistence { timeout_s: timeout, prefix_len }))
+        Some((timeout > 0).then_some(Persistence {
+            timeout_s: timeout,
+            prefix_len,
+        }))
     }
 
     fn service_name(&mut self, name: &Spanned<String>, field: &str) -> Option<String> {
@@ -150,7 +179,7 @@ impl Checker<'_> {
 
     /// An address that can be a VIP or a backend: not unspecified, loopback, multicast or
     /// broadcast.
-    fn address(&mut self, text: &Spanned<String>, field: &str, role: &str) -> Option<IpAddr> {
+    pub(super) fn address(&mut self, text: &Spanned<String>, field: &str, role: &str) -> Option<IpAddr> {
         let Ok(address) = text.value.parse::<IpAddr>() else {
             let message = format!("{} is not an IPv4 or IPv6 address", shown(&text.value));
             self.error(at(text), field, message);
@@ -209,7 +238,7 @@ impl Checker<'_> {
     }
 
     /// Backend `j` of a service; `addresses` holds the service's earlier backends.
-    fn backend(
+    pub(super) fn backend(
         &mut self,
         prefix: &str,
         j: usize,

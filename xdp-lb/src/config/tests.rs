@@ -12,6 +12,11 @@ impl HostFacts for FakeHost {
     fn interface_exists(&self, name: &str) -> bool {
         matches!(name, "eth0" | "eth1" | "lo")
     }
+
+    /// Commands under /etc/xdp-lb/ and /usr/ exist and are executable.
+    fn is_executable(&self, path: &Path) -> bool {
+        path.starts_with("/etc/xdp-lb") || path.starts_with("/usr")
+    }
 }
 
 /// A valid file; line numbers matter to the tests: 1 interfaces, 2 services, 3 name, 4 vip,
@@ -55,10 +60,23 @@ pub(super) fn only_error(text: &str, line: usize, field: &str) -> ConfigError {
 }
 
 pub(super) fn ok(text: &str) -> Config {
-    match parse(text) {
+    ok_file(text).config
+}
+
+/// The whole file, failover settings included.
+pub(super) fn ok_file(text: &str) -> ConfigFile {
+    match parse_file(Path::new("test.yaml"), text, &FakeHost) {
         Ok(c) => c,
         Err(e) => panic!("refused:\n{e}\n{text}"),
     }
+}
+
+/// `file` rendered and read back is the same.
+pub(super) fn assert_file_round_trips(file: &ConfigFile) {
+    let text = render_file(file);
+    let mut again = ok_file(&text);
+    again.config.path.clone_from(&file.config.path);
+    assert_eq!(again, *file, "{text}");
 }
 
 fn assert_round_trips(config: &Config) {

@@ -331,7 +331,7 @@ fn more_backends_in_total_than_the_maximum_are_refused() {
     let e = only_error(&many(2, 8193, 8209), 3, "services");
     assert_eq!(
         e.message,
-        "16386 backends in total, at most 16384 are allowed"
+        "16386 backends in total (backups and fallback servers included), at most 16384 are allowed"
     );
 }
 

@@ -9,9 +9,10 @@ use xdp_lb_common::{
 };
 
 use super::{
-    Config, DEFAULT_FLOW_HASH_SEED, FlowTable, HostFacts, Protocol, XdpAttachMode,
+    Config, ConfigFile, DEFAULT_FLOW_HASH_SEED, Failover, FlowTable, HostFacts, Protocol,
+    XdpAttachMode,
     errors::{ConfigError, ConfigErrors, shown},
-    raw::{Number, RawConfig, RawFlowTable, at},
+    raw::{Number, RawConfig, RawFlowTable, RawService, at},
 };
 
 /// Smallest and largest `flow_table.size` (the largest is about 7 GiB of kernel memory).
@@ -59,7 +60,7 @@ pub(crate) fn validate(
     path: &Path,
     raw: &RawConfig,
     host: &dyn HostFacts,
-) -> Result<Config, ConfigErrors> {
+) -> Result<ConfigFile, ConfigErrors> {
     let mut check = Checker {
         path,
         errors: Vec::new(),
@@ -95,58 +96,87 @@ pub(crate) fn validate(
     }
     let mut seen = Seen::default();
     let mut services = Vec::with_capacity(raw.services.value.len());
+    let mut failover = Failover::default();
     // Sum of 2 × maglev_size, known while every size is valid.
     let mut needed_slots = Some(0u64);
     for (i, service) in raw.services.value.iter().enumerate() {
         let checked = check.service(i, service, &mut seen);
         needed_slots = match (&checked, needed_slots) {
-            (Some(s), Some(sum)) => Some(sum + 2 * u64::from(s.maglev_size)),
+            (Some((s, _)), Some(sum)) => Some(sum + 2 * u64::from(s.maglev_size)),
             _ => None,
         };
-        services.extend(checked);
+        if let Some((service, service_failover)) = checked {
+            failover.services.insert(service.name.clone(), service_failover);
+            services.push(service);
+        }
     }
+    let notify = check.notify(raw.notify.as_ref(), host);
 
     let total_backends: usize = raw
         .services
         .value
         .iter()
-        .map(|s| s.value.backends.value.len())
+        .map(|s| s.value.backends.value.len() + standby_count(&s.value))
         .sum();
     if total_backends > MAX_BACKENDS as usize {
         check.error(
             at(&raw.services),
             "services",
-            format!("{total_backends} backends in total, at most {MAX_BACKENDS} are allowed"),
+            format!(
+                "{total_backends} backends in total (backups and fallback servers included), at most {MAX_BACKENDS} are allowed"
+            ),
         );
     }
     let maglev_table_slots = check.table_slots(raw, needed_slots);
     let flow_table = check.flow_table(raw.flow_table.as_ref());
 
-    match (flow_hash_seed, xdp_mode, interfaces, maglev_table_slots, flow_table) {
+    match (
+        flow_hash_seed,
+        xdp_mode,
+        interfaces,
+        maglev_table_slots,
+        flow_table,
+        notify,
+    ) {
         (
             Some(flow_hash_seed),
             Some(xdp_mode),
             Some(interfaces),
             Some(maglev_table_slots),
             Some(flow_table),
-        ) if check.errors.is_empty() => Ok(Config {
-            path: path.to_path_buf(),
-            flow_hash_seed,
-            xdp_mode,
-            interfaces,
-            maglev_table_slots,
-            flow_table,
-            services,
+            Some(notify),
+        ) if check.errors.is_empty() => Ok(ConfigFile {
+            config: Config {
+                path: path.to_path_buf(),
+                flow_hash_seed,
+                xdp_mode,
+                interfaces,
+                maglev_table_slots,
+                flow_table,
+                services,
+            },
+            failover: Failover { notify, ..failover },
         }),
         _ => Err(ConfigErrors(check.errors)),
     }
+}
+
+/// Backend ids a service's standbys take: one per fallback server and per distinct backup.
+fn standby_count(s: &RawService) -> usize {
+    let backups: std::collections::BTreeSet<&str> = s
+        .backends
+        .value
+        .iter()
+        .filter_map(|b| b.value.backup.as_ref().map(|t| t.value.as_str()))
+        .collect();
+    s.fallback.as_ref().map_or(0, |f| f.value.len()) + backups.len()
 }
 
 /// What earlier services used, for the uniqueness rules.
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) names: HashMap<String, (usize, Location)>,
-    pub(super) listeners: HashMap<(IpAddr, u16, Protocol), (usize, Location)>,
+    pub(super) listeners: HashMap<(IpAddr, u16, Protocol, Option<u16>), (usize, Location)>,
 }
 
 pub(super) struct Checker<'a> {
@@ -258,16 +288,34 @@ impl Checker<'_> {
         let Some(raw) = raw else { return Some(table) };
         let raw = &raw.value;
         let before = self.errors.len();
-        let mut get = |value: &Option<Spanned<Number>>, field: &str, range: RangeInclusive<i128>, out: &mut u32| {
+        let mut get = |value: &Option<Spanned<Number>>,
+                       field: &str,
+                       range: RangeInclusive<i128>,
+                       out: &mut u32| {
             if let Some(v) = value
                 && let Some(v) = self.number(v, field, range)
             {
                 *out = u32::try_from(v).unwrap_or(*out);
             }
         };
-        get(&raw.size, "flow_table.size", i128::from(MIN_FLOW_TABLE)..=i128::from(MAX_FLOW_TABLE), &mut table.size);
-        get(&raw.tcp_timeout, "flow_table.tcp_timeout", 1..=i128::from(MAX_FLOW_TIMEOUT_S), &mut table.tcp_timeout_s);
-        get(&raw.udp_timeout, "flow_table.udp_timeout", 1..=i128::from(MAX_FLOW_TIMEOUT_S), &mut table.udp_timeout_s);
+        get(
+            &raw.size,
+            "flow_table.size",
+            i128::from(MIN_FLOW_TABLE)..=i128::from(MAX_FLOW_TABLE),
+            &mut table.size,
+        );
+        get(
+            &raw.tcp_timeout,
+            "flow_table.tcp_timeout",
+            1..=i128::from(MAX_FLOW_TIMEOUT_S),
+            &mut table.tcp_timeout_s,
+        );
+        get(
+            &raw.udp_timeout,
+            "flow_table.udp_timeout",
+            1..=i128::from(MAX_FLOW_TIMEOUT_S),
+            &mut table.udp_timeout_s,
+        );
         (self.errors.len() == before).then_some(table)
     }
 

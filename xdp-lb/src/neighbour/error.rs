@@ -55,6 +55,11 @@ pub enum NeighbourError {
         timeout: Duration,
         state: String,
     },
+    #[error(
+        "this host has no address on {ifname} to health-check backend {backend} from (none of \
+         its family, or only VIPs)"
+    )]
+    NoSourceAddress { backend: IpAddr, ifname: String },
     #[error("netlink request failed while {context}: {error}")]
     Netlink {
         context: String,

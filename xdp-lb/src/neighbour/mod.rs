@@ -23,6 +23,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use crate::config::MacAddr;
 
 mod error;
+mod source;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +75,27 @@ pub struct Resolved {
 #[derive(Clone, Debug)]
 pub struct Neighbours {
     handle: rtnetlink::Handle,
+}
+
+/// The interface whose XDP program sends frames out through `egress`: a VLAN device's
+/// frames leave through its parent (XDP sees and keeps the tag), any other device is its
+/// own.
+pub fn xdp_ifindex(egress: &Egress) -> u32 {
+    vlan_parent(&egress.ifname).unwrap_or(egress.ifindex)
+}
+
+/// The parent ifindex of a VLAN device (`DEVTYPE=vlan` in sysfs; its `iflink` is then the
+/// parent). `None` for anything else, including veth, whose `iflink` is its peer.
+fn vlan_parent(ifname: &str) -> Option<u32> {
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return None;
+    }
+    let dir = std::path::Path::new("/sys/class/net").join(ifname);
+    let uevent = std::fs::read_to_string(dir.join("uevent")).ok()?;
+    if !uevent.lines().any(|l| l == "DEVTYPE=vlan") {
+        return None;
+    }
+    std::fs::read_to_string(dir.join("iflink")).ok()?.trim().parse().ok()
 }
 
 impl Neighbours {

@@ -1,0 +1,140 @@
+//! Failover in the lab: a backend's nginx is killed (every process in its namespace), and
+//! two times are taken from that moment: until the agent logs the backend's health change
+//! to down, and until a new connection on a flow that hashed to the dead backend is answered
+//! by another one. Default check settings (the lab config has no `health_check`).
+
+use std::{
+    net::IpAddr,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use xdp_lb::{config, simulate};
+
+use super::stats::Summary;
+use crate::{Lab, netns};
+
+/// How long a run waits for the withdrawal before it gives up.
+const GIVE_UP: Duration = Duration::from_secs(30);
+/// The backend that dies (0-based).
+const VICTIM: usize = 0;
+/// Client ports whose flows hash to the victim (probed in turn).
+const PROBE_PORTS: usize = 40;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverResults {
+    pub runs: usize,
+    /// Death to the agent's `health:` line saying the backend is down.
+    pub to_log_ms: Summary,
+    /// Death to the first new connection (on a flow of the dead backend) answered by
+    /// another backend.
+    pub to_traffic_ms: Summary,
+    /// nginx back to the agent's line saying the backend is up again.
+    pub to_recovery_ms: Summary,
+}
+
+/// Client source ports whose flows to the HLS service the live table sends to `victim`.
+fn ports_of(lab: &Lab, victim: IpAddr) -> Result<Vec<u16>> {
+    let cfg = config::parse_str(Path::new("lab.yaml"), &lab.lab_config(), &simulate::AnyHost)
+        .map_err(|e| anyhow::anyhow!("the lab config: {e}"))?;
+    let service = cfg
+        .services
+        .iter()
+        .find(|s| s.port == Lab::HTTP_PORT)
+        .context("the lab config has no HLS service")?;
+    let table = simulate::table(&service.backends, service.maglev_size);
+    let client: IpAddr = Lab::CLIENT_ADDR.parse()?;
+    let ports: Vec<u16> = (30_000..60_000u16)
+        .filter(|&port| {
+            simulate::service_hash(service, client, port, cfg.flow_hash_seed)
+                .map(|h| table[(h % service.maglev_size) as usize] as usize)
+                .is_some_and(|i| service.backends[i].address == victim)
+        })
+        .take(PROBE_PORTS)
+        .collect();
+    if ports.is_empty() {
+        bail!("no client port hashes to {victim}");
+    }
+    Ok(ports)
+}
+
+/// Whether the agent's log, past byte `from`, has a `health:` line naming `addr` with `state`.
+fn logged(lab: &Lab, from: usize, addr: &str, state: &str) -> bool {
+    let log = lab.agent_log();
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("health:") && l.contains(addr) && l.contains(&format!("new={state}")))
+}
+
+pub fn run(lab: &mut Lab, agent_bin: &Path, quick: bool) -> Result<FailoverResults> {
+    let runs = if quick { 2 } else { 5 };
+    let victim_addr = Lab::backend_addr(VICTIM);
+    let victim: IpAddr = victim_addr.parse()?;
+    let ports = ports_of(lab, victim)?;
+    let config = lab.write_lab_config()?;
+    let mut agent = lab.start_agent(agent_bin, &config)?;
+    // A flow of the victim answers before it dies.
+    lab.http_get_via_vip_from_port("/", ports[0])
+        .context("a request to the victim before it dies")?;
+    let (mut to_log, mut to_traffic, mut to_recovery) = (Vec::new(), Vec::new(), Vec::new());
+    let mut probe = 0;
+    for run in 0..runs {
+        let log_start = lab.agent_log().len();
+        netns::kill_all_inside(lab.ns_backend(VICTIM))?;
+        let died = Instant::now();
+        let (mut log_at, mut traffic_at) = (None, None);
+        while (log_at.is_none() || traffic_at.is_none()) && died.elapsed() < GIVE_UP {
+            if log_at.is_none() && logged(lab, log_start, &victim_addr, "down") {
+                log_at = Some(died.elapsed());
+            }
+            if traffic_at.is_none() {
+                probe = (probe + 1) % ports.len();
+                let answered = lab.http_get_via_vip_from_port("/", ports[probe]);
+                if answered.is_ok_and(|body| body.trim() != Lab::backend_name(VICTIM)) {
+                    traffic_at = Some(died.elapsed());
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Bring the backend back whatever happened, for the next run and the next section.
+        let nginx = &mut lab.nginx[VICTIM];
+        let _ = std::fs::remove_file(nginx.pid_path());
+        nginx.start().context("restarting the victim's nginx")?;
+        let restarted = Instant::now();
+        let (Some(log_at), Some(traffic_at)) = (log_at, traffic_at) else {
+            let _ = agent.kill();
+            bail!(
+                "run {}: the agent did not withdraw {victim_addr} within {} s of its death \
+                 (withdrawal logged: {}, traffic moved: {}): this agent has no working health checks",
+                run + 1,
+                GIVE_UP.as_secs(),
+                log_at.is_some(),
+                traffic_at.is_some()
+            );
+        };
+        to_log.push(log_at.as_secs_f64() * 1e3);
+        to_traffic.push(traffic_at.as_secs_f64() * 1e3);
+        while !logged(lab, log_start, &victim_addr, "up") {
+            if restarted.elapsed() > GIVE_UP {
+                let _ = agent.kill();
+                bail!(
+                    "{victim_addr} did not come back up within {} s of its restart",
+                    GIVE_UP.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        to_recovery.push(restarted.elapsed().as_secs_f64() * 1e3);
+    }
+    agent.kill().context("stopping the agent")?;
+    Ok(FailoverResults {
+        runs,
+        to_log_ms: Summary::of(&to_log),
+        to_traffic_ms: Summary::of(&to_traffic),
+        to_recovery_ms: Summary::of(&to_recovery),
+    })
+}

@@ -1,0 +1,691 @@
+//! Per-packet cost of the `xdp_lb` program through BPF_PROG_TEST_RUN, each case beside the
+//! no-op XDP_TX program timed in the same run, with the data plane's own counters proving
+//! that every timed packet took the path being timed.
+//!
+//! Two methods (see BENCHMARKS.md):
+//! * **repeat**: one test run of `repeat` iterations; the kernel reports the mean time per
+//!   iteration. Iteration k+1 sees the frame iteration k wrote; the program only rewrites
+//!   MACs, so the 5-tuple never changes and a service frame is a connection-table hit from
+//!   the second iteration on. A warm-up packet puts the flow in the table first.
+//! * **single**: many test runs of one iteration, each with its own frame (distinct
+//!   5-tuples), for paths that need a new key per packet. The kernel's per-run time then
+//!   includes the timer's own overhead, so the no-op is timed the same way.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use serde::Serialize;
+use xdp_lb::{
+    balancer::{Balancer, Forwarding},
+    config::{Backend, FlowTable, MacAddr},
+    dataplane::{Dataplane, LoadOptions, LogLevel},
+};
+use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, flow_stat, verdict};
+
+use super::{
+    frames::{self, LB_MAC},
+    profile::{self, Profile, ProgramFacts},
+    service_yaml, services,
+    stats::{Summary, paired_difference, paired_ratio},
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+/// BPF_PROG_TEST_RUN's ingress interface (loopback): backends "behind" it get XDP_TX.
+const LOOPBACK_IFINDEX: u32 = 1;
+const SEED: u32 = 0x5eed_1b5d;
+const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const PORT: u16 = 1935;
+/// A port of the VIP with a service whose only backend has weight 0 (no table).
+const EMPTY_PORT: u16 = 9999;
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 0x50);
+
+#[derive(Clone, Debug)]
+pub struct PacketOptions {
+    /// Iterations of one repeat-method run.
+    pub repeat: u32,
+    /// Runs of every case.
+    pub runs: usize,
+    /// Test runs (one packet each) of one single-method run.
+    pub single_packets: u32,
+    /// Entries of the connection table in the eviction case.
+    pub evict_table: u32,
+    /// Seconds perf samples each profiled case (0: no profile).
+    pub profile_seconds: u32,
+    /// The CPU every test run is pinned to.
+    pub cpu: usize,
+}
+
+/// One timed case.
+#[derive(Clone, Debug, Serialize)]
+pub struct Case {
+    pub id: String,
+    pub title: String,
+    /// "repeat" or "single".
+    pub method: String,
+    /// Packets timed in one run.
+    pub packets_per_run: u64,
+    /// What the counters showed for every run (all of them identical by construction: a
+    /// run whose counters differ aborts the benchmark).
+    pub confirmed: String,
+    pub ns: Summary,
+    pub noop_ns: Summary,
+    pub net_ns: Summary,
+    pub ratio: Summary,
+}
+
+/// Proof that the eviction case ran on a full table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Eviction {
+    pub table_size: u32,
+    pub possible_cpus: usize,
+    pub prefilled_flows: u64,
+    pub entries_after_prefill: u64,
+    pub entries_after_timed_runs: u64,
+    pub timed_new_flows: u64,
+    pub first_prefilled_flow_still_present: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PacketResults {
+    pub cpu: usize,
+    pub repeat: u32,
+    pub runs: usize,
+    pub single_packets: u32,
+    pub cases: Vec<Case>,
+    pub eviction: Eviction,
+    pub program: Option<ProgramFacts>,
+    pub profiles: Vec<Profile>,
+}
+
+impl PacketResults {
+    pub fn case(&self, id: &str) -> Option<&Case> {
+        self.cases.iter().find(|c| c.id == id)
+    }
+}
+
+/// The path a case must take, as the counters show it: every packet counted once in
+/// `verdict` (no other verdict), and `flows` times per packet in each listed `flow_stat`
+/// slot (no other flow stat).
+#[derive(Clone, Debug)]
+pub struct Path {
+    pub verdict: u32,
+    pub flows: Vec<(u32, u64)>,
+    pub action: u32,
+}
+
+impl Path {
+    fn describe(&self, packets: u64) -> String {
+        let mut parts = vec![format!(
+            "{} {packets}/{packets}",
+            verdict::NAMES[self.verdict as usize]
+        )];
+        for (slot, per) in &self.flows {
+            parts.push(format!(
+                "flow {} {}/{packets}",
+                flow_stat::NAMES[*slot as usize],
+                per * packets
+            ));
+        }
+        if self.flows.is_empty() {
+            parts.push("no connection-table event".to_owned());
+        }
+        parts.join(", ")
+    }
+}
+
+/// Packet counters of the data plane (summed over CPUs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub verdicts: Vec<u64>,
+    pub flows: Vec<u64>,
+}
+
+impl Counters {
+    pub fn read(dataplane: &Dataplane) -> Counters {
+        Counters {
+            verdicts: dataplane
+                .verdict_counters()
+                .iter()
+                .map(|c| c.packets)
+                .collect(),
+            flows: dataplane
+                .flow_counters()
+                .iter()
+                .map(|c| c.packets)
+                .collect(),
+        }
+    }
+
+    pub fn since(&self, before: &Counters) -> Counters {
+        let sub = |a: &[u64], b: &[u64]| a.iter().zip(b).map(|(x, y)| x - y).collect();
+        Counters {
+            verdicts: sub(&self.verdicts, &before.verdicts),
+            flows: sub(&self.flows, &before.flows),
+        }
+    }
+
+    /// Fails unless these counters are exactly `packets` packets along `path`.
+    pub fn confirm(&self, packets: u64, path: &Path) -> Result<()> {
+        let mut want_verdicts = vec![0; self.verdicts.len()];
+        want_verdicts[path.verdict as usize] = packets;
+        let mut want_flows = vec![0; self.flows.len()];
+        for (slot, per) in &path.flows {
+            want_flows[*slot as usize] = per * packets;
+        }
+        ensure!(
+            self.verdicts == want_verdicts && self.flows == want_flows,
+            "{packets} packets did not all take the path `{}`: verdicts {:?} (slots {:?}), flow stats {:?} (slots {:?})",
+            path.describe(packets),
+            self.verdicts,
+            verdict::NAMES,
+            self.flows,
+            flow_stat::NAMES
+        );
+        Ok(())
+    }
+}
+
+/// A data plane loaded with the benchmark's services: IPv4 and IPv6 RTMP with three
+/// backends each (reached through the test run's ingress, so XDP_TX), and a service whose
+/// only backend has weight 0.
+pub struct Rig {
+    pub balancer: Balancer,
+}
+
+fn loopback(b: &Backend) -> Option<Forwarding> {
+    let tail = match b.address {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
+    Some(Forwarding {
+        mac: MacAddr([0x02, 0xbe, 0, 0, 0, tail]),
+        src_mac: MacAddr(LB_MAC),
+        ifindex: LOOPBACK_IFINDEX,
+    })
+}
+
+impl Rig {
+    pub fn load(flow_table: FlowTable) -> Result<Rig> {
+        let v4 = |last| IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
+        let v6 = |last| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
+        let yaml = [
+            service_yaml(
+                "v4",
+                VIP4.into(),
+                PORT,
+                "tcp",
+                MAGLEV_DEFAULT_SIZE,
+                &[(v4(11), 1), (v4(12), 1), (v4(13), 1)],
+            ),
+            service_yaml(
+                "v6",
+                VIP6.into(),
+                PORT,
+                "tcp",
+                MAGLEV_DEFAULT_SIZE,
+                &[(v6(0x11), 1), (v6(0x12), 1), (v6(0x13), 1)],
+            ),
+            service_yaml(
+                "empty",
+                VIP4.into(),
+                EMPTY_PORT,
+                "tcp",
+                MAGLEV_DEFAULT_SIZE,
+                &[(v4(21), 0)],
+            ),
+        ]
+        .concat();
+        let services = services(&yaml)?;
+        let slots = services.iter().map(|s| 2 * s.maglev_size).sum();
+        let dataplane = Dataplane::load(&LoadOptions {
+            flow_hash_seed: SEED,
+            maglev_table_slots: slots,
+            flow_table,
+            log_level: LogLevel::Error,
+        })
+        .context("loading the data plane (root, and the object built?)")?;
+        let mut balancer = Balancer::new(dataplane, SEED);
+        for s in &services {
+            balancer.add_service(s, &loopback)?;
+        }
+        Ok(Rig { balancer })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.balancer.dataplane().program()
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters::read(self.balancer.dataplane())
+    }
+}
+
+/// The no-op XDP_TX program, loaded from the same object.
+pub struct Noop {
+    ebpf: aya::Ebpf,
+}
+
+impl Noop {
+    pub fn load() -> Result<Noop> {
+        let mut ebpf = aya::Ebpf::load(xdp_lb::EBPF_OBJECT).context("loading the object")?;
+        let program: &mut Xdp = ebpf
+            .program_mut("xdp_noop_tx")
+            .ok_or_else(|| anyhow!("the object has no program xdp_noop_tx"))?
+            .try_into()?;
+        program.load().context("loading xdp_noop_tx")?;
+        Ok(Noop { ebpf })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program("xdp_noop_tx")
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded above")
+    }
+}
+
+/// One test run of `repeat` iterations: the kernel's mean ns per iteration, and the
+/// action.
+pub fn time_repeat(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    Ok((result.duration.as_nanos() as f64, result.return_value))
+}
+
+/// One test run per frame: the mean of the kernel's per-run times, and the frames whose
+/// action was not `action` (must be none).
+fn time_single(program: &Xdp, frames: &[Vec<u8>], action: u32) -> Result<f64> {
+    let mut total = 0u128;
+    for frame in frames {
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        ensure!(
+            result.return_value == action,
+            "a frame returned action {} instead of {action}",
+            result.return_value
+        );
+        total += result.duration.as_nanos();
+    }
+    Ok(total as f64 / frames.len().max(1) as f64)
+}
+
+/// Samples of one case over the runs.
+#[derive(Default)]
+struct Samples {
+    case: Vec<f64>,
+    noop: Vec<f64>,
+}
+
+impl Samples {
+    fn into_case(
+        self,
+        id: &str,
+        title: &str,
+        method: &str,
+        packets: u64,
+        confirmed: String,
+    ) -> Case {
+        Case {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            method: method.to_owned(),
+            packets_per_run: packets,
+            confirmed,
+            net_ns: Summary::of(&paired_difference(&self.case, &self.noop)),
+            ratio: Summary::of(&paired_ratio(&self.case, &self.noop)),
+            ns: Summary::of(&self.case),
+            noop_ns: Summary::of(&self.noop),
+        }
+    }
+}
+
+/// A repeat-method case: `warmup` (if any) runs once first, then every run times `frame`
+/// `repeat` times, beside the no-op, and checks the counters.
+pub struct RepeatCase<'a> {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub rig: &'a Rig,
+    pub warmup: Option<Vec<u8>>,
+    pub frame: Vec<u8>,
+    /// `None`: whatever single pass verdict the first packet gets (garbage).
+    pub path: Option<Path>,
+}
+
+/// Finds the path of a frame nobody can predict (garbage): one probe packet.
+fn probe_path(rig: &Rig, frame: &[u8]) -> Result<Path> {
+    let before = rig.counters();
+    let (_, action) = time_repeat(rig.program(), frame, 1)?;
+    let delta = rig.counters().since(&before);
+    let slot = delta
+        .verdicts
+        .iter()
+        .position(|&n| n == 1)
+        .ok_or_else(|| anyhow!("the probe packet was counted under no verdict"))?;
+    Ok(Path {
+        verdict: slot as u32,
+        flows: Vec::new(),
+        action,
+    })
+}
+
+pub fn run_repeat_cases(
+    cases: &[RepeatCase<'_>],
+    noop: &Noop,
+    opts: &PacketOptions,
+) -> Result<Vec<Case>> {
+    let mut paths = Vec::new();
+    for case in cases {
+        if let Some(warmup) = &case.warmup {
+            time_repeat(case.rig.program(), warmup, 1)?;
+        }
+        paths.push(match &case.path {
+            Some(path) => path.clone(),
+            None => probe_path(case.rig, &case.frame)?,
+        });
+    }
+    let mut samples: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
+    for _ in 0..opts.runs {
+        for ((case, path), s) in cases.iter().zip(&paths).zip(&mut samples) {
+            let (noop_ns, _) = time_repeat(noop.program(), &case.frame, opts.repeat)?;
+            let before = case.rig.counters();
+            let (ns, action) = time_repeat(case.rig.program(), &case.frame, opts.repeat)?;
+            ensure!(
+                action == path.action,
+                "{}: action {action}, expected {}",
+                case.id,
+                path.action
+            );
+            case.rig
+                .counters()
+                .since(&before)
+                .confirm(u64::from(opts.repeat), path)
+                .with_context(|| format!("case {}", case.id))?;
+            s.noop.push(noop_ns);
+            s.case.push(ns);
+        }
+    }
+    Ok(cases
+        .iter()
+        .zip(paths)
+        .zip(samples)
+        .map(|((case, path), s)| {
+            let packets = u64::from(opts.repeat);
+            s.into_case(
+                case.id,
+                case.title,
+                "repeat",
+                packets,
+                path.describe(packets),
+            )
+        })
+        .collect())
+}
+
+/// A SYN from a distinct client for every `n` (addresses from 100.64.0.0, ports cycling).
+pub fn distinct_syn(n: u64) -> Vec<u8> {
+    let client = Ipv4Addr::from(0x6440_0000u32.wrapping_add((n / 50_000) as u32));
+    let port = 10_000 + (n % 50_000) as u16;
+    frames::tcp_v4(client, port, VIP4, PORT, true)
+}
+
+/// A single-method case: every run times `single_packets` frames from `next_frame`.
+fn run_single_case(
+    id: &str,
+    title: &str,
+    rig: &Rig,
+    noop: &Noop,
+    opts: &PacketOptions,
+    path: &Path,
+    next_frame: &mut dyn FnMut() -> Vec<u8>,
+) -> Result<Case> {
+    let mut s = Samples::default();
+    let packets = u64::from(opts.single_packets);
+    for _ in 0..opts.runs {
+        let frames: Vec<Vec<u8>> = (0..packets).map(|_| next_frame()).collect();
+        s.noop.push(time_single(noop.program(), &frames, XDP_TX)?);
+        let before = rig.counters();
+        s.case
+            .push(time_single(rig.program(), &frames, path.action)?);
+        rig.counters()
+            .since(&before)
+            .confirm(packets, path)
+            .with_context(|| format!("case {id}"))?;
+    }
+    Ok(s.into_case(id, title, "single", packets, path.describe(packets)))
+}
+
+fn possible_cpus() -> Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut total = 0;
+    for range in text.trim().split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        total += b.parse::<usize>()? - a.parse::<usize>()? + 1;
+    }
+    Ok(total)
+}
+
+/// Pins the calling thread to `cpu` (test runs execute on the caller's CPU).
+pub fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pinning to CPU {cpu}"));
+    }
+    Ok(())
+}
+
+fn tx_path(flows: Vec<(u32, u64)>) -> Path {
+    Path {
+        verdict: verdict::TX,
+        flows,
+        action: XDP_TX,
+    }
+}
+
+/// Runs every per-packet case.
+pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
+    let noop = Noop::load()?;
+    let main = Rig::load(FlowTable::default())?;
+    let expiring = Rig::load(FlowTable {
+        tcp_timeout_s: 0,
+        udp_timeout_s: 0,
+        ..FlowTable::default()
+    })?;
+    let fresh = Rig::load(FlowTable::default())?;
+    let small = Rig::load(FlowTable {
+        size: opts.evict_table,
+        ..FlowTable::default()
+    })?;
+
+    let syn4 = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
+    let ack4 = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
+    let syn6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, true);
+    let ack6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, false);
+    let expired_new = vec![(flow_stat::EXPIRED, 1), (flow_stat::NEW, 1)];
+    let repeat_cases = [
+        RepeatCase {
+            id: "not_service",
+            title: "frame not for a service (IPv4 TCP to another address)",
+            rig: &main,
+            warmup: None,
+            frame: frames::tcp_v4(CLIENT4, 40_000, Ipv4Addr::new(10, 0, 0, 200), PORT, false),
+            path: Some(Path {
+                verdict: verdict::PASS_NOT_SERVICE,
+                flows: Vec::new(),
+                action: XDP_PASS,
+            }),
+        },
+        RepeatCase {
+            id: "hit",
+            title: "known flow: connection-table hit (IPv4)",
+            rig: &main,
+            warmup: Some(syn4.clone()),
+            frame: ack4,
+            path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
+        },
+        RepeatCase {
+            id: "new",
+            title: "first packet of a new flow (IPv4; timeout 0: finds its expired entry, then Maglev and insert)",
+            rig: &expiring,
+            warmup: Some(syn4.clone()),
+            frame: syn4,
+            path: Some(tx_path(expired_new.clone())),
+        },
+        RepeatCase {
+            id: "ipv6_hit",
+            title: "IPv6 service packet: connection-table hit",
+            rig: &main,
+            warmup: Some(syn6.clone()),
+            frame: ack6,
+            path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
+        },
+        RepeatCase {
+            id: "ipv6_new",
+            title: "IPv6 first packet of a new flow (timeout 0, as above)",
+            rig: &expiring,
+            warmup: Some(syn6.clone()),
+            frame: syn6,
+            path: Some(tx_path(expired_new)),
+        },
+        RepeatCase {
+            id: "garbage",
+            title: "garbage frame (64 random bytes)",
+            rig: &main,
+            warmup: None,
+            frame: frames::garbage(0x9a7b_a9e0, 64),
+            path: None,
+        },
+        RepeatCase {
+            id: "no_backend",
+            title: "service with no backend (drop): parse, service lookup, table miss",
+            rig: &main,
+            warmup: None,
+            frame: frames::tcp_v4(CLIENT4, 40_000, VIP4, EMPTY_PORT, true),
+            path: Some(Path {
+                verdict: verdict::DROP_NO_BACKEND,
+                flows: Vec::new(),
+                action: XDP_DROP,
+            }),
+        },
+    ];
+    let mut cases = run_repeat_cases(&repeat_cases, &noop, opts)?;
+
+    // Single-packet runs: the same hit, for the method's own offset; distinct new flows
+    // into a table with room; distinct new flows into a full table (eviction).
+    let mut n = 0u64;
+    time_repeat(
+        main.program(),
+        &frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, true),
+        1,
+    )?;
+    let ack = frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, false);
+    cases.push(run_single_case(
+        "hit_single",
+        "known flow, one packet per test run (calibrates the single method)",
+        &main,
+        &noop,
+        opts,
+        &tx_path(vec![(flow_stat::HIT, 1)]),
+        &mut || ack.clone(),
+    )?);
+    cases.push(run_single_case(
+        "new_distinct",
+        "first packet of a new flow, distinct 5-tuples, table with room",
+        &fresh,
+        &noop,
+        opts,
+        &tx_path(vec![(flow_stat::NEW, 1)]),
+        &mut || {
+            n += 1;
+            distinct_syn(n)
+        },
+    )?);
+
+    let prefilled = u64::from(opts.evict_table) + u64::from(opts.evict_table / 4);
+    let mut m = 0u64;
+    let first_key_frame = distinct_syn(1);
+    for _ in 0..prefilled {
+        m += 1;
+        time_repeat(small.program(), &distinct_syn(m), 1)?;
+    }
+    let entries_after_prefill = small.balancer.dataplane().flows().len() as u64;
+    cases.push(run_single_case(
+        "new_evicting",
+        "first packet of a new flow, distinct 5-tuples, table full (evicts)",
+        &small,
+        &noop,
+        opts,
+        &tx_path(vec![(flow_stat::NEW, 1)]),
+        &mut || {
+            m += 1;
+            distinct_syn(m)
+        },
+    )?);
+    let flows_now = small.balancer.dataplane().flows();
+    let first_present = {
+        // The flow of the very first prefilled frame: is it still remembered?
+        let before = small.counters();
+        time_repeat(small.program(), &first_key_frame, 1)?;
+        small.counters().since(&before).flows[flow_stat::HIT as usize] == 1
+    };
+    let eviction = Eviction {
+        table_size: opts.evict_table,
+        possible_cpus: possible_cpus()?,
+        prefilled_flows: prefilled,
+        entries_after_prefill,
+        entries_after_timed_runs: flows_now.len() as u64,
+        timed_new_flows: m - prefilled,
+        first_prefilled_flow_still_present: first_present,
+    };
+    if eviction.entries_after_timed_runs >= eviction.prefilled_flows + eviction.timed_new_flows {
+        bail!("the eviction case evicted nothing: {eviction:?}");
+    }
+
+    let program = profile::program_facts(main.program()).ok();
+    let mut profiles = Vec::new();
+    if opts.profile_seconds > 0 {
+        let ack = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
+        let syn = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
+        let other = frames::tcp_v4(CLIENT4, 40_000, Ipv4Addr::new(10, 0, 0, 200), PORT, false);
+        for (id, rig, frame) in [
+            ("hit", &main, ack),
+            ("new", &expiring, syn),
+            ("not_service", &main, other),
+        ] {
+            match profile::perf_profile(id, opts.cpu, opts.profile_seconds, &mut || {
+                time_repeat(rig.program(), &frame, opts.repeat).map(drop)
+            }) {
+                Ok(p) => profiles.push(p),
+                Err(err) => eprintln!("xdp-lb-bench: profiling {id}: {err:#}"),
+            }
+        }
+    }
+    Ok(PacketResults {
+        cpu: opts.cpu,
+        repeat: opts.repeat,
+        runs: opts.runs,
+        single_packets: opts.single_packets,
+        cases,
+        eviction,
+        program,
+        profiles,
+    })
+}

@@ -1,0 +1,396 @@
+//! BENCHMARKS.md and BENCHMARKS.json from a [`Bench`]: every number in them is a figure
+//! of the runs (median, min, max) or a sample; the prose only states what the figures show.
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use anyhow::{Context as _, Result};
+
+use super::{Bench, Section, charts, explain, stats::Summary};
+
+pub const MARKDOWN: &str = "BENCHMARKS.md";
+pub const JSON: &str = "BENCHMARKS.json";
+
+/// Targets, net of the no-op, in ns per packet.
+pub const HIT_TARGET_NS: f64 = 50.0;
+pub const NEW_TARGET_NS: f64 = 100.0;
+pub const NOT_SERVICE_TARGET_NS: f64 = 15.0;
+/// 65537 slots, 100 backends.
+pub const BUILD_TARGET_MS: f64 = 2.0;
+/// Health change to the new table live in the kernel, 65537 slots.
+pub const SWITCH_TARGET_MS: f64 = 10.0;
+
+/// The target of a per-packet case, if it has one.
+pub fn target_ns(case: &str) -> Option<f64> {
+    match case {
+        "hit" => Some(HIT_TARGET_NS),
+        "new" => Some(NEW_TARGET_NS),
+        "not_service" => Some(NOT_SERVICE_TARGET_NS),
+        _ => None,
+    }
+}
+
+/// "met" or "**missed**": the median against the target.
+pub fn verdict(median: f64, target: f64) -> &'static str {
+    if median <= target {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Writes the charts, BENCHMARKS.md and BENCHMARKS.json under `root`.
+pub fn write(bench: &Bench, root: &Path) -> Result<()> {
+    let charts = charts::draw_all(bench, root)?;
+    fs::write(root.join(MARKDOWN), render(bench, &charts)).context("writing BENCHMARKS.md")?;
+    let json = serde_json::to_string_pretty(bench)?;
+    fs::write(root.join(JSON), json + "\n").context("writing BENCHMARKS.json")?;
+    Ok(())
+}
+
+fn chart(out: &mut String, charts: &[(String, std::path::PathBuf)], name: &str, alt: &str) {
+    if let Some((_, path)) = charts.iter().find(|(n, _)| n == name) {
+        let _ = writeln!(out, "\n![{alt}]({})\n", path.display());
+    }
+}
+
+fn ms(s: &Summary) -> String {
+    format!("{} ms", s.show(3))
+}
+
+/// The whole report.
+pub fn render(bench: &Bench, charts: &[(String, std::path::PathBuf)]) -> String {
+    let mut out = String::new();
+    let m = &bench.machine;
+    // Writing to a String cannot fail; the results are ignored throughout.
+    let _ = writeln!(out, "# xdp-lb benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench`{} on {} from commit {}, in {:.0} s. Do not edit it: run \
+         the command again. Every figure is the **median of its runs, with the min–max in \
+         parentheses**; [`{JSON}`]({JSON}) holds the same figures and every run's sample.\n",
+        if bench.quick {
+            " --quick (a development run: fewer repeats; not for publishing)"
+        } else {
+            ""
+        },
+        m.date,
+        m.commit,
+        bench.seconds
+    );
+    let _ = writeln!(out, "## Machine\n\n| | |\n|---|---|");
+    let _ = writeln!(out, "| CPU | {} ({} CPUs online) |", m.cpu, m.cpus);
+    let _ = writeln!(out, "| memory | {:.1} GiB |", m.memory_gib);
+    let _ = writeln!(out, "| kernel | {} |", m.kernel);
+    let _ = writeln!(out, "| virtualisation | {} |\n", m.virtualization);
+
+    targets(&mut out, bench);
+    explain::packet(&mut out, bench, charts);
+    maglev(&mut out, bench, charts);
+    distribution(&mut out, bench, charts);
+    lab(&mut out, bench);
+    let _ = writeln!(
+        out,
+        "## Reproducing\n\n`cargo xtask bench` (root; it installs what is missing, builds the \
+         release agent and `xdp-lb-bench`, and rewrites this file, `{JSON}` and `{}/*.svg`). \
+         `xdp-lb simulate --config FILE` runs the distribution analysis on your own config.",
+        charts::DIR
+    );
+    out
+}
+
+fn targets(out: &mut String, bench: &Bench) {
+    let _ = writeln!(out, "## Targets\n\n| target | measured | |\n|---|---|---|");
+    for (id, what) in [
+        ("hit", "connection-table hit"),
+        ("new", "first packet of a new flow"),
+        ("not_service", "frame not for a service"),
+    ] {
+        if let (Some(case), Some(target)) = (bench.packet.case(id), target_ns(id)) {
+            let _ = writeln!(
+                out,
+                "| {what}: at most {target:.0} ns net of the no-op | {} ns | {} |",
+                case.net_ns.show(1),
+                verdict(case.net_ns.median, target)
+            );
+        }
+    }
+    if let Some(b) = bench
+        .maglev
+        .builds
+        .iter()
+        .find(|b| b.slots == 65_537 && b.backends == 100)
+    {
+        let _ = writeln!(
+            out,
+            "| Maglev build, 65537 slots, 100 backends: under {BUILD_TARGET_MS:.0} ms | {} | {} |",
+            ms(&b.ms),
+            verdict(b.ms.median, BUILD_TARGET_MS)
+        );
+    }
+    for s in bench.maglev.switches.iter().filter(|s| s.slots == 65_537) {
+        let _ = writeln!(
+            out,
+            "| health change ({}) to new table live, 65537 slots, {} backends: under {SWITCH_TARGET_MS:.0} ms | {} | {} |",
+            s.change,
+            s.backends,
+            ms(&s.ms),
+            verdict(s.ms.median, SWITCH_TARGET_MS)
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn maglev(out: &mut String, bench: &Bench, charts: &[(String, std::path::PathBuf)]) {
+    let m = &bench.maglev;
+    let _ = writeln!(out, "## Maglev\n\n### Table build time\n");
+    let _ = writeln!(
+        out,
+        "`maglev::build_table` for N equal-weight backends keyed by their addresses, timed \
+         in-process ({} runs each).\n\n| slots M | backends N | build time |\n|---|---|---|",
+        m.builds.first().map_or(0, |b| b.ms.runs())
+    );
+    for b in &m.builds {
+        let _ = writeln!(out, "| {} | {} | {} |", b.slots, b.backends, ms(&b.ms));
+    }
+    chart(
+        out,
+        charts,
+        "maglev",
+        "Maglev build time per table size and backend count",
+    );
+    let _ = writeln!(
+        out,
+        "### Health change to new table live in the kernel\n\n`Balancer::set_health` on a loaded \
+         data plane, from the call until it returns: the new table is built, written into the \
+         service's idle region through the mmap of `maglev_tables`, made live by replacing the \
+         service's `service_by_vip` value, and the backend's entry updated. After every change \
+         the benchmark reads the service's value back from the kernel (its generation must have \
+         changed) and the kernel's live table (the backend must have left it, or be back). \
+         Backends rotate from run to run.\n\n| slots M | backends N | change | time |\n|---|---|---|---|"
+    );
+    for s in &m.switches {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            s.slots,
+            s.backends,
+            s.change,
+            ms(&s.ms)
+        );
+    }
+    let su = &m.single_updates;
+    let _ = writeln!(
+        out,
+        "\nFor comparison, writing one table of {} slots with one `bpf_map_update_elem` per slot \
+         (no mmap) takes {} — which is why tables are written through the mmap.\n",
+        su.slots,
+        ms(&su.ms)
+    );
+    match &bench.agent {
+        Section::Measured(a) => {
+            let _ = writeln!(
+                out,
+                "### Agent memory and CPU\n\nThe release agent in the lab's LB namespace, {} \
+                 windows of {:.0} s after a 2 s settling time; CPU is CPU time over wall time \
+                 (100% = one core), RSS is VmRSS at the end of each window. The last column \
+                 counts TCP connections the backends accepted (their `PassiveOpens`), i.e. \
+                 health checks actually made.\n\n| scenario | backends | CPU | RSS | checks seen by backends |\n|---|---|---|---|---|",
+                a.usages.first().map_or(0, |u| u.cpu_percent.runs()),
+                a.usages.first().map_or(0.0, |u| u.window_s)
+            );
+            for u in &a.usages {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} % | {} MiB | {} /s |",
+                    u.scenario,
+                    u.backends,
+                    u.cpu_percent.show(2),
+                    u.rss_mib.show(1),
+                    u.backend_accepts_per_s.show(1)
+                );
+            }
+            if a.usages.iter().all(|u| u.backend_accepts_per_s.max == 0.0) {
+                let _ = writeln!(
+                    out,
+                    "\nNo backend saw a single check: this agent build does not run health \
+                     checks yet, so both rows are the idle agent."
+                );
+            }
+            let _ = writeln!(out);
+        }
+        Section::NotMeasured { reason } => {
+            let _ = writeln!(out, "### Agent memory and CPU\n\nNot measured: {reason}\n");
+        }
+    }
+}
+
+fn distribution(out: &mut String, bench: &Bench, charts: &[(String, std::path::PathBuf)]) {
+    let d = &bench.distribution;
+    let _ = writeln!(
+        out,
+        "## Distribution\n\nComputed by `xdp_lb::simulate` (the same code as `xdp-lb simulate`): \
+         {} random flows (random client address and port to 10.0.0.100:8080/tcp) hashed by the \
+         data plane's `flow_hash` with the default seed, over tables of M = {} slots from \
+         `maglev::build_table`. Each of the {} runs draws its own flows.\n",
+        d.flows, d.maglev_size, d.runs
+    );
+    let _ = writeln!(
+        out,
+        "### Share per backend, N equal backends\n\n| N | ideal | lowest share | highest share | max/mean |\n|---|---|---|---|---|"
+    );
+    for s in &d.spreads {
+        let low = s
+            .shares_percent
+            .iter()
+            .map(|v| v.median)
+            .fold(f64::MAX, f64::min);
+        let high = s
+            .shares_percent
+            .iter()
+            .map(|v| v.median)
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| {} | {:.2}% | {low:.2}% | {high:.2}% | {} |",
+            s.backends,
+            100.0 / f64::from(s.backends),
+            s.max_over_mean.show(4)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nLowest and highest are the medians of the least and most loaded backend."
+    );
+    chart(
+        out,
+        charts,
+        "spread",
+        "Share of flows per backend and imbalance for N = 2 to 10",
+    );
+    let _ = writeln!(
+        out,
+        "### Weights\n\n| weights | shares (ideal) | flows over the lightest backend's |\n|---|---|---|"
+    );
+    for w in &d.weighted {
+        let shares: Vec<String> = w
+            .shares_percent
+            .iter()
+            .zip(&w.ideal_percent)
+            .map(|(s, i)| format!("{:.2}% ({i:.2}%)", s.median))
+            .collect();
+        let ratios: Vec<String> = w.ratio_to_lightest.iter().map(|r| r.show(3)).collect();
+        let _ = writeln!(
+            out,
+            "| {:?} | {} | {} |",
+            w.weights,
+            shares.join(", "),
+            ratios.join(", ")
+        );
+    }
+    chart(
+        out,
+        charts,
+        "weights",
+        "Shares with weights against the ideal",
+    );
+    let _ = writeln!(
+        out,
+        "### Flows moved when one backend leaves or joins\n\nThe share of the same flows whose \
+         backend changes, next to the least that must move: the leaving backend's share (1/N) \
+         or the new one's (1/(N+1)). Each run removes a different backend.\n\n| N | one removed | ideal | one added | ideal |\n|---|---|---|---|---|"
+    );
+    for mv in &d.movements {
+        let _ = writeln!(
+            out,
+            "| {} | {}% | {:.2}% | {}% | {:.2}% |",
+            mv.backends,
+            mv.removed_percent.show(2),
+            mv.remove_ideal_percent,
+            mv.added_percent.show(2),
+            mv.add_ideal_percent
+        );
+    }
+    chart(
+        out,
+        charts,
+        "moved",
+        "Flows moved on removal and addition against the ideal",
+    );
+    let _ = writeln!(
+        out,
+        "### Two LBs building their tables independently\n\nTwo data planes loaded side by side, \
+         each with its own balancer: LB B gets the backends in reverse order and has another \
+         service loaded first (so its backend ids and table regions differ). Their live tables \
+         are read back from the kernel and compared slot by slot as backend addresses, then \
+         again after the same backend is removed on both.\n\n| N | slots compared | slots differing | after a removal | random flows sent differently |\n|---|---|---|---|---|"
+    );
+    for t in &d.two_lbs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {}% |",
+            t.backends,
+            t.slots_compared,
+            t.slots_differing,
+            t.slots_differing_after_removal,
+            t.flows_differing_percent.show(3)
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn lab(out: &mut String, bench: &Bench) {
+    let _ = writeln!(out, "## Failover\n");
+    match &bench.failover {
+        Section::Measured(f) => {
+            let _ = writeln!(
+                out,
+                "In the lab, with default check settings: every process in backend b1's namespace \
+                 is killed (nginx gone: its port answers with a reset), {} times. From that moment: \
+                 until the agent logs b1's health change to down, and until a new connection on a \
+                 flow that hashed to b1 is answered by another backend (client ports whose flows \
+                 map to b1 are probed in turn). Then nginx is restarted and the time until the agent \
+                 logs b1 up again is taken.\n\n| | time |\n|---|---|\n| death to withdrawal logged | {} |\n| death to its flows answered elsewhere | {} |\n| restart to back in service | {} |\n",
+                f.runs,
+                ms(&f.to_log_ms),
+                ms(&f.to_traffic_ms),
+                ms(&f.to_recovery_ms)
+            );
+        }
+        Section::NotMeasured { reason } => {
+            let _ = writeln!(
+                out,
+                "Not measured yet: {reason}.\n\nThe measurement is ready (`tests/src/bench/failover.rs`): it kills backend b1 in the lab and times the agent's `health:` line with `new=down` and the first connection of one of b1's flows answered elsewhere.\n"
+            );
+        }
+    }
+    let _ = writeln!(out, "## Throughput in the lab\n");
+    match &bench.throughput {
+        Section::Measured(t) => {
+            let _ = writeln!(
+                out,
+                "`{}` sends UDP frames to the VIP (port 9000, one flow) from the switch's end of the \
+                 LB's veth, straight into the LB's eth0 in native XDP mode, for {:.0} s windows after \
+                 a 1 s ramp. The rates are the LB's eth0 `rx_packets` and the sum of the backends' \
+                 over each window. First with the agent (`xdp_lb`, frames sent on to a backend), then \
+                 with `xdp_pass` in its place (frames go up the LB's own stack and are dropped there: \
+                 no socket). **veth is not a NIC**: the generator, the LB, the bridge and the backends \
+                 all share this machine's {} CPUs, so these figures describe this lab, not a server \
+                 with a real NIC.\n\n| program on the LB | LB receives | backends receive |\n|---|---|---|",
+                t.generator, t.window_s, bench.machine.cpus
+            );
+            for mode in &t.modes {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} pps | {} pps |",
+                    mode.program,
+                    mode.lb_rx_pps.show(0),
+                    mode.backends_rx_pps.show(0)
+                );
+            }
+            let _ = writeln!(out);
+        }
+        Section::NotMeasured { reason } => {
+            let _ = writeln!(out, "Not measured: {reason}\n");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Backups and fallback servers in the balancer. Each standby is a backend of its own (id,
+//! entry, health, resolved like any backend) that no slot names until the table plan makes
+//! it stand in for a dead primary or serve as the fallback pool.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::anyhow;
+use xdp_lb_common::BackendValue;
+
+use super::{Balancer, BackendState, Forwarding, ServiceState, Serving};
+use crate::config::{Backend, Role, ServiceFailover};
+
+impl Balancer {
+    /// Applies new failover settings to a running service. Standbys named anew get an id
+    /// and an entry, in their check's initial state, before any slot can name them; those
+    /// no longer named leave the table before their entry is cleared and their id freed;
+    /// the others keep their id and health. The table is rebuilt when who fills it changes.
+    pub fn set_failover(
+        &mut self,
+        name: &str,
+        failover: &ServiceFailover,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        let existing = self
+            .services
+            .get(name)
+            .map(|s| s.standbys.clone())
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        let wanted = self.new_standbys(failover, &existing, forwarding)?;
+        let state = self.services.get_mut(name).ok_or_else(|| anyhow!("no service named {name}"))?;
+        let plan_before = state.table_plan();
+        let removed: Vec<u32> = state
+            .standbys
+            .iter()
+            .filter(|(address, _)| !wanted.contains_key(address))
+            .map(|(_, b)| b.id)
+            .collect();
+        let remac: Vec<Backend> = wanted
+            .values()
+            .filter(|w| state.standbys.get(&w.config.address).is_some_and(|old| old.config.mac != w.config.mac))
+            .map(|w| w.config.clone())
+            .collect();
+        state.failover = failover.clone();
+        state.standbys = wanted;
+        if state.table_plan() != plan_before {
+            self.publish(name)?;
+        }
+        for id in removed {
+            self.dataplane.set_backend(id, BackendValue::default())?;
+            self.backend_ids.give_back(id);
+        }
+        for config in remac {
+            self.set_forwarding(name, config.address, forwarding(&config))?;
+        }
+        Ok(())
+    }
+
+    /// The standbys `failover` names: those in `existing` as they are (with the weight now
+    /// configured), the others new, with an id and an entry. On an error the new ones' ids
+    /// are given back.
+    pub(super) fn new_standbys(
+        &mut self,
+        failover: &ServiceFailover,
+        existing: &BTreeMap<IpAddr, BackendState>,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+    ) -> anyhow::Result<BTreeMap<IpAddr, BackendState>> {
+        let mut out = BTreeMap::new();
+        let mut created = Vec::new();
+        for (address, role) in failover.standbys() {
+            let config = match role {
+                Role::Fallback => failover
+                    .fallback
+                    .iter()
+                    .find(|f| f.backend.address == address)
+                    .map(|f| f.backend.clone()),
+                Role::Backup | Role::Primary => None,
+            }
+            .unwrap_or(Backend { address, weight: 1, mac: None });
+            if let Some(old) = existing.get(&address) {
+                out.insert(address, BackendState { config, ..old.clone() });
+                continue;
+            }
+            let healthy = failover.initial_health(address, role).is_up();
+            match self.new_backend(&config, forwarding(&config), healthy) {
+                Ok(state) => {
+                    created.push(state.id);
+                    out.insert(address, state);
+                }
+                Err(err) => {
+                    for id in created {
+                        if let Err(clear) = self.dataplane.set_backend(id, BackendValue::default()) {
+                            log::warn!("clearing backend {id}: {clear:#}");
+                        }
+                        self.backend_ids.give_back(id);
+                    }
+                    return Err(err.context(format!("standby {address}")));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Logs a service moving to or from its fallback pool (having nobody is logged by
+/// `publish`).
+pub(super) fn note_serving(name: &str, state: &mut ServiceState, serving: Serving) {
+    if serving == state.serving {
+        return;
+    }
+    match (state.serving, serving) {
+        (_, Serving::Fallback) => log::warn!(
+            "service {name}: no primary is usable; new flows go to the fallback pool ({} server(s))",
+            state.failover.fallback.len()
+        ),
+        (Serving::Fallback, Serving::Primaries) => {
+            log::info!("service {name}: a primary is back; the fallback pool gets no new flows")
+        }
+        _ => {}
+    }
+    state.serving = serving;
+}

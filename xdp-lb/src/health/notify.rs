@@ -1,0 +1,263 @@
+//! The notify command (keepalived's `notify`, mon's alerts): run on every state change
+//! with the change in its environment, on a task of its own so that nothing waits for it,
+//! killed (with whatever it started) when it outlives its timeout. Its failures are logged
+//! as warnings and never stop the agent.
+
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{io::AsyncReadExt as _, process::Command, task::JoinHandle};
+
+use super::Event;
+use crate::config::{Notify, format_duration};
+
+/// Most of a failing command's stderr quoted in the warning.
+const MAX_STDERR: usize = 2048;
+
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    command: PathBuf,
+    timeout: Duration,
+}
+
+impl Notifier {
+    pub fn new(notify: &Notify) -> Self {
+        Self { command: notify.command.clone(), timeout: notify.timeout }
+    }
+
+    /// Starts the command for `event` and returns at once; the task logs how it ended.
+    pub fn notify(&self, event: &Event) -> JoinHandle<()> {
+        let env = environment(event);
+        let (command, timeout) = (self.command.clone(), self.timeout);
+        let what = format!("notify command {} for {} {}", command.display(), event.service, event.address);
+        tokio::spawn(async move {
+            match run(&command, &env, timeout).await {
+                Ok(()) => log::debug!("{what}: done"),
+                Err(why) => log::warn!("{what}: {why}"),
+            }
+        })
+    }
+}
+
+/// The variables a notify command gets.
+pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
+    vec![
+        ("XDP_LB_SERVICE", event.service.clone()),
+        ("XDP_LB_BACKEND", event.address.to_string()),
+        ("XDP_LB_ROLE", event.role.to_string()),
+        ("XDP_LB_OLD_STATE", event.from.to_string()),
+        ("XDP_LB_NEW_STATE", event.to.to_string()),
+        ("XDP_LB_REASON", event.reason.clone()),
+        ("XDP_LB_TIME", rfc3339(event.at)),
+    ]
+}
+
+/// Runs `command` with `env` added to the agent's environment, for at most `timeout`.
+pub async fn run(command: &std::path::Path, env: &[(&str, String)], timeout: Duration) -> Result<(), String> {
+    let mut child = Command::new(command)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    let pid = child.id();
+    let mut stderr = child.stderr.take();
+    let finished = tokio::time::timeout(timeout, async {
+        let mut said = Vec::new();
+        if let Some(pipe) = stderr.as_mut() {
+            // Kept short; the rest is read and dropped so the command never blocks on it.
+            let mut chunk = [0u8; 1024];
+            while let Ok(n) = pipe.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_STDERR.saturating_sub(said.len());
+                said.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+        (child.wait().await, said)
+    })
+    .await;
+    match finished {
+        Ok((Ok(status), _)) if status.success() => Ok(()),
+        Ok((Ok(status), said)) => {
+            let how = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit status {code}"),
+                (None, Some(signal)) => format!("signal {signal}"),
+                (None, None) => status.to_string(),
+            };
+            let said = String::from_utf8_lossy(&said);
+            Err(format!("failed ({how}); stderr: {:?}", said.trim()))
+        }
+        Ok((Err(e), _)) => Err(format!("waiting for it: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; the group is the
+                // command's own (process_group(0)) and has not been reaped yet.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.wait().await;
+            Err(format!("still running after {}; killed", format_duration(timeout)))
+        }
+    }
+}
+
+/// `t` as RFC 3339 in UTC, to the second: `2026-05-01T12:34:56Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, time::Instant};
+
+    use super::*;
+    use crate::config::{HealthState, Role};
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("xdp-lb-notify-test-{}-{n}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn event(service: &str) -> Event {
+        Event {
+            run: 1,
+            service: service.to_owned(),
+            address: "10.77.0.11".parse().unwrap(),
+            role: Role::Primary,
+            from: HealthState::Up,
+            to: HealthState::Down,
+            reason: "connect: connection refused".to_owned(),
+            checks: 2,
+            at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn times_are_rfc_3339_in_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn the_command_gets_the_change_in_its_environment() {
+        let dir = Scratch::new();
+        let out = dir.path().join("env");
+        let cmd = script(dir.path(), "notify.sh", &format!("env | grep ^XDP_LB_ | sort > {}", out.display()));
+        run(&cmd, &environment(&event("video-hls")), Duration::from_secs(5)).await.expect("the command ran");
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            "XDP_LB_BACKEND=10.77.0.11\nXDP_LB_NEW_STATE=down\nXDP_LB_OLD_STATE=up\n\
+             XDP_LB_REASON=connect: connection refused\nXDP_LB_ROLE=primary\n\
+             XDP_LB_SERVICE=video-hls\nXDP_LB_TIME=2023-11-14T22:13:20Z\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_missing_command_is_reported_with_its_stderr() {
+        let dir = Scratch::new();
+        let cmd = script(dir.path(), "fail.sh", "echo 'mail: command not found' >&2; exit 127");
+        let err = run(&cmd, &[], Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(err, "failed (exit status 127); stderr: \"mail: command not found\"");
+        let err = run(&dir.path().join("missing.sh"), &[], Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.starts_with("cannot start it: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_command_is_killed_with_its_children_at_the_timeout() {
+        let dir = Scratch::new();
+        let pid_file = dir.path().join("child.pid");
+        let cmd = script(dir.path(), "hang.sh", &format!("sleep 60 & echo $! > {}; wait", pid_file.display()));
+        let started = Instant::now();
+        let err = run(&cmd, &[], Duration::from_millis(300)).await.unwrap_err();
+        assert_eq!(err, "still running after 300ms; killed");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let child: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // The killed sleep is a zombie until init reaps it, or gone.
+        let gone = |pid: i32| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(child) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(child), "the command's own child was killed too");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_notification_does_not_hold_up_the_next_ones() {
+        let dir = Scratch::new();
+        let log = dir.path().join("log");
+        let body = format!(
+            "echo \"$XDP_LB_SERVICE\" >> {log}\n[ \"$XDP_LB_SERVICE\" = slow ] && sleep 60\nexit 0",
+            log = log.display()
+        );
+        let notifier = Notifier::new(&Notify { command: script(dir.path(), "n.sh", &body), timeout: Duration::from_secs(2) });
+        let slow = notifier.notify(&event("slow"));
+        let fast = notifier.notify(&event("fast"));
+        tokio::time::timeout(Duration::from_secs(1), fast).await.expect("the second finished first").unwrap();
+        let seen = fs::read_to_string(&log).unwrap();
+        assert!(seen.contains("slow") && seen.contains("fast"), "{seen}");
+        tokio::time::timeout(Duration::from_secs(5), slow).await.expect("the slow one was killed").unwrap();
+    }
+}
