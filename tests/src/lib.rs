@@ -32,6 +32,7 @@
 pub mod bench;
 mod cmd;
 pub mod demo;
+pub mod faults;
 mod exec;
 mod lab;
 pub mod netns;

@@ -17,7 +17,7 @@ pub const MAX_BACKENDS: u32 = 16384;
 pub const MAX_TX_PORTS: u32 = 64;
 
 /// Entries of `flows` (the connection table) when the config does not say.
-pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 1 << 20;
+pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 1 << 18;
 /// Entries of `persistence` (client -> backend, for services with `persistence`).
 pub const PERSIST_TABLE_SIZE: u32 = 1 << 18;
 /// A TCP flow with no packet for this long is forgotten (IPVS's default `tcp` timeout).

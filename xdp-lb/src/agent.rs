@@ -1,5 +1,8 @@
-//! The agent's control loop: load, fill the maps from the config, attach, keep backend MACs
-//! current, detach on SIGINT/SIGTERM.
+//! The agent's control loop: load, fill the maps from the config, attach, check the
+//! servers' health and apply the verdicts (`agent/failover.rs`), keep backend MACs current,
+//! reload on SIGHUP, detach on SIGINT/SIGTERM.
+
+mod failover;
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -12,7 +15,7 @@ use tokio::{
 
 use crate::{
     balancer::{Balancer, Forwarding},
-    config::{self, Backend, Config, LiveHost, XdpAttachMode},
+    config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     dataplane::{Dataplane, LoadOptions},
     neighbour::{Egress, Neighbours, xdp_ifindex},
     reload::{self, Change},
@@ -30,7 +33,8 @@ pub struct RunOptions {
 }
 
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
-pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
+pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
+    let config = &file.config;
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let mut dataplane = Dataplane::load(&LoadOptions {
         flow_hash_seed: config.flow_hash_seed,
@@ -51,13 +55,14 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
 
-    let resolved = resolve_all(&neighbours, &config, &interfaces, &mut dataplane).await;
+    let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
     let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);
     let mut services: Vec<_> = config.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     for service in services {
+        let service_failover = failover::service_failover(&file, &service.name);
         balancer
-            .add_service(service, &|b: &Backend| {
+            .add_service_with_failover(service, &service_failover, &|b: &Backend| {
                 resolved.get(&b.address).copied().flatten()
             })
             .with_context(|| format!("service {}", service.name))?;
@@ -84,6 +89,7 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
             service.config.maglev_size
         );
     }
+    let mut health = failover::Health::start(&neighbours, &file, &balancer);
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -95,17 +101,19 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                if let Some(new) = reload(&neighbours, &config, &interfaces, &mut balancer).await {
-                    config = new;
+                if let Some(new) = reload(&neighbours, &file, &interfaces, &mut balancer).await {
+                    file = new;
+                    health.sync(&file, &balancer);
                 }
             }
-            _ = refresh.tick() => refresh_backends(&neighbours, &config, &interfaces, &mut balancer).await,
+            Some(event) = health.events.recv() => health.apply(event, &mut balancer),
+            _ = refresh.tick() => refresh_backends(&neighbours, &file, &interfaces, &mut balancer).await,
         }
     }
     balancer.dataplane_mut().detach_all();
     log::info!(
         "xdp-lb detached from {}; exiting",
-        config.interfaces.join(", ")
+        file.config.interfaces.join(", ")
     );
     Ok(())
 }
@@ -114,27 +122,52 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
 /// applied; an invalid file, or one changing settings fixed at load, changes nothing.
 async fn reload(
     neighbours: &Neighbours,
-    current: &Config,
+    current: &ConfigFile,
     interfaces: &[Egress],
     balancer: &mut Balancer,
-) -> Option<Config> {
-    log::info!("reloading {}", current.path.display());
-    let new = match config::load(&current.path, &LiveHost) {
+) -> Option<ConfigFile> {
+    log::info!("reloading {}", current.config.path.display());
+    let new = match config::load_file(&current.config.path, &LiveHost) {
         Ok(new) => new,
         Err(errors) => {
             log::error!("reload refused, nothing changed:\n{errors}");
             return None;
         }
     };
-    let changes = match reload::plan(current, &new) {
+    let changes = match reload::plan(&current.config, &new.config) {
         Ok(changes) => changes,
         Err(why) => {
             log::error!("reload refused, nothing changed: {why}");
             return None;
         }
     };
-    if changes.is_empty() {
-        log::info!("reload: no change");
+    // Services re-added by the plan get their failover settings with them; the others
+    // whose settings changed get them first (see below).
+    let re_added: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddService(s) => Some(s.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let failover_updates: Vec<&String> = new
+        .failover
+        .services
+        .iter()
+        .filter(|(name, settings)| {
+            !re_added.contains(&name.as_str())
+                && balancer
+                    .service(name)
+                    .is_some_and(|s| s.failover != **settings)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if changes.is_empty() && failover_updates.is_empty() {
+        if new.failover.notify == current.failover.notify {
+            log::info!("reload: no change");
+        } else {
+            log::info!("reload: new notify settings");
+        }
         return Some(new);
     }
     // Resolve every backend that needs it before touching anything.
@@ -148,6 +181,14 @@ async fn reload(
                 wanted.insert(backend.address, backend.clone());
             }
             _ => {}
+        }
+    }
+    for (name, settings) in &new.failover.services {
+        let known = balancer.service(name);
+        for standby in failover::standby_backends(settings) {
+            if known.is_none_or(|s| !s.standbys.contains_key(&standby.address)) {
+                wanted.insert(standby.address, standby);
+            }
         }
     }
     let results = join_all(wanted.values().map(|b| forwarding_for(neighbours, b))).await;
@@ -170,11 +211,30 @@ async fn reload(
     }
     let lookup = |address: &IpAddr| resolved.get(address).copied().flatten();
     let mut failed = 0;
+    // Failover settings first: backends added below then start in their checks' initial
+    // state, and standbys no longer named leave before anything else changes.
+    for name in &failover_updates {
+        let settings = failover::service_failover(&new, name);
+        let forwarding = |b: &Backend| lookup(&b.address);
+        match balancer.set_failover(name, &settings, &forwarding) {
+            Ok(()) => log::info!("reload: updated the failover settings of service {name}"),
+            Err(err) => {
+                failed += 1;
+                log::error!(
+                    "reload: updating the failover settings of service {name} failed: {err:#}"
+                );
+            }
+        }
+    }
     for change in &changes {
         let applied = match change {
             Change::RemoveService(name) => balancer.remove_service(name),
             Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
-            Change::AddService(s) => balancer.add_service(s, &|b: &Backend| lookup(&b.address)),
+            Change::AddService(s) => balancer.add_service_with_failover(
+                s,
+                &failover::service_failover(&new, &s.name),
+                &|b: &Backend| lookup(&b.address),
+            ),
             Change::RemoveBackend { service, address } => {
                 balancer.remove_backend(service, *address)
             }
@@ -198,13 +258,11 @@ async fn reload(
             }
         }
     }
+    let total = changes.len() + failover_updates.len();
     if failed == 0 {
-        log::info!("reload applied: {} change(s)", changes.len());
+        log::info!("reload applied: {total} change(s)");
     } else {
-        log::error!(
-            "reload applied with {failed} failed change(s) of {}",
-            changes.len()
-        );
+        log::error!("reload applied with {failed} failed change(s) of {total}");
     }
     Some(new)
 }
@@ -300,30 +358,15 @@ async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::R
     }
 }
 
-/// One configuration of each distinct backend address (the MAC, when given, is the same
-/// for every service that lists the address: validation does not require it, so the first
-/// one given wins).
-fn distinct_backends(config: &Config) -> BTreeMap<IpAddr, Backend> {
-    let mut out: BTreeMap<IpAddr, Backend> = BTreeMap::new();
-    for backend in config.services.iter().flat_map(|s| &s.backends) {
-        let entry = out
-            .entry(backend.address)
-            .or_insert_with(|| backend.clone());
-        if entry.mac.is_none() {
-            entry.mac = backend.mac;
-        }
-    }
-    out
-}
-
-/// Resolves every backend at once; unresolvable ones are reported and left out (`None`).
+/// Resolves every backend (and standby) at once; unresolvable ones are reported and left
+/// out (`None`).
 async fn resolve_all(
     neighbours: &Neighbours,
-    config: &Config,
+    file: &ConfigFile,
     interfaces: &[Egress],
     dataplane: &mut Dataplane,
 ) -> BTreeMap<IpAddr, Option<Forwarding>> {
-    let backends = distinct_backends(config);
+    let backends = failover::distinct_servers(file);
     let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
     let mut out = BTreeMap::new();
     for (backend, result) in backends.values().zip(results) {
@@ -369,18 +412,17 @@ fn note_egress(dataplane: &mut Dataplane, interfaces: &[Egress], address: IpAddr
 /// Retries unresolved backends and picks up MAC changes of resolved ones.
 async fn refresh_backends(
     neighbours: &Neighbours,
-    config: &Config,
+    file: &ConfigFile,
     interfaces: &[Egress],
     balancer: &mut Balancer,
 ) {
-    let backends = distinct_backends(config);
+    let backends = failover::distinct_servers(file);
     let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
     for (backend, result) in backends.values().zip(results) {
         let users: Vec<(String, Option<Forwarding>)> = balancer
             .services()
             .filter_map(|s| {
-                s.backends
-                    .get(&backend.address)
+                s.server(backend.address)
                     .map(|b| (s.config.name.clone(), b.forwarding))
             })
             .collect();

@@ -132,7 +132,9 @@ impl ServiceState {
 
     /// The server at `address`: a primary, else a standby.
     pub fn server(&self, address: IpAddr) -> Option<&BackendState> {
-        self.backends.get(&address).or_else(|| self.standbys.get(&address))
+        self.backends
+            .get(&address)
+            .or_else(|| self.standbys.get(&address))
     }
 
     fn server_mut(&mut self, address: IpAddr) -> Option<&mut BackendState> {
@@ -154,7 +156,10 @@ impl ServiceState {
             .backends
             .values()
             .map(|p| {
-                let backup = self.failover.backup_of(p.config.address).and_then(|a| self.standbys.get(&a));
+                let backup = self
+                    .failover
+                    .backup_of(p.config.address)
+                    .and_then(|a| self.standbys.get(&a));
                 (candidate(p), backup.map(candidate))
             })
             .collect();
@@ -279,7 +284,9 @@ impl Balancer {
         let mut sorted: Vec<&Backend> = config.backends.iter().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
-            let healthy = failover.initial_health(backend.address, Role::Primary).is_up();
+            let healthy = failover
+                .initial_health(backend.address, Role::Primary)
+                .is_up();
             match self.new_backend(backend, forwarding(backend), healthy) {
                 Ok(b) => {
                     state.backends.insert(backend.address, b);
@@ -356,7 +363,10 @@ impl Balancer {
         if state.backends.len() >= state.config.maglev_size as usize {
             bail!("service {service} has as many backends as its table has slots");
         }
-        let healthy = state.failover.initial_health(config.address, Role::Primary).is_up();
+        let healthy = state
+            .failover
+            .initial_health(config.address, Role::Primary)
+            .is_up();
         let backend = self.new_backend(config, forwarding, healthy)?;
         let state = self
             .services

@@ -5,12 +5,15 @@
 pub mod agent;
 pub mod balancer;
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod maglev;
 pub mod neighbour;
 pub mod pins;
 pub mod regions;
 pub mod reload;
+pub mod runtime;
 pub mod simulate;
 
 /// The compiled data plane (built by build.rs through aya-build).

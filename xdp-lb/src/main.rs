@@ -1,6 +1,12 @@
 //! `xdp-lb`: the agent and its command line.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+mod ctl;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use xdp_lb::{
@@ -51,6 +57,47 @@ enum Command {
     /// data plane's own hash and Maglev tables), and what share would move if a backend
     /// were removed or added; touches nothing.
     Simulate(SimulateArgs),
+    /// The running agent's services, backends, states, flows and counters, like
+    /// `ipvsadm -Ln --stats`.
+    Status {
+        /// Prints the report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Redraws every SECONDS (default 2) until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
+    /// Run-time backend changes (validated first; kept across agent restarts).
+    Backend {
+        #[command(subcommand)]
+        command: ctl::BackendCommand,
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
+    /// Which backend a flow gets now (connection table first, then Maglev).
+    Lookup {
+        /// The client, as IP:PORT ([IPv6]:PORT).
+        client: SocketAddr,
+        /// The service, as VIP:PORT.
+        vip: SocketAddr,
+        #[arg(default_value = "tcp", value_parser = ["tcp", "udp"])]
+        protocol: String,
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
+    /// Makes the running agent re-read its YAML file (as SIGHUP) and reports the outcome.
+    Reload {
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
+    /// Detaches and removes everything an agent pinned (its program, maps and links).
+    Cleanup {
+        /// The pin directory.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,14 +139,19 @@ fn main() -> ExitCode {
         Some(Command::Check { config, file }) => check(file.as_deref().unwrap_or(&config)),
         Some(Command::Run(args)) => run(args),
         Some(Command::Simulate(args)) => simulate(args),
+        Some(Command::Status { json, watch, socket }) => ctl::status(&socket.socket, json, watch),
+        Some(Command::Backend { command, socket }) => ctl::backend(&socket.socket, command),
+        Some(Command::Lookup { client, vip, protocol, socket }) => ctl::lookup(&socket.socket, client, vip, &protocol),
+        Some(Command::Reload { socket }) => ctl::reload(&socket.socket),
+        Some(Command::Cleanup { pin_dir }) => ctl::cleanup(pin_dir),
         None => run(cli.run),
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path, &LiveHost) {
-        Ok(config) => {
-            print!("{}", config::render(&config));
+    match config::load_file(path, &LiveHost) {
+        Ok(file) => {
+            print!("{}", config::render_file(&file));
             eprintln!("{}: OK", path.display());
             ExitCode::SUCCESS
         }
@@ -143,7 +195,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match config::load(&args.config, &LiveHost) {
+    let config = match config::load_file(&args.config, &LiveHost) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");

@@ -14,13 +14,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use xdp_lb::config::{Config, HostFacts, parse_str, render};
+use xdp_lb::config::{CheckKind, ConfigFile, HostFacts, HttpCheck, parse_file, render_file};
 
 struct FakeHost;
 
 impl HostFacts for FakeHost {
     fn interface_exists(&self, name: &str) -> bool {
         matches!(name, "eth0" | "eth1" | "lo")
+    }
+
+    /// Commands under /etc/xdp-lb/ exist and are executable (the examples' notify script).
+    fn is_executable(&self, path: &Path) -> bool {
+        path.starts_with("/etc/xdp-lb")
     }
 }
 
@@ -51,7 +56,7 @@ fn stem(path: &Path) -> String {
 fn actual(path: &Path) -> Result<String, String> {
     let text = fs::read_to_string(crate_dir().join(path))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let parsed = parse_str(path, &text, &FakeHost);
+    let parsed = parse_file(path, &text, &FakeHost);
     match (stem(path).starts_with("bad-"), parsed) {
         (true, Err(errors)) => Ok(format!("{errors}\n")),
         (true, Ok(_)) => Err(format!(
@@ -60,15 +65,15 @@ fn actual(path: &Path) -> Result<String, String> {
         )),
         (false, Err(errors)) => Err(format!("{}: refused:\n{errors}", path.display())),
         (false, Ok(config)) => {
-            let rendered = render(&config);
+            let rendered = render_file(&config);
             check_round_trip(path, &config, &rendered)?;
             Ok(rendered)
         }
     }
 }
 
-fn check_round_trip(path: &Path, config: &Config, rendered: &str) -> Result<(), String> {
-    let again = parse_str(path, rendered, &FakeHost).map_err(|e| {
+fn check_round_trip(path: &Path, config: &ConfigFile, rendered: &str) -> Result<(), String> {
+    let again = parse_file(path, rendered, &FakeHost).map_err(|e| {
         format!(
             "{}: its rendering is refused:\n{e}\n{rendered}",
             path.display()
@@ -171,7 +176,8 @@ fn every_golden_file_has_its_input() {
 fn the_reference_example_serves_rtmp_and_hls_from_the_same_three_servers() {
     let path = Path::new("../examples/xdp-lb.yaml");
     let text = fs::read_to_string(crate_dir().join(path)).unwrap_or_else(|e| panic!("{e}"));
-    let config = parse_str(path, &text, &FakeHost).unwrap_or_else(|e| panic!("{e}"));
+    let file = parse_file(path, &text, &FakeHost).unwrap_or_else(|e| panic!("{e}"));
+    let config = &file.config;
     assert_eq!(config.interfaces, ["eth0"]);
     let names: Vec<_> = config
         .services
@@ -187,6 +193,43 @@ fn the_reference_example_serves_rtmp_and_hls_from_the_same_three_servers() {
         .map(|b| b.address.to_string())
         .collect();
     assert_eq!(servers, ["10.0.0.11", "10.0.0.12", "10.0.0.13"]);
+}
+
+#[test]
+fn the_reference_example_checks_rtmp_with_a_handshake_and_hls_with_its_health_page() {
+    let path = Path::new("../examples/xdp-lb.yaml");
+    let text = fs::read_to_string(crate_dir().join(path)).unwrap_or_else(|e| panic!("{e}"));
+    let file = parse_file(path, &text, &FakeHost).unwrap_or_else(|e| panic!("{e}"));
+    let check = |name: &str| {
+        file.failover.services[name]
+            .check
+            .clone()
+            .unwrap_or_else(|| panic!("{name} is checked"))
+    };
+    assert_eq!(check("video-rtmp").kind, CheckKind::Rtmp);
+    assert_eq!(
+        check("video-hls").kind,
+        CheckKind::Http(HttpCheck {
+            path: "/health".into(),
+            expect_status: 200,
+            expect_body: Some("ok".into())
+        })
+    );
+    for name in ["video-rtmp", "video-hls"] {
+        let c = check(name);
+        assert_eq!(
+            (
+                c.interval.as_millis(),
+                c.timeout.as_millis(),
+                c.fall,
+                c.rise
+            ),
+            (1000, 800, 2, 3)
+        );
+    }
+    let notify = file.failover.notify.expect("a notify block");
+    assert_eq!(notify.command, Path::new("/etc/xdp-lb/notify-mail.sh"));
+    assert_eq!(file.failover.services["video-hls"].fallback.len(), 1);
 }
 
 #[test]
@@ -216,8 +259,8 @@ fn damaged_copies_of_the_examples_are_refused_or_accepted_without_panicking() {
                 _ => damaged[at] = replacements[next(replacements.len())],
             }
             let damaged: String = damaged.into_iter().collect();
-            if let Ok(config) = parse_str(&path, &damaged, &FakeHost) {
-                check_round_trip(&path, &config, &render(&config))
+            if let Ok(config) = parse_file(&path, &damaged, &FakeHost) {
+                check_round_trip(&path, &config, &render_file(&config))
                     .unwrap_or_else(|e| panic!("{e}"));
             }
         }

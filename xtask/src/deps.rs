@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::process::{capture, capture_ok, command, step, tool_path};
 
 /// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
-/// network tools the lab and the tests use.
+/// network tools the lab and the tests use, and perf for the benchmarks' profiles.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -24,6 +24,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "libbpf-dev",
     "iputils-ping",
+    "linux-perf",
 ];
 
 /// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).

@@ -40,6 +40,7 @@ pub fn bars<DB: DrawingBackend>(
     marks: &[Option<f64>],
     mark_label: &str,
     y_desc: &str,
+    legend: SeriesLabelPosition,
 ) -> Result<()> {
     let n = labels.len().max(1) as i32;
     let top = values
@@ -48,13 +49,14 @@ pub fn bars<DB: DrawingBackend>(
         .chain(marks.iter().flatten().copied())
         .fold(0.0f64, f64::max)
         .max(f64::MIN_POSITIVE)
-        * 1.15;
+        * 1.4;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+        // A segmented 0..n has a segment for n itself: stop at the last bar.
+        .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0.0..top)
         .map_err(err(title))?;
     chart
         .configure_mesh()
@@ -107,7 +109,7 @@ pub fn bars<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -148,6 +150,7 @@ pub fn lines<DB: DrawingBackend>(
         .map_err(err(title))?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .x_desc(x_desc)
         .y_desc(y_desc)
         .draw()
@@ -220,6 +223,7 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 &marks,
                 "target",
                 "ns per packet",
+                SeriesLabelPosition::UpperLeft,
             )
         })?,
     ));
@@ -249,6 +253,7 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 &marks,
                 "target (65537 slots, 100 backends)",
                 "ms",
+                SeriesLabelPosition::UpperLeft,
             )
         })?,
     ));
@@ -258,14 +263,17 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
         svg(root, "distribution-spread.svg", (1100, 440), |area| {
             let (left, right) = area.split_horizontally(600);
             let mut shares: Vec<Line> = Vec::new();
-            for i in 0..10 {
+            for (i, color) in PALETTE.iter().enumerate() {
                 let points: Vec<(f64, f64)> = d
                     .spreads
                     .iter()
                     .filter_map(|s| {
-                        s.shares_percent
-                            .get(i)
-                            .map(|v| (f64::from(s.backends), v.median))
+                        s.shares_percent.get(i).map(|v| {
+                            (
+                                f64::from(s.backends),
+                                v.median * f64::from(s.backends) / 100.0,
+                            )
+                        })
                     })
                     .collect();
                 shares.push(Line {
@@ -275,27 +283,27 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                         String::new()
                     },
                     points,
-                    color: PALETTE[i],
+                    color: *color,
                     points_only: true,
                 });
             }
             shares.push(Line {
-                label: "ideal 100/N".to_owned(),
+                label: "ideal (1/N of the flows)".to_owned(),
                 points: d
                     .spreads
                     .iter()
-                    .map(|s| (f64::from(s.backends), 100.0 / f64::from(s.backends)))
+                    .map(|s| (f64::from(s.backends), 1.0))
                     .collect(),
                 color: MARK,
                 points_only: false,
             });
             lines(
                 &left,
-                &format!("Share of {} random flows per backend", d.flows),
+                &format!("Each backend's share of {} random flows over 1/N", d.flows),
                 &shares,
                 "backends N",
-                "share of flows (%)",
-                true,
+                "share / ideal share",
+                false,
             )?;
             let imbalance = vec![
                 Line {
@@ -390,6 +398,7 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                     &marks,
                     "ideal",
                     "share of flows (%)",
+                    SeriesLabelPosition::UpperRight,
                 )?;
             }
             Ok(())

@@ -323,3 +323,54 @@ pub fn run(opts: &DistributionOptions) -> Result<DistributionResults> {
         two_lbs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> DistributionOptions {
+        DistributionOptions {
+            flows: 20_000,
+            runs: 5,
+            maglev_size: 4099,
+        }
+    }
+
+    #[test]
+    fn every_run_shares_all_its_flows_and_the_imbalance_is_max_over_mean() {
+        let s = spread(4, &opts()).unwrap();
+        assert_eq!(s.shares_percent.len(), 4);
+        for run in 0..5 {
+            let shares: Vec<f64> = s.shares_percent.iter().map(|b| b.samples[run]).collect();
+            assert!(
+                (shares.iter().sum::<f64>() - 100.0).abs() < 1e-9,
+                "{shares:?}"
+            );
+            let max = shares.iter().copied().fold(0.0, f64::max);
+            assert!((s.max_over_mean.samples[run] - max / 25.0).abs() < 1e-12);
+        }
+        // Each run draws its own flows.
+        assert_ne!(
+            s.shares_percent[0].samples[0],
+            s.shares_percent[0].samples[1]
+        );
+    }
+
+    #[test]
+    fn moved_shares_sit_next_to_their_ideals() {
+        let m = movement(4, &opts()).unwrap();
+        assert_eq!((m.remove_ideal_percent, m.add_ideal_percent), (25.0, 20.0));
+        assert_eq!(m.removed_percent.samples.len(), 5);
+        assert!((m.removed_percent.median - 25.0).abs() < 3.0, "{m:?}");
+        assert!((m.added_percent.median - 20.0).abs() < 3.0, "{m:?}");
+    }
+
+    #[test]
+    fn two_to_one_weights_give_about_two_to_one_flows() {
+        let w = weighted(&[2, 1], &opts()).unwrap();
+        assert_eq!(w.ideal_percent.len(), 2);
+        assert!((w.ideal_percent[0] - 200.0 / 3.0).abs() < 1e-9);
+        assert!((w.ratio_to_lightest[0].median - 2.0).abs() < 0.15, "{w:?}");
+        assert_eq!(w.ratio_to_lightest[1].median, 1.0);
+    }
+}

@@ -8,6 +8,7 @@ use super::{
     packet::{Case, PacketResults},
     profile::Profile,
     report::{target_ns, verdict},
+    stats::{Summary, paired_difference},
 };
 
 /// What a kernel or BPF symbol spends its time on, for grouping perf samples.
@@ -48,10 +49,6 @@ pub fn by_category(profile: &Profile) -> Vec<(&'static str, f64)> {
     }
     groups.sort_by(|a, b| b.1.total_cmp(&a.1));
     groups
-}
-
-fn net(p: &PacketResults, id: &str) -> Option<f64> {
-    p.case(id).map(|c| c.net_ns.median)
 }
 
 pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
@@ -151,16 +148,33 @@ fn where_time_goes(out: &mut String, p: &PacketResults) {
             .iter()
             .map(|(name, n)| format!("`{name}` ×{n}"))
             .collect();
+        let jited = match (facts.jited_insns, facts.jited_calls) {
+            (Some(insns), Some(calls)) => format!(" ({insns} instructions, {calls} of them calls)"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "The loaded program: {} translated BPF instructions, {} bytes of JITed x86-64, {} \
-             instructions processed by the verifier. Its call sites: {}.\n",
+            "The loaded program: {} translated BPF instructions, {} bytes of JITed x86-64{jited}, \
+             {} instructions processed by the verifier. Its call sites in the translated code: \
+             {}. No path loops: each runs a part of this code once.\n",
             facts.xlated_insns,
             facts.jited_bytes,
             facts
                 .verified_insns
                 .map_or("an unknown number of".to_owned(), |n| n.to_string()),
             calls.join(", ")
+        );
+    }
+    if !p.bpftool_profile.is_empty() {
+        let _ = writeln!(
+            out,
+            "`bpftool prog profile id … cycles instructions` while the hit case ran: `{}`{}\n",
+            p.bpftool_profile,
+            if p.bpftool_profile.contains("run_cnt") {
+                ""
+            } else {
+                " — so the profile below samples time with perf's software `cpu-clock` event instead"
+            }
         );
     }
     let steps: [(&str, &str, &str); 4] = [
@@ -187,26 +201,20 @@ fn where_time_goes(out: &mut String, p: &PacketResults) {
     ];
     let _ = writeln!(
         out,
-        "Each case adds work to the one before it; the differences of their net medians:\n\n| step | adds | net ns |\n|---|---|---|"
+        "Each case adds work to the one before it. The differences are taken run by run (the cases of a run ran back to back):\n\n| step | adds | ns (median, min–max over the runs) |\n|---|---|---|"
     );
     for (id, before, adds) in steps {
-        let (Some(now), prior) = (
-            net(p, id),
-            if before.is_empty() {
-                Some(0.0)
-            } else {
-                net(p, before)
-            },
-        ) else {
-            continue;
-        };
-        let Some(prior) = prior else { continue };
-        let label = if before.is_empty() {
-            format!("`{id}`")
+        let Some(now) = p.case(id) else { continue };
+        let (label, step) = if before.is_empty() {
+            (format!("`{id}`"), now.net_ns.clone())
         } else {
-            format!("`{before}` → `{id}`")
+            let Some(prior) = p.case(before) else {
+                continue;
+            };
+            let diff = paired_difference(&now.net_ns.samples, &prior.net_ns.samples);
+            (format!("`{before}` → `{id}`"), Summary::of(&diff))
         };
-        let _ = writeln!(out, "| {label} | {adds} | {:+.1} |", now - prior);
+        let _ = writeln!(out, "| {label} | {adds} | {} |", step.show(1));
     }
     let _ = writeln!(out);
     if p.profiles.is_empty() {

@@ -35,19 +35,40 @@ fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
 /// An IPv4 TCP segment; `syn` for a connection's first packet, else a plain ACK.
 pub fn tcp_v4(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, dst_port: u16, syn: bool) -> Vec<u8> {
     let l4 = tcp(src_port, dst_port, if syn { TCP_SYN } else { TCP_ACK });
+    ipv4(src, dst, 6, &l4)
+}
+
+/// An IPv4 UDP datagram with a `payload_len`-byte payload.
+pub fn udp_v4(
+    src: Ipv4Addr,
+    src_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(8 + payload_len);
+    l4.extend_from_slice(&src_port.to_be_bytes());
+    l4.extend_from_slice(&dst_port.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]); // no checksum (allowed over IPv4)
+    l4.resize(8 + payload_len, 0x47);
+    ipv4(src, dst, 17, &l4)
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let total = (20 + l4.len()) as u16;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(&0x1c46u16.to_be_bytes()); // id
     ip.extend_from_slice(&0x4000u16.to_be_bytes()); // DF
-    ip.extend_from_slice(&[64, 6, 0, 0]); // ttl, TCP, checksum
+    ip.extend_from_slice(&[64, proto, 0, 0]); // ttl, protocol, checksum
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut frame = ethernet(0x0800);
     frame.extend_from_slice(&ip);
-    frame.extend_from_slice(&l4);
+    frame.extend_from_slice(l4);
     frame
 }
 

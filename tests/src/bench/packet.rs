@@ -100,6 +100,8 @@ pub struct PacketResults {
     pub eviction: Eviction,
     pub program: Option<ProgramFacts>,
     pub profiles: Vec<Profile>,
+    /// What `bpftool prog profile` said while the hit case ran.
+    pub bpftool_profile: String,
 }
 
 impl PacketResults {
@@ -678,7 +680,15 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             }
         }
     }
+    let hit_frame = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
+    let bpftool_profile = match &program {
+        Some(facts) => profile::bpftool_profile(facts.id, &mut || {
+            time_repeat(main.program(), &hit_frame, opts.repeat).map(drop)
+        }),
+        None => "not tried: the program's id is unknown".to_owned(),
+    };
     Ok(PacketResults {
+        bpftool_profile,
         cpu: opts.cpu,
         repeat: opts.repeat,
         runs: opts.runs,

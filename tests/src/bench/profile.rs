@@ -5,6 +5,7 @@
 
 use std::{
     collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -23,6 +24,9 @@ pub struct ProgramFacts {
     pub verified_insns: Option<u32>,
     /// Calls in the translated program, by callee, with how many call sites each.
     pub calls: BTreeMap<String, u32>,
+    /// x86-64 instructions of the JITed image (objdump), and how many are calls.
+    pub jited_insns: Option<u32>,
+    pub jited_calls: Option<u32>,
 }
 
 pub fn program_facts(program: &Xdp) -> Result<ProgramFacts> {
@@ -46,13 +50,132 @@ pub fn program_facts(program: &Xdp) -> Result<ProgramFacts> {
             *calls.entry(callee).or_insert(0) += 1;
         }
     }
+    let disassembly =
+        jited_image(program, info.size_jitted()).and_then(|image| disassemble(&image));
+    let (jited_insns, jited_calls) = match disassembly {
+        Ok((insns, calls)) => (Some(insns), Some(calls)),
+        Err(err) => {
+            eprintln!("xdp-lb-bench: the JITed image: {err:#}");
+            (None, None)
+        }
+    };
     Ok(ProgramFacts {
         id,
         xlated_insns: info.size_translated().unwrap_or(0) / 8,
         jited_bytes: info.size_jitted(),
         verified_insns: info.verified_instruction_count(),
         calls,
+        jited_insns,
+        jited_calls,
     })
+}
+
+/// The program's JITed machine code, through `BPF_OBJ_GET_INFO_BY_FD` (Debian's bpftool
+/// is built without the disassembler that `bpftool prog dump jited` needs).
+fn jited_image(program: &Xdp, len: u32) -> Result<Vec<u8>> {
+    /// `BPF_OBJ_GET_INFO_BY_FD` (linux/bpf.h).
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut image = vec![0u8; len as usize];
+    // The head of struct bpf_prog_info, up to and including `jited_prog_insns`: type, id,
+    // tag[8], jited_prog_len, xlated_prog_len, jited_prog_insns.
+    let mut info = [0u8; 32];
+    info[16..20].copy_from_slice(&len.to_ne_bytes());
+    info[24..32].copy_from_slice(&(image.as_mut_ptr() as u64).to_ne_bytes());
+    let fd = program
+        .fd()
+        .context("the program's fd")?
+        .as_fd()
+        .as_raw_fd();
+    let attr = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` points at `info`, whose `jited_prog_insns` points at `image` of the
+    // length given in `jited_prog_len`; the kernel writes at most that much into each.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_OBJ_GET_INFO_BY_FD");
+    }
+    Ok(image)
+}
+
+/// Instructions and calls in x86-64 machine code (`objdump` from binutils).
+fn disassemble(image: &[u8]) -> Result<(u32, u32)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("jited.bin");
+    std::fs::write(&path, image)?;
+    let out = Command::new("objdump")
+        .args(["-D", "-b", "binary", "-mi386:x86-64"])
+        .arg(&path)
+        .output()
+        .context("running objdump")?;
+    if !out.status.success() {
+        bail!("objdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let insns: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.split_once(":\t")
+                .is_some_and(|(addr, _)| u64::from_str_radix(addr.trim(), 16).is_ok())
+        })
+        .collect();
+    let calls = insns.iter().filter(|l| l.contains("\tcall")).count();
+    Ok((insns.len() as u32, calls as u32))
+}
+
+/// What `bpftool prog profile` (hardware cycles and instructions per run) says while
+/// `work` runs: its output, or its refusal.
+pub fn bpftool_profile(id: u32, work: &mut dyn FnMut() -> Result<()>) -> String {
+    let child = Command::new("bpftool")
+        .args([
+            "prog",
+            "profile",
+            "id",
+            &id.to_string(),
+            "duration",
+            "1",
+            "cycles",
+            "instructions",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => return format!("bpftool could not run: {err}"),
+    };
+    while matches!(child.try_wait(), Ok(None)) {
+        if let Err(err) = work() {
+            return format!("the workload failed: {err:#}");
+        }
+    }
+    match child.wait_with_output() {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+        Err(err) => format!("bpftool failed: {err}"),
+    }
 }
 
 /// A perf profile of one case.

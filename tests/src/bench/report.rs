@@ -368,20 +368,36 @@ fn lab(out: &mut String, bench: &Bench) {
         Section::Measured(t) => {
             let _ = writeln!(
                 out,
-                "`{}` sends UDP frames to the VIP (port 9000, one flow) from the switch's end of the \
-                 LB's veth, straight into the LB's eth0 in native XDP mode, for {:.0} s windows after \
-                 a 1 s ramp. The rates are the LB's eth0 `rx_packets` and the sum of the backends' \
-                 over each window. First with the agent (`xdp_lb`, frames sent on to a backend), then \
-                 with `xdp_pass` in its place (frames go up the LB's own stack and are dropped there: \
-                 no socket). **veth is not a NIC**: the generator, the LB, the bridge and the backends \
-                 all share this machine's {} CPUs, so these figures describe this lab, not a server \
-                 with a real NIC.\n\n| program on the LB | LB receives | backends receive |\n|---|---|---|",
-                t.generator, t.window_s, bench.machine.cpus
+                "Generator: {}. It sends {}-byte UDP frames to the VIP (port 9000, one flow) from \
+                 the switch's end of the LB's veth, straight into the LB's eth0 (native XDP), for \
+                 {:.0} s windows after a 1 s ramp. The rates are the generator's own count, the LB's \
+                 eth0 `rx_packets` and the frames the switch sent on to the backends. First with \
+                 the agent (`xdp_lb`: frames go back out to a backend), then with `xdp_pass` in its \
+                 place (frames go up the LB's own stack and are dropped there: no socket). **veth \
+                 is not a NIC**: the generator, the LB, the bridge and the backends all share this \
+                 machine's {} CPUs, and a frame the LB sends on costs the bridge and a backend work \
+                 on the same CPUs, so these figures describe this lab, not a server with a real NIC.\n",
+                t.generator, t.frame_bytes, t.window_s, bench.machine.cpus
             );
-            for mode in &t.modes {
+            if let Some(refused) = &t.trafficgen_refused {
                 let _ = writeln!(
                     out,
-                    "| `{}` | {} pps | {} pps |",
+                    "`xdp-trafficgen` was tried first and refused to run here: `{refused}`\n"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "| program on the LB | generated | LB receives | sent on to backends |\n|---|---|---|---|"
+            );
+            for mode in &t.modes {
+                let generated = if mode.generated_pps.median.is_nan() {
+                    "not counted".to_owned()
+                } else {
+                    format!("{} pps", mode.generated_pps.show(0))
+                };
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {generated} | {} pps | {} pps |",
                     mode.program,
                     mode.lb_rx_pps.show(0),
                     mode.backends_rx_pps.show(0)

@@ -1,22 +1,30 @@
-//! Packets per second through the LB in the lab, with a real generator: `xdp-trafficgen`
-//! (xdp-tools) sends UDP frames to the VIP from the switch's end of the LB's veth, straight
-//! into the LB's eth0, first with the agent's `xdp_lb` attached there (frames go back out
-//! to a backend), then with `xdp_pass` (frames go up the LB's own stack). veth is not a NIC:
-//! the generator, the LB and the rest of the lab share this machine's CPUs.
+//! Packets per second through the LB in the lab, with a real generator sending UDP frames
+//! to the VIP from the switch's end of the LB's veth, straight into the LB's eth0: first
+//! with the agent's `xdp_lb` attached there (frames go back out to a backend), then with
+//! `xdp_pass` (frames go up the LB's own stack). The generator is `xdp-trafficgen`
+//! (xdp-tools) when it runs on this kernel, else the same mechanism built in: an XDP_TX
+//! program run through BPF_PROG_TEST_RUN in live-frames mode, which transmits every frame
+//! out of the interface. veth is not a NIC: the generator, the LB and the rest of the lab
+//! share this machine's CPUs.
 
 use std::{
     fmt::Write as _,
     fs,
     path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, ensure};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 use serde::Serialize;
 
-use super::stats::Summary;
-use crate::{Lab, netns};
+use super::{frames, packet::Noop, stats::Summary};
+use crate::{Lab, LabProcess, netns};
 
 /// The UDP service port on the VIP.
 const UDP_PORT: u16 = 9000;
@@ -27,30 +35,46 @@ const SOURCE_PORT: u16 = 40_000;
 pub struct Mode {
     /// "xdp_lb" or "xdp_pass".
     pub program: String,
+    /// Frames the generator handed to the switch's end of the LB's veth per second.
+    pub generated_pps: Summary,
     /// Frames the LB's eth0 received per second.
     pub lb_rx_pps: Summary,
-    /// Frames the backends' eth0 received per second.
+    /// Frames the switch sent on to the backends per second.
     pub backends_rx_pps: Summary,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputResults {
     pub generator: String,
+    /// Why `xdp-trafficgen` was not used, if it was not.
+    pub trafficgen_refused: Option<String>,
+    pub frame_bytes: usize,
     pub window_s: f64,
     pub modes: Vec<Mode>,
 }
 
-fn rx_packets(lab: &Lab, ns: &str) -> Result<u64> {
-    Ok(lab
-        .exec_ok(ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?
+/// Frames the LB's eth0 has received, and frames the switch has sent towards the backends
+/// (the sum of the `tx_packets` of its ports b1, b2, ...), each read in one command.
+fn counters(lab: &Lab) -> Result<(u64, u64)> {
+    let lb = lab
+        .exec_ok(
+            lab.ns_lb(),
+            &["cat", "/sys/class/net/eth0/statistics/rx_packets"],
+        )?
         .trim()
-        .parse()?)
-}
-
-fn backends_rx(lab: &Lab) -> Result<u64> {
-    (0..lab.backends())
-        .map(|i| rx_packets(lab, lab.ns_backend(i)))
-        .sum()
+        .parse()?;
+    let links: serde_json::Value =
+        serde_json::from_str(&lab.exec_ok(lab.ns_switch(), &["ip", "-s", "-j", "link", "show"])?)?;
+    let mut backends = 0;
+    for link in links.as_array().context("`ip -j link` gave no array")? {
+        let name = link["ifname"].as_str().unwrap_or_default();
+        if name.starts_with('b') && name[1..].parse::<u32>().is_ok() {
+            backends += link["stats64"]["tx"]["packets"]
+                .as_u64()
+                .context("no tx packets in `ip -s -j link`")?;
+        }
+    }
+    Ok((lb, backends))
 }
 
 fn udp_config(lab: &Lab) -> String {
@@ -66,11 +90,8 @@ fn udp_config(lab: &Lab) -> String {
     yaml
 }
 
-/// Runs the generator for `runs` windows; LB and backend receive rates.
-fn measure(lab: &Lab, program: &str, runs: usize, window: Duration) -> Result<Mode> {
-    let port = UDP_PORT.to_string();
-    let sport = SOURCE_PORT.to_string();
-    let argv = [
+fn trafficgen_argv() -> Vec<String> {
+    [
         "xdp-trafficgen",
         "udp",
         "-m",
@@ -82,41 +103,166 @@ fn measure(lab: &Lab, program: &str, runs: usize, window: Duration) -> Result<Mo
         "-A",
         Lab::CLIENT_ADDR,
         "-p",
-        &port,
+        &UDP_PORT.to_string(),
         "-P",
-        &sport,
+        &SOURCE_PORT.to_string(),
         "-t",
         "1",
         "lb",
-    ];
-    let (mut lb, mut backends) = (Vec::new(), Vec::new());
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Runs `xdp-trafficgen` for a second: `Err` with its complaint when it does not keep
+/// running.
+fn probe_trafficgen(lab: &Lab) -> Result<(), String> {
+    let argv = trafficgen_argv();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut generator = lab
+        .spawn(lab.ns_switch(), &argv)
+        .map_err(|e| format!("{e:#}"))?;
+    thread::sleep(Duration::from_secs(1));
+    if generator.is_running() {
+        let _ = generator.kill();
+        return Ok(());
+    }
+    let said = format!("{}\n{}", generator.stdout(), generator.stderr());
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Err(lines.join(" / "))
+}
+
+/// A running generator and the frames it has sent so far.
+struct Generator {
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<Result<()>>>,
+    trafficgen: Option<LabProcess>,
+}
+
+impl Generator {
+    /// The built-in generator: `xdp_noop_tx` run in live-frames mode on the switch's end of
+    /// the LB's veth, `BATCH` frames per test run, until stopped.
+    fn live_frames(lab: &Lab, frame: Vec<u8>) -> Generator {
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent2, stop2, ns) = (
+            Arc::clone(&sent),
+            Arc::clone(&stop),
+            lab.ns_switch().to_owned(),
+        );
+        let thread = thread::spawn(move || {
+            netns::run_inside(&ns, move || {
+                let noop = Noop::load()?;
+                let name = std::ffi::CString::new("lb")?;
+                // SAFETY: a valid NUL-terminated name.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                ensure!(ifindex != 0, "no interface lb in the switch namespace");
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+                // egress_ifindex.
+                let md = [0, frame.len() as u32, 0, ifindex, 0, 0];
+                let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                while !stop2.load(Ordering::Relaxed) {
+                    noop.program()
+                        .test_run(TestRunOptions {
+                            data_in: Some(&frame),
+                            ctx_in: Some(&ctx),
+                            repeat: BATCH,
+                            attrs: TestRunAttrs::new().xdp_live_frames(64),
+                            ..TestRunOptions::default()
+                        })
+                        .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+                    sent2.fetch_add(u64::from(BATCH), Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        });
+        Generator {
+            sent,
+            stop,
+            thread: Some(thread),
+            trafficgen: None,
+        }
+    }
+
+    fn trafficgen(lab: &Lab) -> Result<Generator> {
+        let argv = trafficgen_argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Ok(Generator {
+            sent: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            trafficgen: Some(lab.spawn(lab.ns_switch(), &argv)?),
+        })
+    }
+
+    /// Frames sent so far (`None` for xdp-trafficgen, which does not say while it runs).
+    fn sent(&self) -> Option<u64> {
+        self.thread
+            .as_ref()
+            .map(|_| self.sent.load(Ordering::Relaxed))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut process) = self.trafficgen.take() {
+            process.kill().context("stopping xdp-trafficgen")?;
+        }
+        if let Some(thread) = self.thread.take() {
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+/// Frames per live-frames test run (one call of the generator's loop).
+const BATCH: u32 = 1 << 13;
+
+/// Runs the generator for `runs` windows; generator, LB and backend rates.
+fn measure(
+    lab: &Lab,
+    program: &str,
+    use_trafficgen: bool,
+    frame: &[u8],
+    runs: usize,
+    window: Duration,
+) -> Result<Mode> {
+    let (mut generated, mut lb, mut backends) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let mut generator = lab.spawn(lab.ns_switch(), &argv)?;
+        let generator = if use_trafficgen {
+            Generator::trafficgen(lab)?
+        } else {
+            Generator::live_frames(lab, frame.to_vec())
+        };
         thread::sleep(Duration::from_secs(1));
-        ensure!(
-            generator.is_running(),
-            "xdp-trafficgen exited at once: {} {}",
-            generator.stdout(),
-            generator.stderr()
-        );
-        let (lb0, b0, t0) = (
-            rx_packets(lab, lab.ns_lb())?,
-            backends_rx(lab)?,
-            Instant::now(),
-        );
+        let (g0, t0, (lb0, b0)) = (generator.sent(), Instant::now(), counters(lab)?);
         thread::sleep(window);
-        let (lb1, b1, t1) = (
-            rx_packets(lab, lab.ns_lb())?,
-            backends_rx(lab)?,
-            Instant::now(),
-        );
-        generator.kill().context("stopping xdp-trafficgen")?;
+        let (g1, t1, (lb1, b1)) = (generator.sent(), Instant::now(), counters(lab)?);
+        generator.stop()?;
         let secs = (t1 - t0).as_secs_f64();
+        if let (Some(g0), Some(g1)) = (g0, g1) {
+            generated.push((g1 - g0) as f64 / secs);
+        }
         lb.push((lb1 - lb0) as f64 / secs);
         backends.push((b1 - b0) as f64 / secs);
     }
+    ensure!(
+        lb.iter().all(|&pps| pps > 0.0),
+        "the LB received nothing from the generator"
+    );
     Ok(Mode {
         program: program.to_owned(),
+        generated_pps: if generated.is_empty() {
+            Summary::of(&[f64::NAN])
+        } else {
+            Summary::of(&generated)
+        },
         lb_rx_pps: Summary::of(&lb),
         backends_rx_pps: Summary::of(&backends),
     })
@@ -128,25 +274,64 @@ pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ThroughputResults
     } else {
         (5, Duration::from_secs(3))
     };
-    let version = crate::run(&["xdp-trafficgen", "--version"], crate::EXEC_TIMEOUT)
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let frame = frames::udp_v4(
+        Lab::CLIENT_ADDR.parse()?,
+        SOURCE_PORT,
+        Lab::VIP.parse()?,
+        UDP_PORT,
+        PAYLOAD_BYTES,
+    );
+    let mut frame_with_macs = frame.clone();
+    frame_with_macs[0..6].copy_from_slice(&mac(Lab::LB_MAC)?);
+    frame_with_macs[6..12].copy_from_slice(&mac(Lab::CLIENT_MAC)?);
     let config = lab.dir().join("throughput.yaml");
     fs::write(&config, udp_config(lab))?;
     let mut agent = lab.start_agent(agent_bin, &config)?;
-    let with_lb = measure(lab, "xdp_lb", runs, window);
+    let refused = probe_trafficgen(lab).err();
+    let use_trafficgen = refused.is_none();
+    let with_lb = measure(
+        lab,
+        "xdp_lb",
+        use_trafficgen,
+        &frame_with_macs,
+        runs,
+        window,
+    );
     agent.kill().context("stopping the agent")?;
     let with_lb = with_lb?;
     let pass = netns::attach_xdp_pass(lab.ns_lb(), "eth0")?;
-    let with_pass = measure(lab, "xdp_pass", runs, window);
+    let with_pass = measure(
+        lab,
+        "xdp_pass",
+        use_trafficgen,
+        &frame_with_macs,
+        runs,
+        window,
+    );
     netns::drop_inside(lab.ns_lb(), pass)?;
     Ok(ThroughputResults {
-        generator: if version.is_empty() {
-            "xdp-trafficgen".to_owned()
+        generator: if use_trafficgen {
+            "xdp-trafficgen (xdp-tools), one thread".to_owned()
         } else {
-            version
+            format!(
+                "built-in: xdp_noop_tx through BPF_PROG_TEST_RUN in live-frames mode, {BATCH} frames per call, one thread"
+            )
         },
+        trafficgen_refused: refused,
+        frame_bytes: frame_with_macs.len(),
         window_s: window.as_secs_f64(),
         modes: vec![with_lb, with_pass?],
     })
+}
+
+/// UDP payload of the generated frames (a 60-byte frame, the smallest Ethernet allows
+/// without padding: the worst case for packet rate).
+const PAYLOAD_BYTES: usize = 18;
+
+fn mac(text: &str) -> Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    for (byte, part) in out.iter_mut().zip(text.split(':')) {
+        *byte = u8::from_str_radix(part, 16)?;
+    }
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use anyhow::anyhow;
 use xdp_lb_common::BackendValue;
 
-use super::{Balancer, BackendState, Forwarding, ServiceState, Serving};
+use super::{BackendState, Balancer, Forwarding, ServiceState, Serving};
 use crate::config::{Backend, Role, ServiceFailover};
 
 impl Balancer {
@@ -27,7 +27,10 @@ impl Balancer {
             .map(|s| s.standbys.clone())
             .ok_or_else(|| anyhow!("no service named {name}"))?;
         let wanted = self.new_standbys(failover, &existing, forwarding)?;
-        let state = self.services.get_mut(name).ok_or_else(|| anyhow!("no service named {name}"))?;
+        let state = self
+            .services
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))?;
         let plan_before = state.table_plan();
         let removed: Vec<u32> = state
             .standbys
@@ -37,7 +40,12 @@ impl Balancer {
             .collect();
         let remac: Vec<Backend> = wanted
             .values()
-            .filter(|w| state.standbys.get(&w.config.address).is_some_and(|old| old.config.mac != w.config.mac))
+            .filter(|w| {
+                state
+                    .standbys
+                    .get(&w.config.address)
+                    .is_some_and(|old| old.config.mac != w.config.mac)
+            })
             .map(|w| w.config.clone())
             .collect();
         state.failover = failover.clone();
@@ -75,9 +83,19 @@ impl Balancer {
                     .map(|f| f.backend.clone()),
                 Role::Backup | Role::Primary => None,
             }
-            .unwrap_or(Backend { address, weight: 1, mac: None });
+            .unwrap_or(Backend {
+                address,
+                weight: 1,
+                mac: None,
+            });
             if let Some(old) = existing.get(&address) {
-                out.insert(address, BackendState { config, ..old.clone() });
+                out.insert(
+                    address,
+                    BackendState {
+                        config,
+                        ..old.clone()
+                    },
+                );
                 continue;
             }
             let healthy = failover.initial_health(address, role).is_up();
@@ -88,7 +106,8 @@ impl Balancer {
                 }
                 Err(err) => {
                     for id in created {
-                        if let Err(clear) = self.dataplane.set_backend(id, BackendValue::default()) {
+                        if let Err(clear) = self.dataplane.set_backend(id, BackendValue::default())
+                        {
                             log::warn!("clearing backend {id}: {clear:#}");
                         }
                         self.backend_ids.give_back(id);

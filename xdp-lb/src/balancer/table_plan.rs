@@ -49,7 +49,10 @@ pub(crate) struct TablePlan {
 
 impl TablePlan {
     /// The plan for `primaries` (each with its backup, if it has one) and `fallback`.
-    pub(crate) fn new(primaries: &[(Candidate, Option<Candidate>)], fallback: &[Candidate]) -> Self {
+    pub(crate) fn new(
+        primaries: &[(Candidate, Option<Candidate>)],
+        fallback: &[Candidate],
+    ) -> Self {
         let mut members = Vec::new();
         let mut stand_ins = BTreeMap::new();
         for (primary, backup) in primaries {
@@ -67,15 +70,27 @@ impl TablePlan {
         }
         let any_primary = primaries.iter().any(|(p, _)| p.usable);
         if !members.is_empty() || any_primary {
-            return Self { members, stand_ins, serving: Serving::Primaries };
+            return Self {
+                members,
+                stand_ins,
+                serving: Serving::Primaries,
+            };
         }
         let members: Vec<(u32, IpAddr, u32)> = fallback
             .iter()
             .filter(|f| f.usable && f.weight > 0)
             .map(|f| (f.id, f.address, f.weight))
             .collect();
-        let serving = if members.is_empty() { Serving::Nothing } else { Serving::Fallback };
-        Self { members, stand_ins, serving }
+        let serving = if members.is_empty() {
+            Serving::Nothing
+        } else {
+            Serving::Fallback
+        };
+        Self {
+            members,
+            stand_ins,
+            serving,
+        }
     }
 
     /// The table of `size` slots (empty when nobody can take new flows).
@@ -87,7 +102,11 @@ impl TablePlan {
             .collect();
         let members: Vec<MaglevBackend<'_>> = keys
             .iter()
-            .map(|(id, key, weight)| MaglevBackend { id: *id, key, weight: *weight })
+            .map(|(id, key, weight)| MaglevBackend {
+                id: *id,
+                key,
+                weight: *weight,
+            })
             .collect();
         let mut table = maglev::build_table(&members, size);
         if !self.stand_ins.is_empty() {
@@ -108,7 +127,12 @@ mod tests {
     const M: u32 = 65537;
 
     fn server(id: u32, last: u8, usable: bool) -> Candidate {
-        Candidate { id, address: IpAddr::from([10, 0, 0, last]), weight: 1, usable }
+        Candidate {
+            id,
+            address: IpAddr::from([10, 0, 0, last]),
+            weight: 1,
+            usable,
+        }
     }
 
     fn three(p1_up: bool, backup_up: bool) -> Vec<(Candidate, Option<Candidate>)> {
@@ -153,8 +177,20 @@ mod tests {
     #[test]
     fn one_backup_may_stand_in_for_several_primaries() {
         let backup = Some(server(21, 21, true));
-        let primaries = [(server(1, 11, false), backup), (server(2, 12, false), backup), (server(3, 13, true), None)];
-        let healthy = TablePlan::new(&[(server(1, 11, true), None), (server(2, 12, true), None), (server(3, 13, true), None)], &[]).build(M);
+        let primaries = [
+            (server(1, 11, false), backup),
+            (server(2, 12, false), backup),
+            (server(3, 13, true), None),
+        ];
+        let healthy = TablePlan::new(
+            &[
+                (server(1, 11, true), None),
+                (server(2, 12, true), None),
+                (server(3, 13, true), None),
+            ],
+            &[],
+        )
+        .build(M);
         let table = TablePlan::new(&primaries, &[]).build(M);
         for (before, after) in healthy.iter().zip(&table) {
             assert_eq!(*after, if *before == 3 { 3 } else { 21 });
@@ -182,12 +218,18 @@ mod tests {
         let one_back = [(server(1, 11, true), None), (server(2, 12, false), None)];
         let plan = TablePlan::new(&one_back, &fallback);
         assert_eq!(plan.serving, Serving::Primaries);
-        assert!(plan.build(M).iter().all(|id| *id == 1), "the first primary back takes the table back");
+        assert!(
+            plan.build(M).iter().all(|id| *id == 1),
+            "the first primary back takes the table back"
+        );
     }
 
     #[test]
     fn a_backup_standing_in_keeps_the_fallback_pool_out() {
-        let primaries = [(server(1, 11, false), Some(server(21, 21, true))), (server(2, 12, false), None)];
+        let primaries = [
+            (server(1, 11, false), Some(server(21, 21, true))),
+            (server(2, 12, false), None),
+        ];
         let plan = TablePlan::new(&primaries, &[server(31, 31, true)]);
         assert_eq!(plan.serving, Serving::Primaries);
         assert!(plan.build(M).iter().all(|id| *id == 21));
@@ -195,7 +237,10 @@ mod tests {
 
     #[test]
     fn with_nothing_usable_the_table_is_empty() {
-        let plan = TablePlan::new(&[(server(1, 11, false), Some(server(21, 21, false)))], &[server(31, 31, false)]);
+        let plan = TablePlan::new(
+            &[(server(1, 11, false), Some(server(21, 21, false)))],
+            &[server(31, 31, false)],
+        );
         assert_eq!(plan.serving, Serving::Nothing);
         assert!(plan.build(M).is_empty());
         assert_eq!(TablePlan::new(&[], &[]).serving, Serving::Nothing);

@@ -124,7 +124,11 @@ impl ServiceFailover {
                 out.push((backup, Role::Backup));
             }
         }
-        out.extend(self.fallback.iter().map(|f| (f.backend.address, Role::Fallback)));
+        out.extend(
+            self.fallback
+                .iter()
+                .map(|f| (f.backend.address, Role::Fallback)),
+        );
         out
     }
 }
@@ -238,7 +242,7 @@ pub struct Notify {
 /// A duration as the file writes it: `2s` when a whole number of seconds, else `800ms`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

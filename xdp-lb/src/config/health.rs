@@ -71,7 +71,12 @@ impl Checker<'_> {
 
     /// `raw` over `base`: every key given replaces the base's; a new `kind` starts from that
     /// kind's defaults.
-    fn merge_check(&mut self, raw: &RawHealthCheck, base: &HealthCheck, field: &str) -> Option<HealthCheck> {
+    fn merge_check(
+        &mut self,
+        raw: &RawHealthCheck,
+        base: &HealthCheck,
+        field: &str,
+    ) -> Option<HealthCheck> {
         let before = self.errors.len();
         let sub = |key: &str| format!("{field}.{key}");
         let mut check = base.clone();
@@ -204,7 +209,11 @@ impl Checker<'_> {
         field: &str,
         range: &RangeInclusive<Duration>,
     ) -> Option<Duration> {
-        let allowed = format!("{}..={}", format_duration(*range.start()), format_duration(*range.end()));
+        let allowed = format!(
+            "{}..={}",
+            format_duration(*range.start()),
+            format_duration(*range.end())
+        );
         let form = "500ms, 2s or a whole number of milliseconds";
         let millis = match &value.value {
             RawDuration::Millis(ms) => u128::try_from(*ms).ok(),
@@ -232,7 +241,11 @@ impl Checker<'_> {
                 RawDuration::Text(text) => shown(text),
                 RawDuration::Other(what) => what.clone(),
             };
-            self.error(at(value), field, format!("{written} is out of range ({allowed})"));
+            self.error(
+                at(value),
+                field,
+                format!("{written} is out of range ({allowed})"),
+            );
         }
         d
     }

@@ -77,7 +77,11 @@ impl HostFacts for LiveHost {
 
 /// Reads and validates the configuration in `text`, which came from `path` (used in messages
 /// and kept in [`Config::path`]).
-pub fn parse_file(path: &Path, text: &str, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
+pub fn parse_file(
+    path: &Path,
+    text: &str,
+    host: &dyn HostFacts,
+) -> Result<ConfigFile, ConfigErrors> {
     let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, locate::options())
         .map_err(|e| ConfigErrors::from(locate::schema_error(path, text, &e)))?;
     validate::validate(path, &raw, host)

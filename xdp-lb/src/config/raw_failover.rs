@@ -74,7 +74,8 @@ impl de::Visitor<'_> for DurationVisitor {
         Ok(RawDuration::Millis(v))
     }
     fn visit_u128<E>(self, v: u128) -> Result<RawDuration, E> {
-        Ok(i128::try_from(v).map_or_else(|_| RawDuration::Other(v.to_string()), RawDuration::Millis))
+        Ok(i128::try_from(v)
+            .map_or_else(|_| RawDuration::Other(v.to_string()), RawDuration::Millis))
     }
     fn visit_f64<E>(self, v: f64) -> Result<RawDuration, E> {
         Ok(RawDuration::Other(format!("the floating-point number {v}")))
@@ -127,7 +128,10 @@ mod tests {
     fn durations_are_read_as_milliseconds_or_text() {
         assert_eq!(duration("d: 500"), RawDuration::Millis(500));
         assert_eq!(duration("d: 2s"), RawDuration::Text("2s".to_owned()));
-        assert_eq!(duration("d: 1.5"), RawDuration::Other("the floating-point number 1.5".to_owned()));
+        assert_eq!(
+            duration("d: 1.5"),
+            RawDuration::Other("the floating-point number 1.5".to_owned())
+        );
     }
 
     #[test]
@@ -135,7 +139,18 @@ mod tests {
         assert_eq!(parse_duration_text("500ms"), Some(500));
         assert_eq!(parse_duration_text("2s"), Some(2000));
         assert_eq!(parse_duration_text("0s"), Some(0));
-        for bad in ["", "s", "ms", "1.5s", "2 s", "-1s", "2m", "1h", "+3s", "9".repeat(40).as_str()] {
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "1.5s",
+            "2 s",
+            "-1s",
+            "2m",
+            "1h",
+            "+3s",
+            "9".repeat(40).as_str(),
+        ] {
             assert_eq!(parse_duration_text(bad), None, "{bad:?}");
         }
     }

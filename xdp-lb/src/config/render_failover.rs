@@ -35,7 +35,10 @@ pub(super) fn service(out: &mut String, failover: Option<&ServiceFailover>) -> R
         writeln!(out, "        weight: {}", b.weight)?;
         match b.mac {
             Some(mac) => writeln!(out, "        mac: {mac}")?,
-            None => writeln!(out, "        mac: null  # resolved from the neighbour table at start")?,
+            None => writeln!(
+                out,
+                "        mac: null  # resolved from the neighbour table at start"
+            )?,
         }
         if let (Some(own), Some(base)) = (&server.check, &f.check) {
             write_check(out, "        ", own, Some(base))?;
@@ -45,9 +48,15 @@ pub(super) fn service(out: &mut String, failover: Option<&ServiceFailover>) -> R
 }
 
 /// A primary's `backup` and own `health_check` (after its address, weight and MAC).
-pub(super) fn backend(out: &mut String, failover: Option<&ServiceFailover>, primary: IpAddr) -> Result {
+pub(super) fn backend(
+    out: &mut String,
+    failover: Option<&ServiceFailover>,
+    primary: IpAddr,
+) -> Result {
     let Some(f) = failover else { return Ok(()) };
-    let Some(b) = f.backends.get(&primary) else { return Ok(()) };
+    let Some(b) = f.backends.get(&primary) else {
+        return Ok(());
+    };
     if let Some(backup) = b.backup {
         writeln!(out, "        backup: {}", address(backup))?;
     }
@@ -58,7 +67,12 @@ pub(super) fn backend(out: &mut String, failover: Option<&ServiceFailover>, prim
 }
 
 /// `health_check:` at `indent`: every key of `check`, or those differing from `base`.
-fn write_check(out: &mut String, indent: &str, check: &HealthCheck, base: Option<&HealthCheck>) -> Result {
+fn write_check(
+    out: &mut String,
+    indent: &str,
+    check: &HealthCheck,
+    base: Option<&HealthCheck>,
+) -> Result {
     let lines = check_lines(check, base);
     if lines.is_empty() {
         return Ok(());

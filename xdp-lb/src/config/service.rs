@@ -101,7 +101,13 @@ impl Checker<'_> {
             let prefix = format!("services[{i}].backends[{j}]");
             backends.extend(self.backend(&prefix, j, &backend.value, vip, &mut addresses));
         }
-        let facts = ServiceFacts { vip, port, protocol, maglev_size, primaries: &addresses };
+        let facts = ServiceFacts {
+            vip,
+            port,
+            protocol,
+            maglev_size,
+            primaries: &addresses,
+        };
         let failover = self.service_failover(i, s, &facts);
 
         if self.errors.len() != before {
@@ -179,7 +185,12 @@ impl Checker<'_> {
 
     /// An address that can be a VIP or a backend: not unspecified, loopback, multicast or
     /// broadcast.
-    pub(super) fn address(&mut self, text: &Spanned<String>, field: &str, role: &str) -> Option<IpAddr> {
+    pub(super) fn address(
+        &mut self,
+        text: &Spanned<String>,
+        field: &str,
+        role: &str,
+    ) -> Option<IpAddr> {
         let Ok(address) = text.value.parse::<IpAddr>() else {
             let message = format!("{} is not an IPv4 or IPv6 address", shown(&text.value));
             self.error(at(text), field, message);

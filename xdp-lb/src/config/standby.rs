@@ -35,14 +35,28 @@ pub(super) struct ServiceFacts<'a> {
 
 impl Checker<'_> {
     /// Service `i`'s failover settings; `None` when an error was reported.
-    pub(super) fn service_failover(&mut self, i: usize, s: &RawService, facts: &ServiceFacts<'_>) -> Option<ServiceFailover> {
+    pub(super) fn service_failover(
+        &mut self,
+        i: usize,
+        s: &RawService,
+        facts: &ServiceFacts<'_>,
+    ) -> Option<ServiceFailover> {
         let before = self.errors.len();
         let field = |name: &str| format!("services[{i}].{name}");
         // A broken service check is reported; the servers' settings are still checked
         // against the defaults so that every error shows at once.
         let check = self
-            .service_check(s.health_check.as_ref(), facts.port, facts.protocol, &field("health_check"))
-            .unwrap_or_else(|| Some(super::HealthCheck::default_for_port(facts.port.unwrap_or(1))));
+            .service_check(
+                s.health_check.as_ref(),
+                facts.port,
+                facts.protocol,
+                &field("health_check"),
+            )
+            .unwrap_or_else(|| {
+                Some(super::HealthCheck::default_for_port(
+                    facts.port.unwrap_or(1),
+                ))
+            });
 
         let fallback = self.fallback_pool(i, s, facts, check.as_ref());
         let fallback_addresses: HashMap<IpAddr, usize> = fallback
@@ -70,7 +84,13 @@ impl Checker<'_> {
                 self.backup(text, &field, address, facts, &fallback_addresses)
             });
             if own_check.is_some() || backup.is_some() {
-                backends.insert(address, BackendFailover { check: own_check, backup });
+                backends.insert(
+                    address,
+                    BackendFailover {
+                        check: own_check,
+                        backup,
+                    },
+                );
             }
         }
 
@@ -81,9 +101,17 @@ impl Checker<'_> {
                 "{} fallback servers do not fit a table of {size} slots (each needs a slot)",
                 fallback.len()
             );
-            self.error(s.fallback.as_ref().map_or(at(&s.backends), at), field("fallback"), message);
+            self.error(
+                s.fallback.as_ref().map_or(at(&s.backends), at),
+                field("fallback"),
+                message,
+            );
         }
-        (self.errors.len() == before).then_some(ServiceFailover { check, backends, fallback })
+        (self.errors.len() == before).then_some(ServiceFailover {
+            check,
+            backends,
+            fallback,
+        })
     }
 
     /// A primary's `backup`: a standby of the VIP's family that is neither the primary
@@ -154,7 +182,11 @@ impl Checker<'_> {
                 seen.insert(backend.address, (k, at(&b.address)));
             }
             if let Some(backup) = &b.backup {
-                self.error(at(backup), format!("{prefix}.backup"), "a fallback server has no backup");
+                self.error(
+                    at(backup),
+                    format!("{prefix}.backup"),
+                    "a fallback server has no backup",
+                );
             }
             let own_check = match &b.health_check {
                 None => Some(None),
@@ -178,16 +210,26 @@ impl Checker<'_> {
     }
 
     /// The top-level `notify`: an absolute path to an executable, and a timeout.
-    pub(super) fn notify(&mut self, raw: Option<&Spanned<RawNotify>>, host: &dyn HostFacts) -> Option<Option<Notify>> {
+    pub(super) fn notify(
+        &mut self,
+        raw: Option<&Spanned<RawNotify>>,
+        host: &dyn HostFacts,
+    ) -> Option<Option<Notify>> {
         let Some(raw) = raw else { return Some(None) };
         let before = self.errors.len();
         let command = &raw.value.command;
         let path = Path::new(&command.value);
         if !path.is_absolute() {
-            let message = format!("{} is not an absolute path (write the full path of the command)", shown(&command.value));
+            let message = format!(
+                "{} is not an absolute path (write the full path of the command)",
+                shown(&command.value)
+            );
             self.error(at(command), "notify.command", message);
         } else if !host.is_executable(path) {
-            let message = format!("{} is not an executable file (check the path and its x bit)", shown(&command.value));
+            let message = format!(
+                "{} is not an executable file (check the path and its x bit)",
+                shown(&command.value)
+            );
             self.error(at(command), "notify.command", message);
         }
         let timeout = match &raw.value.timeout {
@@ -197,6 +239,9 @@ impl Checker<'_> {
         if self.errors.len() != before {
             return None;
         }
-        Some(Some(Notify { command: PathBuf::from(&command.value), timeout: timeout? }))
+        Some(Some(Notify {
+            command: PathBuf::from(&command.value),
+            timeout: timeout?,
+        }))
     }
 }

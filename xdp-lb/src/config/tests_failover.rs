@@ -47,21 +47,46 @@ fn http(path: &str, body: Option<&str>) -> CheckKind {
 
 #[test]
 fn a_tcp_service_without_a_health_check_gets_a_tcp_connect_every_second_on_its_port() {
-    let file = ok_file(&HC.replace("    health_check:\n      kind: http\n      path: /health\n      expect_body: ok\n", "").replace("        health_check: {port: 8081}\n", ""));
+    let file = ok_file(
+        &HC.replace(
+            "    health_check:\n      kind: http\n      path: /health\n      expect_body: ok\n",
+            "",
+        )
+        .replace("        health_check: {port: 8081}\n", ""),
+    );
     let check = service(&file).check.clone().expect("checked");
     assert_eq!(check, HealthCheck::default_for_port(8080));
     assert_eq!(
-        (check.kind, check.interval, check.timeout, check.rise, check.fall, check.initial_state),
-        (CheckKind::Tcp, Duration::from_secs(1), Duration::from_millis(800), 3, 2, HealthState::Up)
+        (
+            check.kind,
+            check.interval,
+            check.timeout,
+            check.rise,
+            check.fall,
+            check.initial_state
+        ),
+        (
+            CheckKind::Tcp,
+            Duration::from_secs(1),
+            Duration::from_millis(800),
+            3,
+            2,
+            HealthState::Up
+        )
     );
 }
 
 #[test]
 fn a_udp_service_without_a_health_check_is_not_checked() {
-    let file = ok_file("interfaces: [eth0]\nservices:\n  - {name: dns, vip: 10.0.0.53, port: 53, protocol: udp, backends: [{address: 10.0.0.11}]}\n");
+    let file = ok_file(
+        "interfaces: [eth0]\nservices:\n  - {name: dns, vip: 10.0.0.53, port: 53, protocol: udp, backends: [{address: 10.0.0.11}]}\n",
+    );
     let dns = &file.failover.services["dns"];
     assert_eq!(dns.check, None);
-    assert_eq!(dns.initial_health(ip("10.0.0.11"), Role::Primary), HealthState::Up);
+    assert_eq!(
+        dns.initial_health(ip("10.0.0.11"), Role::Primary),
+        HealthState::Up
+    );
     assert_eq!(file.failover.notify, None);
 }
 
@@ -74,12 +99,27 @@ fn a_service_check_backups_fallback_and_per_backend_overrides_are_read() {
     assert_eq!(check.port, 8080);
     assert_eq!(s.backup_of(ip("10.0.0.11")), Some(ip("10.0.0.21")));
     assert_eq!(s.backup_of(ip("10.0.0.12")), None);
-    let own = s.check_for(ip("10.0.0.12"), Role::Primary).expect("checked");
-    assert_eq!((own.port, &own.kind), (8081, &check.kind), "an override keeps the rest of the service's check");
+    let own = s
+        .check_for(ip("10.0.0.12"), Role::Primary)
+        .expect("checked");
+    assert_eq!(
+        (own.port, &own.kind),
+        (8081, &check.kind),
+        "an override keeps the rest of the service's check"
+    );
     assert_eq!(s.check_for(ip("10.0.0.21"), Role::Backup), Some(&check));
     assert_eq!(s.fallback.len(), 1);
-    assert_eq!((s.fallback[0].backend.address, s.fallback[0].backend.weight), (ip("10.0.0.31"), 1));
-    assert_eq!(s.standbys(), [(ip("10.0.0.21"), Role::Backup), (ip("10.0.0.31"), Role::Fallback)]);
+    assert_eq!(
+        (s.fallback[0].backend.address, s.fallback[0].backend.weight),
+        (ip("10.0.0.31"), 1)
+    );
+    assert_eq!(
+        s.standbys(),
+        [
+            (ip("10.0.0.21"), Role::Backup),
+            (ip("10.0.0.31"), Role::Fallback)
+        ]
+    );
     // The balancing half does not see the standbys.
     assert_eq!(file.config.services[0].backends.len(), 2);
 }
@@ -96,7 +136,11 @@ fn every_health_check_key_and_notify_are_read_when_given() {
     let file = ok_file(&text);
     let check = service(&file).check.clone().expect("checked");
     let want = HealthCheck {
-        kind: CheckKind::Http(HttpCheck { path: "/health".into(), expect_status: 204, expect_body: Some("ok".into()) }),
+        kind: CheckKind::Http(HttpCheck {
+            path: "/health".into(),
+            expect_status: 204,
+            expect_body: Some("ok".into()),
+        }),
         port: 80,
         interval: Duration::from_secs(2),
         timeout: Duration::from_millis(1500),
@@ -105,10 +149,16 @@ fn every_health_check_key_and_notify_are_read_when_given() {
         initial_state: HealthState::Down,
     };
     assert_eq!(check, want);
-    assert_eq!(service(&file).initial_health(ip("10.0.0.11"), Role::Primary), HealthState::Down);
+    assert_eq!(
+        service(&file).initial_health(ip("10.0.0.11"), Role::Primary),
+        HealthState::Down
+    );
     assert_eq!(
         file.failover.notify,
-        Some(Notify { command: PathBuf::from("/etc/xdp-lb/notify-mail.sh"), timeout: Duration::from_millis(2500) })
+        Some(Notify {
+            command: PathBuf::from("/etc/xdp-lb/notify-mail.sh"),
+            timeout: Duration::from_millis(2500)
+        })
     );
     assert_file_round_trips(&file);
 }
@@ -116,11 +166,22 @@ fn every_health_check_key_and_notify_are_read_when_given() {
 #[test]
 fn a_backend_changing_the_kind_starts_from_that_kinds_defaults() {
     let file = ok_file(&HC.replace("{port: 8081}", "{kind: tcp}"));
-    let own = service(&file).check_for(ip("10.0.0.12"), Role::Primary).expect("checked");
+    let own = service(&file)
+        .check_for(ip("10.0.0.12"), Role::Primary)
+        .expect("checked");
     assert_eq!((&own.kind, own.port), (&CheckKind::Tcp, 8080));
-    let file = ok_file(&HC.replace("{port: 8081}", "{kind: http, path: /hls/live.m3u8, expect_body: \"\"}"));
-    let own = service(&file).check_for(ip("10.0.0.12"), Role::Primary).expect("checked");
-    assert_eq!(own.kind, http("/hls/live.m3u8", None), "an empty expect_body means no body check");
+    let file = ok_file(&HC.replace(
+        "{port: 8081}",
+        "{kind: http, path: /hls/live.m3u8, expect_body: \"\"}",
+    ));
+    let own = service(&file)
+        .check_for(ip("10.0.0.12"), Role::Primary)
+        .expect("checked");
+    assert_eq!(
+        own.kind,
+        http("/hls/live.m3u8", None),
+        "an empty expect_body means no body check"
+    );
     assert_file_round_trips(&file);
 }
 
@@ -143,19 +204,37 @@ fn checks_backups_fallbacks_and_overrides_read_back_the_same() {
 
 #[test]
 fn an_unknown_check_kind_is_refused_with_its_line() {
-    let e = only_error(&HC.replace("kind: http", "kind: icmp"), 8, "services[0].health_check.kind");
-    assert_eq!(e.message, "`icmp` is not a check kind (expected tcp or http or rtmp)");
+    let e = only_error(
+        &HC.replace("kind: http", "kind: icmp"),
+        8,
+        "services[0].health_check.kind",
+    );
+    assert_eq!(
+        e.message,
+        "`icmp` is not a check kind (expected tcp or http or rtmp)"
+    );
 }
 
 #[test]
 fn http_keys_on_a_check_that_is_not_http_are_refused_with_their_lines() {
     let all = errors(&HC.replace("kind: http", "kind: rtmp"));
-    let shown: Vec<_> = all.iter().map(|e| (e.line, e.field.as_str(), e.message.as_str())).collect();
+    let shown: Vec<_> = all
+        .iter()
+        .map(|e| (e.line, e.field.as_str(), e.message.as_str()))
+        .collect();
     assert_eq!(
         shown,
         [
-            (9, "services[0].health_check.path", "path is for http checks only; this check is rtmp"),
-            (10, "services[0].health_check.expect_body", "expect_body is for http checks only; this check is rtmp"),
+            (
+                9,
+                "services[0].health_check.path",
+                "path is for http checks only; this check is rtmp"
+            ),
+            (
+                10,
+                "services[0].health_check.expect_body",
+                "expect_body is for http checks only; this check is rtmp"
+            ),
         ]
     );
     let e = only_error(
@@ -163,13 +242,23 @@ fn http_keys_on_a_check_that_is_not_http_are_refused_with_their_lines() {
         17,
         "services[0].backends[1].health_check.expect_status",
     );
-    assert_eq!(e.message, "expect_status is for http checks only; this check is tcp");
+    assert_eq!(
+        e.message,
+        "expect_status is for http checks only; this check is tcp"
+    );
 }
 
 #[test]
 fn a_malformed_path_or_status_is_refused_with_its_line() {
-    let e = only_error(&HC.replace("path: /health", "path: health"), 9, "services[0].health_check.path");
-    assert!(e.message.starts_with("`health` is not a request path"), "{e}");
+    let e = only_error(
+        &HC.replace("path: /health", "path: health"),
+        9,
+        "services[0].health_check.path",
+    );
+    assert!(
+        e.message.starts_with("`health` is not a request path"),
+        "{e}"
+    );
     let e = only_error(
         &HC.replace("expect_body: ok", "expect_status: 99"),
         10,
@@ -180,56 +269,125 @@ fn a_malformed_path_or_status_is_refused_with_its_line() {
 
 #[test]
 fn a_timeout_not_shorter_than_the_interval_is_refused_where_it_is_written() {
-    let e = only_error(&HC.replace("expect_body: ok", "interval: 500ms"), 10, "services[0].health_check.interval");
-    assert_eq!(e.message, "the timeout 800ms must be shorter than the interval 500ms (a check ends before the next starts)");
-    let e = only_error(&HC.replace("{port: 8081}", "{timeout: 1s}"), 17, "services[0].backends[1].health_check.timeout");
-    assert_eq!(e.message, "the timeout 1s must be shorter than the interval 1s (a check ends before the next starts)");
+    let e = only_error(
+        &HC.replace("expect_body: ok", "interval: 500ms"),
+        10,
+        "services[0].health_check.interval",
+    );
+    assert_eq!(
+        e.message,
+        "the timeout 800ms must be shorter than the interval 500ms (a check ends before the next starts)"
+    );
+    let e = only_error(
+        &HC.replace("{port: 8081}", "{timeout: 1s}"),
+        17,
+        "services[0].backends[1].health_check.timeout",
+    );
+    assert_eq!(
+        e.message,
+        "the timeout 1s must be shorter than the interval 1s (a check ends before the next starts)"
+    );
 }
 
 #[test]
 fn rise_and_fall_out_of_range_are_refused_and_one_lost_check_never_takes_a_server_out() {
-    let e = only_error(&HC.replace("expect_body: ok", "rise: 0"), 10, "services[0].health_check.rise");
+    let e = only_error(
+        &HC.replace("expect_body: ok", "rise: 0"),
+        10,
+        "services[0].health_check.rise",
+    );
     assert_eq!(e.message, "0 is out of range (1..=10)");
-    let e = only_error(&HC.replace("expect_body: ok", "rise: 11"), 10, "services[0].health_check.rise");
+    let e = only_error(
+        &HC.replace("expect_body: ok", "rise: 11"),
+        10,
+        "services[0].health_check.rise",
+    );
     assert_eq!(e.message, "11 is out of range (1..=10)");
-    let e = only_error(&HC.replace("{port: 8081}", "{fall: 1}"), 17, "services[0].backends[1].health_check.fall");
-    assert_eq!(e.message, "1 is out of range (2..=10): one lost check must never take a server out");
+    let e = only_error(
+        &HC.replace("{port: 8081}", "{fall: 1}"),
+        17,
+        "services[0].backends[1].health_check.fall",
+    );
+    assert_eq!(
+        e.message,
+        "1 is out of range (2..=10): one lost check must never take a server out"
+    );
 }
 
 #[test]
 fn bad_durations_are_refused_with_their_lines() {
     let field = "services[0].health_check.interval";
     for (written, message) in [
-        ("1.5s", "`1.5s` is not a duration (write 500ms, 2s or a whole number of milliseconds)"),
-        ("fast", "`fast` is not a duration (write 500ms, 2s or a whole number of milliseconds)"),
-        ("2h", "`2h` is not a duration (write 500ms, 2s or a whole number of milliseconds)"),
+        (
+            "1.5s",
+            "`1.5s` is not a duration (write 500ms, 2s or a whole number of milliseconds)",
+        ),
+        (
+            "fast",
+            "`fast` is not a duration (write 500ms, 2s or a whole number of milliseconds)",
+        ),
+        (
+            "2h",
+            "`2h` is not a duration (write 500ms, 2s or a whole number of milliseconds)",
+        ),
         ("50ms", "`50ms` is out of range (100ms..=3600s)"),
         ("3601s", "`3601s` is out of range (100ms..=3600s)"),
         ("-5", "-5ms is out of range (100ms..=3600s)"),
-        ("true", "expected a duration (500ms, 2s or a whole number of milliseconds), found the boolean true"),
+        (
+            "true",
+            "expected a duration (500ms, 2s or a whole number of milliseconds), found the boolean true",
+        ),
     ] {
-        let e = only_error(&HC.replace("expect_body: ok", &format!("interval: {written}")), 10, field);
+        let e = only_error(
+            &HC.replace("expect_body: ok", &format!("interval: {written}")),
+            10,
+            field,
+        );
         assert_eq!(e.message, message, "{written}");
     }
 }
 
 #[test]
 fn an_unknown_key_in_a_health_check_names_the_block() {
-    let e = only_error(&HC.replace("expect_body: ok", "expect: ok"), 10, "services[0].health_check");
+    let e = only_error(
+        &HC.replace("expect_body: ok", "expect: ok"),
+        10,
+        "services[0].health_check",
+    );
     assert!(e.message.starts_with("unknown field `expect`"), "{e}");
 }
 
 #[test]
-fn a_backup_that_is_the_backend_itself_another_backend_a_fallback_or_of_the_wrong_family_is_refused() {
+fn a_backup_that_is_the_backend_itself_another_backend_a_fallback_or_of_the_wrong_family_is_refused()
+ {
     let field = "services[0].backends[0].backup";
     for (backup, message) in [
-        ("10.0.0.11", "10.0.0.11 is this backend itself; a backup must be another server"),
-        ("10.0.0.12", "10.0.0.12 is a backend of this service (backends[1], line 16); a backup must be a standby that is not"),
-        ("10.0.0.31", "10.0.0.31 is in this service's fallback pool (fallback[0]); a server is a backup or a fallback, not both"),
-        ("\"fd00::21\"", "fd00::21 is IPv6 but the service's VIP 10.0.0.100 is IPv4 (a backup must be of its VIP's family)"),
-        ("127.0.0.1", "127.0.0.1 is a loopback address, it cannot be a backup"),
+        (
+            "10.0.0.11",
+            "10.0.0.11 is this backend itself; a backup must be another server",
+        ),
+        (
+            "10.0.0.12",
+            "10.0.0.12 is a backend of this service (backends[1], line 16); a backup must be a standby that is not",
+        ),
+        (
+            "10.0.0.31",
+            "10.0.0.31 is in this service's fallback pool (fallback[0]); a server is a backup or a fallback, not both",
+        ),
+        (
+            "\"fd00::21\"",
+            "fd00::21 is IPv6 but the service's VIP 10.0.0.100 is IPv4 (a backup must be of its VIP's family)",
+        ),
+        (
+            "127.0.0.1",
+            "127.0.0.1 is a loopback address, it cannot be a backup",
+        ),
     ] {
-        let e = only_error(&HC.replace("backup: 10.0.0.21", &format!("backup: {backup}")), 15, field);
+        let e = only_error(
+            &HC.replace("backup: 10.0.0.21", &format!("backup: {backup}")),
+            15,
+            field,
+        );
         assert_eq!(e.message, message, "{backup}");
     }
 }
@@ -237,18 +395,31 @@ fn a_backup_that_is_the_backend_itself_another_backend_a_fallback_or_of_the_wron
 #[test]
 fn a_fallback_server_listed_twice_or_also_a_backend_or_with_a_backup_is_refused() {
     let e = only_error(
-        &HC.replace("      - address: 10.0.0.31\n", "      - address: 10.0.0.31\n      - address: 10.0.0.31\n"),
+        &HC.replace(
+            "      - address: 10.0.0.31\n",
+            "      - address: 10.0.0.31\n      - address: 10.0.0.31\n",
+        ),
         13,
         "services[0].fallback[1].address",
     );
-    assert_eq!(e.message, "10.0.0.31 is listed twice in this fallback pool (first as fallback[0], line 12)");
-    let e = only_error(&HC.replace("address: 10.0.0.31", "address: 10.0.0.12"), 12, "services[0].fallback[0].address");
+    assert_eq!(
+        e.message,
+        "10.0.0.31 is listed twice in this fallback pool (first as fallback[0], line 12)"
+    );
+    let e = only_error(
+        &HC.replace("address: 10.0.0.31", "address: 10.0.0.12"),
+        12,
+        "services[0].fallback[0].address",
+    );
     assert_eq!(
         e.message,
         "10.0.0.12 is a backend of this service (backends[1], line 16); the fallback pool is for other servers"
     );
     let e = only_error(
-        &HC.replace("      - address: 10.0.0.31\n", "      - {address: 10.0.0.31, backup: 10.0.0.32}\n"),
+        &HC.replace(
+            "      - address: 10.0.0.31\n",
+            "      - {address: 10.0.0.31, backup: 10.0.0.32}\n",
+        ),
         12,
         "services[0].fallback[0].backup",
     );
@@ -259,18 +430,45 @@ fn a_fallback_server_listed_twice_or_also_a_backend_or_with_a_backup_is_refused(
 fn a_server_check_on_a_service_that_is_not_checked_is_refused() {
     let text = "interfaces: [eth0]\nservices:\n  - name: dns\n    vip: 10.0.0.53\n    port: 53\n    protocol: udp\n    backends:\n      - {address: 10.0.0.11, health_check: {port: 53}}\n";
     let e = only_error(text, 8, "services[0].backends[0].health_check");
-    assert!(e.message.starts_with("this service is not health-checked"), "{e}");
+    assert!(
+        e.message.starts_with("this service is not health-checked"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_notify_command_that_is_not_absolute_or_not_executable_is_refused() {
-    let e = only_error(&format!("notify: {{command: notify.sh}}\n{HC}"), 1, "notify.command");
-    assert_eq!(e.message, "`notify.sh` is not an absolute path (write the full path of the command)");
-    let e = only_error(&format!("notify: {{command: /opt/none/notify.sh}}\n{HC}"), 1, "notify.command");
-    assert_eq!(e.message, "`/opt/none/notify.sh` is not an executable file (check the path and its x bit)");
-    let e = only_error(&format!("notify:\n  command: /usr/bin/true\n  timeout: 0s\n{HC}"), 3, "notify.timeout");
+    let e = only_error(
+        &format!("notify: {{command: notify.sh}}\n{HC}"),
+        1,
+        "notify.command",
+    );
+    assert_eq!(
+        e.message,
+        "`notify.sh` is not an absolute path (write the full path of the command)"
+    );
+    let e = only_error(
+        &format!("notify: {{command: /opt/none/notify.sh}}\n{HC}"),
+        1,
+        "notify.command",
+    );
+    assert_eq!(
+        e.message,
+        "`/opt/none/notify.sh` is not an executable file (check the path and its x bit)"
+    );
+    let e = only_error(
+        &format!("notify:\n  command: /usr/bin/true\n  timeout: 0s\n{HC}"),
+        3,
+        "notify.timeout",
+    );
     assert_eq!(e.message, "`0s` is out of range (100ms..=3600s)");
-    assert_eq!(ok_file(&format!("notify: {{command: /usr/bin/true}}\n{HC}")).failover.notify.map(|n| n.timeout), Some(Duration::from_secs(10)));
+    assert_eq!(
+        ok_file(&format!("notify: {{command: /usr/bin/true}}\n{HC}"))
+            .failover
+            .notify
+            .map(|n| n.timeout),
+        Some(Duration::from_secs(10))
+    );
 }
 
 #[test]
@@ -287,7 +485,10 @@ fn every_failover_error_of_a_file_is_reported_at_once() {
         .replace("kind: http", "kind: http2")
         .replace("backup: 10.0.0.21", "backup: 10.0.0.11")
         .replace("{port: 8081}", "{port: 0}");
-    let lines: Vec<_> = errors(&text).iter().map(|e| (e.line, e.field.clone())).collect();
+    let lines: Vec<_> = errors(&text)
+        .iter()
+        .map(|e| (e.line, e.field.clone()))
+        .collect();
     assert_eq!(
         lines,
         [

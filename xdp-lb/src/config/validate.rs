@@ -106,7 +106,9 @@ pub(crate) fn validate(
             _ => None,
         };
         if let Some((service, service_failover)) = checked {
-            failover.services.insert(service.name.clone(), service_failover);
+            failover
+                .services
+                .insert(service.name.clone(), service_failover);
             services.push(service);
         }
     }

@@ -20,26 +20,51 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Longest status line and headers accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: SocketAddr, http: &HttpCheck) -> Outcome {
+pub(super) async fn probe(
+    deadline: &Deadline,
+    source: Option<IpAddr>,
+    to: SocketAddr,
+    http: &HttpCheck,
+) -> Outcome {
     let mut stream = deadline.connect(source, to).await?;
-    deadline.run("sending the request", stream.write_all(request(to, &http.path).as_bytes())).await?;
-    let mut reader = Reader { stream, buf: Vec::new(), pos: 0 };
+    deadline
+        .run(
+            "sending the request",
+            stream.write_all(request(to, &http.path).as_bytes()),
+        )
+        .await?;
+    let mut reader = Reader {
+        stream,
+        buf: Vec::new(),
+        pos: 0,
+    };
     let head = deadline.run("reading the response", reader.head()).await?;
     let status = status_of(&head).ok_or_else(|| {
-        let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
-        format!("reading the response: not an HTTP response (it starts {:?})", truncate(&line, 40))
+        let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default())
+            .into_owned();
+        format!(
+            "reading the response: not an HTTP response (it starts {:?})",
+            truncate(&line, 40)
+        )
     })?;
     if status != http.expect_status {
-        return Err(format!("HTTP status {status}, expected {}", http.expect_status));
+        return Err(format!(
+            "HTTP status {status}, expected {}",
+            http.expect_status
+        ));
     }
     let Some(needle) = &http.expect_body else {
         return Ok(format!("HTTP {status}"));
     };
-    let body = deadline.run("reading the body", reader.body(framing(&head))).await?;
+    let body = deadline
+        .run("reading the body", reader.body(framing(&head)))
+        .await?;
     if needle.is_empty() || body.windows(needle.len()).any(|w| w == needle.as_bytes()) {
         Ok(format!("HTTP {status} with {needle:?} in the body"))
     } else {
-        Err(format!("HTTP {status} but the body does not contain {needle:?}"))
+        Err(format!(
+            "HTTP {status} but the body does not contain {needle:?}"
+        ))
     }
 }
 
@@ -79,9 +104,13 @@ fn framing(head: &[u8]) -> Framing {
     let text = String::from_utf8_lossy(head);
     let mut framing = Framing::UntilClose;
     for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().ends_with("chunked") {
+        if name.eq_ignore_ascii_case("transfer-encoding")
+            && value.to_ascii_lowercase().ends_with("chunked")
+        {
             return Framing::Chunked;
         }
         if name.eq_ignore_ascii_case("content-length")
@@ -122,10 +151,15 @@ impl Reader {
                 return Ok(self.buf[..end].to_vec());
             }
             if self.buf.len() > MAX_HEAD {
-                return Err(invalid(format!("no end of the headers in {MAX_HEAD} bytes")));
+                return Err(invalid(format!(
+                    "no end of the headers in {MAX_HEAD} bytes"
+                )));
             }
             if self.fill().await? == 0 {
-                return Err(invalid(format!("the connection closed after {} bytes, before the headers ended", self.buf.len())));
+                return Err(invalid(format!(
+                    "the connection closed after {} bytes, before the headers ended",
+                    self.buf.len()
+                )));
             }
         }
     }
@@ -182,7 +216,9 @@ impl Reader {
                 return Err(invalid("a chunk header line is too long".to_owned()));
             }
             if self.fill().await? == 0 {
-                return Err(invalid("the connection closed inside a chunked body".to_owned()));
+                return Err(invalid(
+                    "the connection closed inside a chunked body".to_owned(),
+                ));
             }
         }
     }
@@ -246,18 +282,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_answering_the_expected_status_and_body_passes_and_gets_a_proper_request() {
-        let (port, request) = server(Some(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec())).await;
-        let outcome = probe(&check(http("/health", 200, Some("ok")), port, 500), LOCAL, Some(LOCAL)).await;
+        let (port, request) = server(Some(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec(),
+        ))
+        .await;
+        let outcome = probe(
+            &check(http("/health", 200, Some("ok")), port, 500),
+            LOCAL,
+            Some(LOCAL),
+        )
+        .await;
         assert_eq!(outcome, Ok("HTTP 200 with \"ok\" in the body".to_owned()));
         let request = request.await.unwrap();
         assert!(request.starts_with("GET /health HTTP/1.1\r\n"), "{request}");
-        assert!(request.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")), "{request}");
+        assert!(
+            request.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{request}"
+        );
         assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
     }
 
     #[tokio::test]
     async fn a_wrong_status_fails_the_check() {
-        let (port, _request) = server(Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec())).await;
+        let (port, _request) = server(Some(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ))
+        .await;
         let outcome = probe(&check(http("/health", 200, None), port, 500), LOCAL, None).await;
         assert_eq!(outcome, Err("HTTP status 404, expected 200".to_owned()));
     }
@@ -266,20 +316,32 @@ mod tests {
     async fn a_body_without_the_expected_substring_fails_the_check() {
         let (port, _request) = server(Some(b"HTTP/1.0 200 OK\r\n\r\nmaintenance".to_vec())).await;
         let outcome = probe(&check(http("/", 200, Some("ok")), port, 500), LOCAL, None).await;
-        assert_eq!(outcome, Err("HTTP 200 but the body does not contain \"ok\"".to_owned()));
+        assert_eq!(
+            outcome,
+            Err("HTTP 200 but the body does not contain \"ok\"".to_owned())
+        );
     }
 
     #[tokio::test]
     async fn a_chunked_body_is_searched_across_its_chunks() {
         let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n#EXT\r\n3;x=y\r\nM3U\r\n0\r\n\r\n".to_vec();
         let (port, _request) = server(Some(response)).await;
-        let outcome = probe(&check(http("/live.m3u8", 200, Some("#EXTM3U")), port, 500), LOCAL, None).await;
+        let outcome = probe(
+            &check(http("/live.m3u8", 200, Some("#EXTM3U")), port, 500),
+            LOCAL,
+            None,
+        )
+        .await;
         assert!(outcome.is_ok(), "{outcome:?}");
     }
 
     #[tokio::test]
     async fn only_the_first_64_kib_of_a_body_are_searched() {
-        let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 2).into_bytes();
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 2
+        )
+        .into_bytes();
         response.extend(std::iter::repeat_n(b'.', MAX_BODY));
         response.extend(b"ok");
         let (port, _request) = server(Some(response)).await;
@@ -291,14 +353,23 @@ mod tests {
     async fn a_server_that_accepts_but_never_answers_fails_at_the_timeout() {
         let (port, _request) = server(None).await;
         let outcome = probe(&check(http("/", 200, None), port, 300), LOCAL, None).await;
-        assert_eq!(outcome, Err("reading the response: timed out (300ms check timeout)".to_owned()));
+        assert_eq!(
+            outcome,
+            Err("reading the response: timed out (300ms check timeout)".to_owned())
+        );
     }
 
     #[tokio::test]
     async fn an_answer_that_is_not_http_fails_the_check() {
         let (port, _request) = server(Some(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec())).await;
         let outcome = probe(&check(http("/", 200, None), port, 500), LOCAL, None).await;
-        assert_eq!(outcome, Err("reading the response: not an HTTP response (it starts \"SSH-2.0-OpenSSH\")".to_owned()));
+        assert_eq!(
+            outcome,
+            Err(
+                "reading the response: not an HTTP response (it starts \"SSH-2.0-OpenSSH\")"
+                    .to_owned()
+            )
+        );
         let (port, _request) = server(Some(b"HTTP/1.1 200".to_vec())).await;
         let outcome = probe(&check(http("/", 200, None), port, 500), LOCAL, None).await;
         assert_eq!(
@@ -313,9 +384,23 @@ mod tests {
         assert_eq!(status_of(b"HTTP/1.0 200"), Some(200));
         assert_eq!(status_of(b"HTTP/2 200"), None);
         assert_eq!(status_of(b"HTTP/1.1 20 OK"), None);
-        assert_eq!(framing(b"HTTP/1.1 200 OK\r\ncontent-length: 12"), Framing::Length(12));
-        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked"), Framing::Chunked);
-        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nServer: x"), Framing::UntilClose);
-        assert_eq!(request("[fd00::11]:80".parse().unwrap(), "/").lines().nth(1), Some("Host: [fd00::11]\r"));
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\ncontent-length: 12"),
+            Framing::Length(12)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nServer: x"),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            request("[fd00::11]:80".parse().unwrap(), "/")
+                .lines()
+                .nth(1),
+            Some("Host: [fd00::11]")
+        );
     }
 }

@@ -25,7 +25,12 @@ pub struct Flip {
 impl Hysteresis {
     /// Starts in `state`. `rise` and `fall` below 1 count as 1.
     pub fn new(state: HealthState, rise: u32, fall: u32) -> Self {
-        Self { state, against: 0, rise: rise.max(1), fall: fall.max(1) }
+        Self {
+            state,
+            against: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
     }
 
     pub fn state(&self) -> HealthState {
@@ -46,7 +51,11 @@ impl Hysteresis {
         if self.against < needed {
             return None;
         }
-        let flip = Flip { from: self.state, to: other, checks: self.against };
+        let flip = Flip {
+            from: self.state,
+            to: other,
+            checks: self.against,
+        };
         self.state = other;
         self.against = 0;
         Some(flip)
@@ -70,7 +79,17 @@ mod tests {
     #[test]
     fn an_up_server_goes_down_after_fall_bad_checks_in_a_row() {
         let flips = run(Hysteresis::new(Up, 3, 2), "++--");
-        assert_eq!(flips, [(3, Flip { from: Up, to: Down, checks: 2 })]);
+        assert_eq!(
+            flips,
+            [(
+                3,
+                Flip {
+                    from: Up,
+                    to: Down,
+                    checks: 2
+                }
+            )]
+        );
     }
 
     #[test]
@@ -82,7 +101,17 @@ mod tests {
     #[test]
     fn a_down_server_comes_back_after_rise_good_checks_in_a_row() {
         let flips = run(Hysteresis::new(Down, 3, 2), "++-+++");
-        assert_eq!(flips, [(5, Flip { from: Down, to: Up, checks: 3 })]);
+        assert_eq!(
+            flips,
+            [(
+                5,
+                Flip {
+                    from: Down,
+                    to: Up,
+                    checks: 3
+                }
+            )]
+        );
     }
 
     #[test]
@@ -91,7 +120,24 @@ mod tests {
         let flips = run(h.clone(), "+---+++-");
         assert_eq!(
             flips,
-            [(2, Flip { from: Up, to: Down, checks: 2 }), (6, Flip { from: Down, to: Up, checks: 3 })]
+            [
+                (
+                    2,
+                    Flip {
+                        from: Up,
+                        to: Down,
+                        checks: 2
+                    }
+                ),
+                (
+                    6,
+                    Flip {
+                        from: Down,
+                        to: Up,
+                        checks: 3
+                    }
+                )
+            ]
         );
         h.record(false);
         h.record(false);
@@ -100,12 +146,32 @@ mod tests {
 
     #[test]
     fn rise_one_brings_a_server_back_at_its_first_good_check() {
-        assert_eq!(run(Hysteresis::new(Down, 1, 2), "-+"), [(1, Flip { from: Down, to: Up, checks: 1 })]);
+        assert_eq!(
+            run(Hysteresis::new(Down, 1, 2), "-+"),
+            [(
+                1,
+                Flip {
+                    from: Down,
+                    to: Up,
+                    checks: 1
+                }
+            )]
+        );
     }
 
     #[test]
     fn a_server_starting_down_needs_rise_good_checks_and_never_flips_on_failures() {
         assert_eq!(run(Hysteresis::new(Down, 3, 2), "------"), []);
-        assert_eq!(run(Hysteresis::new(Down, 3, 2), "+++"), [(2, Flip { from: Down, to: Up, checks: 3 })]);
+        assert_eq!(
+            run(Hysteresis::new(Down, 3, 2), "+++"),
+            [(
+                2,
+                Flip {
+                    from: Down,
+                    to: Up,
+                    checks: 3
+                }
+            )]
+        );
     }
 }

@@ -26,14 +26,22 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(notify: &Notify) -> Self {
-        Self { command: notify.command.clone(), timeout: notify.timeout }
+        Self {
+            command: notify.command.clone(),
+            timeout: notify.timeout,
+        }
     }
 
     /// Starts the command for `event` and returns at once; the task logs how it ended.
     pub fn notify(&self, event: &Event) -> JoinHandle<()> {
         let env = environment(event);
         let (command, timeout) = (self.command.clone(), self.timeout);
-        let what = format!("notify command {} for {} {}", command.display(), event.service, event.address);
+        let what = format!(
+            "notify command {} for {} {}",
+            command.display(),
+            event.service,
+            event.address
+        );
         tokio::spawn(async move {
             match run(&command, &env, timeout).await {
                 Ok(()) => log::debug!("{what}: done"),
@@ -57,7 +65,11 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
 }
 
 /// Runs `command` with `env` added to the agent's environment, for at most `timeout`.
-pub async fn run(command: &std::path::Path, env: &[(&str, String)], timeout: Duration) -> Result<(), String> {
+pub async fn run(
+    command: &std::path::Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<(), String> {
     let mut child = Command::new(command)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -106,7 +118,10 @@ pub async fn run(command: &std::path::Path, env: &[(&str, String)], timeout: Dur
                 }
             }
             let _ = child.wait().await;
-            Err(format!("still running after {}; killed", format_duration(timeout)))
+            Err(format!(
+                "still running after {}; killed",
+                format_duration(timeout)
+            ))
         }
     }
 }
@@ -153,7 +168,8 @@ mod tests {
             use std::sync::atomic::{AtomicU32, Ordering};
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("xdp-lb-notify-test-{}-{n}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("xdp-lb-notify-test-{}-{n}", std::process::id()));
             fs::create_dir_all(&dir).unwrap();
             Self(dir)
         }
@@ -193,17 +209,36 @@ mod tests {
     #[test]
     fn times_are_rfc_3339_in_utc() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[tokio::test]
     async fn the_command_gets_the_change_in_its_environment() {
         let dir = Scratch::new();
         let out = dir.path().join("env");
-        let cmd = script(dir.path(), "notify.sh", &format!("env | grep ^XDP_LB_ | sort > {}", out.display()));
-        run(&cmd, &environment(&event("video-hls")), Duration::from_secs(5)).await.expect("the command ran");
+        let cmd = script(
+            dir.path(),
+            "notify.sh",
+            &format!("env | grep ^XDP_LB_ | sort > {}", out.display()),
+        );
+        run(
+            &cmd,
+            &environment(&event("video-hls")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the command ran");
         assert_eq!(
             fs::read_to_string(&out).unwrap(),
             "XDP_LB_BACKEND=10.77.0.11\nXDP_LB_NEW_STATE=down\nXDP_LB_OLD_STATE=up\n\
@@ -215,10 +250,19 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_missing_command_is_reported_with_its_stderr() {
         let dir = Scratch::new();
-        let cmd = script(dir.path(), "fail.sh", "echo 'mail: command not found' >&2; exit 127");
+        let cmd = script(
+            dir.path(),
+            "fail.sh",
+            "echo 'mail: command not found' >&2; exit 127",
+        );
         let err = run(&cmd, &[], Duration::from_secs(5)).await.unwrap_err();
-        assert_eq!(err, "failed (exit status 127); stderr: \"mail: command not found\"");
-        let err = run(&dir.path().join("missing.sh"), &[], Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(
+            err,
+            "failed (exit status 127); stderr: \"mail: command not found\""
+        );
+        let err = run(&dir.path().join("missing.sh"), &[], Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(err.starts_with("cannot start it: "), "{err}");
     }
 
@@ -226,16 +270,29 @@ mod tests {
     async fn a_hanging_command_is_killed_with_its_children_at_the_timeout() {
         let dir = Scratch::new();
         let pid_file = dir.path().join("child.pid");
-        let cmd = script(dir.path(), "hang.sh", &format!("sleep 60 & echo $! > {}; wait", pid_file.display()));
+        let cmd = script(
+            dir.path(),
+            "hang.sh",
+            &format!("sleep 60 & echo $! > {}; wait", pid_file.display()),
+        );
         let started = Instant::now();
-        let err = run(&cmd, &[], Duration::from_millis(300)).await.unwrap_err();
+        let err = run(&cmd, &[], Duration::from_millis(300))
+            .await
+            .unwrap_err();
         assert_eq!(err, "still running after 300ms; killed");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let child: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let child: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The killed sleep is a zombie until init reaps it, or gone.
         let gone = |pid: i32| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while !gone(child) && Instant::now() < deadline {
@@ -252,12 +309,21 @@ mod tests {
             "echo \"$XDP_LB_SERVICE\" >> {log}\n[ \"$XDP_LB_SERVICE\" = slow ] && sleep 60\nexit 0",
             log = log.display()
         );
-        let notifier = Notifier::new(&Notify { command: script(dir.path(), "n.sh", &body), timeout: Duration::from_secs(2) });
+        let notifier = Notifier::new(&Notify {
+            command: script(dir.path(), "n.sh", &body),
+            timeout: Duration::from_secs(2),
+        });
         let slow = notifier.notify(&event("slow"));
         let fast = notifier.notify(&event("fast"));
-        tokio::time::timeout(Duration::from_secs(1), fast).await.expect("the second finished first").unwrap();
+        tokio::time::timeout(Duration::from_secs(1), fast)
+            .await
+            .expect("the second finished first")
+            .unwrap();
         let seen = fs::read_to_string(&log).unwrap();
         assert!(seen.contains("slow") && seen.contains("fast"), "{seen}");
-        tokio::time::timeout(Duration::from_secs(5), slow).await.expect("the slow one was killed").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), slow)
+            .await
+            .expect("the slow one was killed")
+            .unwrap();
     }
 }

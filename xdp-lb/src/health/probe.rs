@@ -40,22 +40,43 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     pub(crate) fn after(budget: Duration) -> Self {
-        Self { at: Instant::now() + budget, budget }
+        let now = Instant::now();
+        // A budget too large to add to the clock is a day: no check waits that long.
+        let at = now
+            .checked_add(budget)
+            .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(now);
+        Self { at, budget }
     }
 
     /// `step`, or why it failed: `"{what}: {io error}"` or `"{what}: timed out (800ms)"`.
-    pub(crate) async fn run<T>(&self, what: &str, step: impl Future<Output = io::Result<T>>) -> Result<T, String> {
+    pub(crate) async fn run<T>(
+        &self,
+        what: &str,
+        step: impl Future<Output = io::Result<T>>,
+    ) -> Result<T, String> {
         match tokio::time::timeout_at(self.at, step).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(format!("{what}: {}", io_reason(&err))),
-            Err(_) => Err(format!("{what}: timed out ({} check timeout)", format_duration(self.budget))),
+            Err(_) => Err(format!(
+                "{what}: timed out ({} check timeout)",
+                format_duration(self.budget)
+            )),
         }
     }
 
     /// A TCP connection to `to` from `source` (port chosen by the kernel).
-    pub(crate) async fn connect(&self, source: Option<IpAddr>, to: SocketAddr) -> Result<TcpStream, String> {
+    pub(crate) async fn connect(
+        &self,
+        source: Option<IpAddr>,
+        to: SocketAddr,
+    ) -> Result<TcpStream, String> {
         self.run("connect", async {
-            let socket = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let socket = if to.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             if let Some(source) = source {
                 socket.bind(SocketAddr::new(source, 0))?;
             }

@@ -23,7 +23,9 @@ pub const HANDSHAKE_SIZE: usize = 1536;
 
 pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: SocketAddr) -> Outcome {
     let mut stream = deadline.connect(source, to).await?;
-    deadline.run("sending C0+C1", stream.write_all(&c0c1())).await?;
+    deadline
+        .run("sending C0+C1", stream.write_all(&c0c1()))
+        .await?;
     let mut reply = vec![0u8; 1 + HANDSHAKE_SIZE];
     let mut got = 0;
     while got < reply.len() {
@@ -38,7 +40,10 @@ pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: Socke
             ));
         }
         if got == 0 && reply[0] != RTMP_VERSION {
-            return Err(format!("S0 is version {}, not RTMP's {RTMP_VERSION}", reply[0]));
+            return Err(format!(
+                "S0 is version {}, not RTMP's {RTMP_VERSION}",
+                reply[0]
+            ));
         }
         got += n;
     }
@@ -49,7 +54,9 @@ pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: Socke
 fn c0c1() -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + HANDSHAKE_SIZE);
     out.push(RTMP_VERSION);
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     // The time field is 32 bits and wraps, as in every RTMP implementation.
     out.extend_from_slice(&((millis & 0xffff_ffff) as u32).to_be_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -115,7 +122,13 @@ mod tests {
     async fn a_server_that_accepts_tcp_but_never_answers_the_handshake_fails() {
         let (port, _sent) = server(None).await;
         let outcome = probe(&check(CheckKind::Rtmp, port, 300), LOCAL, None).await;
-        assert_eq!(outcome, Err("waiting for S0+S1: timed out (300ms check timeout) after 0 of 1537 bytes".to_owned()));
+        assert_eq!(
+            outcome,
+            Err(
+                "waiting for S0+S1: timed out (300ms check timeout) after 0 of 1537 bytes"
+                    .to_owned()
+            )
+        );
         let (port, _sent) = server(None).await;
         let tcp = probe(&check(CheckKind::Tcp, port, 300), LOCAL, None).await;
         assert!(tcp.is_ok(), "the same server passes a tcp check: {tcp:?}");
@@ -128,7 +141,10 @@ mod tests {
         assert_eq!(outcome, Err("S0 is version 72, not RTMP's 3".to_owned()));
         let (port, _sent) = server(Some(vec![RTMP_VERSION; 100])).await;
         let outcome = probe(&check(CheckKind::Rtmp, port, 500), LOCAL, None).await;
-        assert_eq!(outcome, Err("the connection closed after 100 of the 1537 bytes of S0+S1".to_owned()));
+        assert_eq!(
+            outcome,
+            Err("the connection closed after 100 of the 1537 bytes of S0+S1".to_owned())
+        );
     }
 
     #[test]

@@ -44,8 +44,17 @@ mod tests {
         // TEST-NET-1 (192.0.2.0/24) is never answered: the SYN goes nowhere, or nowhere is
         // routed at all.
         let started = std::time::Instant::now();
-        let outcome = probe(&check(CheckKind::Tcp, 9, 200), "192.0.2.1".parse().unwrap(), None).await;
+        let outcome = probe(
+            &check(CheckKind::Tcp, 9, 200),
+            "192.0.2.1".parse().unwrap(),
+            None,
+        )
+        .await;
         assert!(outcome.is_err(), "{outcome:?}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

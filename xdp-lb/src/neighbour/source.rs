@@ -16,12 +16,19 @@ impl Neighbours {
     /// The address to check `backend` from: one of the egress interface's addresses of the
     /// backend's family, never one of `avoid` (the VIPs); one whose subnet holds the backend
     /// is preferred.
-    pub async fn source_for(&self, backend: IpAddr, avoid: &BTreeSet<IpAddr>) -> Result<IpAddr, NeighbourError> {
+    pub async fn source_for(
+        &self,
+        backend: IpAddr,
+        avoid: &BTreeSet<IpAddr>,
+    ) -> Result<IpAddr, NeighbourError> {
         let egress = self.egress_for(backend).await?;
-        let addresses = self.addresses_of(egress.ifindex).await.map_err(|error| NeighbourError::Netlink {
-            context: format!("listing the addresses of {}", egress.ifname),
-            error,
-        })?;
+        let addresses =
+            self.addresses_of(egress.ifindex)
+                .await
+                .map_err(|error| NeighbourError::Netlink {
+                    context: format!("listing the addresses of {}", egress.ifname),
+                    error,
+                })?;
         pick_source(backend, &addresses, avoid).ok_or(NeighbourError::NoSourceAddress {
             backend,
             ifname: egress.ifname,
@@ -58,7 +65,11 @@ impl Neighbours {
 
 /// The source for `backend` among `addresses`: same family, not in `avoid`, not IPv6
 /// link-local (unless the backend is), in the backend's subnet if any is.
-pub(super) fn pick_source(backend: IpAddr, addresses: &[(IpAddr, u8)], avoid: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+pub(super) fn pick_source(
+    backend: IpAddr,
+    addresses: &[(IpAddr, u8)],
+    avoid: &BTreeSet<IpAddr>,
+) -> Option<IpAddr> {
     let candidates: Vec<(IpAddr, u8)> = addresses
         .iter()
         .copied()
@@ -107,18 +118,38 @@ mod tests {
     fn the_source_is_never_a_vip_even_when_the_vip_is_listed_first() {
         let addresses = [(ip("10.0.0.100"), 24), (ip("10.0.0.1"), 24)];
         let vips = BTreeSet::from([ip("10.0.0.100")]);
-        assert_eq!(pick_source(ip("10.0.0.11"), &addresses, &vips), Some(ip("10.0.0.1")));
+        assert_eq!(
+            pick_source(ip("10.0.0.11"), &addresses, &vips),
+            Some(ip("10.0.0.1"))
+        );
         assert_eq!(pick_source(ip("10.0.0.11"), &addresses[..1], &vips), None);
     }
 
     #[test]
     fn an_address_in_the_backends_subnet_is_preferred_and_the_family_must_match() {
-        let addresses = [(ip("192.0.2.1"), 24), (ip("fd00::1"), 64), (ip("10.0.0.1"), 24), (ip("fe80::1"), 64)];
+        let addresses = [
+            (ip("192.0.2.1"), 24),
+            (ip("fd00::1"), 64),
+            (ip("10.0.0.1"), 24),
+            (ip("fe80::1"), 64),
+        ];
         let none = BTreeSet::new();
-        assert_eq!(pick_source(ip("10.0.0.11"), &addresses, &none), Some(ip("10.0.0.1")));
-        assert_eq!(pick_source(ip("172.16.0.9"), &addresses, &none), Some(ip("192.0.2.1")));
-        assert_eq!(pick_source(ip("fd00::11"), &addresses, &none), Some(ip("fd00::1")));
-        assert_eq!(pick_source(ip("fe80::11"), &addresses, &none), Some(ip("fe80::1")));
+        assert_eq!(
+            pick_source(ip("10.0.0.11"), &addresses, &none),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            pick_source(ip("172.16.0.9"), &addresses, &none),
+            Some(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            pick_source(ip("fd00::11"), &addresses, &none),
+            Some(ip("fd00::1"))
+        );
+        assert_eq!(
+            pick_source(ip("fe80::11"), &addresses, &none),
+            Some(ip("fe80::1"))
+        );
         assert_eq!(pick_source(ip("fd00::11"), &addresses[..1], &none), None);
     }
 

@@ -283,7 +283,15 @@ fn an_interface_with_arp_off_never_yields_its_own_mac_as_the_backends() {
 fn health_checks_leave_from_the_interfaces_own_address_and_never_from_a_vip() {
     let scratch = Scratch::new();
     // A VIP on the same interface, as on a real LB.
-    ip(&["-n", &scratch.lb, "addr", "add", "192.0.2.100/32", "dev", "veth-a"]);
+    ip(&[
+        "-n",
+        &scratch.lb,
+        "addr",
+        "add",
+        "192.0.2.100/32",
+        "dev",
+        "veth-a",
+    ]);
     let vips = std::collections::BTreeSet::from([addr("192.0.2.100")]);
     let source = scratch
         .in_lb(move |n| async move { n.source_for(addr("192.0.2.2"), &vips).await })
@@ -297,5 +305,8 @@ fn health_checks_leave_from_the_interfaces_own_address_and_never_from_a_vip() {
     let err = scratch
         .in_lb(move |n| async move { n.source_for(addr("192.0.2.2"), &every).await })
         .expect_err("only VIPs left");
-    assert!(matches!(err, NeighbourError::NoSourceAddress { .. }), "{err}");
+    assert!(
+        matches!(err, NeighbourError::NoSourceAddress { .. }),
+        "{err}"
+    );
 }

@@ -1,0 +1,118 @@
+//! The control API: one JSON request per line on the agent's Unix socket, one JSON
+//! response line back. The `xdp-lb` subcommands are its client; scripts can speak it too.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Default path of the control socket (root only, mode 0600).
+pub const DEFAULT_SOCKET: &str = "/run/xdp-lb/control.sock";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Services, backends, states and counters.
+    Status,
+    /// Re-read the YAML file and apply the difference (as SIGHUP).
+    Reload,
+    /// The backend a flow gets now: the connection table first, then Maglev.
+    Lookup { client: SocketAddr, vip: SocketAddr, protocol: String },
+    BackendAdd { service: String, address: IpAddr, weight: u32, mac: Option<String> },
+    BackendRemove { service: String, address: IpAddr },
+    /// Weight 0: no new flows, existing ones stay.
+    BackendDrain { service: String, address: IpAddr },
+    /// Back to the weight it had before it was drained (its configured weight).
+    BackendEnable { service: String, address: IpAddr },
+    BackendWeight { service: String, address: IpAddr, weight: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok { message: String },
+    Status(StatusReport),
+    Lookup(LookupAnswer),
+    Error { message: String },
+}
+
+impl Response {
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Error { message: message.into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub services: Vec<ServiceStatus>,
+    /// Per verdict reason: packets, bytes.
+    pub verdicts: Vec<NamedCounter>,
+    /// Per connection-table event: packets.
+    pub flow_events: Vec<NamedCounter>,
+    /// Entries in the connection table now.
+    pub active_flows: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCounter {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub vlan: Option<u16>,
+    pub maglev_size: u32,
+    pub hash: String,
+    pub persistence_s: Option<u32>,
+    /// Backends in the live table.
+    pub serving: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// `up`, `drain` (weight 0, still usable), `down` (health), `unresolved` (no MAC).
+    pub state: String,
+    pub mac: Option<String>,
+    /// Connection-table entries naming it.
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupAnswer {
+    pub service: String,
+    pub backend: Option<IpAddr>,
+    /// `connection table`, `persistence` or `maglev`.
+    pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_json_with_a_command_tag() {
+        let req = Request::BackendDrain { service: "video-rtmp".into(), address: "10.0.0.11".parse().unwrap() };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(text, r#"{"command":"backend_drain","service":"video-rtmp","address":"10.0.0.11"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn a_malformed_request_is_an_error_not_a_panic() {
+        for bad in ["", "{", r#"{"command":"explode"}"#, r#"{"command":"backend_drain","service":1}"#] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The agent's side of the control socket: accepts root's connections only, reads one
+//! request per connection and hands it to the control loop, which owns all state.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::protocol::{Request, Response};
+
+/// A request waiting for the control loop, with where to send its answer.
+pub type Pending = (Request, oneshot::Sender<Response>);
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The socket file, removed on drop.
+pub struct ControlSocket {
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `path` (mode 0600, its directory created 0700 when missing) and serves it until
+/// the returned guard is dropped or the receiver goes away.
+pub fn serve(path: &Path, requests: mpsc::Sender<Pending>) -> anyhow::Result<ControlSocket> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    if path.exists() {
+        // A live agent answers; a stale socket of a dead one does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another agent is already listening on {}", path.display());
+        }
+        fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(accept_loop(listener, requests));
+    Ok(ControlSocket { path: path.to_path_buf() })
+}
+
+async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = handle(stream, requests).await {
+                        log::warn!("control connection: {err:#}");
+                    }
+                });
+            }
+            Err(err) => {
+                log::warn!("control socket accept: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if requests.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn handle(mut stream: UnixStream, requests: mpsc::Sender<Pending>) -> anyhow::Result<()> {
+    let uid = stream.peer_cred().context("reading the peer's credentials")?.uid();
+    let response = if uid != 0 {
+        Response::error(format!("refused: the control socket is root's (your uid is {uid})"))
+    } else {
+        match read_request(&mut stream).await {
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if requests.send((request, tx)).await.is_err() {
+                    Response::error("the agent is shutting down")
+                } else {
+                    rx.await.unwrap_or_else(|_| Response::error("the agent dropped the request"))
+                }
+            }
+            Err(err) => Response::error(format!("bad request: {err:#}")),
+        }
+    };
+    let mut line = serde_json::to_string(&response)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
+    Ok(())
+}
+
+async fn read_request(stream: &mut UnixStream) -> anyhow::Result<Request> {
+    let mut reader = BufReader::new(AsyncReadExt::take(stream, MAX_REQUEST as u64));
+    let mut line = String::new();
+    tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .context("no request within 10 s")??;
+    if !line.ends_with('\n') && line.len() >= MAX_REQUEST {
+        bail!("request longer than {MAX_REQUEST} bytes");
+    }
+    serde_json::from_str(line.trim()).context("not a request")
+}

@@ -1,0 +1,131 @@
+//! `xdp-lb status`: the report as an `ipvsadm -Ln --stats`-like table.
+
+use std::fmt::Write as _;
+
+use super::protocol::{ServiceStatus, StatusReport};
+
+/// Counts as ipvsadm prints them: plain below 100000, then K, M, G.
+pub fn human(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "K")];
+    if n < 100_000 {
+        return n.to_string();
+    }
+    for (size, unit) in UNITS {
+        if n >= size {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    n.to_string()
+}
+
+fn service_line(s: &ServiceStatus) -> String {
+    let vip = if s.vip.is_ipv6() { format!("[{}]:{}", s.vip, s.port) } else { format!("{}:{}", s.vip, s.port) };
+    let mut flags = format!("maglev({})", s.maglev_size);
+    if s.hash != "flow" {
+        let _ = write!(flags, " hash={}", s.hash);
+    }
+    if let Some(p) = s.persistence_s {
+        let _ = write!(flags, " persistent {p}");
+    }
+    if let Some(v) = s.vlan {
+        let _ = write!(flags, " vlan {v}");
+    }
+    format!(
+        "{:<4} {:<28} {:<34} {:>9} {:>9}  {}",
+        s.protocol.to_uppercase(),
+        vip,
+        flags,
+        human(s.packets),
+        human(s.bytes),
+        s.name
+    )
+}
+
+/// The whole table, one service per block.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "xdp-lb: {} service(s), {} active flow(s)", report.services.len(), report.active_flows);
+    let _ = writeln!(out, "{:<4} {:<28} {:<34} {:>9} {:>9}  {}", "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes", "Name");
+    let _ = writeln!(
+        out,
+        "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {}",
+        "RemoteAddress:Port", "Forward", "Weight", "State", "Flows", "Pkts", "Bytes", "MAC"
+    );
+    for s in &report.services {
+        let _ = writeln!(out, "{}", service_line(s));
+        for b in &s.backends {
+            let remote = if b.address.is_ipv6() { format!("[{}]:{}", b.address, s.port) } else { format!("{}:{}", b.address, s.port) };
+            let _ = writeln!(
+                out,
+                "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {}",
+                remote,
+                "Route",
+                b.weight,
+                b.state,
+                b.flows,
+                human(b.packets),
+                human(b.bytes),
+                b.mac.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !report.verdicts.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Verdicts:");
+        for v in &report.verdicts {
+            let _ = writeln!(out, "  {:<22} {:>12} pkts {:>12} bytes", v.name, v.packets, v.bytes);
+        }
+    }
+    if !report.flow_events.is_empty() {
+        let _ = writeln!(out, "Connection table:");
+        for v in &report.flow_events {
+            let _ = writeln!(out, "  {:<22} {:>12}", v.name, v.packets);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::BackendStatus;
+
+    #[test]
+    fn large_counts_are_shortened_as_ipvsadm_does() {
+        assert_eq!(human(99_999), "99999");
+        assert_eq!(human(123_456), "123K");
+        assert_eq!(human(7_654_321), "7M");
+        assert_eq!(human(3_000_000_000), "3G");
+    }
+
+    #[test]
+    fn the_table_lists_each_service_with_its_backends_states_and_counters() {
+        let report = StatusReport {
+            services: vec![ServiceStatus {
+                name: "video-rtmp".into(),
+                vip: "10.0.0.100".parse().unwrap(),
+                port: 1935,
+                protocol: "tcp".into(),
+                maglev_size: 65537,
+                hash: "flow".into(),
+                persistence_s: Some(300),
+                vlan: None,
+                serving: 1,
+                packets: 42,
+                bytes: 4200,
+                backends: vec![
+                    BackendStatus { address: "10.0.0.11".parse().unwrap(), weight: 1, state: "up".into(), flows: 3, packets: 40, bytes: 4000, mac: Some("02:00:00:00:00:11".into()) },
+                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None },
+                ],
+            }],
+            active_flows: 4,
+            ..StatusReport::default()
+        };
+        let text = render(&report);
+        assert!(text.contains("TCP  10.0.0.100:1935"), "{text}");
+        assert!(text.contains("maglev(65537) persistent 300"), "{text}");
+        let drained = text.lines().find(|l| l.contains("10.0.0.12:1935")).unwrap();
+        assert!(drained.contains("drain") && drained.contains(" 0 "), "{drained}");
+        assert!(text.starts_with("xdp-lb: 1 service(s), 4 active flow(s)"));
+    }
+}

@@ -1,0 +1,166 @@
+//! The subcommands that talk to a running agent over its control socket, and `cleanup`.
+
+use std::{
+    io::Write as _,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::Subcommand;
+use xdp_lb::{
+    control::{
+        client::call,
+        protocol::{DEFAULT_SOCKET, Request, Response},
+        view,
+    },
+    pins::{DEFAULT_PIN_DIR, PinDir},
+};
+
+#[derive(clap::Args, Debug)]
+pub struct SocketArg {
+    /// The agent's control socket.
+    #[arg(long, default_value = DEFAULT_SOCKET, global = true)]
+    pub socket: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackendCommand {
+    /// Adds a backend to a running service (kept across agent restarts).
+    Add {
+        service: String,
+        address: IpAddr,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Its MAC; resolved from the neighbour table when not given.
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Removes a backend: its flows are balanced afresh.
+    Remove { service: String, address: IpAddr },
+    /// Weight 0: no new flows; the ones it has stay until they end.
+    Drain { service: String, address: IpAddr },
+    /// Undoes `drain` (and any run-time weight): back to the configured weight.
+    Enable { service: String, address: IpAddr },
+    /// Sets a backend's weight (0..=1000).
+    Weight { service: String, address: IpAddr, weight: u32 },
+}
+
+fn answer(socket: &Path, request: &Request) -> ExitCode {
+    match call(socket, request) {
+        Ok(Response::Ok { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer {other:?}");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn backend(socket: &Path, command: BackendCommand) -> ExitCode {
+    let request = match command {
+        BackendCommand::Add { service, address, weight, mac } => Request::BackendAdd { service, address, weight, mac },
+        BackendCommand::Remove { service, address } => Request::BackendRemove { service, address },
+        BackendCommand::Drain { service, address } => Request::BackendDrain { service, address },
+        BackendCommand::Enable { service, address } => Request::BackendEnable { service, address },
+        BackendCommand::Weight { service, address, weight } => Request::BackendWeight { service, address, weight },
+    };
+    answer(socket, &request)
+}
+
+pub fn reload(socket: &Path) -> ExitCode {
+    answer(socket, &Request::Reload)
+}
+
+pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
+    loop {
+        let report = match call(socket, &Request::Status) {
+            Ok(Response::Status(report)) => report,
+            Ok(Response::Error { message }) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(1);
+            }
+            Ok(other) => {
+                eprintln!("error: unexpected answer {other:?}");
+                return ExitCode::from(1);
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(1);
+            }
+        };
+        let text = if json {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        } else {
+            view::render(&report)
+        };
+        let Some(seconds) = watch else {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        };
+        // Clear the screen and redraw, as `watch` does.
+        print!("\x1b[2J\x1b[H{text}");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs_f64(seconds.clamp(0.1, 3600.0)));
+    }
+}
+
+pub fn lookup(socket: &Path, client: SocketAddr, vip: SocketAddr, protocol: &str) -> ExitCode {
+    match call(socket, &Request::Lookup { client, vip, protocol: protocol.to_owned() }) {
+        Ok(Response::Lookup(a)) => {
+            match a.backend {
+                Some(b) => println!("{client} -> {vip}/{protocol}: {b} (service {}, from the {})", a.service, a.source),
+                None => println!("{client} -> {vip}/{protocol}: no backend (service {} has none usable)", a.service),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer {other:?}");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Detaches and removes everything a (running or dead) agent pinned.
+pub fn cleanup(pin_dir: Option<PathBuf>) -> ExitCode {
+    let pins = PinDir::new(pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)));
+    let links = pins.pinned_links();
+    match pins.remove_all() {
+        Ok(removed) if removed.is_empty() => {
+            println!("nothing pinned under {}", pins.root().display());
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            for path in &removed {
+                println!("removed {}", path.display());
+            }
+            if !links.is_empty() {
+                println!("detached from {} (once the agent, if one still runs, exits)", links.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
