@@ -30,18 +30,28 @@ fn err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {what}: {e:?}")
 }
 
-/// Bars at each summary's median with a min–max whisker, and a red mark at `marks[i]`
-/// where given (a target or an ideal).
-pub fn bars<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    title: &str,
-    labels: &[String],
-    values: &[Summary],
-    marks: &[Option<f64>],
-    mark_label: &str,
-    y_desc: &str,
-    legend: SeriesLabelPosition,
-) -> Result<()> {
+/// A bar chart: a bar at each summary's median with a min–max whisker, and a red mark at
+/// `marks[i]` where given (a target or an ideal).
+pub struct Bars<'a> {
+    pub title: &'a str,
+    pub labels: &'a [String],
+    pub values: &'a [Summary],
+    pub marks: &'a [Option<f64>],
+    pub mark_label: &'a str,
+    pub y_desc: &'a str,
+    pub legend: SeriesLabelPosition,
+}
+
+pub fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: Bars<'_>) -> Result<()> {
+    let Bars {
+        title,
+        labels,
+        values,
+        marks,
+        mark_label,
+        y_desc,
+        legend,
+    } = spec;
     let n = labels.len().max(1) as i32;
     let top = values
         .iter()
@@ -217,13 +227,15 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 .collect();
             bars(
                 area,
-                "Per-packet cost, net of the no-op XDP_TX program",
-                &labels,
-                &nets,
-                &marks,
-                "target",
-                "ns per packet",
-                SeriesLabelPosition::UpperLeft,
+                Bars {
+                    title: "Per-packet cost, net of the no-op XDP_TX program",
+                    labels: &labels,
+                    values: &nets,
+                    marks: &marks,
+                    mark_label: "target",
+                    y_desc: "ns per packet",
+                    legend: SeriesLabelPosition::UpperLeft,
+                },
             )
         })?,
     ));
@@ -247,13 +259,15 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 .collect();
             bars(
                 area,
-                "Maglev table build time",
-                &labels,
-                &values,
-                &marks,
-                "target (65537 slots, 100 backends)",
-                "ms",
-                SeriesLabelPosition::UpperLeft,
+                Bars {
+                    title: "Maglev table build time",
+                    labels: &labels,
+                    values: &values,
+                    marks: &marks,
+                    mark_label: "target (65537 slots, 100 backends)",
+                    y_desc: "ms",
+                    legend: SeriesLabelPosition::UpperLeft,
+                },
             )
         })?,
     ));
@@ -392,13 +406,15 @@ pub fn draw_all(bench: &Bench, root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 let title = format!("weights {:?}", w.weights);
                 bars(
                     panel,
-                    &title,
-                    &labels,
-                    &w.shares_percent,
-                    &marks,
-                    "ideal",
-                    "share of flows (%)",
-                    SeriesLabelPosition::UpperRight,
+                    Bars {
+                        title: &title,
+                        labels: &labels,
+                        values: &w.shares_percent,
+                        marks: &marks,
+                        mark_label: "ideal",
+                        y_desc: "share of flows (%)",
+                        legend: SeriesLabelPosition::UpperRight,
+                    },
                 )?;
             }
             Ok(())

@@ -22,11 +22,13 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 /// The backend that dies (0-based).
 const VICTIM: usize = 0;
 /// Client ports whose flows hash to the victim (probed in turn).
-const PROBE_PORTS: usize = 40;
+const PROBE_PORTS: usize = 400;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverResults {
     pub runs: usize,
+    /// The check the agent ran, from its effective config (`xdp-lb check`).
+    pub check_settings: String,
     /// Death to the agent's `health:` line saying the backend is down.
     pub to_log_ms: Summary,
     /// Death to the first new connection (on a flow of the dead backend) answered by
@@ -61,6 +63,27 @@ fn ports_of(lab: &Lab, victim: IpAddr) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// The first service's `health_check` block of the effective config, on one line.
+fn check_settings(lab: &Lab, agent_bin: &Path, config: &Path) -> Result<String> {
+    let bin = agent_bin
+        .to_str()
+        .context("a binary path that is not UTF-8")?;
+    let cfg = config.to_str().context("a config path that is not UTF-8")?;
+    let effective = lab.exec_ok(lab.ns_lb(), &[bin, "check", cfg])?;
+    let mut lines = effective
+        .lines()
+        .skip_while(|l| l.trim() != "health_check:");
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let Some(head) = lines.next() else {
+        bail!("the effective config has no health_check");
+    };
+    let settings: Vec<&str> = lines
+        .take_while(|l| indent(l) > indent(head))
+        .map(str::trim)
+        .collect();
+    Ok(settings.join(", "))
+}
+
 /// Whether the agent's log, past byte `from`, has a `health:` line naming `addr` with `state`.
 fn logged(lab: &Lab, from: usize, addr: &str, state: &str) -> bool {
     let log = lab.agent_log();
@@ -76,11 +99,19 @@ pub fn run(lab: &mut Lab, agent_bin: &Path, quick: bool) -> Result<FailoverResul
     let victim: IpAddr = victim_addr.parse()?;
     let ports = ports_of(lab, victim)?;
     let config = lab.write_lab_config()?;
+    let check_settings = check_settings(lab, agent_bin, &config)?;
     let mut agent = lab.start_agent(agent_bin, &config)?;
-    // A flow of the victim answers before it dies.
-    lab.http_get_via_vip_from_port("/", ports[0])
+    // The prediction holds: a flow of the victim reaches it before it dies.
+    let body = lab
+        .http_get_via_vip_from_port("/", ports[0])
         .context("a request to the victim before it dies")?;
+    if body.trim() != Lab::backend_name(VICTIM) {
+        bail!("a flow predicted for {victim_addr} was answered by {body:?}");
+    }
     let (mut to_log, mut to_traffic, mut to_recovery) = (Vec::new(), Vec::new(), Vec::new());
+    // A port whose connection was answered elsewhere has its flow remembered on that other
+    // backend: it would not reach the victim again, so it is never probed again.
+    let mut moved: Vec<u16> = vec![ports[0]];
     let mut probe = 0;
     for run in 0..runs {
         let log_start = lab.agent_log().len();
@@ -93,9 +124,14 @@ pub fn run(lab: &mut Lab, agent_bin: &Path, quick: bool) -> Result<FailoverResul
             }
             if traffic_at.is_none() {
                 probe = (probe + 1) % ports.len();
-                let answered = lab.http_get_via_vip_from_port("/", ports[probe]);
+                let port = ports[probe];
+                if moved.contains(&port) {
+                    continue;
+                }
+                let answered = lab.http_get_via_vip_from_port("/", port);
                 if answered.is_ok_and(|body| body.trim() != Lab::backend_name(VICTIM)) {
                     traffic_at = Some(died.elapsed());
+                    moved.push(port);
                 }
             }
             thread::sleep(Duration::from_millis(20));
@@ -133,6 +169,7 @@ pub fn run(lab: &mut Lab, agent_bin: &Path, quick: bool) -> Result<FailoverResul
     agent.kill().context("stopping the agent")?;
     Ok(FailoverResults {
         runs,
+        check_settings,
         to_log_ms: Summary::of(&to_log),
         to_traffic_ms: Summary::of(&to_traffic),
         to_recovery_ms: Summary::of(&to_recovery),

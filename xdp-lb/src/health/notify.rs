@@ -311,19 +311,20 @@ mod tests {
         );
         let notifier = Notifier::new(&Notify {
             command: script(dir.path(), "n.sh", &body),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(4),
         });
         let slow = notifier.notify(&event("slow"));
         let fast = notifier.notify(&event("fast"));
-        tokio::time::timeout(Duration::from_secs(1), fast)
+        tokio::time::timeout(Duration::from_secs(3), fast)
             .await
-            .expect("the second finished first")
+            .expect("the second finished while the first hung")
             .unwrap();
-        let seen = fs::read_to_string(&log).unwrap();
-        assert!(seen.contains("slow") && seen.contains("fast"), "{seen}");
-        tokio::time::timeout(Duration::from_secs(5), slow)
+        assert!(!slow.is_finished(), "the first one still hangs");
+        tokio::time::timeout(Duration::from_secs(10), slow)
             .await
             .expect("the slow one was killed")
             .unwrap();
+        let seen = fs::read_to_string(&log).unwrap();
+        assert!(seen.contains("slow") && seen.contains("fast"), "{seen}");
     }
 }
