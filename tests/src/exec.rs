@@ -134,6 +134,37 @@ impl Lab {
     /// Starts `agent_binary --config CONFIG` in the LB namespace with RUST_LOG=info, its
     /// output appended to [`Self::agent_log_path`], and waits (30 s at most) for it to log
     /// [`Self::AGENT_READY_LINE`]. Fails with its log when it exits or times out first.
+    /// The agent's control socket in this lab (`xdp-lb --socket` for the subcommands).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir_path.join("control.sock")
+    }
+
+    /// Where the lab's agents pin the data plane: a bpffs mounted in the lab directory, so
+    /// pins outlive an agent (`ip netns exec` hides the host's /sys/fs/bpf) and vanish with
+    /// the lab.
+    pub fn pin_dir(&self) -> Result<PathBuf> {
+        let mount = self.dir_path.join("bpf");
+        if !mount.exists() {
+            fs::create_dir_all(&mount).with_context(|| format!("creating {}", mount.display()))?;
+        }
+        let mounted = cmd::run(&["mountpoint", "-q", &mount.to_string_lossy()], EXEC_TIMEOUT)?.status.success();
+        if !mounted {
+            cmd::run_ok(&["mount", "-t", "bpf", "bpf", &mount.to_string_lossy()], EXEC_TIMEOUT)?;
+        }
+        Ok(mount.join("xdp-lb"))
+    }
+
+    /// Runs `xdp-lb ARGS --socket <this lab's socket>` (a control subcommand) on the host;
+    /// its output whatever its exit status.
+    pub fn agent_command(&self, agent_binary: &Path, args: &[&str]) -> Result<std::process::Output> {
+        let binary = agent_binary.to_string_lossy().into_owned();
+        let socket = self.control_socket().to_string_lossy().into_owned();
+        let mut argv = vec![binary.as_str()];
+        argv.extend_from_slice(args);
+        argv.extend(["--socket", &socket]);
+        cmd::run(&argv, EXEC_TIMEOUT)
+    }
+
     pub fn start_agent(&self, agent_binary: &Path, config: &Path) -> Result<LabProcess> {
         let binary = agent_binary
             .to_str()
@@ -146,6 +177,14 @@ impl Lab {
         let start = fs::metadata(&log_path)
             .map(|m| m.len() as usize)
             .unwrap_or(0);
+        let socket = self.control_socket();
+        let runtime = self.dir_path.join("runtime-changes.json");
+        let pins = self.pin_dir()?;
+        let (socket, runtime, pins) = (
+            socket.to_string_lossy().into_owned(),
+            runtime.to_string_lossy().into_owned(),
+            pins.to_string_lossy().into_owned(),
+        );
         let argv = [
             "ip",
             "netns",
@@ -154,6 +193,12 @@ impl Lab {
             binary,
             "--config",
             config,
+            "--socket",
+            &socket,
+            "--runtime-file",
+            &runtime,
+            "--pin-dir",
+            &pins,
         ];
         let mut agent = LabProcess::start(
             &argv,

@@ -348,6 +348,11 @@ impl Lab {
         if all_deleted && let Err(err) = stale::release(&self.id) {
             report("removing the lab's owner record", err);
         }
+        // The lab's bpffs (agents' pins): unmounting it frees whatever is still pinned.
+        let bpf = self.dir_path.join("bpf");
+        if bpf.exists() {
+            let _ = cmd::run(&["umount", "-l", &bpf.to_string_lossy()], EXEC_TIMEOUT);
+        }
         if let Some(dir) = self.dir.take() {
             if std::env::var_os(KEEP_DIR_ENV).is_some() {
                 eprintln!(

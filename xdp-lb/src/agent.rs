@@ -2,15 +2,17 @@
 //! servers' health and apply the verdicts (`agent/failover.rs`), keep backend MACs current,
 //! reload on SIGHUP, detach on SIGINT/SIGTERM.
 
+mod control;
 mod failover;
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use futures::future::join_all;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
 
 use crate::{
@@ -18,7 +20,9 @@ use crate::{
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     dataplane::{Dataplane, LoadOptions},
     neighbour::{Egress, Neighbours, xdp_ifindex},
+    pins::PinDir,
     reload::{self, Change},
+    runtime::RuntimeChanges,
 };
 
 /// How long one backend's ARP/ND resolution may take before it is reported.
@@ -30,18 +34,40 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 pub struct RunOptions {
     /// Overrides the config's `xdp_mode`.
     pub xdp_mode: Option<XdpAttachMode>,
+    /// The control socket to serve (`None`: no control socket).
+    pub socket: Option<PathBuf>,
+    /// Where run-time changes are kept (`None`: only in memory, lost at exit).
+    pub runtime_file: Option<PathBuf>,
+    /// Where the data plane is pinned so it outlives the agent (`None`: not pinned).
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
 pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
+    let mut runtime = match &opts.runtime_file {
+        Some(path) => RuntimeChanges::load(path)?,
+        None => RuntimeChanges::unsaved(),
+    };
+    let (effective, dropped) = runtime.apply(&file.config)?;
+    for why in dropped {
+        log::warn!("run-time change dropped: {why}");
+    }
+    if !runtime.changes().is_empty() {
+        log::info!("{} run-time change(s) from {} applied over the YAML", runtime.changes().len(), runtime.path().display());
+    }
+    file.config = effective;
     let config = &file.config;
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
-    let mut dataplane = Dataplane::load(&LoadOptions {
+    let load_options = LoadOptions {
         flow_hash_seed: config.flow_hash_seed,
         maglev_table_slots: config.maglev_table_slots,
         flow_table: config.flow_table,
         log_level: ebpf_log_level(),
-    })?;
+    };
+    let mut dataplane = Dataplane::load_pinned(&load_options, opts.pin_dir.clone().map(PinDir::new))?;
+    if dataplane.adopted() {
+        log::info!("adopted the data plane pinned under {}: live flows keep their backends", opts.pin_dir.as_deref().unwrap_or(std::path::Path::new("")).display());
+    }
     let _ebpf_log = spawn_ebpf_logger(&mut dataplane);
 
     let neighbours = Neighbours::new().context("opening netlink")?;
@@ -90,24 +116,56 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let _control_socket = match &opts.socket {
+        Some(path) => Some(crate::control::server::serve(path, control_tx)?),
+        None => None,
+    };
 
+    let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.tick().await;
+    let mut leave_running = false;
     loop {
         tokio::select! {
+            _ = sigquit.recv() => {
+                leave_running = true;
+                break;
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                if let Some(new) = reload(&neighbours, &file, &interfaces, &mut balancer).await {
+                if let Ok((new, _)) = reload(&neighbours, &file, &mut runtime, &interfaces, &mut balancer).await {
                     file = new;
                     health.sync(&file, &balancer);
                 }
             }
+            Some((request, reply)) = control_rx.recv() => {
+                let mut ctx = control::Context {
+                    neighbours: &neighbours,
+                    file: &mut file,
+                    runtime: &mut runtime,
+                    interfaces: &interfaces,
+                    balancer: &mut balancer,
+                };
+                let response = ctx.handle(request).await;
+                health.sync(&file, &balancer);
+                let _ = reply.send(response);
+            }
             Some(event) = health.events.recv() => health.apply(event, &mut balancer),
             _ = refresh.tick() => refresh_backends(&neighbours, &file, &interfaces, &mut balancer).await,
+        }
+    }
+    if leave_running {
+        match balancer.dataplane_mut().leave_running() {
+            Ok(()) => {
+                log::info!("xdp-lb exits leaving the data plane running for the next agent (SIGQUIT)");
+                return Ok(());
+            }
+            Err(err) => log::error!("cannot leave the data plane running: {err:#}; detaching"),
         }
     }
     balancer.dataplane_mut().detach_all();
@@ -118,27 +176,51 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-reads the config file and applies the difference. Returns the new config when it was
-/// applied; an invalid file, or one changing settings fixed at load, changes nothing.
+/// Re-reads the config file, applies the run-time changes over it, and applies the
+/// difference to the running state. An invalid file, or one changing settings fixed at
+/// load, changes nothing; `Err` says why.
 async fn reload(
     neighbours: &Neighbours,
     current: &ConfigFile,
+    runtime: &mut RuntimeChanges,
     interfaces: &[Egress],
     balancer: &mut Balancer,
-) -> Option<ConfigFile> {
+) -> Result<(ConfigFile, String), String> {
     log::info!("reloading {}", current.config.path.display());
-    let new = match config::load_file(&current.config.path, &LiveHost) {
+    let mut new = match config::load_file(&current.config.path, &LiveHost) {
         Ok(new) => new,
         Err(errors) => {
             log::error!("reload refused, nothing changed:\n{errors}");
-            return None;
+            return Err(format!("reload refused, nothing changed:\n{errors}"));
         }
     };
+    match runtime.apply(&new.config) {
+        Ok((effective, dropped)) => {
+            for why in dropped {
+                log::warn!("run-time change dropped: {why}");
+            }
+            new.config = effective;
+        }
+        Err(err) => log::error!("run-time changes in {}: {err:#}", runtime.path().display()),
+    }
+    let summary = apply_config(neighbours, current, &new, interfaces, balancer).await?;
+    Ok((new, summary))
+}
+
+/// Brings the running state from `current` to `new` with the smallest set of changes.
+/// `Err` (nothing changed) when `new` changes settings fixed at load.
+async fn apply_config(
+    neighbours: &Neighbours,
+    current: &ConfigFile,
+    new: &ConfigFile,
+    interfaces: &[Egress],
+    balancer: &mut Balancer,
+) -> Result<String, String> {
     let changes = match reload::plan(&current.config, &new.config) {
         Ok(changes) => changes,
         Err(why) => {
-            log::error!("reload refused, nothing changed: {why}");
-            return None;
+            log::error!("refused, nothing changed: {why}");
+            return Err(format!("refused, nothing changed: {why}"));
         }
     };
     // Services re-added by the plan get their failover settings with them; the others
@@ -163,12 +245,13 @@ async fn reload(
         .map(|(name, _)| name)
         .collect();
     if changes.is_empty() && failover_updates.is_empty() {
-        if new.failover.notify == current.failover.notify {
-            log::info!("reload: no change");
+        let summary = if new.failover.notify == current.failover.notify {
+            "no change"
         } else {
-            log::info!("reload: new notify settings");
-        }
-        return Some(new);
+            "new notify settings"
+        };
+        log::info!("reload: {summary}");
+        return Ok(summary.to_owned());
     }
     // Resolve every backend that needs it before touching anything.
     let mut wanted: BTreeMap<IpAddr, Backend> = BTreeMap::new();
@@ -260,11 +343,14 @@ async fn reload(
     }
     let total = changes.len() + failover_updates.len();
     if failed == 0 {
-        log::info!("reload applied: {total} change(s)");
+        let summary = format!("reload applied: {total} change(s)");
+        log::info!("{summary}");
+        Ok(summary)
     } else {
-        log::error!("reload applied with {failed} failed change(s) of {total}");
+        let summary = format!("reload applied with {failed} failed change(s) of {total}");
+        log::error!("{summary}");
+        Err(summary)
     }
-    Some(new)
 }
 
 fn describe(change: &Change) -> String {

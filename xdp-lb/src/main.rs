@@ -11,6 +11,9 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use xdp_lb::{
     agent::{self, RunOptions},
+    control::protocol::DEFAULT_SOCKET,
+    pins::DEFAULT_PIN_DIR,
+    runtime::DEFAULT_RUNTIME_FILE,
     config::{self, LiveHost, XdpAttachMode},
     simulate,
 };
@@ -38,6 +41,19 @@ struct RunArgs {
     /// Overrides the config's `xdp_mode`.
     #[arg(long, value_enum)]
     xdp_mode: Option<ModeArg>,
+    /// The control socket the subcommands talk to.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where run-time changes (`xdp-lb backend ...`) are kept across restarts.
+    #[arg(long, default_value = DEFAULT_RUNTIME_FILE)]
+    runtime_file: PathBuf,
+    /// Where the data plane is pinned, so it outlives the agent (SIGQUIT or kill -9) and
+    /// the next agent takes it over.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Keeps the data plane private to this process: nothing pinned, nothing adopted.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +224,9 @@ fn run(args: RunArgs) -> ExitCode {
             ModeArg::Native => XdpAttachMode::Native,
             ModeArg::Generic => XdpAttachMode::Generic,
         }),
+        socket: Some(args.socket),
+        runtime_file: Some(args.runtime_file),
+        pin_dir: (!args.no_pin).then_some(args.pin_dir),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

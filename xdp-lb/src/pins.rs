@@ -58,9 +58,22 @@ impl PinDir {
         self.root.join("links").join(ifname)
     }
 
-    /// Mounts bpffs on /sys/fs/bpf when it is not, and creates the directories.
+    /// Mounts bpffs on /sys/fs/bpf when the pins go there and it is not mounted; refuses a
+    /// directory on any other file system (pins only live on bpffs); creates the directories.
     pub fn prepare(&self) -> anyhow::Result<()> {
-        ensure_bpffs()?;
+        if self.root.starts_with("/sys/fs/bpf") {
+            ensure_bpffs()?;
+        }
+        let mut probe = self.root.as_path();
+        while !probe.exists() {
+            probe = probe.parent().unwrap_or(Path::new("/"));
+        }
+        if !is_bpffs(probe) {
+            bail!(
+                "{} is not on a bpf file system (mount one with `mount -t bpf bpf DIR`): pins cannot live there",
+                self.root.display()
+            );
+        }
         for sub in ["maps", "links"] {
             let dir = self.root.join(sub);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -191,6 +204,19 @@ pub fn expected_shapes(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Re
         ));
     }
     Ok(out)
+}
+
+/// Whether `path` lies on a bpf file system.
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a zeroed out-parameter.
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+    }
 }
 
 fn ensure_bpffs() -> anyhow::Result<()> {

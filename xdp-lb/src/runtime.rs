@@ -53,7 +53,8 @@ impl<'de> serde::Deserialize<'de> for MacAddr {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeChanges {
-    path: PathBuf,
+    /// `None`: kept in memory only.
+    path: Option<PathBuf>,
     changes: Vec<RuntimeChange>,
 }
 
@@ -66,15 +67,21 @@ impl RuntimeChanges {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self { path: path.to_path_buf(), changes })
+        Ok(Self { path: Some(path.to_path_buf()), changes })
+    }
+
+    /// Changes kept in memory only (an agent run without a run-time file).
+    pub fn unsaved() -> Self {
+        Self { path: None, changes: Vec::new() }
     }
 
     pub fn changes(&self) -> &[RuntimeChange] {
         &self.changes
     }
 
+    /// Where they are saved (`(not saved)` when they are not).
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path.as_deref().unwrap_or(Path::new("(not saved)"))
     }
 
     /// Records a change (replacing earlier ones it makes pointless) and saves the file.
@@ -102,15 +109,16 @@ impl RuntimeChanges {
     }
 
     fn save(&self) -> anyhow::Result<()> {
-        if let Some(dir) = self.path.parent() {
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&self.changes)?;
         let mut file = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
         Ok(())
     }
 

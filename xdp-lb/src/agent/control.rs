@@ -1,0 +1,164 @@
+//! Requests from the control socket, handled in the agent's loop (which owns all state):
+//! status, lookup, reload, and run-time backend changes. A change is validated by applying
+//! it to a copy of the running configuration; only when that copy is applied is the change
+//! saved for the next agent.
+
+use std::net::IpAddr;
+
+use super::{apply_config, reload};
+use crate::{
+    balancer::Balancer,
+    config::{ConfigFile, MacAddr, Protocol},
+    control::{
+        protocol::{Request, Response},
+        report,
+    },
+    neighbour::{Egress, Neighbours},
+    runtime::{RuntimeChange, RuntimeChanges, check_backend},
+};
+
+pub(super) struct Context<'a> {
+    pub neighbours: &'a Neighbours,
+    pub file: &'a mut ConfigFile,
+    pub runtime: &'a mut RuntimeChanges,
+    pub interfaces: &'a [Egress],
+    pub balancer: &'a mut Balancer,
+}
+
+impl Context<'_> {
+    pub async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(report::status(self.balancer)),
+            Request::Lookup { client, vip, protocol } => {
+                let protocol = match protocol.as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    other => return Response::error(format!("`{other}` is not a protocol (tcp or udp)")),
+                };
+                match report::lookup(self.balancer, client, vip, protocol) {
+                    Ok(answer) => Response::Lookup(answer),
+                    Err(message) => Response::error(message),
+                }
+            }
+            Request::Reload => {
+                match reload(self.neighbours, self.file, self.runtime, self.interfaces, self.balancer).await {
+                    Ok((new, summary)) => {
+                        *self.file = new;
+                        Response::Ok { message: summary }
+                    }
+                    Err(why) => Response::error(why),
+                }
+            }
+            Request::BackendAdd { service, address, weight, mac } => {
+                let mac = match mac.as_deref().map(str::parse::<MacAddr>).transpose() {
+                    Ok(mac) => mac,
+                    Err(err) => return Response::error(err.to_string()),
+                };
+                if let Some(mac) = mac
+                    && (mac.is_zero() || mac.is_multicast())
+                {
+                    return Response::error(format!("{mac} cannot be a backend's MAC"));
+                }
+                self.change(RuntimeChange::BackendAdd { service, address, weight, mac }).await
+            }
+            Request::BackendRemove { service, address } => {
+                self.change(RuntimeChange::BackendRemove { service, address }).await
+            }
+            Request::BackendDrain { service, address } => {
+                self.change(RuntimeChange::BackendWeight { service, address, weight: 0 }).await
+            }
+            Request::BackendWeight { service, address, weight } => {
+                self.change(RuntimeChange::BackendWeight { service, address, weight }).await
+            }
+            Request::BackendEnable { service, address } => self.enable(service, address).await,
+        }
+    }
+
+    /// Validates and applies one change, then records it.
+    async fn change(&mut self, change: RuntimeChange) -> Response {
+        let mut candidate = self.file.clone();
+        if let Err(why) = edit(&mut candidate, &change) {
+            return Response::error(why);
+        }
+        match apply_config(self.neighbours, self.file, &candidate, self.interfaces, self.balancer).await {
+            Ok(summary) => {
+                *self.file = candidate;
+                if let Err(err) = self.runtime.record(change) {
+                    return Response::error(format!(
+                        "applied, but not saved for the next agent ({}): {err:#}",
+                        self.runtime.path().display()
+                    ));
+                }
+                Response::Ok { message: summary }
+            }
+            Err(why) => Response::error(why),
+        }
+    }
+
+    /// Back to the configured weight: the YAML's, or the one the backend was added with.
+    async fn enable(&mut self, service: String, address: IpAddr) -> Response {
+        let yaml = match crate::config::load_file(&self.file.config.path, &crate::config::LiveHost) {
+            Ok(yaml) => yaml,
+            Err(errors) => return Response::error(format!("the config file does not load:\n{errors}")),
+        };
+        let yaml_weight = yaml
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.backends.iter().find(|b| b.address == address))
+            .map(|b| b.weight);
+        let added_weight = self.runtime.changes().iter().find_map(|c| match c {
+            RuntimeChange::BackendAdd { service: s, address: a, weight, .. } if *s == service && *a == address => Some(*weight),
+            _ => None,
+        });
+        let Some(weight) = yaml_weight.or(added_weight) else {
+            return Response::error(format!("service {service} has no backend {address}"));
+        };
+        let response = self.change(RuntimeChange::BackendWeight { service: service.clone(), address, weight }).await;
+        if matches!(response, Response::Ok { .. }) && yaml_weight.is_some()
+            && let Err(err) = self.runtime.clear_weight(&service, address)
+        {
+            return Response::error(format!("enabled, but not saved: {err:#}"));
+        }
+        response
+    }
+}
+
+/// Applies a change to a configuration, with the rules the YAML's validation has.
+fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
+    let (name, address) = match change {
+        RuntimeChange::BackendAdd { service, address, .. }
+        | RuntimeChange::BackendRemove { service, address }
+        | RuntimeChange::BackendWeight { service, address, .. } => (service, *address),
+    };
+    let service = file
+        .config
+        .services
+        .iter_mut()
+        .find(|s| s.name == *name)
+        .ok_or_else(|| format!("there is no service {name}"))?;
+    let position = service.backends.iter().position(|b| b.address == address);
+    match change {
+        RuntimeChange::BackendAdd { weight, mac, .. } => {
+            if position.is_some() {
+                return Err(format!("service {name} already has backend {address}"));
+            }
+            check_backend(service.vip, address, *weight).map_err(|e| e.to_string())?;
+            if service.backends.len() >= service.maglev_size as usize {
+                return Err(format!("service {name} has as many backends as its table has slots"));
+            }
+            service.backends.push(crate::config::Backend { address, weight: *weight, mac: *mac });
+        }
+        RuntimeChange::BackendRemove { .. } => {
+            let i = position.ok_or_else(|| format!("service {name} has no backend {address}"))?;
+            service.backends.remove(i);
+        }
+        RuntimeChange::BackendWeight { weight, .. } => {
+            let i = position.ok_or_else(|| format!("service {name} has no backend {address}"))?;
+            check_backend(service.vip, address, *weight).map_err(|e| e.to_string())?;
+            service.backends[i].weight = *weight;
+        }
+    }
+    Ok(())
+}
