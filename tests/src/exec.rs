@@ -180,10 +180,12 @@ impl Lab {
         let socket = self.control_socket();
         let runtime = self.dir_path.join("runtime-changes.json");
         let pins = self.pin_dir()?;
-        let (socket, runtime, pins) = (
+        let state = self.dir_path.join("agent-state.json");
+        let (socket, runtime, pins, state) = (
             socket.to_string_lossy().into_owned(),
             runtime.to_string_lossy().into_owned(),
             pins.to_string_lossy().into_owned(),
+            state.to_string_lossy().into_owned(),
         );
         let argv = [
             "ip",
@@ -199,6 +201,8 @@ impl Lab {
             &runtime,
             "--pin-dir",
             &pins,
+            "--state-file",
+            &state,
         ];
         let mut agent = LabProcess::start(
             &argv,

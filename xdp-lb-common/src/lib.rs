@@ -15,6 +15,18 @@ pub const MAX_SERVICES: u32 = 1024;
 pub const MAX_BACKENDS: u32 = 16384;
 /// Entries of `tx_ports`, the devmap for backends behind another interface.
 pub const MAX_TX_PORTS: u32 = 64;
+/// Entries of `pools`: pool ids are below this. Id 0 is never in the map (see
+/// [`POOL_ID_DEFAULT`]).
+pub const MAX_POOLS: u32 = 4096;
+/// The pool id of a service's own backends (its default pool): their table is the one its
+/// `service_by_vip` value names, so a rule to this id uses that.
+pub const POOL_ID_DEFAULT: u32 = 0;
+/// Entries of `client_rules` (longest-prefix rules of every service together).
+pub const MAX_CLIENT_RULES: u32 = 65536;
+/// Bits of a `client_rules` key taken by the service id, ahead of the client address: the
+/// rule for a client prefix of length L has prefix length `CLIENT_RULE_SERVICE_BITS + L`,
+/// so it only ever matches clients of its own service.
+pub const CLIENT_RULE_SERVICE_BITS: u32 = 32;
 
 /// Entries of `flows` (the connection table) when the config does not say.
 pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 1 << 18;
@@ -62,6 +74,14 @@ pub const SERVICE_F_PASS_WHEN_EMPTY: u32 = 1 << 0;
 /// Service flag: pick backends by the client address alone (`hash: source`, like IPVS `sh`)
 /// instead of the whole 5-tuple.
 pub const SERVICE_F_HASH_SOURCE: u32 = 1 << 1;
+/// Service flag: the service has client rules, so a new flow looks its client up in
+/// `client_rules` (services without rules never pay for that lookup).
+pub const SERVICE_F_HAS_RULES: u32 = 1 << 2;
+
+/// [`ClientRuleValue::action`]: clients matching the rule go to its pool.
+pub const CLIENT_ACTION_POOL: u32 = 0;
+/// [`ClientRuleValue::action`]: clients matching the rule are refused (dropped).
+pub const CLIENT_ACTION_DROP: u32 = 1;
 
 /// Largest 802.1Q VLAN id.
 pub const MAX_VLAN_ID: u16 = 4094;
@@ -182,12 +202,80 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
-/// Key of `persistence`: a service and a (masked) client address.
+/// Key of `persistence`: a service, the pool the client was placed in and the (masked)
+/// client address. The pool is part of the key so that a client moved to another pool by a
+/// rule change is placed afresh there, instead of following its old pool's server.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PersistKey {
     pub client: [u32; 4],
     pub service_id: u32,
+    pub pool_id: u32,
+}
+
+/// The data of a `client_rules` key (an LPM trie; the kernel's key is this behind a `u32`
+/// prefix length). The trie matches bits in memory order, so the service id comes first and
+/// every rule's prefix length covers it whole (`CLIENT_RULE_SERVICE_BITS` + the client
+/// prefix length): a rule only matches its own service's clients, and within a service the
+/// longest client prefix wins. `addr` is the client address in network byte order (an IPv4
+/// address in its first four bytes, the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientRuleKey {
+    /// The service's id, native byte order (it is always matched whole).
+    pub service_id: u32,
+    pub addr: [u8; 16],
+}
+
+impl ClientRuleKey {
+    /// The key data for a client of `service_id` whose address words are `words` (see
+    /// `ServiceKey` for the word order: the packet's bytes read as native words).
+    #[inline(always)]
+    pub fn from_words(service_id: u32, words: &[u32; 4]) -> Self {
+        let mut addr = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let b = words[i].to_ne_bytes();
+            addr[i * 4] = b[0];
+            addr[i * 4 + 1] = b[1];
+            addr[i * 4 + 2] = b[2];
+            addr[i * 4 + 3] = b[3];
+            i += 1;
+        }
+        Self { service_id, addr }
+    }
+
+    /// The key data for `client` (an address or a prefix's first address) of `service_id`.
+    pub fn new(service_id: u32, client: core::net::IpAddr) -> Self {
+        Self::from_words(service_id, &addr_words(client))
+    }
+}
+
+/// Value of `client_rules`: what happens to the clients a rule matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientRuleValue {
+    /// The pool new flows of these clients are placed in (`POOL_ID_DEFAULT`: the service's
+    /// own backends); meaningful with `CLIENT_ACTION_POOL`.
+    pub pool_id: u32,
+    /// `CLIENT_ACTION_*`.
+    pub action: u32,
+}
+
+/// Value of `pools`, keyed by pool id: where a named pool's live Maglev table is. Switched
+/// like a service's table: the new table is written into the pool's other region, then this
+/// whole value is replaced (a hash-map update, atomic for readers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolValue {
+    /// First slot of the live table in `maglev_tables`.
+    pub table_offset: u32,
+    /// Slots in the live table (prime M); 0 while no backend of the pool is usable.
+    pub table_size: u32,
+    /// The service that owns the pool: a rule is only followed to a pool of its own service.
+    pub service_id: u32,
+    /// Bumped on every table switch of the pool, for the agent's bookkeeping and status.
+    pub generation: u32,
 }
 
 /// Slots of `flow_stats`: what the connection table did.
@@ -242,8 +330,10 @@ pub mod verdict {
     pub const DROP_NO_BACKEND: u32 = 6;
     /// Passed: the redirect target could not be used.
     pub const PASS_REDIRECT_FAILED: u32 = 7;
+    /// Dropped: the client matches a `drop` client rule of the service.
+    pub const DROP_CLIENT_RULE: u32 = 8;
     /// Number of slots.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 
     /// Names of the slots, in slot order, for status and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -255,6 +345,7 @@ pub mod verdict {
         "pass_no_backend",
         "drop_no_backend",
         "pass_redirect_failed",
+        "drop_client_rule",
     ];
 }
 
@@ -270,6 +361,8 @@ pub mod map_names {
     pub const FLOWS: &str = "flows";
     pub const PERSISTENCE: &str = "persistence";
     pub const FLOW_STATS: &str = "flow_stats";
+    pub const POOLS: &str = "pools";
+    pub const CLIENT_RULES: &str = "client_rules";
 }
 
 /// Name of the XDP program in the object file.
@@ -290,4 +383,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for ClientRuleKey {}
+    unsafe impl aya::Pod for ClientRuleValue {}
+    unsafe impl aya::Pod for PoolValue {}
 }

@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, Counter, FLOW_TABLE_DEFAULT_SIZE, FlowKey,
-    FlowValue, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey,
-    ServiceKey, ServiceValue, flow_stat, verdict,
+    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
+    FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS,
+    MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey,
+    ServiceValue, flow_stat, verdict,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -20,6 +21,18 @@ pub static SERVICE_BY_VIP: HashMap<ServiceKey, ServiceValue> =
 /// service (live and next); the agent sizes the map at load and writes it through mmap.
 #[map(name = "maglev_tables")]
 pub static MAGLEV_TABLES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// (service id, client prefix) -> the pool its new flows go to, or `drop`: every service's
+/// client rules in one LPM trie (see `ClientRuleKey`); read only for services flagged
+/// `SERVICE_F_HAS_RULES`.
+#[map(name = "client_rules")]
+pub static CLIENT_RULES: LpmTrie<ClientRuleKey, ClientRuleValue> =
+    LpmTrie::with_max_entries(MAX_CLIENT_RULES, 0);
+
+/// Pool id -> a named pool's live Maglev table (a service's default pool is its
+/// `service_by_vip` value). A hash map so the agent's update replaces a value whole.
+#[map(name = "pools")]
+pub static POOLS: HashMap<u32, PoolValue> = HashMap::with_max_entries(MAX_POOLS, 0);
 
 /// Backend id -> the MACs to write and the interface to send through.
 #[map(name = "backends")]
@@ -48,7 +61,7 @@ pub static VERDICT_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(v
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, BPF_F_NO_COMMON_LRU);
 
-/// Client persistence: (service, masked client address) -> backend, for services with
+/// Client persistence: (service, pool, masked client address) -> backend, for services with
 /// `persistence` set.
 #[map(name = "persistence")]
 pub static PERSISTENCE: LruHashMap<PersistKey, FlowValue> =

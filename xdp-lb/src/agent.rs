@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use crate::{
-    balancer::{Balancer, Forwarding},
+    balancer::{Balancer, Forwarding, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     dataplane::{Dataplane, LoadOptions},
     neighbour::{Egress, Neighbours, xdp_ifindex},
@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub runtime_file: Option<PathBuf>,
     /// Where the data plane is pinned so it outlives the agent (`None`: not pinned).
     pub pin_dir: Option<PathBuf>,
+    /// Where the agent keeps its bookkeeping (ids, epochs, table regions) for the next agent
+    /// that adopts the pinned data plane.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
@@ -82,7 +85,18 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     }
 
     let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
+    let adopted = dataplane.adopted();
     let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);
+    if adopted && let Some(path) = &opts.state_file {
+        match Snapshot::load(path) {
+            Ok(Some(snapshot)) => balancer.adopt(snapshot),
+            Ok(None) => log::warn!(
+                "no snapshot of the earlier agent at {}: ids and tables start afresh (live flows whose backend id changes are balanced again)",
+                path.display()
+            ),
+            Err(err) => log::warn!("{err:#}; ids and tables start afresh"),
+        }
+    }
     let mut services: Vec<_> = config.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     for service in services {
@@ -94,6 +108,8 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("service {}", service.name))?;
     }
 
+    balancer.finish_adoption();
+    save_snapshot(&balancer, opts.state_file.as_deref());
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -117,6 +133,8 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
     let (control_tx, mut control_rx) = mpsc::channel(16);
+    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx)?;
+    let _registration = crate::register::start(file.ops.registration.as_ref(), &control_tx)?;
     let _control_socket = match &opts.socket {
         Some(path) => Some(crate::control::server::serve(path, control_tx)?),
         None => None,
@@ -150,6 +168,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                     runtime: &mut runtime,
                     interfaces: &interfaces,
                     balancer: &mut balancer,
+                    health: &mut health,
                 };
                 let response = ctx.handle(request).await;
                 health.sync(&file, &balancer);
@@ -158,6 +177,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             Some(event) = health.events.recv() => health.apply(event, &mut balancer),
             _ = refresh.tick() => refresh_backends(&neighbours, &file, &interfaces, &mut balancer).await,
         }
+        save_snapshot(&balancer, opts.state_file.as_deref());
     }
     if leave_running {
         match balancer.dataplane_mut().leave_running() {
@@ -169,11 +189,24 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     balancer.dataplane_mut().detach_all();
+    if let Some(path) = &opts.state_file {
+        let _ = std::fs::remove_file(path);
+    }
     log::info!(
         "xdp-lb detached from {}; exiting",
         file.config.interfaces.join(", ")
     );
     Ok(())
+}
+
+/// Saves the bookkeeping the next agent needs to adopt the pinned data plane.
+fn save_snapshot(balancer: &Balancer, path: Option<&std::path::Path>) {
+    if let Some(path) = path
+        && balancer.dataplane().pins().is_some()
+        && let Err(err) = balancer.snapshot().save(path)
+    {
+        log::warn!("saving the agent snapshot: {err:#}");
+    }
 }
 
 /// Re-reads the config file, applies the run-time changes over it, and applies the
@@ -216,7 +249,7 @@ async fn apply_config(
     interfaces: &[Egress],
     balancer: &mut Balancer,
 ) -> Result<String, String> {
-    let changes = match reload::plan(&current.config, &new.config) {
+    let changes = match reload::plan_file(current, new) {
         Ok(changes) => changes,
         Err(why) => {
             log::error!("refused, nothing changed: {why}");

@@ -23,6 +23,7 @@ use crate::{
     regions::RegionAllocator,
 };
 
+pub mod adopt;
 mod standby;
 mod table_plan;
 
@@ -183,6 +184,10 @@ pub struct Balancer {
     /// Last epoch handed to a backend.
     next_epoch: u32,
     regions: RegionAllocator,
+    /// What an earlier agent used, still to be claimed back (see `adopt.rs`).
+    adopting: Option<adopt::Snapshot>,
+    /// The service being added while claiming.
+    claiming: Option<String>,
 }
 
 impl Balancer {
@@ -196,6 +201,8 @@ impl Balancer {
             backend_ids: IdPool::new(MAX_BACKENDS),
             next_epoch: 0,
             regions: RegionAllocator::new(capacity),
+            adopting: None,
+            claiming: None,
         }
     }
 
@@ -249,6 +256,49 @@ impl Balancer {
                 config.protocol
             );
         }
+        let claimed = self.claim_service(config);
+        let result = self.add_claimed_service(config, failover, forwarding, claimed);
+        self.end_claim();
+        result
+    }
+
+    fn add_claimed_service(
+        &mut self,
+        config: &Service,
+        failover: &ServiceFailover,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+        claimed: Option<adopt::Claimed>,
+    ) -> anyhow::Result<()> {
+        let key = ServiceKey::new(config.vip, config.port, config.protocol.number())
+            .on_vlan(config.vlan.unwrap_or(0));
+        let (id, regions, live, generation) = match claimed {
+            Some(c) => (c.id, c.regions, c.live, c.generation),
+            None => {
+                let (id, regions) = self.new_service_space(config)?;
+                self.dataplane.reset_service_counter(id)?;
+                (id, regions, None, 0)
+            }
+        };
+        let state = ServiceState {
+            config: config.clone(),
+            key,
+            id,
+            regions,
+            live,
+            generation,
+            backends: BTreeMap::new(),
+            failover: failover.clone(),
+            standbys: BTreeMap::new(),
+            serving: Serving::Nothing,
+        };
+        let state = self.fill_service(config, failover, forwarding, state)?;
+        let name = config.name.clone();
+        self.services.insert(name.clone(), state);
+        self.publish(&name)
+    }
+
+    /// A new service id and two table regions.
+    fn new_service_space(&mut self, config: &Service) -> anyhow::Result<(u32, [u32; 2])> {
         let size = config.maglev_size;
         let id = self
             .service_ids
@@ -268,19 +318,17 @@ impl Balancer {
                 );
             }
         };
-        self.dataplane.reset_service_counter(id)?;
-        let mut state = ServiceState {
-            config: config.clone(),
-            key,
-            id,
-            regions,
-            live: None,
-            generation: 0,
-            backends: BTreeMap::new(),
-            failover: failover.clone(),
-            standbys: BTreeMap::new(),
-            serving: Serving::Nothing,
-        };
+        Ok((id, regions))
+    }
+
+    /// Gives the service's backends and standbys their ids and entries.
+    fn fill_service(
+        &mut self,
+        config: &Service,
+        failover: &ServiceFailover,
+        forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
+        mut state: ServiceState,
+    ) -> anyhow::Result<ServiceState> {
         let mut sorted: Vec<&Backend> = config.backends.iter().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
@@ -304,9 +352,7 @@ impl Balancer {
                 return Err(err);
             }
         }
-        let name = config.name.clone();
-        self.services.insert(name.clone(), state);
-        self.publish(&name)
+        Ok(state)
     }
 
     /// Takes an id for a backend and writes its entry (not yet named by any slot).
@@ -316,6 +362,18 @@ impl Balancer {
         forwarding: Option<Forwarding>,
         healthy: bool,
     ) -> anyhow::Result<BackendState> {
+        // An earlier agent's server keeps its id, epoch (so its flows stay) and health.
+        if let Some(claimed) = self.claim_server(config.address) {
+            let state = BackendState {
+                id: claimed.id,
+                config: config.clone(),
+                forwarding,
+                healthy: claimed.healthy,
+                epoch: claimed.epoch,
+            };
+            self.dataplane.set_backend(claimed.id, state.entry())?;
+            return Ok(state);
+        }
         let id = self
             .backend_ids
             .take()
@@ -681,5 +739,9 @@ impl IdPool {
     }
     fn give_back(&mut self, id: u32) {
         self.free.insert(id);
+    }
+    /// Takes exactly `id`; false when it is not free.
+    fn reserve(&mut self, id: u32) -> bool {
+        self.free.remove(&id)
     }
 }

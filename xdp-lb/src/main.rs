@@ -19,6 +19,8 @@ use xdp_lb::{
 };
 
 const DEFAULT_CONFIG: &str = "/etc/xdp-lb/xdp-lb.yaml";
+/// Where the agent's bookkeeping for the next agent is kept (with the pins, until reboot).
+const DEFAULT_STATE_FILE: &str = "/run/xdp-lb/agent-state.json";
 
 /// XDP Layer-4 load balancer: direct server return over Maglev.
 ///
@@ -54,6 +56,9 @@ struct RunArgs {
     /// Keeps the data plane private to this process: nothing pinned, nothing adopted.
     #[arg(long)]
     no_pin: bool,
+    /// Where the agent keeps what the next agent needs to adopt the pinned data plane.
+    #[arg(long, default_value = DEFAULT_STATE_FILE)]
+    state_file: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,6 +232,7 @@ fn run(args: RunArgs) -> ExitCode {
         socket: Some(args.socket),
         runtime_file: Some(args.runtime_file),
         pin_dir: (!args.no_pin).then_some(args.pin_dir),
+        state_file: Some(args.state_file),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -32,6 +32,28 @@ impl RegionAllocator {
         Some(start)
     }
 
+    /// Takes exactly `start..start + len` (a range an earlier agent was using); false when
+    /// any of it is not free.
+    pub fn reserve(&mut self, start: u32, len: u32) -> bool {
+        let Some(pos) = self
+            .free
+            .iter()
+            .position(|&(s, l)| s <= start && u64::from(start) + u64::from(len) <= u64::from(s) + u64::from(l))
+        else {
+            return false;
+        };
+        let (s, l) = self.free[pos];
+        self.free.remove(pos);
+        let end = start + len;
+        if end < s + l {
+            self.free.insert(pos, (end, s + l - end));
+        }
+        if start > s {
+            self.free.insert(pos, (s, start - s));
+        }
+        true
+    }
+
     /// Returns a range given by `alloc`.
     pub fn free(&mut self, start: u32, len: u32) {
         if len == 0 {
@@ -83,6 +105,17 @@ mod tests {
         a.free(0, 60);
         assert_eq!(a.free_slots(), 90);
         assert_eq!(a.alloc(90), Some(0));
+    }
+
+    #[test]
+    fn a_range_in_use_elsewhere_can_be_reserved_exactly_once() {
+        let mut a = RegionAllocator::new(100);
+        assert!(a.reserve(30, 20));
+        assert!(!a.reserve(40, 20), "overlaps the reserved range");
+        assert!(!a.reserve(90, 20), "beyond the area");
+        assert_eq!(a.alloc(30), Some(0));
+        assert_eq!(a.alloc(40), Some(50));
+        assert_eq!(a.free_slots(), 10);
     }
 
     #[test]

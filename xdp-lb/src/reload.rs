@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use crate::config::{Backend, Config, Service};
+use crate::config::{Backend, Config, ConfigFile, Service};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -30,6 +30,15 @@ pub enum Change {
         service: String,
         backend: Backend,
     },
+}
+
+/// [`plan`] for a whole file: a change of the metrics or registration endpoints (bound at
+/// start) also needs a restart.
+pub fn plan_file(old: &ConfigFile, new: &ConfigFile) -> Result<Vec<Change>, String> {
+    if let Some(what) = new.ops.restart_needed(&old.ops) {
+        return Err(format!("these settings only change with a restart: {what}"));
+    }
+    plan(&old.config, &new.config)
 }
 
 /// The changes turning `old` into `new`, in the order to apply them (removals first, so
@@ -139,7 +148,7 @@ fn backend_diff(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::config::{
@@ -279,5 +288,24 @@ mod tests {
             err.contains("flow_hash_seed") && err.contains("interfaces"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_new_metrics_or_registration_address_needs_a_restart() {
+        let file = |extra: &str| {
+            let text = format!("interfaces: [eth0]\n{extra}services: []\n");
+            crate::config::parse_file(Path::new("t.yaml"), &text, &crate::simulate::AnyHost).unwrap()
+        };
+        let off = file("");
+        let on = file("metrics: {listen: 127.0.0.1:9100}\n");
+        let moved = file("metrics: {listen: 127.0.0.1:9101}\n");
+        assert_eq!(plan_file(&off, &off), Ok(Vec::new()));
+        assert_eq!(plan_file(&on, &on), Ok(Vec::new()));
+        for (old, new) in [(&off, &on), (&on, &moved), (&on, &off)] {
+            assert_eq!(
+                plan_file(old, new),
+                Err("these settings only change with a restart: metrics".to_owned())
+            );
+        }
     }
 }

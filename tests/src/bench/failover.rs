@@ -19,6 +19,8 @@ use crate::{Lab, netns};
 
 /// How long a run waits for the withdrawal before it gives up.
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// The service whose flows are probed (HTTP), and whose health changes are watched.
+const SERVICE: &str = "video-hls";
 /// The backend that dies (0-based).
 const VICTIM: usize = 0;
 /// Client ports whose flows hash to the victim (probed in turn).
@@ -45,7 +47,7 @@ fn ports_of(lab: &Lab, victim: IpAddr) -> Result<Vec<u16>> {
     let service = cfg
         .services
         .iter()
-        .find(|s| s.port == Lab::HTTP_PORT)
+        .find(|s| s.name == SERVICE)
         .context("the lab config has no HLS service")?;
     let table = simulate::table(&service.backends, service.maglev_size);
     let client: IpAddr = Lab::CLIENT_ADDR.parse()?;
@@ -63,7 +65,7 @@ fn ports_of(lab: &Lab, victim: IpAddr) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-/// The first service's `health_check` block of the effective config, on one line.
+/// [`SERVICE`]'s `health_check` block of the effective config, on one line.
 fn check_settings(lab: &Lab, agent_bin: &Path, config: &Path) -> Result<String> {
     let bin = agent_bin
         .to_str()
@@ -72,6 +74,7 @@ fn check_settings(lab: &Lab, agent_bin: &Path, config: &Path) -> Result<String> 
     let effective = lab.exec_ok(lab.ns_lb(), &[bin, "check", cfg])?;
     let mut lines = effective
         .lines()
+        .skip_while(|l| l.trim() != format!("- name: {SERVICE}"))
         .skip_while(|l| l.trim() != "health_check:");
     let indent = |l: &str| l.len() - l.trim_start().len();
     let Some(head) = lines.next() else {
@@ -84,13 +87,15 @@ fn check_settings(lab: &Lab, agent_bin: &Path, config: &Path) -> Result<String> 
     Ok(settings.join(", "))
 }
 
-/// Whether the agent's log, past byte `from`, has a `health:` line naming `addr` with `state`.
+/// Whether the agent's log, past byte `from`, has a `health:` line for [`SERVICE`]'s backend
+/// `addr` changing to `state` (each service checks its backends on its own).
 fn logged(lab: &Lab, from: usize, addr: &str, state: &str) -> bool {
     let log = lab.agent_log();
-    log.get(from..)
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.contains("health:") && l.contains(addr) && l.contains(&format!("new={state}")))
+    let (service, backend) = (format!("service={SERVICE} "), format!("backend={addr} "));
+    let new = format!("new={state} ");
+    log.get(from..).unwrap_or_default().lines().any(|l| {
+        l.contains("health: ") && l.contains(&service) && l.contains(&backend) && l.contains(&new)
+    })
 }
 
 pub fn run(lab: &mut Lab, agent_bin: &Path, quick: bool) -> Result<FailoverResults> {

@@ -344,12 +344,13 @@ fn lab(out: &mut String, bench: &Bench) {
         Section::Measured(f) => {
             let _ = writeln!(
                 out,
-                "In the lab, with the default check settings (`{}`): every process in backend b1's namespace \
+                "In the lab, with the default check settings of `video-hls` (`{}`): every process in backend b1's namespace \
                  is killed (nginx gone: its port answers with a reset), {} times. From that moment: \
-                 until the agent logs b1's health change to down, and until a new connection on a \
-                 flow that hashed to b1 is answered by another backend (client ports whose flows \
-                 map to b1 are probed in turn). Then nginx is restarted and the time until the agent \
-                 logs b1 up again is taken.\n\n| | time |\n|---|---|\n| death to withdrawal logged | {} |\n| death to its flows answered elsewhere | {} |\n| restart to back in service | {} |\n",
+                 until the agent logs b1's health change to down for the HLS service `video-hls`, and \
+                 until a new HTTP connection on a flow that hashed to b1 is answered by another \
+                 backend (client ports whose flows map to b1 are probed in turn; one answered elsewhere is \
+                 not probed again). Then nginx is restarted and the time until the agent logs \
+                 b1 up again for `video-hls` is taken (`rise` checks in a row must pass).\n\n| | time |\n|---|---|\n| death to withdrawal logged | {} |\n| death to its flows answered elsewhere | {} |\n| restart to back in service | {} |\n",
                 f.check_settings,
                 f.runs,
                 ms(&f.to_log_ms),

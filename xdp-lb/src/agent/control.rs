@@ -1,17 +1,19 @@
-//! Requests from the control socket, handled in the agent's loop (which owns all state):
-//! status, lookup, reload, and run-time backend changes. A change is validated by applying
-//! it to a copy of the running configuration; only when that copy is applied is the change
-//! saved for the next agent.
+//! Requests from the control socket (and from the metrics and registration endpoints,
+//! which speak through the same channel), handled in the agent's loop (which owns all
+//! state): status, lookup, reload, and run-time backend changes. A change is validated by
+//! applying it to a copy of the running configuration; only when that copy is applied is
+//! the change saved for the next agent.
 
 use std::net::IpAddr;
 
-use super::{apply_config, reload};
+use super::{apply_config, failover::Health, reload};
 use crate::{
     balancer::Balancer,
     config::{ConfigFile, MacAddr, Protocol},
     control::{
         protocol::{Request, Response},
         report,
+        switches::TableSwitches,
     },
     neighbour::{Egress, Neighbours},
     runtime::{RuntimeChange, RuntimeChanges, check_backend},
@@ -23,12 +25,13 @@ pub(super) struct Context<'a> {
     pub runtime: &'a mut RuntimeChanges,
     pub interfaces: &'a [Egress],
     pub balancer: &'a mut Balancer,
+    pub health: &'a mut Health,
 }
 
 impl Context<'_> {
     pub async fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => Response::Status(report::status(self.balancer)),
+            Request::Status => Response::Status(report::status(self.balancer, &self.health.observed())),
             Request::Lookup { client, vip, protocol } => {
                 let protocol = match protocol.as_str() {
                     "tcp" => Protocol::Tcp,
@@ -80,7 +83,15 @@ impl Context<'_> {
         if let Err(why) = edit(&mut candidate, &change) {
             return Response::error(why);
         }
-        match apply_config(self.neighbours, self.file, &candidate, self.interfaces, self.balancer).await {
+        // An added backend's MAC is resolved first: only the other changes are timed as
+        // table switches.
+        let timed = !matches!(change, RuntimeChange::BackendAdd { .. });
+        let watch = TableSwitches::start(self.balancer);
+        let applied = apply_config(self.neighbours, self.file, &candidate, self.interfaces, self.balancer).await;
+        if timed {
+            self.health.switches.stop(watch, self.balancer);
+        }
+        match applied {
             Ok(summary) => {
                 *self.file = candidate;
                 if let Err(err) = self.runtime.record(change) {

@@ -1,6 +1,7 @@
 //! The agent's side of failover: where checks leave from, the checkers kept in step with
 //! the config, verdicts applied to the balancer, logged and notified, and the standbys
-//! resolved like backends.
+//! resolved like backends. It also keeps what `status` and the metrics show of it: the
+//! checkers' last results, the notify command's runs and the table switches' times.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +15,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::{
     balancer::Balancer,
     config::{Backend, ConfigFile, HealthState, Role, ServiceFailover},
-    health::{self, Checks, Event, Notifier, SourceAddress, Target},
+    control::{
+        report::Observed,
+        switches::TableSwitches,
+    },
+    health::{self, Checks, Event, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
 };
 
@@ -47,7 +52,11 @@ pub(super) struct Health {
     /// The checkers' verdicts, read by the agent's loop.
     pub events: UnboundedReceiver<Event>,
     notifier: Option<Notifier>,
+    notify_runs: Arc<NotifyRuns>,
     vips: Arc<RwLock<BTreeSet<IpAddr>>>,
+    /// How long table switches took (those of verdicts here, of control requests in
+    /// `agent/control.rs`).
+    pub switches: TableSwitches,
 }
 
 impl Health {
@@ -64,7 +73,9 @@ impl Health {
             checks,
             events,
             notifier: None,
+            notify_runs: Arc::default(),
             vips,
+            switches: TableSwitches::default(),
         };
         health.sync(file, balancer);
         health
@@ -79,7 +90,11 @@ impl Health {
             Ok(mut current) => *current = vips,
             Err(poisoned) => *poisoned.into_inner() = vips,
         }
-        self.notifier = file.failover.notify.as_ref().map(Notifier::new);
+        self.notifier = file
+            .failover
+            .notify
+            .as_ref()
+            .map(|n| Notifier::new(n).counting(self.notify_runs.clone()));
         let targets = health::targets(file);
         let synced = self.checks.sync(targets, |t| current_state(balancer, t));
         let notify = file
@@ -96,6 +111,15 @@ impl Health {
         );
     }
 
+    /// What `status` and the metrics show besides the balancer's state.
+    pub(super) fn observed(&self) -> Observed {
+        Observed {
+            checks: self.checks.records(),
+            last_switch: self.switches.last().clone(),
+            notify_runs: self.notify_runs.counts().to_vec(),
+        }
+    }
+
     /// Applies a verdict: the balancer first (the table switch), then the log line and the
     /// notify command, which nothing waits for. Verdicts of stopped checkers are dropped.
     pub(super) fn apply(&mut self, event: Event, balancer: &mut Balancer) {
@@ -106,7 +130,10 @@ impl Health {
             );
             return;
         }
-        if let Err(err) = balancer.set_health(&event.service, event.address, event.to.is_up()) {
+        let watch = TableSwitches::start(balancer);
+        let applied = balancer.set_health(&event.service, event.address, event.to.is_up());
+        self.switches.stop(watch, balancer);
+        if let Err(err) = applied {
             log::error!("health: applying {}: {err:#}", health::log_line(&event));
         }
         let line = health::log_line(&event);

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
-use super::{Backend, Config};
+use super::{Backend, Config, Ops};
 
 /// Default time between two checks of one server.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -24,12 +24,13 @@ pub const DEFAULT_HTTP_PATH: &str = "/";
 /// Default status an `http` check expects.
 pub const DEFAULT_HTTP_STATUS: u16 = 200;
 
-/// Everything one configuration file says: the balanced services and their failover
-/// settings.
+/// Everything one configuration file says: the balanced services, their failover
+/// settings and the operations endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigFile {
     pub config: Config,
     pub failover: Failover,
+    pub ops: Ops,
 }
 
 /// Health checks, backups, fallback pools and alerts of every service.

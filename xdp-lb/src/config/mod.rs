@@ -3,7 +3,8 @@
 //! [`load_file`] / [`parse_file`] read the file (`raw.rs`, the serde schema), check every
 //! rule (`validate.rs`) and give the validated [`ConfigFile`]: the balanced services
 //! ([`Config`]) and their health checks, backups, fallback pools and alerts ([`Failover`],
-//! `failover.rs`; checked in `health.rs` and `standby.rs`), or every error found, each with
+//! `failover.rs`; checked in `health.rs` and `standby.rs`) and the metrics and registration
+//! endpoints ([`Ops`], `ops.rs`), or every error found, each with
 //! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
 //! the balancing half only (for tools that need no more). [`render_file`] prints the
 //! effective configuration back as YAML.
@@ -12,8 +13,10 @@ mod failover;
 mod health;
 mod locate;
 mod model;
+mod ops;
 mod raw;
 mod raw_failover;
+mod raw_ops;
 mod render;
 mod render_failover;
 mod service;
@@ -35,6 +38,7 @@ use std::{
 pub use errors::{ConfigError, ConfigErrors};
 pub use failover::*;
 pub use model::*;
+pub use ops::{MAX_TOKEN_BYTES, Ops, Registration, read_token_file};
 pub use render::{render, render_file};
 
 /// Largest configuration file read (a full one, 16384 backends, is about 1 MiB).
@@ -48,6 +52,12 @@ pub trait HostFacts {
     /// says yes: for tools that read a config meant for another host; [`LiveHost`] checks.
     fn is_executable(&self, _path: &Path) -> bool {
         true
+    }
+
+    /// Whether `path` holds a usable secret (the registration token), or what is wrong
+    /// with it. The default says it does, as for [`Self::is_executable`].
+    fn secret_file(&self, _path: &Path) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -72,6 +82,10 @@ impl HostFacts for LiveHost {
     fn is_executable(&self, path: &Path) -> bool {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+
+    fn secret_file(&self, path: &Path) -> Result<(), String> {
+        read_token_file(path).map(|_| ())
     }
 }
 

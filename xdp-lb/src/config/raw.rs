@@ -12,7 +12,10 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, de};
 use serde_saphyr::{Location, Spanned};
 
-use super::raw_failover::{RawHealthCheck, RawNotify};
+use super::{
+    raw_failover::{RawHealthCheck, RawNotify},
+    raw_ops::{RawMetrics, RawRegistration},
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +31,10 @@ pub(crate) struct RawConfig {
     pub flow_table: Option<Spanned<RawFlowTable>>,
     #[serde(default)]
     pub notify: Option<Spanned<RawNotify>>,
+    #[serde(default)]
+    pub metrics: Option<Spanned<RawMetrics>>,
+    #[serde(default)]
+    pub registration: Option<Spanned<RawRegistration>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
 }
 

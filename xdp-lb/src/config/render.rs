@@ -4,8 +4,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use super::{
-    Config, ConfigFile, Failover, HashMode, NoBackendAction, XdpAttachMode,
-    errors::escape_controls, render_failover,
+    Config, ConfigFile, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
+    errors::escape_controls, ops, render_failover,
 };
 
 /// The effective configuration as YAML: services and backends in file order, each default
@@ -18,16 +18,21 @@ pub fn render(config: &Config) -> String {
     out
 }
 
-/// [`render`] with the failover settings: each service's health check and fallback pool,
-/// each backend's backup and own check, and `notify`.
+/// [`render`] with the failover settings (each service's health check and fallback pool,
+/// each backend's backup and own check, and `notify`) and the operations endpoints.
 pub fn render_file(file: &ConfigFile) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = write_config(&mut out, &file.config, Some(&file.failover));
+    let _ = write_config(&mut out, &file.config, Some((&file.failover, &file.ops)));
     out
 }
 
-fn write_config(out: &mut String, c: &Config, failover: Option<&Failover>) -> std::fmt::Result {
+fn write_config(
+    out: &mut String,
+    c: &Config,
+    extras: Option<(&Failover, &Ops)>,
+) -> std::fmt::Result {
+    let failover = extras.map(|(f, _)| f);
     writeln!(
         out,
         "# Effective xdp-lb configuration (all defaults filled in)"
@@ -57,6 +62,9 @@ fn write_config(out: &mut String, c: &Config, failover: Option<&Failover>) -> st
     writeln!(out, "  tcp_timeout: {}", c.flow_table.tcp_timeout_s)?;
     writeln!(out, "  udp_timeout: {}", c.flow_table.udp_timeout_s)?;
     render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
+    if let Some((_, ops)) = extras {
+        ops::render(out, ops)?;
+    }
     if c.services.is_empty() {
         return writeln!(out, "services: []");
     }

@@ -113,6 +113,7 @@ pub(crate) fn validate(
         }
     }
     let notify = check.notify(raw.notify.as_ref(), host);
+    let ops = check.ops(raw, host);
 
     let total_backends: usize = raw
         .services
@@ -139,6 +140,7 @@ pub(crate) fn validate(
         maglev_table_slots,
         flow_table,
         notify,
+        ops,
     ) {
         (
             Some(flow_hash_seed),
@@ -147,6 +149,7 @@ pub(crate) fn validate(
             Some(maglev_table_slots),
             Some(flow_table),
             Some(notify),
+            Some(ops),
         ) if check.errors.is_empty() => Ok(ConfigFile {
             config: Config {
                 path: path.to_path_buf(),
@@ -158,6 +161,7 @@ pub(crate) fn validate(
                 services,
             },
             failover: Failover { notify, ..failover },
+            ops,
         }),
         _ => Err(ConfigErrors(check.errors)),
     }

@@ -1,7 +1,10 @@
 //! The control API: one JSON request per line on the agent's Unix socket, one JSON
 //! response line back. The `xdp-lb` subcommands are its client; scripts can speak it too.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +53,10 @@ pub struct StatusReport {
     pub flow_events: Vec<NamedCounter>,
     /// Entries in the connection table now.
     pub active_flows: u64,
+    /// Runs of the notify command since the agent started, by how they ended (`ok`,
+    /// `failed`, `timeout`, `not_started`).
+    #[serde(default)]
+    pub notify_runs: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +81,14 @@ pub struct ServiceStatus {
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
+    /// Maglev table switches since the service was set up (each change of who fills its
+    /// table is one).
+    #[serde(default)]
+    pub table_switches: u64,
+    /// How long the last measured switch took, in microseconds (switches made by health
+    /// verdicts and by control requests that resolve nothing are measured).
+    #[serde(default)]
+    pub last_switch_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +102,29 @@ pub struct BackendStatus {
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// Its health checks; `None` when it is not checked.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `primary`, `backup` or `fallback`.
+    pub role: String,
+    /// `up` or `down`, as its checks decided.
+    pub state: String,
+    /// `None` until its first check has ended.
+    pub last_check: Option<CheckResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// What it saw (`HTTP 200`) or why it failed (`connect: connection refused`).
+    pub detail: String,
+    pub duration_us: u64,
+    /// When it ended, RFC 3339 UTC.
+    pub at: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +145,18 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(text, r#"{"command":"backend_drain","service":"video-rtmp","address":"10.0.0.11"}"#);
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn a_report_without_the_newer_fields_still_reads() {
+        let old = r#"{"services":[{"name":"s","vip":"10.0.0.100","port":80,"protocol":"tcp","vlan":null,
+            "maglev_size":251,"hash":"flow","persistence_s":null,"serving":1,"packets":1,"bytes":2,
+            "backends":[{"address":"10.0.0.11","weight":1,"state":"up","mac":null,"flows":0,"packets":1,"bytes":2}]}],
+            "verdicts":[],"flow_events":[],"active_flows":0}"#;
+        let report: StatusReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.services[0].table_switches, 0);
+        assert_eq!(report.services[0].backends[0].health, None);
+        assert!(report.notify_runs.is_empty());
     }
 
     #[test]

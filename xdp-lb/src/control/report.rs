@@ -1,18 +1,54 @@
-//! What the control loop answers `status` and `lookup` with, read from the balancer and
-//! the data plane's maps.
+//! What the control loop answers `status` and `lookup` with, read from the balancer, the
+//! data plane's maps and what the agent observed (health checks, switch times, alerts).
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use xdp_lb_common::{
     BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, addr_words, flow_hash::ports_word,
     flow_stat, port_raw, verdict,
 };
 
-use super::protocol::{BackendStatus, LookupAnswer, NamedCounter, ServiceStatus, StatusReport};
+use super::protocol::{
+    BackendStatus, CheckResult, HealthStatus, LookupAnswer, NamedCounter, ServiceStatus,
+    StatusReport,
+};
 use crate::{
     balancer::{Balancer, BackendState},
     config::{HashMode, Protocol},
+    health::{CheckRecord, notify::rfc3339},
 };
+
+/// What the agent knows besides the balancer and the maps.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Each checked server's checker view, by (service, address).
+    pub checks: BTreeMap<(String, IpAddr), CheckRecord>,
+    /// The last measured table switch of each service.
+    pub last_switch: BTreeMap<String, Duration>,
+    /// Notify command runs by how they ended.
+    pub notify_runs: Vec<(&'static str, u64)>,
+}
+
+fn health_status(record: &CheckRecord) -> HealthStatus {
+    HealthStatus {
+        role: record.role.to_string(),
+        state: record.state.to_string(),
+        last_check: record.last.as_ref().map(|last| CheckResult {
+            ok: last.ok,
+            detail: last.detail.clone(),
+            duration_us: u64::try_from(last.took.as_micros()).unwrap_or(u64::MAX),
+            at: rfc3339(last.at),
+        }),
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
 
 /// The state word `status` shows for a backend.
 pub fn state_word(b: &BackendState) -> &'static str {
@@ -38,10 +74,10 @@ fn flows_by_backend(balancer: &Balancer) -> (HashMap<(u32, u32), u64>, u64) {
     (counts, total)
 }
 
-pub fn status(balancer: &Balancer) -> StatusReport {
+pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let dp = balancer.dataplane();
     let (flows, active_flows) = flows_by_backend(balancer);
-    let backend = |b: &BackendState, role: Option<&str>| {
+    let backend = |service: &str, b: &BackendState, role: Option<&str>| {
         let counter = dp.backend_counter(b.id);
         let state = match role {
             Some(role) if b.usable() => role.to_owned(),
@@ -55,14 +91,19 @@ pub fn status(balancer: &Balancer) -> StatusReport {
             flows: flows.get(&(b.id, b.epoch)).copied().unwrap_or(0),
             packets: counter.packets,
             bytes: counter.bytes,
+            health: observed
+                .checks
+                .get(&(service.to_owned(), b.config.address))
+                .map(health_status),
         }
     };
     let services = balancer
         .services()
         .map(|s| {
             let counter = dp.service_counter(s.id);
-            let mut backends: Vec<BackendStatus> = s.backends.values().map(|b| backend(b, None)).collect();
-            backends.extend(s.standbys.values().map(|b| backend(b, Some("standby"))));
+            let name = s.config.name.as_str();
+            let mut backends: Vec<BackendStatus> = s.backends.values().map(|b| backend(name, b, None)).collect();
+            backends.extend(s.standbys.values().map(|b| backend(name, b, Some("standby"))));
             ServiceStatus {
                 name: s.config.name.clone(),
                 vip: s.config.vip,
@@ -79,6 +120,8 @@ pub fn status(balancer: &Balancer) -> StatusReport {
                 packets: counter.packets,
                 bytes: counter.bytes,
                 backends,
+                table_switches: u64::from(s.generation),
+                last_switch_us: observed.last_switch.get(name).copied().map(micros),
             }
         })
         .collect();
@@ -94,6 +137,7 @@ pub fn status(balancer: &Balancer) -> StatusReport {
         verdicts: named(&verdict::NAMES, dp.verdict_counters()),
         flow_events: named(&flow_stat::NAMES, dp.flow_counters()),
         active_flows,
+        notify_runs: observed.notify_runs.iter().map(|(result, runs)| ((*result).to_owned(), *runs)).collect(),
     }
 }
 

@@ -86,14 +86,7 @@ async fn handle(mut stream: UnixStream, requests: mpsc::Sender<Pending>) -> anyh
         Response::error(format!("refused: the control socket is root's (your uid is {uid})"))
     } else {
         match read_request(&mut stream).await {
-            Ok(request) => {
-                let (tx, rx) = oneshot::channel();
-                if requests.send((request, tx)).await.is_err() {
-                    Response::error("the agent is shutting down")
-                } else {
-                    rx.await.unwrap_or_else(|_| Response::error("the agent dropped the request"))
-                }
-            }
+            Ok(request) => ask(&requests, request).await,
             Err(err) => Response::error(format!("bad request: {err:#}")),
         }
     };
@@ -101,6 +94,17 @@ async fn handle(mut stream: UnixStream, requests: mpsc::Sender<Pending>) -> anyh
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
     Ok(())
+}
+
+/// Hands `request` to the control loop and waits for its answer (the metrics and
+/// registration endpoints use it too).
+pub async fn ask(requests: &mpsc::Sender<Pending>, request: Request) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if requests.send((request, tx)).await.is_err() {
+        return Response::error("the agent is shutting down");
+    }
+    rx.await
+        .unwrap_or_else(|_| Response::error("the agent dropped the request"))
 }
 
 async fn read_request(stream: &mut UnixStream) -> anyhow::Result<Request> {

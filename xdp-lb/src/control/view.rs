@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::protocol::{ServiceStatus, StatusReport};
+use super::protocol::{BackendStatus, ServiceStatus, StatusReport};
+
+/// Longest check detail shown in the table (the JSON report has all of it).
+const MAX_DETAIL: usize = 40;
 
 /// Counts as ipvsadm prints them: plain below 100000, then K, M, G.
 pub fn human(n: u64) -> String {
@@ -41,6 +44,28 @@ fn service_line(s: &ServiceStatus) -> String {
     )
 }
 
+/// Microseconds as milliseconds with one decimal: `1.2ms`.
+fn millis(us: u64) -> String {
+    format!("{}.{}ms", us / 1000, us % 1000 / 100)
+}
+
+/// The backend's last check: `ok 1.2ms HTTP 200`, `FAIL 800.0ms connect: timed out`, or
+/// `-` when it is not checked.
+fn last_check(b: &BackendStatus) -> String {
+    let Some(health) = &b.health else {
+        return "-".to_owned();
+    };
+    let Some(last) = &health.last_check else {
+        return "pending".to_owned();
+    };
+    let mut detail: String = last.detail.chars().take(MAX_DETAIL).collect();
+    if last.detail.chars().count() > MAX_DETAIL {
+        detail.push('…');
+    }
+    let verdict = if last.ok { "ok" } else { "FAIL" };
+    format!("{verdict} {} {detail}", millis(last.duration_us))
+}
+
 /// The whole table, one service per block.
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
@@ -48,8 +73,8 @@ pub fn render(report: &StatusReport) -> String {
     let _ = writeln!(out, "{:<4} {:<28} {:<34} {:>9} {:>9}  {}", "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes", "Name");
     let _ = writeln!(
         out,
-        "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {}",
-        "RemoteAddress:Port", "Forward", "Weight", "State", "Flows", "Pkts", "Bytes", "MAC"
+        "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
+        "RemoteAddress:Port", "Forward", "Weight", "State", "Flows", "Pkts", "Bytes", "MAC", "Last check"
     );
     for s in &report.services {
         let _ = writeln!(out, "{}", service_line(s));
@@ -57,7 +82,7 @@ pub fn render(report: &StatusReport) -> String {
             let remote = if b.address.is_ipv6() { format!("[{}]:{}", b.address, s.port) } else { format!("{}:{}", b.address, s.port) };
             let _ = writeln!(
                 out,
-                "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {}",
+                "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
                 remote,
                 "Route",
                 b.weight,
@@ -65,7 +90,8 @@ pub fn render(report: &StatusReport) -> String {
                 b.flows,
                 human(b.packets),
                 human(b.bytes),
-                b.mac.as_deref().unwrap_or("-")
+                b.mac.as_deref().unwrap_or("-"),
+                last_check(b)
             );
         }
     }
@@ -82,13 +108,24 @@ pub fn render(report: &StatusReport) -> String {
             let _ = writeln!(out, "  {:<22} {:>12}", v.name, v.packets);
         }
     }
+    if !report.services.is_empty() {
+        let _ = writeln!(out, "Table switches:");
+        for s in &report.services {
+            let last = s.last_switch_us.map_or_else(String::new, |us| format!(" (last {})", millis(us)));
+            let _ = writeln!(out, "  {:<22} {:>12}{last}", s.name, s.table_switches);
+        }
+    }
+    if report.notify_runs.values().any(|&n| n > 0) {
+        let runs: Vec<String> = report.notify_runs.iter().map(|(result, n)| format!("{n} {result}")).collect();
+        let _ = writeln!(out, "Notify command runs: {}", runs.join(", "));
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::BackendStatus;
+    use crate::control::protocol::{CheckResult, HealthStatus};
 
     #[test]
     fn large_counts_are_shortened_as_ipvsadm_does() {
@@ -114,9 +151,24 @@ mod tests {
                 packets: 42,
                 bytes: 4200,
                 backends: vec![
-                    BackendStatus { address: "10.0.0.11".parse().unwrap(), weight: 1, state: "up".into(), flows: 3, packets: 40, bytes: 4000, mac: Some("02:00:00:00:00:11".into()) },
-                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None },
+                    BackendStatus {
+                        address: "10.0.0.11".parse().unwrap(),
+                        weight: 1,
+                        state: "up".into(),
+                        flows: 3,
+                        packets: 40,
+                        bytes: 4000,
+                        mac: Some("02:00:00:00:00:11".into()),
+                        health: Some(HealthStatus {
+                            role: "primary".into(),
+                            state: "up".into(),
+                            last_check: Some(CheckResult { ok: true, detail: "HTTP 200".into(), duration_us: 1234, at: "2026-05-01T12:00:00Z".into() }),
+                        }),
+                    },
+                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None, health: None },
                 ],
+                table_switches: 4,
+                last_switch_us: Some(350),
             }],
             active_flows: 4,
             ..StatusReport::default()
@@ -127,5 +179,10 @@ mod tests {
         let drained = text.lines().find(|l| l.contains("10.0.0.12:1935")).unwrap();
         assert!(drained.contains("drain") && drained.contains(" 0 "), "{drained}");
         assert!(text.starts_with("xdp-lb: 1 service(s), 4 active flow(s)"));
+        let checked = text.lines().find(|l| l.contains("10.0.0.11:1935")).unwrap();
+        assert!(checked.ends_with("ok 1.2ms HTTP 200"), "{checked}");
+        assert!(drained.ends_with(" -"), "{drained}");
+        assert!(text.contains("video-rtmp                        4 (last 0.3ms)"), "{text}");
+        assert!(!text.contains("Notify command runs"), "{text}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::{
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -13,17 +13,22 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::{Event, SourceAddress, Target, hysteresis::Hysteresis, probe::probe, random_u64};
+use super::{
+    CheckRecord, Event, LastCheck, SourceAddress, Target, hysteresis::Hysteresis, probe::probe,
+    random_u64,
+};
 use crate::config::HealthState;
 
 /// Checks `target` until the task is aborted or nobody listens to `events` any more.
-/// `run` tags its events (see `Checks::is_current`).
+/// `run` tags its events (see `Checks::is_current`); every check's result and the state
+/// it leaves are written to `record`.
 pub(super) async fn run(
     target: Target,
     run: u64,
     initial: HealthState,
     source: Arc<dyn SourceAddress>,
     events: UnboundedSender<Event>,
+    record: Arc<Mutex<CheckRecord>>,
 ) {
     let check = &target.check;
     let mut state = Hysteresis::new(initial, check.rise, check.fall);
@@ -50,6 +55,7 @@ pub(super) async fn run(
                 }
             }
         };
+        let started = Instant::now();
         let outcome = match source_now {
             Ok(address) => {
                 let outcome = probe(check, target.address, Some(address)).await;
@@ -63,7 +69,10 @@ pub(super) async fn run(
             target.service,
             target.address
         );
-        let Some(flip) = state.record(outcome.is_ok()) else {
+        let took = started.elapsed();
+        let flip = state.record(outcome.is_ok());
+        write_record(&record, state.state(), &outcome, took);
+        let Some(flip) = flip else {
             continue;
         };
         let event = Event {
@@ -85,6 +94,27 @@ pub(super) async fn run(
     }
 }
 
+/// What the last check saw, for `xdp-lb status` and the metrics.
+fn write_record(
+    record: &Mutex<CheckRecord>,
+    state: HealthState,
+    outcome: &Result<String, String>,
+    took: Duration,
+) {
+    let mut record = record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    record.state = state;
+    let (ok, detail) = match outcome {
+        Ok(saw) => (true, saw.clone()),
+        Err(why) => (false, why.clone()),
+    };
+    record.last = Some(LastCheck {
+        ok,
+        detail,
+        took,
+        at: SystemTime::now(),
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -99,6 +129,14 @@ mod tests {
             probe::tests::{LOCAL, check},
         },
     };
+
+    fn fresh_record(role: Role) -> Arc<Mutex<CheckRecord>> {
+        Arc::new(Mutex::new(CheckRecord {
+            role,
+            state: HealthState::Up,
+            last: None,
+        }))
+    }
 
     async fn next(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
         tokio::time::timeout(Duration::from_secs(10), events.recv())
@@ -120,7 +158,15 @@ mod tests {
             check,
         };
         let (tx, mut events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(target, 7, HealthState::Up, Arc::new(Fixed(LOCAL)), tx));
+        let record = fresh_record(Role::Primary);
+        let task = tokio::spawn(run(
+            target,
+            7,
+            HealthState::Up,
+            Arc::new(Fixed(LOCAL)),
+            tx,
+            record.clone(),
+        ));
 
         drop(listener);
         let down = next(&mut events).await;
@@ -140,6 +186,11 @@ mod tests {
             (up.from, up.to, up.checks, up.reason.as_str()),
             (HealthState::Down, HealthState::Up, 2, "connected")
         );
+        let seen = record.lock().unwrap().clone();
+        assert_eq!(seen.state, HealthState::Up);
+        let last = seen.last.expect("a check was recorded");
+        assert!(last.ok && last.detail == "connected", "{last:?}");
+        assert!(last.took < Duration::from_secs(1), "{last:?}");
         task.abort();
     }
 
@@ -163,8 +214,16 @@ mod tests {
             HealthState::Down,
             Arc::new(Fixed(LOCAL)),
             tx.clone(),
+            fresh_record(Role::Backup),
         ));
-        let up = tokio::spawn(run(target, 2, HealthState::Up, Arc::new(Fixed(LOCAL)), tx));
+        let up = tokio::spawn(run(
+            target,
+            2,
+            HealthState::Up,
+            Arc::new(Fixed(LOCAL)),
+            tx,
+            fresh_record(Role::Backup),
+        ));
         let event = next(&mut events).await;
         assert_eq!(
             (event.run, event.to, event.role),
@@ -196,9 +255,19 @@ mod tests {
             check,
         };
         let (tx, mut events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(target, 1, HealthState::Up, Arc::new(Nowhere), tx));
+        let record = fresh_record(Role::Primary);
+        let task = tokio::spawn(run(
+            target,
+            1,
+            HealthState::Up,
+            Arc::new(Nowhere),
+            tx,
+            record.clone(),
+        ));
         let event = next(&mut events).await;
         assert_eq!(event.reason, "no source address: no address on eth0");
+        let last = record.lock().unwrap().last.clone().expect("a check was recorded");
+        assert!(!last.ok && last.detail == event.reason, "{last:?}");
         task.abort();
     }
 }

@@ -29,10 +29,10 @@ use std::{
     hash::{BuildHasher as _, Hasher as _},
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use futures::future::BoxFuture;
@@ -43,7 +43,7 @@ use tokio::{
 
 pub use http::MAX_BODY;
 pub use hysteresis::{Flip, Hysteresis};
-pub use notify::Notifier;
+pub use notify::{Notifier, NotifyRuns};
 pub use rtmp::{HANDSHAKE_SIZE, RTMP_VERSION};
 
 use crate::config::{ConfigFile, HealthCheck, HealthState, Role};
@@ -71,6 +71,28 @@ pub struct Event {
     pub reason: String,
     /// Checks in a row that made the change.
     pub checks: u32,
+    pub at: SystemTime,
+}
+
+/// A checked server as its checker sees it now: read by `xdp-lb status` and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRecord {
+    pub role: Role,
+    /// The state its checks have decided (the balancer follows it).
+    pub state: HealthState,
+    /// `None` until its first check has ended.
+    pub last: Option<LastCheck>,
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastCheck {
+    pub ok: bool,
+    /// What it saw (`HTTP 200`) or why it failed (`connect: connection refused`).
+    pub detail: String,
+    /// How long it took.
+    pub took: Duration,
+    /// When it ended.
     pub at: SystemTime,
 }
 
@@ -126,6 +148,7 @@ struct Running {
     target: Target,
     run: u64,
     task: JoinHandle<()>,
+    record: Arc<Mutex<CheckRecord>>,
 }
 
 /// What [`Checks::sync`] did.
@@ -188,14 +211,28 @@ impl Checks {
             let initial = state_of(&target);
             self.next_run += 1;
             let run = self.next_run;
+            let record = Arc::new(Mutex::new(CheckRecord {
+                role: target.role,
+                state: initial,
+                last: None,
+            }));
             let task = tokio::spawn(checker::run(
                 target.clone(),
                 run,
                 initial,
                 self.source.clone(),
                 self.events.clone(),
+                record.clone(),
             ));
-            self.running.insert(key, Running { target, run, task });
+            self.running.insert(
+                key,
+                Running {
+                    target,
+                    run,
+                    task,
+                    record,
+                },
+            );
         }
         done
     }
@@ -206,6 +243,21 @@ impl Checks {
         self.running
             .get(&(event.service.clone(), event.address))
             .is_some_and(|r| r.run == event.run)
+    }
+
+    /// Every running checker's view of its server, by (service, address).
+    pub fn records(&self) -> BTreeMap<(String, IpAddr), CheckRecord> {
+        self.running
+            .iter()
+            .map(|(key, r)| {
+                let record = r
+                    .record
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                (key.clone(), record)
+            })
+            .collect()
     }
 
     /// How many checkers run.

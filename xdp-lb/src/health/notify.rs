@@ -7,6 +7,10 @@ use std::{
     os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -22,6 +26,39 @@ const MAX_STDERR: usize = 2048;
 pub struct Notifier {
     command: PathBuf,
     timeout: Duration,
+    runs: Arc<NotifyRuns>,
+}
+
+/// How the notify command's runs ended (for the metrics), counted from the agent's start.
+#[derive(Debug, Default)]
+pub struct NotifyRuns {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    not_started: AtomicU64,
+}
+
+impl NotifyRuns {
+    /// `(result, runs)` for each way a run can end: `ok`, `failed` (a non-zero exit or a
+    /// signal), `timeout` (killed) and `not_started`.
+    pub fn counts(&self) -> [(&'static str, u64); 4] {
+        [
+            ("ok", self.ok.load(Ordering::Relaxed)),
+            ("failed", self.failed.load(Ordering::Relaxed)),
+            ("timeout", self.timed_out.load(Ordering::Relaxed)),
+            ("not_started", self.not_started.load(Ordering::Relaxed)),
+        ]
+    }
+
+    fn count(&self, ended: &Result<(), Failure>) {
+        let counter = match ended {
+            Ok(()) => &self.ok,
+            Err(Failure::Failed(_)) => &self.failed,
+            Err(Failure::TimedOut(_)) => &self.timed_out,
+            Err(Failure::NotStarted(_)) => &self.not_started,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Notifier {
@@ -29,13 +66,21 @@ impl Notifier {
         Self {
             command: notify.command.clone(),
             timeout: notify.timeout,
+            runs: Arc::default(),
         }
+    }
+
+    /// Counts its runs in `runs` (kept by the agent across reloads, which make new
+    /// notifiers).
+    pub fn counting(mut self, runs: Arc<NotifyRuns>) -> Self {
+        self.runs = runs;
+        self
     }
 
     /// Starts the command for `event` and returns at once; the task logs how it ended.
     pub fn notify(&self, event: &Event) -> JoinHandle<()> {
         let env = environment(event);
-        let (command, timeout) = (self.command.clone(), self.timeout);
+        let (command, timeout, runs) = (self.command.clone(), self.timeout, self.runs.clone());
         let what = format!(
             "notify command {} for {} {}",
             command.display(),
@@ -43,11 +88,28 @@ impl Notifier {
             event.address
         );
         tokio::spawn(async move {
-            match run(&command, &env, timeout).await {
+            let ended = execute(&command, &env, timeout).await;
+            runs.count(&ended);
+            match ended {
                 Ok(()) => log::debug!("{what}: done"),
-                Err(why) => log::warn!("{what}: {why}"),
+                Err(failure) => log::warn!("{what}: {}", failure.why()),
             }
         })
+    }
+}
+
+/// How a run went wrong, and what to say about it.
+enum Failure {
+    NotStarted(String),
+    Failed(String),
+    TimedOut(String),
+}
+
+impl Failure {
+    fn why(self) -> String {
+        match self {
+            Failure::NotStarted(why) | Failure::Failed(why) | Failure::TimedOut(why) => why,
+        }
     }
 }
 
@@ -70,6 +132,14 @@ pub async fn run(
     env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<(), String> {
+    execute(command, env, timeout).await.map_err(Failure::why)
+}
+
+async fn execute(
+    command: &std::path::Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<(), Failure> {
     let mut child = Command::new(command)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -78,7 +148,7 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
+        .map_err(|e| Failure::NotStarted(format!("cannot start it: {e}")))?;
     let pid = child.id();
     let mut stderr = child.stderr.take();
     let finished = tokio::time::timeout(timeout, async {
@@ -106,9 +176,12 @@ pub async fn run(
                 (None, None) => status.to_string(),
             };
             let said = String::from_utf8_lossy(&said);
-            Err(format!("failed ({how}); stderr: {:?}", said.trim()))
+            Err(Failure::Failed(format!(
+                "failed ({how}); stderr: {:?}",
+                said.trim()
+            )))
         }
-        Ok((Err(e), _)) => Err(format!("waiting for it: {e}")),
+        Ok((Err(e), _)) => Err(Failure::Failed(format!("waiting for it: {e}"))),
         Err(_) => {
             if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
                 // SAFETY: kill(2) has no memory-safety preconditions; the group is the
@@ -118,10 +191,10 @@ pub async fn run(
                 }
             }
             let _ = child.wait().await;
-            Err(format!(
+            Err(Failure::TimedOut(format!(
                 "still running after {}; killed",
                 format_duration(timeout)
-            ))
+            )))
         }
     }
 }
@@ -326,5 +399,40 @@ mod tests {
             .unwrap();
         let seen = fs::read_to_string(&log).unwrap();
         assert!(seen.contains("slow") && seen.contains("fast"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn every_run_is_counted_by_how_it_ended() {
+        let dir = Scratch::new();
+        let runs = Arc::new(NotifyRuns::default());
+        let notifier = |body: &str, name: &str, timeout_ms: u64| {
+            Notifier::new(&Notify {
+                command: script(dir.path(), name, body),
+                timeout: Duration::from_millis(timeout_ms),
+            })
+            .counting(runs.clone())
+        };
+        let missing = Notifier::new(&Notify {
+            command: dir.path().join("missing.sh"),
+            timeout: Duration::from_secs(5),
+        })
+        .counting(runs.clone());
+        let tasks = [
+            notifier("exit 0", "ok.sh", 5000).notify(&event("a")),
+            notifier("exit 0", "ok2.sh", 5000).notify(&event("b")),
+            notifier("exit 3", "fail.sh", 5000).notify(&event("c")),
+            notifier("sleep 30", "hang.sh", 200).notify(&event("d")),
+            missing.notify(&event("e")),
+        ];
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("every run ended")
+                .unwrap();
+        }
+        assert_eq!(
+            runs.counts(),
+            [("ok", 2), ("failed", 1), ("timeout", 1), ("not_started", 1)]
+        );
     }
 }

@@ -201,6 +201,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     }
     let hit_frame = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
     let bpftool_profile = match &program {
+        Some(_) if opts.profile_seconds == 0 => String::new(),
         Some(facts) => profile::bpftool_profile(facts.id, &mut || {
             time_repeat(main.program(), &hit_frame, opts.repeat).map(drop)
         }),

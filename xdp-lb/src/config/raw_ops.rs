@@ -1,0 +1,18 @@
+//! The operations keys as written (`metrics`, `registration`): the serde schema, read
+//! loosely as in `raw.rs` and checked in `ops.rs`.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistration {
+    pub listen: Spanned<String>,
+    pub token_file: Spanned<String>,
+}

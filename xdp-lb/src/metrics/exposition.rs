@@ -1,0 +1,252 @@
+//! A status report as OpenMetrics text (what Prometheus scrapes), built with
+//! `prometheus-client`: a fresh registry per scrape, every value set from the report, so
+//! the agent's loop stays the only owner of the numbers.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+
+use crate::control::protocol::{BackendStatus, StatusReport};
+
+type Labels = Vec<(&'static str, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge>;
+type Seconds = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+/// The states a backend can be in (`xdp-lb status`'s State column).
+pub const BACKEND_STATES: [&str; 5] = ["up", "drain", "down", "unresolved", "standby"];
+
+/// Whether a backend in `state` may receive frames (a drained one may: its flows stay).
+fn receives_frames(state: &str) -> bool {
+    matches!(state, "up" | "drain" | "standby")
+}
+
+fn micros_to_seconds(us: u64) -> f64 {
+    // Exact below 2^53 µs (285 years).
+    us as f64 / 1e6
+}
+
+/// Every metric of `report`, as OpenMetrics text.
+pub fn render(report: &StatusReport) -> String {
+    let mut registry = Registry::with_prefix("xdp_lb");
+    let mut counters = |name: &str, help: &str| {
+        let family = Counters::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let service_packets = counters("service_packets", "Packets balanced per service");
+    let service_bytes = counters("service_bytes", "Bytes balanced per service");
+    let backend_packets = counters("backend_packets", "Packets sent to each backend");
+    let backend_bytes = counters("backend_bytes", "Bytes sent to each backend");
+    let verdict_packets = counters("verdict_packets", "Packets per data-plane verdict and reason");
+    let verdict_bytes = counters("verdict_bytes", "Bytes per data-plane verdict and reason");
+    let flow_events = counters("flow_events", "Connection-table events");
+    let table_switches = counters(
+        "table_switches",
+        "Maglev table switches per service since the agent set it up",
+    );
+    let notify_runs = counters("notify_runs", "Notify command runs by how they ended");
+    let mut gauges = |name: &str, help: &str| {
+        let family = Gauges::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let serving = gauges("service_serving_backends", "Backends in the service's live Maglev table");
+    let backend_up = gauges(
+        "backend_up",
+        "1 while the backend may receive frames (healthy and resolved; drained ones too)",
+    );
+    let backend_state = gauges("backend_state", "1 for the backend's current state, 0 for the others");
+    let backend_weight = gauges("backend_weight", "The backend's weight (0: drained)");
+    let backend_flows = gauges("backend_flows", "Connection-table entries naming the backend");
+    let check_success = gauges("backend_check_success", "1 when the backend's last health check passed");
+    let active_flows = Gauge::<i64>::default();
+    registry.register("active_flows", "Entries in the connection table", active_flows.clone());
+    let mut seconds = |name: &str, help: &str| {
+        let family = Seconds::default();
+        registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+        family
+    };
+    let check_duration = seconds(
+        "backend_check_duration",
+        "How long the backend's last health check took",
+    );
+    let switch_duration = seconds(
+        "table_switch_duration",
+        "How long the service's last measured table switch took",
+    );
+
+    let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for s in &report.services {
+        let service = vec![("service", s.name.clone())];
+        service_packets.get_or_create(&service).inc_by(s.packets);
+        service_bytes.get_or_create(&service).inc_by(s.bytes);
+        table_switches.get_or_create(&service).inc_by(s.table_switches);
+        serving
+            .get_or_create(&service)
+            .set(i64::try_from(s.serving).unwrap_or(i64::MAX));
+        if let Some(us) = s.last_switch_us {
+            switch_duration.get_or_create(&service).set(micros_to_seconds(us));
+        }
+        for b in &s.backends {
+            let labels = backend_labels(&s.name, b);
+            backend_packets.get_or_create(&labels).inc_by(b.packets);
+            backend_bytes.get_or_create(&labels).inc_by(b.bytes);
+            backend_up
+                .get_or_create(&labels)
+                .set(i64::from(receives_frames(&b.state)));
+            backend_weight.get_or_create(&labels).set(i64::from(b.weight));
+            backend_flows.get_or_create(&labels).set(gauge_value(b.flows));
+            for state in BACKEND_STATES {
+                let mut with_state = labels.clone();
+                with_state.push(("state", state.to_owned()));
+                backend_state
+                    .get_or_create(&with_state)
+                    .set(i64::from(b.state == state));
+            }
+            if let Some(last) = b.health.as_ref().and_then(|h| h.last_check.as_ref()) {
+                check_duration
+                    .get_or_create(&labels)
+                    .set(micros_to_seconds(last.duration_us));
+                check_success.get_or_create(&labels).set(i64::from(last.ok));
+            }
+        }
+    }
+    for v in &report.verdicts {
+        let labels = vec![("verdict", v.name.clone())];
+        verdict_packets.get_or_create(&labels).inc_by(v.packets);
+        verdict_bytes.get_or_create(&labels).inc_by(v.bytes);
+    }
+    for e in &report.flow_events {
+        flow_events
+            .get_or_create(&vec![("event", e.name.clone())])
+            .inc_by(e.packets);
+    }
+    for (result, runs) in &report.notify_runs {
+        notify_runs
+            .get_or_create(&vec![("result", result.clone())])
+            .inc_by(*runs);
+    }
+    active_flows.set(gauge_value(report.active_flows));
+
+    let mut text = String::new();
+    // Writing to a String cannot fail; an encoding error would leave a partial text,
+    // which a scraper refuses as a whole.
+    if let Err(err) = encode(&mut text, &registry) {
+        log::error!("metrics: encoding: {err}");
+    }
+    text
+}
+
+fn backend_labels(service: &str, b: &BackendStatus) -> Labels {
+    vec![
+        ("service", service.to_owned()),
+        ("backend", b.address.to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{
+        CheckResult, HealthStatus, NamedCounter, ServiceStatus,
+    };
+
+    fn report() -> StatusReport {
+        StatusReport {
+            services: vec![ServiceStatus {
+                name: "video-hls".into(),
+                vip: "10.0.0.100".parse().unwrap(),
+                port: 8080,
+                protocol: "tcp".into(),
+                vlan: None,
+                maglev_size: 65537,
+                hash: "flow".into(),
+                persistence_s: None,
+                serving: 1,
+                packets: 42,
+                bytes: 4200,
+                backends: vec![
+                    BackendStatus {
+                        address: "10.0.0.11".parse().unwrap(),
+                        weight: 1,
+                        state: "up".into(),
+                        mac: None,
+                        flows: 3,
+                        packets: 40,
+                        bytes: 4000,
+                        health: Some(HealthStatus {
+                            role: "primary".into(),
+                            state: "up".into(),
+                            last_check: Some(CheckResult {
+                                ok: true,
+                                detail: "HTTP 200".into(),
+                                duration_us: 1500,
+                                at: "2026-05-01T12:00:00Z".into(),
+                            }),
+                        }),
+                    },
+                    BackendStatus {
+                        address: "10.0.0.12".parse().unwrap(),
+                        weight: 1,
+                        state: "down".into(),
+                        mac: None,
+                        flows: 0,
+                        packets: 2,
+                        bytes: 200,
+                        health: None,
+                    },
+                ],
+                table_switches: 7,
+                last_switch_us: Some(250),
+            }],
+            verdicts: vec![NamedCounter { name: "tx".into(), packets: 42, bytes: 4200 }],
+            flow_events: vec![NamedCounter { name: "new".into(), packets: 3, bytes: 0 }],
+            active_flows: 3,
+            notify_runs: [("ok".to_owned(), 2), ("failed".to_owned(), 1)].into(),
+        }
+    }
+
+    #[test]
+    fn every_metric_has_its_type_and_the_report_s_values() {
+        let text = render(&report());
+        for line in [
+            "# TYPE xdp_lb_service_packets counter",
+            "xdp_lb_service_packets_total{service=\"video-hls\"} 42",
+            "xdp_lb_service_bytes_total{service=\"video-hls\"} 4200",
+            "xdp_lb_backend_packets_total{service=\"video-hls\",backend=\"10.0.0.11\"} 40",
+            "xdp_lb_backend_bytes_total{service=\"video-hls\",backend=\"10.0.0.12\"} 200",
+            "xdp_lb_backend_up{service=\"video-hls\",backend=\"10.0.0.11\"} 1",
+            "xdp_lb_backend_up{service=\"video-hls\",backend=\"10.0.0.12\"} 0",
+            "xdp_lb_backend_state{service=\"video-hls\",backend=\"10.0.0.12\",state=\"down\"} 1",
+            "xdp_lb_backend_state{service=\"video-hls\",backend=\"10.0.0.12\",state=\"up\"} 0",
+            "xdp_lb_backend_flows{service=\"video-hls\",backend=\"10.0.0.11\"} 3",
+            "# TYPE xdp_lb_backend_check_duration_seconds gauge",
+            "# UNIT xdp_lb_backend_check_duration_seconds seconds",
+            "xdp_lb_backend_check_duration_seconds{service=\"video-hls\",backend=\"10.0.0.11\"} 0.0015",
+            "xdp_lb_verdict_packets_total{verdict=\"tx\"} 42",
+            "xdp_lb_verdict_bytes_total{verdict=\"tx\"} 4200",
+            "xdp_lb_flow_events_total{event=\"new\"} 3",
+            "xdp_lb_active_flows 3",
+            "xdp_lb_table_switches_total{service=\"video-hls\"} 7",
+            "xdp_lb_table_switch_duration_seconds{service=\"video-hls\"} 0.00025",
+            "xdp_lb_notify_runs_total{result=\"failed\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("xdp_lb_backend_check_duration_seconds{service=\"video-hls\",backend=\"10.0.0.12\"}"),
+            "an unchecked backend has no check duration:\n{text}"
+        );
+    }
+
+    #[test]
+    fn an_empty_report_is_still_valid_exposition() {
+        let text = render(&StatusReport::default());
+        assert!(text.contains("xdp_lb_active_flows 0\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
