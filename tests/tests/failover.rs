@@ -54,6 +54,7 @@ fn settings(backups: &[(&str, &str)], fallback: &[&str]) -> ServiceFailover {
                 check: None,
             })
             .collect(),
+        pools: BTreeMap::new(),
     }
 }
 

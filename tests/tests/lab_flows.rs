@@ -4,15 +4,15 @@
 
 mod support;
 
-use std::{
-    fmt::Write as _,
-    net::IpAddr,
-    path::PathBuf,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use support::predict::maglev_owner;
+use support::{
+    predict::maglev_owner,
+    stream::{
+        addr, assert_one_uninterrupted_publish, backend_holding_the_stream, publish_port,
+        rtmp_config, start_publish, wait_for,
+    },
+};
 use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, is_root};
 
@@ -27,77 +27,10 @@ fn lab(backends: usize) -> Lab {
     .expect("bringing the lab up")
 }
 
-/// An RTMP service on the VIP with these (backend index, weight) pairs.
-fn rtmp_config(backends: &[(usize, u32)], extra: &str) -> String {
-    let mut yaml = format!(
-        "interfaces: [eth0]\nservices:\n  - name: video-rtmp\n    vip: {}\n    port: {}\n    protocol: tcp\n{extra}    backends:\n",
-        Lab::VIP,
-        Lab::RTMP_PORT
-    );
-    for (i, weight) in backends {
-        let _ = writeln!(
-            yaml,
-            "      - address: {}\n        weight: {weight}",
-            Lab::backend_addr(*i)
-        );
-    }
-    yaml
-}
-
 fn write(lab: &Lab, name: &str, yaml: &str) -> PathBuf {
     let path = lab.dir().join(name);
     std::fs::write(&path, yaml).expect("writing the config");
     path
-}
-
-fn addr(i: usize) -> IpAddr {
-    Lab::backend_addr(i).parse().unwrap()
-}
-
-/// Polls `what` every 100 ms until it gives a value or `within` passes.
-fn wait_for<T>(within: Duration, mut what: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = what() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The client's source port of its established connection to the VIP's RTMP port.
-fn publish_port(lab: &Lab) -> Option<u16> {
-    let out = lab
-        .exec_ok(
-            lab.ns_client(),
-            &[
-                "ss",
-                "-Htn",
-                "state",
-                "established",
-                "dst",
-                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
-            ],
-        )
-        .ok()?;
-    let local = out
-        .split_whitespace()
-        .find(|f| f.starts_with(Lab::CLIENT_ADDR))?;
-    local.rsplit(':').next()?.parse().ok()
-}
-
-/// Which backend holds an established RTMP connection from the client.
-fn backend_holding_the_stream(lab: &Lab, backends: usize) -> Option<usize> {
-    (0..backends).find(|i| {
-        lab.exec_ok(
-            lab.ns_backend(*i),
-            &["ss", "-Htn", "state", "established", "sport", "=", ":1935"],
-        )
-        .is_ok_and(|out| out.contains(Lab::CLIENT_ADDR))
-    })
 }
 
 #[test]
@@ -111,32 +44,7 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
     let binary = Lab::locate_agent_binary().expect("agent binary");
     let mut agent = lab.start_agent(&binary, &config).expect("agent");
 
-    let url = format!("rtmp://{}:{}/live/longstream", Lab::VIP, Lab::RTMP_PORT);
-    let seconds = STREAM_SECONDS.to_string();
-    let mut ffmpeg = lab
-        .spawn(
-            lab.ns_client(),
-            &[
-                "ffmpeg",
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=320x240:rate=25",
-                "-t",
-                &seconds,
-                "-c:v",
-                "flv1",
-                "-f",
-                "flv",
-                &url,
-            ],
-        )
-        .expect("starting ffmpeg");
+    let mut ffmpeg = start_publish(&lab, "longstream", STREAM_SECONDS);
     let port =
         wait_for(Duration::from_secs(15), || publish_port(&lab)).expect("the publish connected");
     let holder = wait_for(Duration::from_secs(5), || {
@@ -148,16 +56,11 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
     // weights under which Maglev alone would send this very flow elsewhere.
     let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
     let (drained, reweighted) = (others[0], others[1]);
-    let candidates = [
-        (5, 5),
-        (10, 1),
-        (1, 10),
-        (3, 7),
-        (7, 3),
-        (20, 20),
-        (2, 9),
-        (9, 2),
-    ];
+    // The holder keeps weight 1; the others go up to 1000, which reshuffles the holder's
+    // slots too.
+    let scale = [1u32, 2, 3, 5, 10, 20, 50, 100, 1000];
+    let candidates: Vec<(u32, u32)> =
+        scale.iter().flat_map(|a| scale.iter().map(move |b| (*a, *b))).collect();
     let (w_other, w_new) = candidates
         .iter()
         .copied()
@@ -191,39 +94,7 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
     .unwrap_or_else(|| panic!("the agent applied the reload: {}", lab.agent_log()));
 
     // The live publish runs to its end on the server it started on.
-    let output = ffmpeg
-        .wait_with_timeout(Duration::from_secs(u64::from(STREAM_SECONDS) + 40))
-        .expect("ffmpeg ends");
-    assert!(
-        output.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stream_lines = |i: usize| -> usize {
-        lab.rtmp_publishes(i)
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("longstream"))
-            .count()
-    };
-    let got = wait_for(Duration::from_secs(15), || {
-        (stream_lines(holder) > 0).then_some(())
-    });
-    assert!(got.is_some(), "the publish was logged by its backend");
-    assert_eq!(
-        stream_lines(holder),
-        1,
-        "exactly one uninterrupted publish session on {}",
-        Lab::backend_name(holder)
-    );
-    for i in (0..4).filter(|i| *i != holder) {
-        assert_eq!(
-            stream_lines(i),
-            0,
-            "no part of the stream reached {}",
-            Lab::backend_name(i)
-        );
-    }
+    assert_one_uninterrupted_publish(&lab, &mut ffmpeg, "longstream", STREAM_SECONDS, holder, 4);
     assert!(agent.is_running(), "the agent is still running");
 }
 

@@ -1,7 +1,7 @@
 //! The connection table and client persistence: a flow keeps its backend while that
 //! backend stays usable, whatever happens to the Maglev table.
 
-use aya_ebpf::{Global, helpers::bpf_ktime_get_ns, maps::LruHashMap};
+use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use xdp_lb_common::{
     BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FlowKey, FlowValue, PROTO_TCP,
     PersistKey, ServiceValue, flow_stat,
@@ -20,8 +20,10 @@ static FLOW_UDP_TIMEOUT_NS: Global<u64> = Global::new(300_000_000_000);
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    // The coarse clock (a jiffy's resolution) is plenty for idle timeouts of seconds and
+    // costs a fraction of the precise one, which reads the clock source on every packet.
     // SAFETY: a plain helper call.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -105,11 +107,13 @@ pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now
     count(&FLOW_STATS, flow_stat::NEW, 0);
 }
 
+/// The persistence key of the flow's client in pool `pool_id` of the service.
 #[inline(always)]
-pub fn persist_key(flow: &Flow, service: &ServiceValue) -> PersistKey {
+pub fn persist_key(flow: &Flow, service: &ServiceValue, pool_id: u32) -> PersistKey {
     PersistKey {
         client: masked(flow.src, service.persist_prefix_len),
         service_id: service.service_id,
+        pool_id,
     }
 }
 

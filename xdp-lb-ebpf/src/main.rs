@@ -1,15 +1,17 @@
 //! The xdp-lb data plane: L2 direct server return over Maglev.
 //!
 //! A frame to a configured (VIP, port, protocol) gets a backend from its service's Maglev
-//! table, its destination MAC rewritten to the backend's and its source MAC to the LB's
-//! own, and leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte
-//! changes. Every other frame is passed untouched.
+//! table (or, when a client rule places its client in another pool, that pool's), its
+//! destination MAC rewritten to the backend's and its source MAC to the LB's own, and
+//! leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte changes. Every
+//! other frame is passed untouched.
 #![no_std]
 #![no_main]
 
 mod flows;
 mod maps;
 mod parse;
+mod pools;
 
 use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
@@ -21,10 +23,11 @@ use xdp_lb_common::{
 
 use crate::{
     maps::{
-        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_STATS, TX_PORTS,
-        VERDICT_STATS, count,
+        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
+        TX_PORTS, VERDICT_STATS, count,
     },
     parse::{Flow, parse_flow, ptr_at},
+    pools::{Placement, Table},
 };
 
 /// Seed of the flow hash, set by the agent at load from the config (`flow_hash_seed`).
@@ -49,8 +52,10 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     let Some(service) = find_service(&flow) else {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     };
-    let Some((backend_id, backend)) = choose_backend(ctx, &flow, &service) else {
-        return no_backend(&service);
+    let (backend_id, backend) = match choose_backend(ctx, &flow, &service) {
+        Choice::Backend(id, backend) => (id, backend),
+        Choice::NoBackend => return no_backend(&service),
+        Choice::Refused => return (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
     };
 
     let (action, reason) = if backend.ifindex == ctx.ingress_ifindex() as u32 {
@@ -90,6 +95,13 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
 /// taking any VLAN.
 #[inline(always)]
 fn find_service(flow: &Flow) -> Option<ServiceValue> {
+    // Most frames that are not for a service are to ports no service uses: one array read
+    // settles them without hashing a key.
+    let port = u16::from_be(flow.service.port);
+    let word = SERVICE_PORTS.get(u32::from(port) / 64).copied().unwrap_or(0);
+    if word & (1u64 << (port % 64)) == 0 {
+        return None;
+    }
     // SAFETY: values are copied out at once; the agent replaces values whole.
     if let Some(service) = unsafe { SERVICE_BY_VIP.get(&flow.service) } {
         return Some(*service);
@@ -102,26 +114,36 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
     unsafe { SERVICE_BY_VIP.get(&any_vlan) }.copied()
 }
 
+/// What a flow gets.
+enum Choice {
+    Backend(u32, BackendValue),
+    /// Its pool has no usable backend: the service's `when_no_backend`.
+    NoBackend,
+    /// A client rule refuses its client.
+    Refused,
+}
+
 /// The flow's backend: the one remembered in the connection table while it stays usable;
-/// otherwise the client's persistent one (services with persistence); otherwise the one
-/// the Maglev table names, which is then remembered.
+/// otherwise, in the pool its client's rule names (the service's own backends without
+/// one), the client's persistent one (services with persistence), else the one the pool's
+/// Maglev table names, which is then remembered.
 #[inline(always)]
-fn choose_backend(
-    ctx: &XdpContext,
-    flow: &Flow,
-    service: &ServiceValue,
-) -> Option<(u32, BackendValue)> {
+fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Choice {
     let now = flows::now_ns();
     let key = flows::flow_key(flow);
-    if let Some(found) = flows::lookup_flow(&key, flow, now) {
-        return Some(found);
+    if let Some((id, backend)) = flows::lookup_flow(&key, flow, now) {
+        return Choice::Backend(id, backend);
     }
+    let table = match pools::placement(flow, service) {
+        Placement::Table(table) => table,
+        Placement::Refused => return Choice::Refused,
+    };
     let chosen = if service.persist_timeout_s != 0 {
-        let pkey = flows::persist_key(flow, service);
+        let pkey = flows::persist_key(flow, service, table.pool_id);
         match flows::lookup_persistent(&pkey, service, now) {
             Some(found) => Some(found),
             None => {
-                let picked = pick_backend(ctx, flow, service);
+                let picked = pick_backend(ctx, flow, service, &table);
                 if let Some((id, backend)) = &picked {
                     flows::remember_persistent(&pkey, *id, backend, now);
                 }
@@ -129,22 +151,26 @@ fn choose_backend(
             }
         }
     } else {
-        pick_backend(ctx, flow, service)
+        pick_backend(ctx, flow, service, &table)
     };
-    if let Some((id, backend)) = &chosen {
-        flows::remember_flow(&key, *id, backend, now);
+    match chosen {
+        Some((id, backend)) => {
+            flows::remember_flow(&key, id, &backend, now);
+            Choice::Backend(id, backend)
+        }
+        None => Choice::NoBackend,
     }
-    chosen
 }
 
-/// The backend the service's live Maglev table names for this flow.
+/// The backend the live Maglev table `table` names for this flow.
 #[inline(always)]
 fn pick_backend(
     ctx: &XdpContext,
     flow: &Flow,
     service: &ServiceValue,
+    table: &Table,
 ) -> Option<(u32, BackendValue)> {
-    if service.table_size == 0 {
+    if table.size == 0 {
         return None;
     }
     let seed = FLOW_HASH_SEED.load();
@@ -157,7 +183,7 @@ fn pick_backend(
     } else {
         flow_hash_v6(&flow.src, &key.addr, flow.ports, key.proto, seed)
     };
-    let slot = service.table_offset + hash % service.table_size;
+    let slot = table.offset + hash % table.size;
     let backend_id = *MAGLEV_TABLES.get(slot)?;
     let backend = *BACKENDS.get(backend_id)?;
     if backend.flags & BACKEND_F_VALID == 0 {

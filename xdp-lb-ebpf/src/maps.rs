@@ -8,7 +8,8 @@ use aya_ebpf::{
 use xdp_lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS,
-    MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey,
+    MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, SERVICE_PORT_WORDS,
+    ServiceKey,
     ServiceValue, flow_stat, verdict,
 };
 
@@ -33,6 +34,11 @@ pub static CLIENT_RULES: LpmTrie<ClientRuleKey, ClientRuleValue> =
 /// `service_by_vip` value). A hash map so the agent's update replaces a value whole.
 #[map(name = "pools")]
 pub static POOLS: HashMap<u32, PoolValue> = HashMap::with_max_entries(MAX_POOLS, 0);
+
+/// One bit per destination port (host order) that some service listens on: frames to any
+/// other port are passed without hashing a key for `service_by_vip`.
+#[map(name = "service_ports")]
+pub static SERVICE_PORTS: Array<u64> = Array::with_max_entries(SERVICE_PORT_WORDS, 0);
 
 /// Backend id -> the MACs to write and the interface to send through.
 #[map(name = "backends")]

@@ -59,7 +59,7 @@ pub fn placement(flow: &Flow, service: &ServiceValue) -> Placement {
         return Placement::Table(default);
     }
     // SAFETY: the value is copied out at once; the agent replaces values whole.
-    let pool = unsafe { POOLS.get(&rule.pool_id) }.copied();
+    let pool = unsafe { POOLS.get(rule.pool_id) }.copied();
     match pool {
         Some(pool) if pool.service_id == service.service_id => Placement::Table(Table {
             pool_id: rule.pool_id,

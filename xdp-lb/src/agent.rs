@@ -291,7 +291,10 @@ async fn apply_config(
     for change in &changes {
         match change {
             Change::AddService(s) => {
-                wanted.extend(s.backends.iter().map(|b| (b.address, b.clone())))
+                wanted.extend(s.all_backends().map(|b| (b.address, b.clone())))
+            }
+            Change::AddPool { pool, .. } => {
+                wanted.extend(pool.backends.iter().map(|b| (b.address, b.clone())))
             }
             Change::AddBackend { backend, .. } | Change::Remac { backend, .. } => {
                 wanted.insert(backend.address, backend.clone());
@@ -354,9 +357,26 @@ async fn apply_config(
             Change::RemoveBackend { service, address } => {
                 balancer.remove_backend(service, *address)
             }
-            Change::AddBackend { service, backend } => {
-                balancer.add_backend(service, backend, lookup(&backend.address))
+            Change::AddBackend {
+                service,
+                pool,
+                backend,
+            } => balancer.add_pool_backend(service, pool, backend, lookup(&backend.address)),
+            Change::AddPool { service, pool } => {
+                balancer.add_pool(service, pool, &|b: &Backend| lookup(&b.address))
             }
+            Change::UpdatePoolSettings { service, pool } => {
+                balancer.update_pool_settings(service, pool)
+            }
+            Change::MoveBackend {
+                service,
+                address,
+                pool,
+            } => balancer.move_backend(service, *address, pool),
+            Change::SetClients { service, clients } => {
+                balancer.set_client_rules(service, clients)
+            }
+            Change::RemovePool { service, pool } => balancer.remove_pool(service, pool),
             Change::SetWeight {
                 service,
                 address,
@@ -397,9 +417,29 @@ fn describe(change: &Change) -> String {
         Change::RemoveBackend { service, address } => {
             format!("removed backend {address} from {service}")
         }
-        Change::AddBackend { service, backend } => {
-            format!("added backend {} to {service}", backend.address)
+        Change::AddBackend {
+            service,
+            pool,
+            backend,
+        } => format!("added backend {} to {service} (pool {pool})", backend.address),
+        Change::AddPool { service, pool } => format!(
+            "added pool {} to {service} ({} new backend(s))",
+            pool.name,
+            pool.backends.len()
+        ),
+        Change::UpdatePoolSettings { service, pool } => format!(
+            "resized the table of pool {} of {service} to {} slots",
+            pool.name, pool.maglev_size
+        ),
+        Change::MoveBackend {
+            service,
+            address,
+            pool,
+        } => format!("moved backend {address} of {service} to pool {pool}"),
+        Change::SetClients { service, clients } => {
+            format!("set the {} client rule(s) of {service}", clients.len())
         }
+        Change::RemovePool { service, pool } => format!("removed pool {pool} from {service}"),
         Change::SetWeight {
             service,
             address,

@@ -1,179 +1,42 @@
-//! The balancer's state, and the only code that writes services, backends and Maglev tables
-//! into the data plane.
+//! The balancer's state, and the only code that writes services, pools, backends, client
+//! rules and Maglev tables into the data plane.
 //!
-//! Each service owns two regions of `maglev_tables` of M slots. A new table is written into
-//! the region that is not live, then the service's `service_by_vip` value is replaced whole
-//! with the other region's offset: a packet sees the old table or the new one, never a mix.
+//! Every pool of a service (its own backends, the default pool, and each named pool) owns
+//! two regions of `maglev_tables` of M slots. A new table is written into the region that
+//! is not live, then the pool's value (the service's `service_by_vip` value for the default
+//! pool, its `pools` value for a named one) is replaced whole with the other region's
+//! offset: a packet sees the old table or the new one, never a mix.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, MAX_BACKENDS, MAX_SERVICES, SERVICE_F_HASH_SOURCE,
-    SERVICE_F_PASS_WHEN_EMPTY,
-    ServiceKey, ServiceValue, addr_words, flow_hash, source_hash,
+    BackendValue, MAX_BACKENDS, MAX_POOLS, MAX_SERVICES, POOL_ID_DEFAULT, ServiceKey,
 };
 
 use crate::{
-    config::{Backend, HashMode, MacAddr, NoBackendAction, Role, Service, ServiceFailover},
+    config::{Backend, DEFAULT_POOL, Role, Service, ServiceFailover},
     dataplane::Dataplane,
     regions::RegionAllocator,
 };
 
 pub mod adopt;
+mod backend;
+mod pools;
+mod rules;
+mod service;
 mod standby;
 mod table_plan;
+mod tables;
 
+pub use backend::{BackendState, Forwarding};
+pub use pools::PoolState;
+pub use service::ServiceState;
 pub use table_plan::Serving;
-use table_plan::{Candidate, TablePlan};
-
-/// Where frames for a backend go: its MAC and the LB interface towards it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Forwarding {
-    pub mac: MacAddr,
-    pub src_mac: MacAddr,
-    pub ifindex: u32,
-}
-
-/// One backend of one service.
-#[derive(Clone, Debug)]
-pub struct BackendState {
-    pub id: u32,
-    pub config: Backend,
-    /// `None` until the MAC is known.
-    pub forwarding: Option<Forwarding>,
-    /// As the health checks last decided (always true without health checks).
-    pub healthy: bool,
-    /// Distinguishes this backend from earlier holders of its id (see `BackendValue::epoch`).
-    pub epoch: u32,
-}
-
-impl BackendState {
-    /// May receive frames: resolved and healthy. Its entry is valid, so flows already on
-    /// it stay (a drained backend, weight 0, is usable but not in the table).
-    pub fn usable(&self) -> bool {
-        self.forwarding.is_some() && self.healthy
-    }
-
-    /// In the Maglev table: usable and with a weight above zero.
-    pub fn in_table(&self) -> bool {
-        self.usable() && self.config.weight > 0
-    }
-
-    /// Its `backends` entry: valid only while usable.
-    fn entry(&self) -> BackendValue {
-        match (self.forwarding, self.usable()) {
-            (Some(f), true) => BackendValue {
-                mac: f.mac.0,
-                src_mac: f.src_mac.0,
-                ifindex: f.ifindex,
-                flags: BACKEND_F_VALID,
-                epoch: self.epoch,
-            },
-            // Keep the MAC for the record, but never let a frame use it.
-            (Some(f), false) => BackendValue {
-                mac: f.mac.0,
-                src_mac: f.src_mac.0,
-                ifindex: f.ifindex,
-                flags: 0,
-                epoch: self.epoch,
-            },
-            (None, _) => BackendValue {
-                epoch: self.epoch,
-                ..BackendValue::default()
-            },
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct ServiceState {
-    pub config: Service,
-    pub key: ServiceKey,
-    pub id: u32,
-    /// Offsets of the service's two table regions.
-    regions: [u32; 2],
-    /// Which region is live (`None` while the service has no backend in its table).
-    live: Option<usize>,
-    pub generation: u32,
-    pub backends: BTreeMap<IpAddr, BackendState>,
-    /// Its backups and fallback pool, and the state its servers start in.
-    pub failover: ServiceFailover,
-    /// The backups and fallback servers, by address, each with an id and entry of its own.
-    pub standbys: BTreeMap<IpAddr, BackendState>,
-    /// Where its new flows go now.
-    pub serving: Serving,
-}
-
-impl ServiceState {
-    /// Its `service_by_vip` value for a live table at `offset` of `size` slots.
-    fn value(&self, offset: u32, size: u32, flags: u32) -> ServiceValue {
-        let (persist_timeout_s, persist_prefix_len) = self
-            .config
-            .persistence
-            .map_or((0, 0), |p| (p.timeout_s, u32::from(p.prefix_len)));
-        ServiceValue {
-            service_id: self.id,
-            table_offset: offset,
-            table_size: size,
-            flags,
-            generation: self.generation,
-            persist_timeout_s,
-            persist_prefix_len,
-        }
-    }
-
-    /// Backends currently in the table.
-    pub fn active_backends(&self) -> usize {
-        self.backends.values().filter(|b| b.in_table()).count()
-    }
-
-    /// The server at `address`: a primary, else a standby.
-    pub fn server(&self, address: IpAddr) -> Option<&BackendState> {
-        self.backends
-            .get(&address)
-            .or_else(|| self.standbys.get(&address))
-    }
-
-    fn server_mut(&mut self, address: IpAddr) -> Option<&mut BackendState> {
-        match self.backends.get_mut(&address) {
-            Some(primary) => Some(primary),
-            None => self.standbys.get_mut(&address),
-        }
-    }
-
-    /// Who fills the table now (see `table_plan.rs`).
-    fn table_plan(&self) -> TablePlan {
-        let candidate = |b: &BackendState| Candidate {
-            id: b.id,
-            address: b.config.address,
-            weight: b.config.weight,
-            usable: b.usable(),
-        };
-        let primaries: Vec<(Candidate, Option<Candidate>)> = self
-            .backends
-            .values()
-            .map(|p| {
-                let backup = self
-                    .failover
-                    .backup_of(p.config.address)
-                    .and_then(|a| self.standbys.get(&a));
-                (candidate(p), backup.map(candidate))
-            })
-            .collect();
-        let fallback: Vec<Candidate> = self
-            .failover
-            .fallback
-            .iter()
-            .filter_map(|f| self.standbys.get(&f.backend.address))
-            .map(candidate)
-            .collect();
-        TablePlan::new(&primaries, &fallback)
-    }
-}
+use tables::changed_pools;
 
 pub struct Balancer {
     dataplane: Dataplane,
@@ -181,6 +44,8 @@ pub struct Balancer {
     services: BTreeMap<String, ServiceState>,
     service_ids: IdPool,
     backend_ids: IdPool,
+    /// Ids of named pools (`POOL_ID_DEFAULT` is never handed out).
+    pool_ids: IdPool,
     /// Last epoch handed to a backend.
     next_epoch: u32,
     regions: RegionAllocator,
@@ -193,12 +58,15 @@ pub struct Balancer {
 impl Balancer {
     pub fn new(dataplane: Dataplane, flow_hash_seed: u32) -> Self {
         let capacity = dataplane.table_capacity();
+        let mut pool_ids = IdPool::new(MAX_POOLS);
+        pool_ids.reserve(POOL_ID_DEFAULT);
         Self {
             dataplane,
             flow_hash_seed,
             services: BTreeMap::new(),
             service_ids: IdPool::new(MAX_SERVICES),
             backend_ids: IdPool::new(MAX_BACKENDS),
+            pool_ids,
             next_epoch: 0,
             regions: RegionAllocator::new(capacity),
             adopting: None,
@@ -222,9 +90,16 @@ impl Balancer {
         self.services.get(name)
     }
 
-    /// Adds a service with its backends. Backends with a MAC in the config are usable at once;
-    /// the others wait for `set_forwarding`. Ids are taken in (name, address) order, so LBs
-    /// that load one config number everything alike whatever order the file lists it in.
+    fn state_mut(&mut self, name: &str) -> anyhow::Result<&mut ServiceState> {
+        self.services
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no service named {name}"))
+    }
+
+    /// Adds a service with its backends, pools and client rules. Backends with a MAC in the
+    /// config are usable at once; the others wait for `set_forwarding`. Ids are taken in
+    /// (name, address) order, so LBs that load one config number everything alike whatever
+    /// order the file lists it in.
     pub fn add_service(
         &mut self,
         config: &Service,
@@ -256,6 +131,7 @@ impl Balancer {
                 config.protocol
             );
         }
+        rules::check_pools_and_rules(config)?;
         let claimed = self.claim_service(config);
         let result = self.add_claimed_service(config, failover, forwarding, claimed);
         self.end_claim();
@@ -271,29 +147,47 @@ impl Balancer {
     ) -> anyhow::Result<()> {
         let key = ServiceKey::new(config.vip, config.port, config.protocol.number())
             .on_vlan(config.vlan.unwrap_or(0));
-        let (id, regions, live, generation) = match claimed {
-            Some(c) => (c.id, c.regions, c.live, c.generation),
+        let (id, regions, live, generation, claimed_pools) = match claimed {
+            Some(c) => (c.id, c.regions, c.live, c.generation, c.pools),
             None => {
                 let (id, regions) = self.new_service_space(config)?;
                 self.dataplane.reset_service_counter(id)?;
-                (id, regions, None, 0)
+                (id, regions, None, 0, BTreeMap::new())
             }
         };
-        let state = ServiceState {
+        let mut state = ServiceState {
             config: config.clone(),
             key,
             id,
-            regions,
-            live,
             generation,
             backends: BTreeMap::new(),
             failover: failover.clone(),
             standbys: BTreeMap::new(),
             serving: Serving::Nothing,
+            default_pool: PoolState {
+                id: POOL_ID_DEFAULT,
+                maglev_size: config.maglev_size,
+                regions,
+                live,
+                generation,
+                serving: Serving::Nothing,
+                primaries: config.backends.iter().map(|b| b.address).collect(),
+            },
+            pools: BTreeMap::new(),
+            rules: BTreeMap::new(),
         };
+        if let Err(err) = self.claim_pools(&mut state, claimed_pools) {
+            self.release(&state);
+            return Err(err);
+        }
         let state = self.fill_service(config, failover, forwarding, state)?;
         let name = config.name.clone();
+        let named: Vec<String> = state.pools.keys().cloned().collect();
         self.services.insert(name.clone(), state);
+        for pool in &named {
+            self.publish_pool(&name, pool)?;
+        }
+        self.apply_client_rules(&name, &config.clients, false)?;
         self.publish(&name)
     }
 
@@ -304,12 +198,9 @@ impl Balancer {
             .service_ids
             .take()
             .ok_or_else(|| anyhow!("no free service id (at most {MAX_SERVICES} services)"))?;
-        let regions = match (self.regions.alloc(size), self.regions.alloc(size)) {
-            (Some(a), Some(b)) => [a, b],
-            (a, b) => {
-                for r in [a, b].into_iter().flatten() {
-                    self.regions.free(r, size);
-                }
+        match self.two_regions(size) {
+            Some(regions) => Ok((id, regions)),
+            None => {
                 self.service_ids.give_back(id);
                 bail!(
                     "maglev_tables has no room for two tables of {size} slots for service {} (capacity {} slots; raise maglev_table_slots)",
@@ -317,11 +208,23 @@ impl Balancer {
                     self.dataplane.table_capacity()
                 );
             }
-        };
-        Ok((id, regions))
+        }
     }
 
-    /// Gives the service's backends and standbys their ids and entries.
+    /// Two regions of `size` slots, or none when they do not both fit.
+    fn two_regions(&mut self, size: u32) -> Option<[u32; 2]> {
+        match (self.regions.alloc(size), self.regions.alloc(size)) {
+            (Some(a), Some(b)) => Some([a, b]),
+            (a, b) => {
+                for r in [a, b].into_iter().flatten() {
+                    self.regions.free(r, size);
+                }
+                None
+            }
+        }
+    }
+
+    /// Gives the service's backends (of every pool) and standbys their ids and entries.
     fn fill_service(
         &mut self,
         config: &Service,
@@ -329,7 +232,7 @@ impl Balancer {
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
         mut state: ServiceState,
     ) -> anyhow::Result<ServiceState> {
-        let mut sorted: Vec<&Backend> = config.backends.iter().collect();
+        let mut sorted: Vec<&Backend> = config.all_backends().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
             let healthy = failover
@@ -397,10 +300,23 @@ impl Balancer {
         Ok(state)
     }
 
-    /// Adds a backend to a running service. Flows already placed keep their backends.
+    /// Adds a backend to a running service's own backends (its default pool). Flows already
+    /// placed keep their backends.
     pub fn add_backend(
         &mut self,
         service: &str,
+        config: &Backend,
+        forwarding: Option<Forwarding>,
+    ) -> anyhow::Result<()> {
+        self.add_pool_backend(service, DEFAULT_POOL, config, forwarding)
+    }
+
+    /// Adds a backend to pool `pool` of a running service. Flows already placed keep their
+    /// backends.
+    pub fn add_pool_backend(
+        &mut self,
+        service: &str,
+        pool: &str,
         config: &Backend,
         forwarding: Option<Forwarding>,
     ) -> anyhow::Result<()> {
@@ -408,8 +324,15 @@ impl Balancer {
             .services
             .get(service)
             .ok_or_else(|| anyhow!("no service named {service}"))?;
+        let target = state
+            .pool(pool)
+            .ok_or_else(|| anyhow!("service {service} has no pool {pool}"))?;
         if state.backends.contains_key(&config.address) {
-            bail!("service {service} already has backend {}", config.address);
+            bail!(
+                "service {service} already has backend {} (in pool {})",
+                config.address,
+                state.pool_of(config.address)
+            );
         }
         if config.address.is_ipv4() != state.config.vip.is_ipv4() {
             bail!(
@@ -418,49 +341,72 @@ impl Balancer {
                 state.config.vip
             );
         }
-        if state.backends.len() >= state.config.maglev_size as usize {
-            bail!("service {service} has as many backends as its table has slots");
+        if target.primaries.len() >= target.maglev_size as usize {
+            bail!("pool {pool} of service {service} has as many backends as its table has slots");
         }
         let healthy = state
             .failover
             .initial_health(config.address, Role::Primary)
             .is_up();
         let backend = self.new_backend(config, forwarding, healthy)?;
-        let state = self
-            .services
-            .get_mut(service)
-            .ok_or_else(|| anyhow!("no service named {service}"))?;
-        state.config.backends.push(config.clone());
+        let state = self.state_mut(service)?;
+        if pool == DEFAULT_POOL {
+            state.config.backends.push(config.clone());
+        } else if let Some(p) = state.config.pools.iter_mut().find(|p| p.name == pool) {
+            p.backends.push(config.clone());
+        }
         state.backends.insert(config.address, backend);
-        self.publish(service)
+        if let Some(p) = state.pool_mut(pool) {
+            p.primaries.insert(config.address);
+        }
+        self.publish_pool(service, pool)
     }
 
-    /// Removes a backend from a running service: it leaves the table first, then its entry
-    /// is invalidated, so flows on it are balanced afresh and none is sent to a stale MAC.
+    /// Removes a backend (of any pool) from a running service: it leaves its pool's table
+    /// first, then its entry is invalidated, so flows on it are balanced afresh and none is
+    /// sent to a stale MAC.
     pub fn remove_backend(&mut self, service: &str, address: IpAddr) -> anyhow::Result<()> {
-        let state = self
-            .services
-            .get_mut(service)
-            .ok_or_else(|| anyhow!("no service named {service}"))?;
+        let state = self.state_mut(service)?;
+        let pool = state.pool_of(address).to_owned();
         let backend = state
             .backends
             .remove(&address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
+        if let Some(p) = state.pool_mut(&pool) {
+            p.primaries.remove(&address);
+        }
         state.config.backends.retain(|b| b.address != address);
-        self.publish(service)?;
+        for p in &mut state.config.pools {
+            p.backends.retain(|b| b.address != address);
+        }
+        self.publish_pool(service, &pool)?;
         self.dataplane
             .set_backend(backend.id, BackendValue::default())?;
         self.backend_ids.give_back(backend.id);
         Ok(())
     }
 
-    /// Removes a service: its frames are passed from now on, its ids and regions are freed.
+    /// Removes a service: its frames are passed from now on, then its client rules and
+    /// pools go, and its ids and regions are freed.
     pub fn remove_service(&mut self, name: &str) -> anyhow::Result<()> {
         let state = self
             .services
             .remove(name)
             .ok_or_else(|| anyhow!("no service named {name}"))?;
         self.dataplane.remove_service(&state.key)?;
+        for prefix in state.rules.keys() {
+            if let Err(err) =
+                self.dataplane
+                    .remove_client_rule(state.id, prefix.addr(), prefix.prefix_len())
+            {
+                log::warn!("service {name}: {err:#}");
+            }
+        }
+        for pool in state.pools.values() {
+            if let Err(err) = self.dataplane.remove_pool(pool.id) {
+                log::warn!("service {name}: {err:#}");
+            }
+        }
         self.release(&state);
         Ok(())
     }
@@ -472,8 +418,11 @@ impl Balancer {
             }
             self.backend_ids.give_back(b.id);
         }
-        for r in state.regions {
-            self.regions.free(r, state.config.maglev_size);
+        for pool in state.pools.values() {
+            self.release_pool_space(pool);
+        }
+        for r in state.default_pool.regions {
+            self.regions.free(r, state.default_pool.maglev_size);
         }
         self.service_ids.give_back(state.id);
     }
@@ -488,10 +437,10 @@ impl Balancer {
         self.update_backend(service, address, |b| b.forwarding = forwarding)
     }
 
-    /// Records a health verdict of a primary or a standby: an unhealthy one leaves the table
-    /// (a backup takes a dead primary's slots, the fallback pool the whole table when no
-    /// primary is left) and its entry becomes invalid, so no frame reaches it; a healthy one
-    /// comes back.
+    /// Records a health verdict of a primary or a standby: an unhealthy one leaves its
+    /// pool's table (a backup takes a dead primary's slots, the fallback pool the whole table
+    /// when no primary is left) and its entry becomes invalid, so no frame reaches it; a
+    /// healthy one comes back.
     pub fn set_health(
         &mut self,
         service: &str,
@@ -512,44 +461,42 @@ impl Balancer {
     }
 
     /// Applies `change` to one server (a primary or a standby), then brings its entry and
-    /// the service's table up to date in an order that never lets a frame see a slot naming
-    /// an invalid entry: a server becoming unusable leaves the table before its entry is
-    /// invalidated; one becoming usable gets a valid entry before any slot names it. The
-    /// table is rebuilt only when who fills it changes.
+    /// the tables of its pools up to date in an order that never lets a frame see a slot
+    /// naming an invalid entry: a server becoming unusable leaves the tables before its
+    /// entry is invalidated; one becoming usable gets a valid entry before any slot names
+    /// it. Only the tables whose filling changes are rebuilt.
     fn update_backend(
         &mut self,
         service: &str,
         address: IpAddr,
         change: impl FnOnce(&mut BackendState),
     ) -> anyhow::Result<()> {
-        let state = self
-            .services
-            .get_mut(service)
-            .ok_or_else(|| anyhow!("no service named {service}"))?;
-        let plan_before = state.table_plan();
+        let state = self.state_mut(service)?;
+        let plans_before = state.table_plans();
         let backend = state
             .server_mut(address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
         let (old_entry, was_usable) = (backend.entry(), backend.usable());
         change(backend);
         let (entry, usable, id) = (backend.entry(), backend.usable(), backend.id);
-        let table_changes = state.table_plan() != plan_before;
+        let changed = changed_pools(&plans_before, &state.table_plans());
         let leaving = was_usable && !usable;
-        if leaving && table_changes {
-            self.publish(service)?;
+        if leaving {
+            self.publish_pools(service, &changed)?;
         }
         if entry != old_entry {
             self.dataplane.set_backend(id, entry)?;
         }
-        if table_changes && !leaving {
-            self.publish(service)?;
+        if !leaving {
+            self.publish_pools(service, &changed)?;
         }
         Ok(())
     }
 
     /// Changes a running service's own settings (table size, no-backend action,
-    /// persistence) in place: its id, backends and remembered flows are kept. A new table
-    /// size takes two new regions; the old ones are freed once the new table is live.
+    /// persistence, hash mode) in place: its id, backends and remembered flows are kept. A
+    /// new table size takes two new regions; the old ones are freed once the new table is
+    /// live.
     pub fn update_service_settings(&mut self, config: &Service) -> anyhow::Result<()> {
         let name = config.name.as_str();
         let state = self
@@ -563,42 +510,32 @@ impl Balancer {
                 "service {name}: a new VIP, port or protocol is a new service (remove and add it)"
             );
         }
-        let old_size = state.config.maglev_size;
+        let old_size = state.default_pool.maglev_size;
         let new_size = config.maglev_size;
-        if (new_size as usize) < state.backends.len() {
-            bail!(
-                "service {name}: {new_size} slots cannot hold its {} backends",
-                state.backends.len()
-            );
+        let members = state.default_pool.primaries.len();
+        if (new_size as usize) < members {
+            bail!("service {name}: {new_size} slots cannot hold its {members} backends");
         }
-        let old_regions = state.regions;
+        let old_regions = state.default_pool.regions;
         let new_regions = if new_size == old_size {
             None
         } else {
-            match (self.regions.alloc(new_size), self.regions.alloc(new_size)) {
-                (Some(a), Some(b)) => Some([a, b]),
-                (a, b) => {
-                    for r in [a, b].into_iter().flatten() {
-                        self.regions.free(r, new_size);
-                    }
-                    bail!(
-                        "service {name}: maglev_tables has no room for two tables of {new_size} slots (capacity {} slots)",
-                        self.dataplane.table_capacity()
-                    );
-                }
-            }
+            Some(self.two_regions(new_size).ok_or_else(|| {
+                anyhow!(
+                    "service {name}: maglev_tables has no room for two tables of {new_size} slots (capacity {} slots)",
+                    self.dataplane.table_capacity()
+                )
+            })?)
         };
-        let state = self
-            .services
-            .get_mut(name)
-            .ok_or_else(|| anyhow!("no service named {name}"))?;
+        let state = self.state_mut(name)?;
         state.config.maglev_size = new_size;
         state.config.when_no_backend = config.when_no_backend;
         state.config.persistence = config.persistence;
         state.config.hash = config.hash;
         if let Some(regions) = new_regions {
-            state.regions = regions;
-            state.live = None;
+            state.default_pool.maglev_size = new_size;
+            state.default_pool.regions = regions;
+            state.default_pool.live = None;
         }
         self.publish(name)?;
         if new_regions.is_some() {
@@ -607,111 +544,6 @@ impl Balancer {
             }
         }
         Ok(())
-    }
-
-    /// Builds the service's table from its current backends and makes it live.
-    fn publish(&mut self, name: &str) -> anyhow::Result<()> {
-        let state = self
-            .services
-            .get_mut(name)
-            .ok_or_else(|| anyhow!("no service named {name}"))?;
-        let plan = state.table_plan();
-        let table = plan.build(state.config.maglev_size);
-        standby::note_serving(name, state, plan.serving);
-        let mut flags = match state.config.when_no_backend {
-            NoBackendAction::Drop => 0,
-            NoBackendAction::Pass => SERVICE_F_PASS_WHEN_EMPTY,
-        };
-        if state.config.hash == HashMode::Source {
-            flags |= SERVICE_F_HASH_SOURCE;
-        }
-        state.generation = state.generation.wrapping_add(1);
-        let value = if table.is_empty() {
-            state.live = None;
-            log::error!(
-                "service {} ({}:{}/{}) has no usable backend: its frames are {}",
-                name,
-                state.config.vip,
-                state.config.port,
-                state.config.protocol,
-                if flags & SERVICE_F_PASS_WHEN_EMPTY == 0 {
-                    "dropped"
-                } else {
-                    "passed to the host"
-                }
-            );
-            state.value(state.regions[0], 0, flags)
-        } else {
-            let next = match state.live {
-                Some(live) => 1 - live,
-                None => 0,
-            };
-            self.dataplane
-                .write_table(state.regions[next], &table)
-                .with_context(|| format!("writing the Maglev table of {name}"))?;
-            state.live = Some(next);
-            state.value(state.regions[next], state.config.maglev_size, flags)
-        };
-        self.dataplane.set_service(state.key, value)
-    }
-
-    /// The live table of a service (empty while it has no backend).
-    pub fn live_table(&self, name: &str) -> anyhow::Result<Vec<u32>> {
-        let state = self
-            .services
-            .get(name)
-            .ok_or_else(|| anyhow!("no service named {name}"))?;
-        match state.live {
-            Some(live) => self
-                .dataplane
-                .read_table(state.regions[live], state.config.maglev_size),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    /// The backend the data plane picks for a flow from `client`:`client_port` to the
-    /// service, computed in userspace from the same hash and the live table.
-    pub fn predict(
-        &self,
-        name: &str,
-        client: IpAddr,
-        client_port: u16,
-    ) -> anyhow::Result<Option<IpAddr>> {
-        let state = self
-            .services
-            .get(name)
-            .ok_or_else(|| anyhow!("no service named {name}"))?;
-        let Some(live) = state.live else {
-            return Ok(None);
-        };
-        let hash = match state.config.hash {
-            HashMode::Source if client.is_ipv4() == state.config.vip.is_ipv4() => {
-                Some(source_hash(&addr_words(client), client.is_ipv4(), self.flow_hash_seed))
-            }
-            HashMode::Source => None,
-            HashMode::Flow => flow_hash(
-                client,
-                client_port,
-                state.config.vip,
-                state.config.port,
-                state.config.protocol.number(),
-                self.flow_hash_seed,
-            ),
-        }
-        .ok_or_else(|| {
-            anyhow!(
-                "client {client} and VIP {} are of different families",
-                state.config.vip
-            )
-        })?;
-        let slot = state.regions[live] + hash % state.config.maglev_size;
-        let id = self.dataplane.read_table(slot, 1)?[0];
-        Ok(state
-            .backends
-            .values()
-            .chain(state.standbys.values())
-            .find(|b| b.id == id)
-            .map(|b| b.config.address))
     }
 }
 

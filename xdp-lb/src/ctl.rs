@@ -47,6 +47,39 @@ pub enum BackendCommand {
     Weight { service: String, address: IpAddr, weight: u32 },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Sends new flows of the clients in PREFIX (ADDRESS/LENGTH, or one address) to a pool
+    /// of a service, or refuses them; flows already running keep their server. Kept across
+    /// agent restarts.
+    Set {
+        prefix: String,
+        #[arg(long)]
+        service: String,
+        /// The pool (`default`: the service's own backends).
+        #[arg(long, conflicts_with = "drop", required_unless_present = "drop")]
+        pool: Option<String>,
+        /// Refuses the clients: their frames are dropped.
+        #[arg(long)]
+        drop: bool,
+    },
+    /// Removes the rule for PREFIX: its clients follow the next longest rule, or go to the
+    /// service's own backends.
+    Remove {
+        prefix: String,
+        #[arg(long)]
+        service: String,
+    },
+    /// The client rules in force, with where each comes from (the YAML or a run-time change).
+    List {
+        #[arg(long)]
+        service: Option<String>,
+        /// Prints the rules as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn answer(socket: &Path, request: &Request) -> ExitCode {
     match call(socket, request) {
         Ok(Response::Ok { message }) => {
@@ -77,6 +110,43 @@ pub fn backend(socket: &Path, command: BackendCommand) -> ExitCode {
         BackendCommand::Weight { service, address, weight } => Request::BackendWeight { service, address, weight },
     };
     answer(socket, &request)
+}
+
+pub fn client(socket: &Path, command: ClientCommand) -> ExitCode {
+    let (service, json) = match command {
+        ClientCommand::Set { prefix, service, pool, drop } => {
+            return answer(socket, &Request::ClientSet { service, prefix, pool, drop });
+        }
+        ClientCommand::Remove { prefix, service } => {
+            return answer(socket, &Request::ClientRemove { service, prefix });
+        }
+        ClientCommand::List { service, json } => (service, json),
+    };
+    let list = match call(socket, &Request::ClientList { service }) {
+        Ok(Response::Clients(list)) => list,
+        Ok(Response::Error { message }) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(1);
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer {other:?}");
+            return ExitCode::from(1);
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<24} {:<44} {:<16} Origin", "Service", "Prefix", "Pool");
+    for rule in &list.rules {
+        let pool = rule.pool.as_deref().unwrap_or("(drop)");
+        println!("{:<24} {:<44} {:<16} {}", rule.service, rule.prefix, pool, rule.origin);
+    }
+    ExitCode::SUCCESS
 }
 
 pub fn reload(socket: &Path) -> ExitCode {
@@ -119,9 +189,19 @@ pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
 pub fn lookup(socket: &Path, client: SocketAddr, vip: SocketAddr, protocol: &str) -> ExitCode {
     match call(socket, &Request::Lookup { client, vip, protocol: protocol.to_owned() }) {
         Ok(Response::Lookup(a)) => {
+            let rule = a.rule.as_deref().map_or_else(|| "no client rule".to_owned(), |r| format!("client rule {r}"));
             match a.backend {
-                Some(b) => println!("{client} -> {vip}/{protocol}: {b} (service {}, from the {})", a.service, a.source),
-                None => println!("{client} -> {vip}/{protocol}: no backend (service {} has none usable)", a.service),
+                Some(b) => println!(
+                    "{client} -> {vip}/{protocol}: {b} (service {}, pool {}, {rule}, from the {})",
+                    a.service, a.pool, a.source
+                ),
+                None if a.rule.as_deref().is_some_and(|r| r.ends_with("-> drop")) => {
+                    println!("{client} -> {vip}/{protocol}: dropped (service {}, {rule})", a.service)
+                }
+                None => println!(
+                    "{client} -> {vip}/{protocol}: no backend (service {}, pool {} has none usable, {rule})",
+                    a.service, a.pool
+                ),
             }
             ExitCode::SUCCESS
         }

@@ -13,7 +13,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, Map, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,9 +24,11 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    BackendValue, Counter, FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL,
-    FlowKey, FlowValue, MAGLEV_SLOT_STRIDE, PROGRAM_NAME, ServiceKey, ServiceValue, flow_stat,
-    map_names, verdict,
+    BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
+    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
+    MAGLEV_SLOT_STRIDE, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue,
+    flow_stat, map_names,
+    verdict,
 };
 
 use crate::{
@@ -51,12 +56,18 @@ pub struct Dataplane {
     ebpf: Ebpf,
     service_by_vip: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BackendValue>,
+    service_ports: Array<MapData, u64>,
+    /// Every key in `service_by_vip`, and the `service_ports` bitmap as last written.
+    service_keys: std::collections::HashSet<ServiceKey>,
+    port_words: Vec<u64>,
     tx_ports: DevMapHash<MapData>,
     service_stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
     verdict_stats: PerCpuArray<MapData, Counter>,
     flows: aya::maps::HashMap<MapData, FlowKey, FlowValue>,
     flow_stats: PerCpuArray<MapData, Counter>,
+    pools: HashMap<MapData, u32, PoolValue>,
+    client_rules: LpmTrie<MapData, ClientRuleKey, ClientRuleValue>,
     tables: TableArea,
     links: Vec<(String, XdpLinkId)>,
     pins: Option<PinDir>,
@@ -133,21 +144,33 @@ impl Dataplane {
         };
         let tables = TableArea::map(tables_data, opts.maglev_table_slots)?;
 
-        Ok(Self {
-            service_by_vip: take(&mut ebpf, map_names::SERVICE_BY_VIP)?,
+        let service_by_vip: HashMap<MapData, ServiceKey, ServiceValue> =
+            take(&mut ebpf, map_names::SERVICE_BY_VIP)?;
+        // Adopted maps already hold services: the bitmap must cover them.
+        let service_keys = service_by_vip.keys().filter_map(Result::ok).collect();
+        let mut dataplane = Self {
+            service_by_vip,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
+            service_ports: take(&mut ebpf, map_names::SERVICE_PORTS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
             flows: take(&mut ebpf, map_names::FLOWS)?,
             flow_stats: take(&mut ebpf, map_names::FLOW_STATS)?,
+            pools: take(&mut ebpf, map_names::POOLS)?,
+            client_rules: take(&mut ebpf, map_names::CLIENT_RULES)?,
             tables,
             links: Vec::new(),
             pins,
             adopted,
             ebpf,
-        })
+            service_keys,
+            port_words: vec![u64::MAX; SERVICE_PORT_WORDS as usize],
+        };
+        // `port_words` starts unknown (all ones), so every word is written once.
+        dataplane.sync_service_ports()?;
+        Ok(dataplane)
     }
 
     /// Whether the maps (and so the tables and live flows) were taken over from an earlier
@@ -264,20 +287,104 @@ impl Dataplane {
         self.links.iter().map(|(name, _)| name.as_str())
     }
 
+    /// Adds or replaces a service; its port's bit in `service_ports` is set first, so its
+    /// frames are looked up from the moment it exists.
     pub fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> anyhow::Result<()> {
+        if self.service_keys.insert(key) {
+            self.sync_service_ports()?;
+        }
         self.service_by_vip
             .insert(key, value, 0)
             .context("updating service_by_vip")
     }
 
+    /// Removes a service; its port's bit goes when no other service uses the port.
     pub fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.service_by_vip
             .remove(key)
-            .context("removing from service_by_vip")
+            .context("removing from service_by_vip")?;
+        if self.service_keys.remove(key) {
+            self.sync_service_ports()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the `service_ports` words that differ from the ports of `service_keys`.
+    fn sync_service_ports(&mut self) -> anyhow::Result<()> {
+        let mut wanted = vec![0u64; SERVICE_PORT_WORDS as usize];
+        for key in &self.service_keys {
+            let port = usize::from(u16::from_be(key.port));
+            wanted[port / 64] |= 1 << (port % 64);
+        }
+        for (i, word) in wanted.iter().enumerate() {
+            if self.port_words.get(i) != Some(word) {
+                self.set_service_port_word(i as u32, *word)?;
+                if let Some(slot) = self.port_words.get_mut(i) {
+                    *slot = *word;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
         self.service_by_vip.get(key, 0).ok()
+    }
+
+    /// Makes `value` the live table of pool `id` (one hash-map update: atomic for readers).
+    pub fn set_pool(&mut self, id: u32, value: PoolValue) -> anyhow::Result<()> {
+        self.pools
+            .insert(id, value, 0)
+            .with_context(|| format!("updating pools[{id}]"))
+    }
+
+    pub fn remove_pool(&mut self, id: u32) -> anyhow::Result<()> {
+        self.pools
+            .remove(&id)
+            .with_context(|| format!("removing pools[{id}]"))
+    }
+
+    pub fn pool(&self, id: u32) -> Option<PoolValue> {
+        self.pools.get(&id, 0).ok()
+    }
+
+    /// Sets (or replaces, atomically) the rule of service `service_id` for the clients in
+    /// `addr`/`prefix_len`.
+    pub fn set_client_rule(
+        &mut self,
+        service_id: u32,
+        addr: std::net::IpAddr,
+        prefix_len: u8,
+        value: ClientRuleValue,
+    ) -> anyhow::Result<()> {
+        let key = rule_key(service_id, addr, prefix_len);
+        self.client_rules
+            .insert(&key, value, 0)
+            .with_context(|| format!("adding the client rule {addr}/{prefix_len}"))
+    }
+
+    pub fn remove_client_rule(
+        &mut self,
+        service_id: u32,
+        addr: std::net::IpAddr,
+        prefix_len: u8,
+    ) -> anyhow::Result<()> {
+        let key = rule_key(service_id, addr, prefix_len);
+        self.client_rules
+            .remove(&key)
+            .with_context(|| format!("removing the client rule {addr}/{prefix_len}"))
+    }
+
+    /// The rule the kernel's trie gives `client` of service `service_id` (longest prefix).
+    pub fn client_rule(
+        &self,
+        service_id: u32,
+        client: std::net::IpAddr,
+    ) -> Option<ClientRuleValue> {
+        let full = if client.is_ipv4() { 32 } else { 128 };
+        self.client_rules
+            .get(&rule_key(service_id, client, full), 0)
+            .ok()
     }
 
     pub fn set_backend(&mut self, id: u32, value: BackendValue) -> anyhow::Result<()> {
@@ -290,6 +397,20 @@ impl Dataplane {
         self.backends
             .get(&id, 0)
             .with_context(|| format!("reading backends[{id}]"))
+    }
+
+    /// The `service_ports` bitmap as the kernel has it.
+    pub fn service_port_words(&self) -> Vec<u64> {
+        (0..SERVICE_PORT_WORDS)
+            .map(|i| self.service_ports.get(&i, 0).unwrap_or(0))
+            .collect()
+    }
+
+    /// Sets one 64-port word of the `service_ports` bitmap.
+    pub fn set_service_port_word(&mut self, index: u32, word: u64) -> anyhow::Result<()> {
+        self.service_ports
+            .set(index, word, 0)
+            .with_context(|| format!("updating service_ports[{index}]"))
     }
 
     /// Makes an interface a redirect target for backends behind it.
@@ -368,6 +489,14 @@ impl Drop for Dataplane {
             self.detach_all();
         }
     }
+}
+
+/// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
+fn rule_key(service_id: u32, addr: std::net::IpAddr, prefix_len: u8) -> LpmKey<ClientRuleKey> {
+    LpmKey::new(
+        CLIENT_RULE_SERVICE_BITS + u32::from(prefix_len),
+        ClientRuleKey::new(service_id, addr),
+    )
 }
 
 fn sum_per_cpu(map: &PerCpuArray<MapData, Counter>, index: u32) -> Counter {

@@ -171,7 +171,12 @@ where
                 });
             }
             Err(err) => {
-                log::warn!("http {}: accept: {err}", listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()));
+                log::warn!(
+                    "http {}: accept: {err}",
+                    listener
+                        .local_addr()
+                        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -183,19 +188,20 @@ where
     H: Fn(Result<Request, Unreadable>, SocketAddr) -> F,
     F: Future<Output = Response>,
 {
-    let request = match tokio::time::timeout(limits.timeout, read_request(&mut stream, limits)).await {
-        Ok(Ok(request)) => Ok(request),
-        Ok(Err(Failed::Unreadable(why))) => Err(why),
-        // The peer went away: nobody to answer.
-        Ok(Err(Failed::Io(err))) => {
-            log::debug!("http: {peer}: {err}");
-            return;
-        }
-        Err(_) => Err(Unreadable::new(
-            408,
-            format!("no whole request within {} s", limits.timeout.as_secs()),
-        )),
-    };
+    let request =
+        match tokio::time::timeout(limits.timeout, read_request(&mut stream, limits)).await {
+            Ok(Ok(request)) => Ok(request),
+            Ok(Err(Failed::Unreadable(why))) => Err(why),
+            // The peer went away: nobody to answer.
+            Ok(Err(Failed::Io(err))) => {
+                log::debug!("http: {peer}: {err}");
+                return;
+            }
+            Err(_) => Err(Unreadable::new(
+                408,
+                format!("no whole request within {} s", limits.timeout.as_secs()),
+            )),
+        };
     let response = handler(request, peer).await;
     let bytes = response.to_bytes();
     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -273,7 +279,9 @@ async fn read_request<S: AsyncRead + Unpin>(
         .map_err(|_| Unreadable::new(400, "the request head is not UTF-8"))?;
     let mut request = parse_head(head)?;
     if request.header("transfer-encoding").is_some() {
-        return Err(Unreadable::new(400, "chunked bodies are not accepted: send Content-Length").into());
+        return Err(
+            Unreadable::new(400, "chunked bodies are not accepted: send Content-Length").into(),
+        );
     }
     let length = match request.header("content-length") {
         None => 0,
@@ -285,7 +293,10 @@ async fn read_request<S: AsyncRead + Unpin>(
     if length > limits.body {
         return Err(Unreadable::new(
             413,
-            format!("body of {length} bytes; at most {} are accepted", limits.body),
+            format!(
+                "body of {length} bytes; at most {} are accepted",
+                limits.body
+            ),
         )
         .into());
     }
@@ -331,7 +342,11 @@ fn parse_head(head: &str) -> Result<Request, Unreadable> {
         let Some((name, value)) = line.split_once(':') else {
             return Err(Unreadable::new(400, "malformed header line"));
         };
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if name.is_empty()
+            || name
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return Err(Unreadable::new(400, "malformed header name"));
         }
         headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
@@ -382,14 +397,26 @@ mod tests {
             (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nshort", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
         ];
         for (raw, status) in cases {
             let got = read(raw).await.unwrap_err();
-            assert_eq!(got.status, status, "{:?}: {got:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                got.status,
+                status,
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
         assert_eq!(read(b"GET / HTT").await.unwrap_err().status, 400);
-        assert_eq!(read(b"").await.unwrap_err().status, 0, "a closed connection is not answered");
+        assert_eq!(
+            read(b"").await.unwrap_err().status,
+            0,
+            "a closed connection is not answered"
+        );
     }
 
     #[tokio::test]
@@ -412,14 +439,23 @@ mod tests {
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut answer = String::new();
         silent.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer}"
+        );
 
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.contains("Content-Length: 8\r\nConnection: close\r\n"), "{answer}");
+        assert!(
+            answer.contains("Content-Length: 8\r\nConnection: close\r\n"),
+            "{answer}"
+        );
         assert!(answer.ends_with("\r\n\r\n/metrics"), "{answer}");
     }
 }

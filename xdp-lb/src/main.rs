@@ -97,7 +97,16 @@ enum Command {
         #[command(flatten)]
         socket: ctl::SocketArg,
     },
-    /// Which backend a flow gets now (connection table first, then Maglev).
+    /// Run-time client rules: which pool new flows of a client prefix go to, or that they
+    /// are refused (validated first; kept across agent restarts).
+    Client {
+        #[command(subcommand)]
+        command: ctl::ClientCommand,
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
+    /// Which backend a flow gets now (connection table first, then the client rules and
+    /// Maglev).
     Lookup {
         /// The client, as IP:PORT ([IPv6]:PORT).
         client: SocketAddr,
@@ -162,6 +171,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate(args)) => simulate(args),
         Some(Command::Status { json, watch, socket }) => ctl::status(&socket.socket, json, watch),
         Some(Command::Backend { command, socket }) => ctl::backend(&socket.socket, command),
+        Some(Command::Client { command, socket }) => ctl::client(&socket.socket, command),
         Some(Command::Lookup { client, vip, protocol, socket }) => ctl::lookup(&socket.socket, client, vip, &protocol),
         Some(Command::Reload { socket }) => ctl::reload(&socket.socket),
         Some(Command::Cleanup { pin_dir }) => ctl::cleanup(pin_dir),

@@ -62,11 +62,12 @@ async fn answer(
         return text(404, "not found: the metrics are at GET /metrics\n");
     }
     match tokio::time::timeout(ASK_TIMEOUT, ask(requests, Request::Status)).await {
-        Ok(Response::Status(report)) => {
-            http1::Response::new(200, CONTENT_TYPE, render(&report))
-        }
+        Ok(Response::Status(report)) => http1::Response::new(200, CONTENT_TYPE, render(&report)),
         Ok(Response::Error { message }) => text(503, format!("{message}\n")),
-        Ok(other) => text(500, format!("unexpected answer from the agent: {other:?}\n")),
+        Ok(other) => text(
+            500,
+            format!("unexpected answer from the agent: {other:?}\n"),
+        ),
         Err(_) => text(503, "the agent did not answer within 10 s\n"),
     }
 }
@@ -113,7 +114,10 @@ mod tests {
         let addr = endpoint.local_addr;
         let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")), "{ok}");
+        assert!(
+            ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")),
+            "{ok}"
+        );
         assert!(ok.contains("\nxdp_lb_active_flows 12\n"), "{ok}");
         for other in [
             "GET / HTTP/1.1\r\n\r\n",
@@ -121,9 +125,16 @@ mod tests {
             "GET /metricsx HTTP/1.1\r\n\r\n",
         ] {
             let answer = get(addr, other).await;
-            assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{other:?}: {answer}");
+            assert!(
+                answer.starts_with("HTTP/1.1 404 Not Found\r\n"),
+                "{other:?}: {answer}"
+            );
         }
-        let with_body = get(addr, "GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").await;
+        let with_body = get(
+            addr,
+            "GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await;
         assert!(with_body.starts_with("HTTP/1.1 413 "), "{with_body}");
     }
 

@@ -66,8 +66,12 @@ pub fn start(
     let Some(registration) = registration else {
         return Ok(None);
     };
-    let token = read_token_file(&registration.token_file)
-        .map_err(|why| anyhow!("registration.token_file {} {why}", registration.token_file.display()))?;
+    let token = read_token_file(&registration.token_file).map_err(|why| {
+        anyhow!(
+            "registration.token_file {} {why}",
+            registration.token_file.display()
+        )
+    })?;
     let requests = requests.clone();
     let endpoint = http1::serve(registration.listen, LIMITS, move |request, peer| {
         let (requests, token) = (requests.clone(), token.clone());
@@ -113,8 +117,13 @@ async fn answer(
             request.method,
             request.path
         );
-        let mut refused = error(401, "a valid `Authorization: Bearer TOKEN` header is required");
-        refused.headers.push(("WWW-Authenticate", "Bearer realm=\"xdp-lb\"".to_owned()));
+        let mut refused = error(
+            401,
+            "a valid `Authorization: Bearer TOKEN` header is required",
+        );
+        refused
+            .headers
+            .push(("WWW-Authenticate", "Bearer realm=\"xdp-lb\"".to_owned()));
         return refused;
     }
     let route = match route(&request.method, &request.path) {
@@ -128,7 +137,9 @@ async fn answer(
                 Err(err) => {
                     return error(
                         400,
-                        &format!("the body must be JSON like {{\"address\":\"10.0.0.14\",\"weight\":1}}: {err}"),
+                        &format!(
+                            "the body must be JSON like {{\"address\":\"10.0.0.14\",\"weight\":1}}: {err}"
+                        ),
                     );
                 }
             };
@@ -153,7 +164,9 @@ async fn answer(
             log::info!("registration: {peer}: {what}: {message}");
             json(if created { 201 } else { 200 }, "ok", &message)
         }
-        Ok(Response::Error { message }) if message.contains("shutting down") => error(503, &message),
+        Ok(Response::Error { message }) if message.contains("shutting down") => {
+            error(503, &message)
+        }
         Ok(Response::Error { message }) => {
             log::warn!("registration: {peer}: {what} refused: {message}");
             error(422, &message)
@@ -165,9 +178,16 @@ async fn answer(
 
 /// The route of `method` and `path`, or the answer for one that has none.
 fn route(method: &str, path: &str) -> Result<Route, http1::Response> {
-    let not_found = || error(404, "no such path: see /v1/services/SERVICE/backends[/ADDRESS]");
+    let not_found = || {
+        error(
+            404,
+            "no such path: see /v1/services/SERVICE/backends[/ADDRESS]",
+        )
+    };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let decoded = |s: &str| percent_decode(s).ok_or_else(|| error(400, "malformed percent-encoding in the path"));
+    let decoded = |s: &str| {
+        percent_decode(s).ok_or_else(|| error(400, "malformed percent-encoding in the path"))
+    };
     match segments.as_slice() {
         ["v1", "services", service, "backends"] if !service.is_empty() => {
             if method != "POST" {
@@ -177,7 +197,9 @@ fn route(method: &str, path: &str) -> Result<Route, http1::Response> {
                 service: decoded(service)?,
             })
         }
-        ["v1", "services", service, "backends", address] if !service.is_empty() && !address.is_empty() => {
+        ["v1", "services", service, "backends", address]
+            if !service.is_empty() && !address.is_empty() =>
+        {
             if method != "DELETE" {
                 return Err(not_allowed("DELETE"));
             }
@@ -260,7 +282,13 @@ mod tests {
     fn the_bearer_scheme_is_required() {
         assert!(authorized(Some("Bearer tok"), "tok"));
         assert!(authorized(Some("bearer tok"), "tok"));
-        for bad in [None, Some("tok"), Some("Basic tok"), Some("Bearer"), Some("Bearer tok2")] {
+        for bad in [
+            None,
+            Some("tok"),
+            Some("Basic tok"),
+            Some("Bearer"),
+            Some("Bearer tok2"),
+        ] {
             assert!(!authorized(bad, "tok"), "{bad:?}");
         }
     }
@@ -269,18 +297,44 @@ mod tests {
     fn paths_map_to_routes_and_others_are_404_or_405() {
         assert_eq!(
             route("POST", "/v1/services/video-hls/backends").unwrap(),
-            Route::Add { service: "video-hls".into() }
+            Route::Add {
+                service: "video-hls".into()
+            }
         );
         assert_eq!(
             route("DELETE", "/v1/services/video-hls/backends/fd00%3A%3A1").unwrap(),
-            Route::Remove { service: "video-hls".into(), address: "fd00::1".into() }
+            Route::Remove {
+                service: "video-hls".into(),
+                address: "fd00::1".into()
+            }
         );
-        assert_eq!(route("GET", "/v1/services/video-hls/backends").unwrap_err().status, 405);
-        assert_eq!(route("POST", "/v1/services/video-hls/backends/10.0.0.1").unwrap_err().status, 405);
-        for path in ["/", "/v1/services", "/v1/services//backends", "/v2/services/a/backends", "/v1/services/a/backends/1/2"] {
+        assert_eq!(
+            route("GET", "/v1/services/video-hls/backends")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route("POST", "/v1/services/video-hls/backends/10.0.0.1")
+                .unwrap_err()
+                .status,
+            405
+        );
+        for path in [
+            "/",
+            "/v1/services",
+            "/v1/services//backends",
+            "/v2/services/a/backends",
+            "/v1/services/a/backends/1/2",
+        ] {
             assert_eq!(route("POST", path).unwrap_err().status, 404, "{path}");
         }
-        assert_eq!(route("DELETE", "/v1/services/a/backends/%zz").unwrap_err().status, 400);
+        assert_eq!(
+            route("DELETE", "/v1/services/a/backends/%zz")
+                .unwrap_err()
+                .status,
+            400
+        );
         assert_eq!(percent_decode("a%2"), None);
     }
 
@@ -291,10 +345,13 @@ mod tests {
         tokio::spawn(async move {
             while let Some((request, reply)) = rx.recv().await {
                 let answer = match &request {
-                    Request::BackendAdd { service, .. } | Request::BackendRemove { service, .. }
+                    Request::BackendAdd { service, .. }
+                    | Request::BackendRemove { service, .. }
                         if service == "video-hls" =>
                     {
-                        Response::Ok { message: "reload applied: 1 change(s)".into() }
+                        Response::Ok {
+                            message: "reload applied: 1 change(s)".into(),
+                        }
                     }
                     _ => Response::error("there is no service nope"),
                 };
@@ -320,7 +377,10 @@ mod tests {
         stream.read_to_string(&mut answer).await.unwrap();
         let status = answer[9..12].parse().unwrap();
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     fn post(token: Option<&str>, service: &str, body: &str) -> String {
@@ -333,11 +393,15 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_right_token_reaches_the_agent_and_answers_are_json() {
-        let path = std::env::temp_dir().join(format!("xdp-lb-register-test-{}.token", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("xdp-lb-register-test-{}.token", std::process::id()));
         fs::write(&path, "t0ken-1234\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let _cleanup = TokenFile(path.clone());
-        let registration = Registration { listen: "127.0.0.1:0".parse().unwrap(), token_file: path };
+        let registration = Registration {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token_file: path,
+        };
         let (agent, mut seen) = fake_agent();
         let endpoint = start(Some(&registration), &agent).unwrap().unwrap();
         let addr = endpoint.local_addr;
@@ -351,34 +415,74 @@ mod tests {
         assert!(seen.try_recv().is_err(), "nothing reached the agent");
 
         let (status, answer) = call(addr, post(Some("t0ken-1234"), "video-hls", body)).await;
-        assert_eq!((status, answer["result"].as_str()), (201, Some("ok")), "{answer}");
+        assert_eq!(
+            (status, answer["result"].as_str()),
+            (201, Some("ok")),
+            "{answer}"
+        );
         assert_eq!(
             seen.recv().await.unwrap(),
-            Request::BackendAdd { service: "video-hls".into(), address: "10.0.0.14".parse().unwrap(), weight: 2, mac: None }
+            Request::BackendAdd {
+                service: "video-hls".into(),
+                address: "10.0.0.14".parse().unwrap(),
+                weight: 2,
+                mac: None
+            }
         );
 
-        let (status, answer) = call(addr, post(Some("t0ken-1234"), "nope", r#"{"address":"10.0.0.14"}"#)).await;
+        let (status, answer) = call(
+            addr,
+            post(Some("t0ken-1234"), "nope", r#"{"address":"10.0.0.14"}"#),
+        )
+        .await;
         assert_eq!(status, 422);
         assert_eq!(answer["message"], "there is no service nope");
-        assert_eq!(seen.recv().await.unwrap(), Request::BackendAdd { service: "nope".into(), address: "10.0.0.14".parse().unwrap(), weight: 1, mac: None });
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            Request::BackendAdd {
+                service: "nope".into(),
+                address: "10.0.0.14".parse().unwrap(),
+                weight: 1,
+                mac: None
+            }
+        );
 
-        for bad in ["", "{", r#"{"address":"nope"}"#, r#"{"address":"10.0.0.14","colour":"red"}"#] {
+        for bad in [
+            "",
+            "{",
+            r#"{"address":"nope"}"#,
+            r#"{"address":"10.0.0.14","colour":"red"}"#,
+        ] {
             let (status, answer) = call(addr, post(Some("t0ken-1234"), "video-hls", bad)).await;
             assert_eq!(status, 400, "{bad}: {answer}");
         }
-        let big = format!(r#"{{"address":"10.0.0.14","mac":"{}"}}"#, "a".repeat(17 * 1024));
-        assert_eq!(call(addr, post(Some("t0ken-1234"), "video-hls", &big)).await.0, 413);
+        let big = format!(
+            r#"{{"address":"10.0.0.14","mac":"{}"}}"#,
+            "a".repeat(17 * 1024)
+        );
+        assert_eq!(
+            call(addr, post(Some("t0ken-1234"), "video-hls", &big))
+                .await
+                .0,
+            413
+        );
 
         let delete = "DELETE /v1/services/video-hls/backends/10.0.0.14 HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         let (status, _) = call(addr, delete.to_owned()).await;
         assert_eq!(status, 200);
         assert_eq!(
             seen.recv().await.unwrap(),
-            Request::BackendRemove { service: "video-hls".into(), address: "10.0.0.14".parse().unwrap() }
+            Request::BackendRemove {
+                service: "video-hls".into(),
+                address: "10.0.0.14".parse().unwrap()
+            }
         );
         let unknown = "GET /v1/other HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         assert_eq!(call(addr, unknown.to_owned()).await.0, 404);
-        assert!(seen.try_recv().is_err(), "refused requests reached the agent");
+        assert!(
+            seen.try_recv().is_err(),
+            "refused requests reached the agent"
+        );
     }
 
     #[tokio::test]
@@ -389,6 +493,9 @@ mod tests {
         };
         let (agent, _seen) = fake_agent();
         let err = start(Some(&registration), &agent).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/xdp-lb.token cannot open it"), "{err}");
+        assert!(
+            err.contains("/nonexistent/xdp-lb.token cannot open it"),
+            "{err}"
+        );
     }
 }

@@ -2,22 +2,45 @@
 //! of changes. Services and backends that did not change are not touched, so no live flow
 //! moves; settings fixed at load time refuse the reload with the reason.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
-use crate::config::{Backend, Config, ConfigFile, Service};
+use crate::config::{Backend, ClientRule, Config, ConfigFile, DEFAULT_POOL, Pool, Service};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     RemoveService(String),
-    /// Table size, no-backend action or persistence changed.
+    /// Table size, no-backend action, persistence or hash mode changed.
     UpdateServiceSettings(Service),
     AddService(Service),
     RemoveBackend {
         service: String,
         address: IpAddr,
     },
+    /// A named pool with the backends new to the service (those it takes from other pools
+    /// follow as `MoveBackend`).
+    AddPool {
+        service: String,
+        pool: Pool,
+    },
+    /// A named pool's table size changed.
+    UpdatePoolSettings {
+        service: String,
+        pool: Pool,
+    },
+    /// A server moves to another pool of its service, keeping its id, so its live flows
+    /// stay.
+    MoveBackend {
+        service: String,
+        address: IpAddr,
+        pool: String,
+    },
     AddBackend {
         service: String,
+        /// `default` for the service's own backends.
+        pool: String,
         backend: Backend,
     },
     SetWeight {
@@ -30,6 +53,16 @@ pub enum Change {
         service: String,
         backend: Backend,
     },
+    /// The client rules changed: the entries that differ are replaced.
+    SetClients {
+        service: String,
+        clients: Vec<ClientRule>,
+    },
+    /// A named pool went (after the rules that sent clients there, with its servers).
+    RemovePool {
+        service: String,
+        pool: String,
+    },
 }
 
 /// [`plan`] for a whole file: a change of the metrics or registration endpoints (bound at
@@ -41,9 +74,10 @@ pub fn plan_file(old: &ConfigFile, new: &ConfigFile) -> Result<Vec<Change>, Stri
     plan(&old.config, &new.config)
 }
 
-/// The changes turning `old` into `new`, in the order to apply them (removals first, so
-/// their ids and table space are free for additions). `Err` says why the new config can
-/// only take effect through a restart.
+/// The changes turning `old` into `new`, in the order to apply them: removals first (so
+/// their ids and table space are free for additions), then settings, new services and
+/// pools, backend changes, client rules, and last the pools no rule names any more. `Err`
+/// says why the new config can only take effect through a restart.
 pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
     let mut fixed = Vec::new();
     if old.flow_hash_seed != new.flow_hash_seed {
@@ -75,73 +109,161 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
     let same_listener =
         |a: &Service, b: &Service| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol);
 
-    let mut removals = Vec::new();
-    let mut updates = Vec::new();
-    let mut additions = Vec::new();
-    let mut backend_changes = Vec::new();
+    let mut steps = Steps::default();
     for (name, old_s) in &old_services {
         match new_services.get(name) {
             Some(new_s) if same_listener(old_s, new_s) => {}
-            _ => removals.push(Change::RemoveService((*name).to_owned())),
+            _ => steps
+                .removals
+                .push(Change::RemoveService((*name).to_owned())),
         }
     }
     for (name, new_s) in &new_services {
         let Some(old_s) = old_services.get(name).filter(|o| same_listener(o, new_s)) else {
-            additions.push(Change::AddService((*new_s).clone()));
+            steps.additions.push(Change::AddService((*new_s).clone()));
             continue;
         };
-        if (old_s.maglev_size, old_s.when_no_backend, old_s.persistence, old_s.hash)
-            != (new_s.maglev_size, new_s.when_no_backend, new_s.persistence, new_s.hash)
-        {
-            updates.push(Change::UpdateServiceSettings((*new_s).clone()));
+        if (
+            old_s.maglev_size,
+            old_s.when_no_backend,
+            old_s.persistence,
+            old_s.hash,
+        ) != (
+            new_s.maglev_size,
+            new_s.when_no_backend,
+            new_s.persistence,
+            new_s.hash,
+        ) {
+            steps
+                .updates
+                .push(Change::UpdateServiceSettings((*new_s).clone()));
         }
-        backend_diff(name, old_s, new_s, &mut removals, &mut backend_changes);
+        pool_diff(name, old_s, new_s, &mut steps);
+        backend_diff(name, old_s, new_s, &mut steps);
+        if old_s.clients != new_s.clients {
+            steps.rules.push(Change::SetClients {
+                service: (*name).to_owned(),
+                clients: new_s.clients.clone(),
+            });
+        }
     }
-    // Backend removals go with the service removals (first); then settings, then new
-    // services, then backend additions and changes.
-    let mut changes = removals;
-    changes.extend(updates);
-    changes.extend(additions);
-    changes.extend(backend_changes);
-    Ok(changes)
+    Ok(steps.in_order())
 }
 
-fn backend_diff(
-    name: &str,
-    old: &Service,
-    new: &Service,
-    removals: &mut Vec<Change>,
-    changes: &mut Vec<Change>,
-) {
-    let old_b: BTreeMap<IpAddr, &Backend> = old.backends.iter().map(|b| (b.address, b)).collect();
-    let new_b: BTreeMap<IpAddr, &Backend> = new.backends.iter().map(|b| (b.address, b)).collect();
-    for address in old_b.keys().filter(|a| !new_b.contains_key(a)) {
-        removals.push(Change::RemoveBackend {
+/// The changes of a plan by when they are applied.
+#[derive(Default)]
+struct Steps {
+    /// Services and backends removed: first, freeing ids and table space.
+    removals: Vec<Change>,
+    updates: Vec<Change>,
+    additions: Vec<Change>,
+    pools: Vec<Change>,
+    backends: Vec<Change>,
+    /// After every pool a rule may name exists.
+    rules: Vec<Change>,
+    /// Last: once no rule names them.
+    pool_removals: Vec<Change>,
+}
+
+impl Steps {
+    fn in_order(self) -> Vec<Change> {
+        let mut changes = self.removals;
+        changes.extend(self.updates);
+        changes.extend(self.additions);
+        changes.extend(self.pools);
+        changes.extend(self.backends);
+        changes.extend(self.rules);
+        changes.extend(self.pool_removals);
+        changes
+    }
+}
+
+/// Named pools added, resized or removed.
+fn pool_diff(name: &str, old: &Service, new: &Service, steps: &mut Steps) {
+    let old_addresses: BTreeSet<IpAddr> = old.all_backends().map(|b| b.address).collect();
+    for pool in &new.pools {
+        match old.pool(&pool.name) {
+            None => steps.pools.push(Change::AddPool {
+                service: name.to_owned(),
+                pool: Pool {
+                    backends: pool
+                        .backends
+                        .iter()
+                        .filter(|b| !old_addresses.contains(&b.address))
+                        .cloned()
+                        .collect(),
+                    ..pool.clone()
+                },
+            }),
+            Some(o) if o.maglev_size != pool.maglev_size => {
+                steps.pools.push(Change::UpdatePoolSettings {
+                    service: name.to_owned(),
+                    pool: pool.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for pool in old.pools.iter().filter(|p| new.pool(&p.name).is_none()) {
+        steps.pool_removals.push(Change::RemovePool {
             service: name.to_owned(),
-            address: *address,
+            pool: pool.name.clone(),
         });
     }
-    for (address, b) in &new_b {
-        match old_b.get(address) {
-            None => changes.push(Change::AddBackend {
+}
+
+/// Backends (of every pool) removed, moved, added, re-weighted or re-MAC-ed. The servers of
+/// a removed pool that leave the service go with it.
+fn backend_diff(name: &str, old: &Service, new: &Service, steps: &mut Steps) {
+    let in_pools = |s: &Service| -> BTreeMap<IpAddr, (String, Backend)> {
+        s.all_backends()
+            .map(|b| {
+                let pool = s.pool_of(b.address).unwrap_or(DEFAULT_POOL).to_owned();
+                (b.address, (pool, b.clone()))
+            })
+            .collect()
+    };
+    let old_b = in_pools(old);
+    let new_b = in_pools(new);
+    for (address, (pool, _)) in &old_b {
+        if !new_b.contains_key(address) && new.has_pool(pool) {
+            steps.removals.push(Change::RemoveBackend {
                 service: name.to_owned(),
-                backend: (*b).clone(),
-            }),
-            Some(o) => {
-                if o.mac != b.mac {
-                    changes.push(Change::Remac {
-                        service: name.to_owned(),
-                        backend: (*b).clone(),
-                    });
-                }
-                if o.weight != b.weight {
-                    changes.push(Change::SetWeight {
-                        service: name.to_owned(),
-                        address: *address,
-                        weight: b.weight,
-                    });
-                }
+                address: *address,
+            });
+        }
+    }
+    for (address, (pool, b)) in &new_b {
+        let Some((old_pool, o)) = old_b.get(address) else {
+            // A new pool's new servers come with the pool.
+            if old.has_pool(pool) {
+                steps.backends.push(Change::AddBackend {
+                    service: name.to_owned(),
+                    pool: pool.clone(),
+                    backend: b.clone(),
+                });
             }
+            continue;
+        };
+        if old_pool != pool {
+            steps.backends.push(Change::MoveBackend {
+                service: name.to_owned(),
+                address: *address,
+                pool: pool.clone(),
+            });
+        }
+        if o.mac != b.mac {
+            steps.backends.push(Change::Remac {
+                service: name.to_owned(),
+                backend: b.clone(),
+            });
+        }
+        if o.weight != b.weight {
+            steps.backends.push(Change::SetWeight {
+                service: name.to_owned(),
+                address: *address,
+                weight: b.weight,
+            });
         }
     }
 }
@@ -175,6 +297,8 @@ mod tests {
             hash: HashMode::Flow,
             vlan: None,
             backends,
+            pools: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -237,6 +361,7 @@ mod tests {
                 },
                 Change::AddBackend {
                     service: "hls".into(),
+                    pool: "default".into(),
                     backend: hls[2].clone()
                 },
             ])
@@ -294,7 +419,8 @@ mod tests {
     fn a_new_metrics_or_registration_address_needs_a_restart() {
         let file = |extra: &str| {
             let text = format!("interfaces: [eth0]\n{extra}services: []\n");
-            crate::config::parse_file(Path::new("t.yaml"), &text, &crate::simulate::AnyHost).unwrap()
+            crate::config::parse_file(Path::new("t.yaml"), &text, &crate::simulate::AnyHost)
+                .unwrap()
         };
         let off = file("");
         let on = file("metrics: {listen: 127.0.0.1:9100}\n");
@@ -307,5 +433,144 @@ mod tests {
                 Err("these settings only change with a restart: metrics".to_owned())
             );
         }
+    }
+
+    fn pooled(pools: Vec<Pool>, clients: Vec<ClientRule>) -> Service {
+        Service {
+            pools,
+            clients,
+            ..service("rtmp", 1935, three())
+        }
+    }
+
+    fn pool(name: &str, backends: Vec<Backend>) -> Pool {
+        Pool {
+            name: name.into(),
+            maglev_size: 65537,
+            backends,
+        }
+    }
+
+    fn rule(prefix: &str, pool: &str) -> ClientRule {
+        ClientRule {
+            prefix: prefix.parse().unwrap(),
+            action: crate::config::ClientAction::Pool(pool.into()),
+        }
+    }
+
+    #[test]
+    fn a_new_pool_comes_before_the_rules_naming_it_and_a_gone_pool_after_them() {
+        let premium = pool("premium", vec![backend("10.0.0.21", 1)]);
+        let rules = vec![rule("198.51.100.0/24", "premium")];
+        let old = config(vec![pooled(vec![], vec![])]);
+        let new = config(vec![pooled(vec![premium.clone()], rules.clone())]);
+        assert_eq!(
+            plan(&old, &new),
+            Ok(vec![
+                Change::AddPool {
+                    service: "rtmp".into(),
+                    pool: premium
+                },
+                Change::SetClients {
+                    service: "rtmp".into(),
+                    clients: rules
+                },
+            ])
+        );
+        assert_eq!(
+            plan(&new, &old),
+            Ok(vec![
+                Change::SetClients {
+                    service: "rtmp".into(),
+                    clients: vec![]
+                },
+                Change::RemovePool {
+                    service: "rtmp".into(),
+                    pool: "premium".into()
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_server_moving_between_pools_is_moved_not_removed_and_added() {
+        let old = config(vec![pooled(
+            vec![pool("premium", vec![backend("10.0.0.21", 1)])],
+            vec![],
+        )]);
+        let mut rtmp = pooled(
+            vec![
+                pool("premium", vec![]),
+                pool(
+                    "gold",
+                    vec![backend("10.0.0.21", 3), backend("10.0.0.22", 1)],
+                ),
+            ],
+            vec![],
+        );
+        rtmp.pools[0].maglev_size = 251;
+        let new = config(vec![rtmp.clone()]);
+        let gold_new_servers = pool("gold", vec![backend("10.0.0.22", 1)]);
+        assert_eq!(
+            plan(&old, &new),
+            Ok(vec![
+                Change::UpdatePoolSettings {
+                    service: "rtmp".into(),
+                    pool: rtmp.pools[0].clone()
+                },
+                Change::AddPool {
+                    service: "rtmp".into(),
+                    pool: gold_new_servers
+                },
+                Change::MoveBackend {
+                    service: "rtmp".into(),
+                    address: "10.0.0.21".parse().unwrap(),
+                    pool: "gold".into()
+                },
+                Change::SetWeight {
+                    service: "rtmp".into(),
+                    address: "10.0.0.21".parse().unwrap(),
+                    weight: 3
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_changed_rule_set_is_one_change_and_an_unchanged_one_none() {
+        let premium = vec![pool("premium", vec![backend("10.0.0.21", 1)])];
+        let old = config(vec![pooled(
+            premium.clone(),
+            vec![rule("198.51.100.0/24", "premium")],
+        )]);
+        assert_eq!(plan(&old, &old.clone()), Ok(vec![]));
+        let rules = vec![
+            rule("198.51.100.0/24", "default"),
+            rule("203.0.113.0/24", "premium"),
+        ];
+        let new = config(vec![pooled(premium, rules.clone())]);
+        assert_eq!(
+            plan(&old, &new),
+            Ok(vec![Change::SetClients {
+                service: "rtmp".into(),
+                clients: rules
+            }])
+        );
+    }
+
+    #[test]
+    fn the_servers_of_a_removed_pool_go_with_it() {
+        let old = config(vec![pooled(
+            vec![pool("premium", vec![backend("10.0.0.21", 1)])],
+            vec![],
+        )]);
+        let new = config(vec![pooled(vec![], vec![])]);
+        assert_eq!(
+            plan(&old, &new),
+            Ok(vec![Change::RemovePool {
+                service: "rtmp".into(),
+                pool: "premium".into()
+            }])
+        );
     }
 }

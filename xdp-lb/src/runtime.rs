@@ -1,4 +1,5 @@
-//! Run-time changes (`xdp-lb backend add|remove|drain|enable|weight`): kept in a JSON file
+//! Run-time changes (`xdp-lb backend add|remove|drain|enable|weight`, `xdp-lb client
+//! set|remove`): kept in a JSON file
 //! beside the YAML's effect, so they survive an agent restart, as the old setup saved its
 //! rules for reboot. The running configuration is always the YAML file with these changes
 //! applied in order; a change the YAML has since made true, or made meaningless (its
@@ -14,7 +15,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Backend, Config, MacAddr};
+use crate::config::{Backend, ClientAction, ClientPrefix, ClientRule, Config, MacAddr};
 
 /// Default file of run-time changes.
 pub const DEFAULT_RUNTIME_FILE: &str = "/var/lib/xdp-lb/runtime-changes.json";
@@ -26,14 +27,36 @@ pub enum RuntimeChange {
     BackendRemove { service: String, address: IpAddr },
     /// Drain is weight 0; enable puts the YAML's weight back (the override is removed).
     BackendWeight { service: String, address: IpAddr, weight: u32 },
+    /// The client rule for `prefix` (`change.py -o change-client`): added, or replacing the
+    /// YAML's.
+    ClientSet { service: String, prefix: ClientPrefix, action: ClientAction },
+    /// The client rule for `prefix` removed.
+    ClientRemove { service: String, prefix: ClientPrefix },
+}
+
+/// What a run-time change is about: one backend, or one client prefix, of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target<'a> {
+    Backend(&'a str, IpAddr),
+    Client(&'a str, ClientPrefix),
 }
 
 impl RuntimeChange {
-    fn target(&self) -> (&str, IpAddr) {
+    fn target(&self) -> Target<'_> {
         match self {
             RuntimeChange::BackendAdd { service, address, .. }
             | RuntimeChange::BackendRemove { service, address }
-            | RuntimeChange::BackendWeight { service, address, .. } => (service, *address),
+            | RuntimeChange::BackendWeight { service, address, .. } => {
+                Target::Backend(service, *address)
+            }
+            RuntimeChange::ClientSet { service, prefix, .. }
+            | RuntimeChange::ClientRemove { service, prefix } => Target::Client(service, *prefix),
+        }
+    }
+
+    fn service(&self) -> &str {
+        match self.target() {
+            Target::Backend(service, _) | Target::Client(service, _) => service,
         }
     }
 }
@@ -87,24 +110,35 @@ impl RuntimeChanges {
     /// Records a change (replacing earlier ones it makes pointless) and saves the file.
     pub fn record(&mut self, change: RuntimeChange) -> anyhow::Result<()> {
         let target = change.target();
-        let (service, address) = (target.0.to_owned(), target.1);
-        match &change {
-            // A removal or a new add supersedes everything earlier about the backend.
-            RuntimeChange::BackendRemove { .. } | RuntimeChange::BackendAdd { .. } => {
-                self.changes.retain(|c| c.target() != (service.as_str(), address));
-            }
-            RuntimeChange::BackendWeight { .. } => self
-                .changes
-                .retain(|c| !(matches!(c, RuntimeChange::BackendWeight { .. }) && c.target() == (service.as_str(), address))),
-        }
+        let is_weight = |c: &RuntimeChange| matches!(c, RuntimeChange::BackendWeight { .. });
+        let kept: Vec<RuntimeChange> = std::mem::take(&mut self.changes)
+            .into_iter()
+            .filter(|c| match &change {
+                // A removal or a new add supersedes everything earlier about the backend;
+                // a client change everything earlier about the prefix.
+                RuntimeChange::BackendWeight { .. } => !(is_weight(c) && c.target() == target),
+                _ => c.target() != target,
+            })
+            .collect();
+        self.changes = kept;
         self.changes.push(change);
         self.save()
     }
 
+    /// Whether the client rule for `prefix` of `service` comes from a run-time change.
+    pub fn sets_client(&self, service: &str, prefix: ClientPrefix) -> bool {
+        self.changes.iter().any(|c| {
+            matches!(c, RuntimeChange::ClientSet { .. })
+                && c.target() == Target::Client(service, prefix)
+        })
+    }
+
     /// Forgets the weight override of a backend (`enable`), saving the file.
     pub fn clear_weight(&mut self, service: &str, address: IpAddr) -> anyhow::Result<()> {
-        self.changes
-            .retain(|c| !(matches!(c, RuntimeChange::BackendWeight { .. }) && c.target() == (service, address)));
+        self.changes.retain(|c| {
+            !(matches!(c, RuntimeChange::BackendWeight { .. })
+                && c.target() == Target::Backend(service, address))
+        });
         self.save()
     }
 
@@ -146,37 +180,98 @@ impl RuntimeChanges {
 
 /// Applies one change; `Ok(false)` when it changes nothing.
 fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool> {
-    let (name, address) = change.target();
+    let name = change.service();
     let service = config
         .services
         .iter_mut()
         .find(|s| s.name == name)
         .ok_or_else(|| anyhow!("there is no service {name}"))?;
-    let position = service.backends.iter().position(|b| b.address == address);
+    let Target::Backend(_, address) = change.target() else {
+        return apply_client_change(service, change);
+    };
+    let vip = service.vip;
+    // A server of any pool: backends are added to the service's own (default) pool.
+    let backends = service.backends_holding_mut(address);
+    let position = backends.iter().position(|b| b.address == address);
     match change {
         RuntimeChange::BackendAdd { weight, mac, .. } => {
             if position.is_some() {
                 return Ok(false);
             }
-            check_backend(service.vip, address, *weight)?;
-            service.backends.push(Backend { address, weight: *weight, mac: *mac });
+            check_backend(vip, address, *weight)?;
+            backends.push(Backend { address, weight: *weight, mac: *mac });
             Ok(true)
         }
         RuntimeChange::BackendRemove { .. } => match position {
             None => Ok(false),
             Some(i) => {
-                service.backends.remove(i);
+                backends.remove(i);
                 Ok(true)
             }
         },
         RuntimeChange::BackendWeight { weight, .. } => {
             let i = position.ok_or_else(|| anyhow!("service {name} has no backend {address}"))?;
-            if service.backends[i].weight == *weight {
+            if backends[i].weight == *weight {
                 return Ok(false);
             }
-            check_backend(service.vip, address, *weight)?;
-            service.backends[i].weight = *weight;
+            check_backend(vip, address, *weight)?;
+            backends[i].weight = *weight;
             Ok(true)
+        }
+        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => {
+            apply_client_change(service, change)
+        }
+    }
+}
+
+/// Applies a client change to its service, with the rules the YAML's validation has (the
+/// prefix of the VIP's family, the pool one of the service's); `Ok(false)` when it changes
+/// nothing.
+pub fn apply_client_change(
+    service: &mut crate::config::Service,
+    change: &RuntimeChange,
+) -> anyhow::Result<bool> {
+    let name = service.name.clone();
+    let position = |service: &crate::config::Service, prefix: ClientPrefix| {
+        service.clients.iter().position(|r| r.prefix == prefix)
+    };
+    match change {
+        RuntimeChange::ClientSet { prefix, action, .. } => {
+            if prefix.is_ipv4() != service.vip.is_ipv4() {
+                bail!("{prefix} is not of the family of {name}'s VIP {}", service.vip);
+            }
+            if let ClientAction::Pool(pool) = action
+                && !service.has_pool(pool)
+            {
+                let pools: Vec<&str> = std::iter::once(crate::config::DEFAULT_POOL)
+                    .chain(service.pools.iter().map(|p| p.name.as_str()))
+                    .collect();
+                bail!("service {name} has no pool {pool} (its pools: {})", pools.join(", "));
+            }
+            let rule = ClientRule { prefix: *prefix, action: action.clone() };
+            match position(service, *prefix) {
+                Some(i) if service.clients[i] == rule => Ok(false),
+                Some(i) => {
+                    service.clients[i] = rule;
+                    Ok(true)
+                }
+                None => {
+                    service.clients.push(rule);
+                    Ok(true)
+                }
+            }
+        }
+        RuntimeChange::ClientRemove { prefix, .. } => match position(service, *prefix) {
+            None => Ok(false),
+            Some(i) => {
+                service.clients.remove(i);
+                Ok(true)
+            }
+        },
+        RuntimeChange::BackendAdd { .. }
+        | RuntimeChange::BackendRemove { .. }
+        | RuntimeChange::BackendWeight { .. } => {
+            bail!("{change:?} is not a client change")
         }
     }
 }
@@ -219,6 +314,12 @@ mod tests {
                 hash: HashMode::Flow,
                 vlan: None,
                 backends: vec![Backend { address: "10.0.0.11".parse().unwrap(), weight: 1, mac: None }],
+                pools: vec![crate::config::Pool {
+                    name: "premium".into(),
+                    maglev_size: 65537,
+                    backends: vec![Backend { address: "10.0.0.21".parse().unwrap(), weight: 1, mac: None }],
+                }],
+                clients: Vec::new(),
             }],
         }
     }
@@ -275,5 +376,54 @@ mod tests {
         assert!(apply_one(&mut config, &v6).is_err());
         let heavy = RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.11".parse().unwrap(), weight: 5000 };
         assert!(apply_one(&mut config, &heavy).is_err());
+    }
+
+    #[test]
+    fn client_rules_set_at_run_time_are_applied_over_the_yaml_and_checked() {
+        let mut changes = scratch();
+        let prefix: ClientPrefix = "198.51.100.7/32".parse().unwrap();
+        let to_premium = RuntimeChange::ClientSet {
+            service: "rtmp".into(),
+            prefix,
+            action: ClientAction::Pool("premium".into()),
+        };
+        changes.record(to_premium.clone()).unwrap();
+        assert!(changes.sets_client("rtmp", prefix));
+        let (config, dropped) = changes.apply(&yaml()).unwrap();
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(
+            config.services[0].clients,
+            [ClientRule { prefix, action: ClientAction::Pool("premium".into()) }]
+        );
+        // A later change of the same prefix replaces the earlier one.
+        changes.record(RuntimeChange::ClientSet { service: "rtmp".into(), prefix, action: ClientAction::Drop }).unwrap();
+        assert_eq!(changes.changes().len(), 1);
+        let again = RuntimeChanges::load(changes.path()).unwrap();
+        assert_eq!(again.changes(), changes.changes());
+
+        let mut config = yaml();
+        let gold = RuntimeChange::ClientSet {
+            service: "rtmp".into(),
+            prefix,
+            action: ClientAction::Pool("gold".into()),
+        };
+        assert!(apply_one(&mut config, &gold).unwrap_err().to_string().contains("no pool gold"));
+        let v6 = RuntimeChange::ClientSet {
+            service: "rtmp".into(),
+            prefix: "2001:db8::/32".parse().unwrap(),
+            action: ClientAction::Drop,
+        };
+        assert!(apply_one(&mut config, &v6).is_err());
+        let remove = RuntimeChange::ClientRemove { service: "rtmp".into(), prefix };
+        assert!(!apply_one(&mut config, &remove).unwrap(), "nothing to remove");
+    }
+
+    #[test]
+    fn a_run_time_weight_reaches_a_server_of_a_named_pool() {
+        let mut config = yaml();
+        let drain = RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.21".parse().unwrap(), weight: 0 };
+        assert!(apply_one(&mut config, &drain).unwrap());
+        assert_eq!(config.services[0].pools[0].backends[0].weight, 0);
+        assert_eq!(config.services[0].backends.len(), 1, "the default pool is unchanged");
     }
 }

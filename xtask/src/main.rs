@@ -1,8 +1,9 @@
-//! `cargo xtask deps | test | run | bench`: install what is missing, build, run the tests,
-//! run the agent on this host or in the namespace lab, measure it.
+//! `cargo xtask deps | test | run | bench | install`: install what is missing, build, run
+//! the tests, run the agent on this host or in the namespace lab, measure it, install it.
 
 mod bench;
 mod deps;
+mod install;
 mod process;
 
 use std::{
@@ -56,6 +57,41 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the release agent and install it with its systemd unit, /etc/xdp-lb/xdp-lb.yaml
+    /// (only where none is) and the notify script; --uninstall takes them away. Needs root
+    /// unless --root.
+    Install(InstallArgs),
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// Where the binary goes: PREFIX/sbin/xdp-lb.
+    #[arg(long, default_value = "/usr/local")]
+    prefix: PathBuf,
+    /// Install under DIR instead of / (packaging; nothing on this system changes).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Remove what install put in place (the config and run-time changes stay).
+    #[arg(long)]
+    uninstall: bool,
+    /// With --uninstall: also remove /etc/xdp-lb and /var/lib/xdp-lb.
+    #[arg(long, requires = "uninstall")]
+    purge: bool,
+    /// Install the release binary already built instead of building it.
+    #[arg(long)]
+    no_build: bool,
+}
+
+impl From<InstallArgs> for install::Options {
+    fn from(a: InstallArgs) -> Self {
+        Self {
+            prefix: a.prefix,
+            root: a.root,
+            uninstall: a.uninstall,
+            purge: a.purge,
+            no_build: a.no_build,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -100,6 +136,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { once, args } => run_agent(&root, once, &args),
         Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Install(args) => install::run(&root, &target_dir(&root), &args.into()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! shown with their min and max; the JSON keeps every run's sample.
 //!
 //! * [`packet`]: per-packet cost of the XDP program (BPF_PROG_TEST_RUN), beside a no-op;
+//! * [`lru`]: the connection table with per-CPU LRU lists against one shared list;
 //! * [`maglev`]: table build time, health change to live table, slot-by-slot writes;
 //! * [`distribution`]: how flows spread, weights, flows moved, two independent LBs;
 //! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab.
@@ -15,6 +16,7 @@ pub mod distribution;
 pub mod explain;
 pub mod failover;
 pub mod frames;
+pub mod lru;
 pub mod maglev;
 pub mod packet;
 pub mod profile;
@@ -129,6 +131,7 @@ pub struct Bench {
     pub quick: bool,
     pub seconds: f64,
     pub packet: packet::PacketResults,
+    pub lru: Section<lru::LruResults>,
     pub maglev: maglev::MaglevResults,
     pub distribution: distribution::DistributionResults,
     pub agent: Section<agent::AgentResults>,
@@ -213,12 +216,23 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         profile_seconds: if q { 1 } else { 3 },
         cpu: cpus - 1,
     };
-    let packet = std::thread::spawn(move || {
+    let lru_opts = lru::LruOptions {
+        repeat: packet_opts.repeat,
+        runs: packet_opts.runs,
+        single_packets: packet_opts.single_packets,
+        table_size: xdp_lb_common::FLOW_TABLE_DEFAULT_SIZE,
+        cpu: packet_opts.cpu,
+        pair: (cpus >= 2).then_some([cpus - 2, cpus - 1]),
+    };
+    let (packet, lru) = std::thread::spawn(move || {
         packet::pin_to_cpu(packet_opts.cpu)?;
         // Fewer interruptions by whatever else runs on the machine (Linux: this thread only).
         // SAFETY: setpriority has no memory-safety preconditions.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
-        packet::run(&packet_opts)
+        let packet = packet::run(&packet_opts)?;
+        step("connection table: per-CPU LRU lists against one shared list");
+        let lru = Section::from_result(lru::run(&lru_opts));
+        anyhow::Ok((packet, lru))
     })
     .join()
     .map_err(|_| anyhow!("the per-packet benchmark panicked"))??;
@@ -278,6 +292,7 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         quick: q,
         seconds: started.elapsed().as_secs_f64(),
         packet,
+        lru,
         maglev,
         distribution,
         agent,

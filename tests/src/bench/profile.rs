@@ -178,21 +178,63 @@ pub fn bpftool_profile(id: u32, work: &mut dyn FnMut() -> Result<()>) -> String 
     }
 }
 
+/// The mark of a user-space symbol in [`Profile::top`].
+pub const USER: &str = "(user) ";
+
 /// A perf profile of one case.
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
     pub case: String,
     pub samples: u64,
-    /// (symbol, share of the samples in %), largest first, down to 1%.
+    /// (symbol, share of the samples in %), largest first, down to 1%. User-space symbols
+    /// (the benchmark's own loop) are marked `(user) `.
     pub top: Vec<(String, f64)>,
+    /// Wall time per packet of the profiled loop, for single-method profiles (one syscall
+    /// per packet, all of it sampled); `None` for the repeat method, whose loop is all
+    /// inside one test run.
+    pub wall_ns_per_packet: Option<f64>,
+}
+
+impl Profile {
+    /// One profile of several windows of the same case: samples added, every symbol's
+    /// share weighted by its window's samples (symbols under 1% of a window count as 0
+    /// there).
+    pub fn merge(parts: &[Profile]) -> Option<Profile> {
+        let first = parts.first()?;
+        let total: u64 = parts.iter().map(|p| p.samples).sum();
+        if total == 0 {
+            return Some(first.clone());
+        }
+        let mut shares: Vec<(String, f64)> = Vec::new();
+        for part in parts {
+            let weight = part.samples as f64 / total as f64;
+            for (symbol, percent) in &part.top {
+                match shares.iter_mut().find(|(s, _)| s == symbol) {
+                    Some(entry) => entry.1 += percent * weight,
+                    None => shares.push((symbol.clone(), percent * weight)),
+                }
+            }
+        }
+        shares.retain(|(_, percent)| *percent >= 1.0);
+        shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let walls: Vec<f64> = parts.iter().filter_map(|p| p.wall_ns_per_packet).collect();
+        Some(Profile {
+            case: first.case.clone(),
+            samples: total,
+            top: shares,
+            wall_ns_per_packet: (!walls.is_empty())
+                .then(|| walls.iter().sum::<f64>() / walls.len() as f64),
+        })
+    }
 }
 
 /// Samples CPU `cpu` with `perf record -e cpu-clock` for `seconds` while `work` runs
-/// (over and over) on that CPU.
+/// (over and over) on that CPU, in the calling thread; only that thread's samples (user
+/// and kernel) are kept, so whatever else runs on the CPU meanwhile does not count.
 pub fn perf_profile(
     case: &str,
     cpu: usize,
-    seconds: u32,
+    seconds: f64,
     work: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Profile> {
     let dir = tempfile::tempdir()?;
@@ -213,13 +255,16 @@ pub fn perf_profile(
             data_arg,
             "--",
             "sleep",
-            &seconds.to_string(),
+            &format!("{seconds:.2}"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("running perf (apt package linux-perf)")?;
+    // Only this thread's samples count: other work on the machine shares the CPU.
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
     // perf needs a moment to open its events; work before that is simply not sampled.
     thread::sleep(Duration::from_millis(300));
     while perf.try_wait()?.is_none() {
@@ -240,6 +285,10 @@ pub fn perf_profile(
             "--stdio",
             "--sort",
             "sym",
+            "--tid",
+            &tid.to_string(),
+            "--percentage",
+            "relative",
             "--percent-limit",
             "1",
         ])
@@ -256,6 +305,7 @@ pub fn perf_profile(
         case: case.to_owned(),
         samples,
         top,
+        wall_ns_per_packet: None,
     })
 }
 
@@ -282,12 +332,13 @@ fn parse_report(text: &str) -> (u64, Vec<(String, f64)>) {
         let Ok(percent) = percent.trim().parse::<f64>() else {
             continue;
         };
-        let symbol = rest
-            .trim()
-            .split_once("] ")
-            .map_or(rest.trim(), |(_, s)| s)
-            .trim();
-        top.push((symbol.to_owned(), percent));
+        let (marker, symbol) = rest.trim().split_once("] ").unwrap_or(("", rest.trim()));
+        let symbol = symbol.trim();
+        if marker.ends_with('.') {
+            top.push((format!("{USER}{symbol}"), percent));
+        } else {
+            top.push((symbol.to_owned(), percent));
+        }
     }
     (samples, top)
 }
@@ -297,17 +348,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn windows_of_one_case_merge_weighted_by_their_samples() {
+        let part = |samples, top: &[(&str, f64)]| Profile {
+            case: "new".to_owned(),
+            samples,
+            top: top.iter().map(|(s, p)| ((*s).to_owned(), *p)).collect(),
+            wall_ns_per_packet: Some(samples as f64),
+        };
+        let merged = Profile::merge(&[
+            part(1000, &[("a", 50.0), ("b", 30.0)]),
+            part(3000, &[("a", 10.0), ("c", 2.0)]),
+        ])
+        .unwrap();
+        assert_eq!(merged.samples, 4000);
+        assert_eq!(merged.wall_ns_per_packet, Some(2000.0));
+        assert_eq!(
+            merged.top,
+            vec![
+                ("a".to_owned(), 20.0),
+                ("b".to_owned(), 7.5),
+                ("c".to_owned(), 1.5)
+            ]
+        );
+    }
+
+    #[test]
     fn a_perf_report_gives_its_sample_count_and_symbols() {
         let text = "# Samples: 29K of event 'cpu-clock'\n#\n# Overhead  Symbol\n\
                     #\n    41.20%  [k] bpf_prog_6deef7357e7b4530_xdp_lb\n\
-                    \x20    9.05%  [k] htab_lru_map_lookup_elem\n\n";
+                    \x20    9.05%  [k] htab_lru_map_lookup_elem\n\
+                    \x20    1.20%  [.] xdp_lb_tests::bench::frames::ipv4\n\n";
         let (samples, top) = parse_report(text);
         assert_eq!(samples, 29_000);
         assert_eq!(
             top,
             vec![
                 ("bpf_prog_6deef7357e7b4530_xdp_lb".to_owned(), 41.2),
-                ("htab_lru_map_lookup_elem".to_owned(), 9.05)
+                ("htab_lru_map_lookup_elem".to_owned(), 9.05),
+                ("(user) xdp_lb_tests::bench::frames::ipv4".to_owned(), 1.2)
             ]
         );
     }

@@ -24,7 +24,7 @@ pub fn target_ns(case: &str) -> Option<f64> {
     match case {
         "hit" => Some(HIT_TARGET_NS),
         "new" => Some(NEW_TARGET_NS),
-        "not_service" => Some(NOT_SERVICE_TARGET_NS),
+        "not_service" | "not_service_port" => Some(NOT_SERVICE_TARGET_NS),
         _ => None,
     }
 }
@@ -85,6 +85,15 @@ pub fn render(bench: &Bench, charts: &[(String, std::path::PathBuf)]) -> String 
 
     targets(&mut out, bench);
     explain::packet(&mut out, bench, charts);
+    match &bench.lru {
+        Section::Measured(lru) => super::lru::render(&mut out, lru),
+        Section::NotMeasured { reason } => {
+            let _ = writeln!(
+                out,
+                "## Connection table: per-CPU LRU lists or one shared list\n\nNot measured: {reason}\n"
+            );
+        }
+    }
     maglev(&mut out, bench, charts);
     distribution(&mut out, bench, charts);
     lab(&mut out, bench);
@@ -102,8 +111,18 @@ fn targets(out: &mut String, bench: &Bench) {
     let _ = writeln!(out, "## Targets\n\n| target | measured | |\n|---|---|---|");
     for (id, what) in [
         ("hit", "connection-table hit"),
-        ("new", "first packet of a new flow"),
-        ("not_service", "frame not for a service"),
+        (
+            "new",
+            "first packet of a new flow (distinct 5-tuples, one test run each)",
+        ),
+        (
+            "not_service",
+            "frame not for a service (a service's port, another address)",
+        ),
+        (
+            "not_service_port",
+            "frame not for a service (a port no service uses)",
+        ),
     ] {
         if let (Some(case), Some(target)) = (bench.packet.case(id), target_ns(id)) {
             let _ = writeln!(

@@ -6,7 +6,8 @@ use super::{
     Bench, Machine, Section,
     distribution::{DistributionResults, Movement, Spread, TwoLbs, Weighted},
     maglev::{BuildTime, MaglevResults, SingleUpdates, SwitchTime},
-    packet::{Case, Eviction, PacketResults},
+    lru::{Concurrent, LruResults, ThreadFigures, Variant},
+    packet::{Case, Eviction, PacketResults, TimeoutZero},
     profile::{Profile, ProgramFacts},
     report::render,
     stats::{Summary, paired_difference, paired_ratio},
@@ -65,6 +66,12 @@ fn fixture(hit_ns: &[f64], noop_ns: &[f64]) -> Bench {
                 timed_new_flows: 500,
                 first_prefilled_flow_still_present: false,
             },
+            timeout_zero: TimeoutZero {
+                iterations: 1000,
+                hits: 999,
+                expired: 1,
+                new: 1,
+            },
             program: Some(ProgramFacts {
                 id: 7,
                 xlated_insns: 1900,
@@ -83,7 +90,11 @@ fn fixture(hit_ns: &[f64], noop_ns: &[f64]) -> Bench {
                     ("htab_map_hash".to_owned(), 20.0),
                     ("bpf_test_run".to_owned(), 10.0),
                 ],
+                wall_ns_per_packet: None,
             }],
+        },
+        lru: Section::NotMeasured {
+            reason: "not in this fixture".to_owned(),
         },
         maglev: MaglevResults {
             builds: vec![BuildTime {
@@ -211,4 +222,116 @@ fn the_json_holds_every_sample() {
     );
     assert_eq!(hit["net_ns"]["median"], 120.0);
     assert_eq!(json["failover"]["status"], "not_measured");
+}
+
+/// An LRU comparison whose figures are the given nets (no-op 100 ns in every run): per path,
+/// five runs around each median.
+fn lru_fixture(per_cpu: [f64; 5], shared: [f64; 5]) -> LruResults {
+    let runs = |median: f64| [median - 2.0, median, median + 1.0, median - 1.0, median + 2.0];
+    let noop = [100.0; 5];
+    let case = |id: &str, net: f64| {
+        let ns: Vec<f64> = runs(net).iter().map(|n| n + 100.0).collect();
+        Case {
+            id: id.to_owned(),
+            title: id.to_owned(),
+            method: if id == "hit" { "repeat" } else { "single" }.to_owned(),
+            packets_per_run: 100,
+            confirmed: "tx 100/100, flow new 100/100".to_owned(),
+            net_ns: s(&paired_difference(&ns, &noop)),
+            ratio: s(&paired_ratio(&ns, &noop)),
+            ns: s(&ns),
+            noop_ns: s(&noop),
+        }
+    };
+    let concurrent = |id: &str, net: f64| Concurrent {
+        id: id.to_owned(),
+        title: id.to_owned(),
+        packets_per_thread: 100,
+        confirmed: "CPU 0: tx 100/100, flow new 100/100; CPU 1: the same".to_owned(),
+        threads: (0..2)
+            .map(|cpu| ThreadFigures {
+                cpu,
+                ns: s(&runs(net + 100.0)),
+                noop_ns: s(&noop),
+                net_ns: s(&runs(net)),
+                in_kernel_percent: s(&[40.0; 5]),
+            })
+            .collect(),
+        overlap_percent: s(&[95.0; 5]),
+        repeated_runs: 1,
+    };
+    let variant = |id: &str, flags: u32, nets: [f64; 5]| Variant {
+        id: id.to_owned(),
+        title: id.to_owned(),
+        map_type: "lru_hash".to_owned(),
+        map_flags: flags,
+        max_entries: 4096,
+        program_uses_map: true,
+        cases: vec![
+            case("hit", nets[0]),
+            case("new", nets[1]),
+            case("new_evicting", nets[2]),
+        ],
+        concurrent: vec![
+            concurrent("new_2cpu", nets[3]),
+            concurrent("new_evicting_2cpu", nets[4]),
+        ],
+        full_entries_after_prefill: 4096,
+        full_entries_after_runs: 4000,
+        full_timed_inserts: 1500,
+        full_evictions: 1596,
+    };
+    LruResults {
+        table_size: 4096,
+        possible_cpus: 2,
+        cpu: 1,
+        runs: 5,
+        repeat: 1000,
+        single_packets: 100,
+        shipped_flags: 2,
+        variants: vec![
+            variant("per_cpu_lists", 2, per_cpu),
+            variant("shared_list", 0, shared),
+        ],
+        concurrent_not_measured: None,
+        not_measured: vec![("BPF_MAP_TYPE_LRU_PERCPU_HASH".to_owned(), "not usable.".to_owned())],
+    }
+}
+
+fn with_lru(lru: LruResults) -> String {
+    let mut bench = fixture(&[150.0; 5], &[30.0; 5]);
+    bench.lru = Section::Measured(lru);
+    render(&bench, &[])
+}
+
+#[test]
+fn the_lru_section_shows_each_variant_s_figures_and_the_decision_they_support() {
+    // The shared list slower when two CPUs insert into a full table: keep per-CPU lists.
+    let text = with_lru(lru_fixture(
+        [100.0, 500.0, 900.0, 520.0, 920.0],
+        [101.0, 502.0, 899.0, 521.0, 990.0],
+    ));
+    for needle in [
+        "## Connection table: per-CPU LRU lists or one shared list",
+        "creates it with flags 0x2",
+        "| `per_cpu_lists` | `hit` (repeat) | 200.0 (198.0–202.0) | 100.0 (100.0–100.0) | 100.0 (98.0–102.0) |",
+        "| `shared_list` | `new_evicting_2cpu` | 1 | 1090.0 (1088.0–1092.0) | 100.0 (100.0–100.0) | 990.0 (988.0–992.0) | 40 (40–40)% | 95 (95–95)% |",
+        "| new flow, full, two CPUs at once (mean of the two threads) | 920.0 (918.0–922.0) | 990.0 (988.0–992.0) | +70.0 ns | shared slower |",
+        "| hit (repeat) | 100.0 (98.0–102.0) | 101.0 (99.0–103.0) | +1.0 ns | within the runs' spread |",
+        "**Decision: keep per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`).** The shared list is slower on `new_evicting_2cpu` by 70.0 ns (ranges apart), and faster on no path.",
+        "`BPF_MAP_TYPE_LRU_PERCPU_HASH` is not usable.",
+        "`per_cpu_lists` held 4096 of its 4096 entries after the fill and 4000 after the timed runs, which inserted 1500 flows into it while 1596 older entries were evicted",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    }
+    // The shared list faster on a path, beyond the runs' spread: the report says so and
+    // does not recommend keeping the flag.
+    let text = with_lru(lru_fixture(
+        [100.0, 500.0, 900.0, 520.0, 920.0],
+        [100.0, 430.0, 900.0, 520.0, 920.0],
+    ));
+    assert!(
+        text.contains("**Decision: the figures favour the shared list on some path: see below.** The shared list is faster on `new` by 70.0 ns (ranges apart), and slower on no path."),
+        "{text}"
+    );
 }

@@ -52,6 +52,8 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
                 mac: None,
             })
             .collect(),
+        pools: Vec::new(),
+        clients: Vec::new(),
     }
 }
 
@@ -102,11 +104,16 @@ impl Harness {
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
     ) -> Self {
         require_root();
+        // Two regions for each service's own table and for each of its pools', and for two
+        // small tables added at run time.
         let slots: u32 = services
             .iter()
-            .map(|s| 2 * s.maglev_size)
+            .flat_map(|s| {
+                std::iter::once(s.maglev_size).chain(s.pools.iter().map(|p| p.maglev_size))
+            })
+            .map(|size| 2 * size)
             .sum::<u32>()
-            .max(1);
+            + 4 * xdp_lb_common::MAGLEV_MIN_SIZE;
         let dataplane = Dataplane::load(&LoadOptions {
             flow_hash_seed: SEED,
             maglev_table_slots: slots,

@@ -2,3 +2,4 @@ pub mod frames;
 pub mod harness;
 pub mod predict;
 pub mod raw;
+pub mod stream;

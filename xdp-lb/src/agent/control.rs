@@ -4,6 +4,8 @@
 //! applying it to a copy of the running configuration; only when that copy is applied is
 //! the change saved for the next agent.
 
+mod clients;
+
 use std::net::IpAddr;
 
 use super::{apply_config, failover::Health, reload};
@@ -31,14 +33,17 @@ pub(super) struct Context<'a> {
 impl Context<'_> {
     pub async fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => Response::Status(report::status(self.balancer, &self.health.observed())),
+            Request::Status => {
+                let observed = self.health.observed(self.file.config.flow_table);
+                Response::Status(report::status(self.balancer, &observed))
+            }
             Request::Lookup { client, vip, protocol } => {
                 let protocol = match protocol.as_str() {
                     "tcp" => Protocol::Tcp,
                     "udp" => Protocol::Udp,
                     other => return Response::error(format!("`{other}` is not a protocol (tcp or udp)")),
                 };
-                match report::lookup(self.balancer, client, vip, protocol) {
+                match report::lookup(self.balancer, &self.file.config.flow_table, client, vip, protocol) {
                     Ok(answer) => Response::Lookup(answer),
                     Err(message) => Response::error(message),
                 }
@@ -74,6 +79,9 @@ impl Context<'_> {
                 self.change(RuntimeChange::BackendWeight { service, address, weight }).await
             }
             Request::BackendEnable { service, address } => self.enable(service, address).await,
+            request @ (Request::ClientSet { .. } | Request::ClientRemove { .. } | Request::ClientList { .. }) => {
+                self.client_request(request).await
+            }
         }
     }
 
@@ -117,7 +125,7 @@ impl Context<'_> {
             .services
             .iter()
             .find(|s| s.name == service)
-            .and_then(|s| s.backends.iter().find(|b| b.address == address))
+            .and_then(|s| s.all_backends().find(|b| b.address == address))
             .map(|b| b.weight);
         let added_weight = self.runtime.changes().iter().find_map(|c| match c {
             RuntimeChange::BackendAdd { service: s, address: a, weight, .. } if *s == service && *a == address => Some(*weight),
@@ -142,6 +150,7 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
         RuntimeChange::BackendAdd { service, address, .. }
         | RuntimeChange::BackendRemove { service, address }
         | RuntimeChange::BackendWeight { service, address, .. } => (service, *address),
+        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => return clients::edit(file, change),
     };
     let service = file
         .config
@@ -149,27 +158,32 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
         .iter_mut()
         .find(|s| s.name == *name)
         .ok_or_else(|| format!("there is no service {name}"))?;
-    let position = service.backends.iter().position(|b| b.address == address);
+    let (vip, maglev_size) = (service.vip, service.maglev_size);
+    let in_pool = service.pool_of(address).is_some();
+    // A server of any pool: backends are added to the service's own (default) pool.
+    let backends = service.backends_holding_mut(address);
+    let position = backends.iter().position(|b| b.address == address);
     match change {
         RuntimeChange::BackendAdd { weight, mac, .. } => {
-            if position.is_some() {
+            if position.is_some() || in_pool {
                 return Err(format!("service {name} already has backend {address}"));
             }
-            check_backend(service.vip, address, *weight).map_err(|e| e.to_string())?;
-            if service.backends.len() >= service.maglev_size as usize {
+            check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
+            if backends.len() >= maglev_size as usize {
                 return Err(format!("service {name} has as many backends as its table has slots"));
             }
-            service.backends.push(crate::config::Backend { address, weight: *weight, mac: *mac });
+            backends.push(crate::config::Backend { address, weight: *weight, mac: *mac });
         }
         RuntimeChange::BackendRemove { .. } => {
             let i = position.ok_or_else(|| format!("service {name} has no backend {address}"))?;
-            service.backends.remove(i);
+            backends.remove(i);
         }
         RuntimeChange::BackendWeight { weight, .. } => {
             let i = position.ok_or_else(|| format!("service {name} has no backend {address}"))?;
-            check_backend(service.vip, address, *weight).map_err(|e| e.to_string())?;
-            service.backends[i].weight = *weight;
+            check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
+            backends[i].weight = *weight;
         }
+        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => {}
     }
     Ok(())
 }

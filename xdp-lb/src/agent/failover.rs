@@ -14,11 +14,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     balancer::Balancer,
-    config::{Backend, ConfigFile, HealthState, Role, ServiceFailover},
-    control::{
-        report::Observed,
-        switches::TableSwitches,
-    },
+    config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
+    control::{report::Observed, switches::TableSwitches},
     health::{self, Checks, Event, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
 };
@@ -111,12 +108,14 @@ impl Health {
         );
     }
 
-    /// What `status` and the metrics show besides the balancer's state.
-    pub(super) fn observed(&self) -> Observed {
+    /// What `status` and the metrics show besides the balancer's state; `flow_table` tells
+    /// which connection-table entries are still live.
+    pub(super) fn observed(&self, flow_table: FlowTable) -> Observed {
         Observed {
             checks: self.checks.records(),
             last_switch: self.switches.last().clone(),
             notify_runs: self.notify_runs.counts().to_vec(),
+            flow_table,
         }
     }
 
@@ -177,10 +176,7 @@ pub(super) fn standby_backends(failover: &ServiceFailover) -> Vec<Backend> {
         .into_iter()
         .map(|(address, role)| {
             let own = match role {
-                Role::Fallback => failover
-                    .fallback
-                    .iter()
-                    .find(|f| f.backend.address == address),
+                Role::Fallback => failover.fallback_server(address),
                 Role::Primary | Role::Backup => None,
             };
             own.map_or(
@@ -205,7 +201,7 @@ pub(super) fn distinct_servers(file: &ConfigFile) -> BTreeMap<IpAddr, Backend> {
         .config
         .services
         .iter()
-        .flat_map(|s| s.backends.iter().cloned());
+        .flat_map(|s| s.all_backends().cloned());
     for backend in primaries.chain(standbys) {
         let entry = out
             .entry(backend.address)

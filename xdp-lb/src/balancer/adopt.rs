@@ -33,6 +33,19 @@ pub struct ServiceSnapshot {
     pub generation: u32,
     /// Backends and standbys.
     pub servers: BTreeMap<IpAddr, ServerSnapshot>,
+    /// Its named pools (`regions`, `live` and `generation` above are its default pool's).
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSnapshot>,
+}
+
+/// A named pool's id and table regions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSnapshot {
+    pub id: u32,
+    pub maglev_size: u32,
+    pub regions: [u32; 2],
+    pub live: Option<usize>,
+    pub generation: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +61,8 @@ pub(super) struct Claimed {
     pub regions: [u32; 2],
     pub live: Option<usize>,
     pub generation: u32,
+    /// Its named pools' ids and regions, to be reused or freed (`Balancer::claim_pools`).
+    pub pools: BTreeMap<String, PoolSnapshot>,
 }
 
 impl Snapshot {
@@ -102,10 +117,24 @@ impl Balancer {
                             vlan: s.config.vlan.unwrap_or(0),
                             maglev_size: s.config.maglev_size,
                             id: s.id,
-                            regions: s.regions,
-                            live: s.live,
-                            generation: s.generation,
+                            regions: s.default_pool.regions,
+                            live: s.default_pool.live,
+                            generation: s.default_pool.generation,
                             servers: servers(s),
+                            pools: s
+                                .pools
+                                .iter()
+                                .map(|(name, p)| {
+                                    let pool = PoolSnapshot {
+                                        id: p.id,
+                                        maglev_size: p.maglev_size,
+                                        regions: p.regions,
+                                        live: p.live,
+                                        generation: p.generation,
+                                    };
+                                    (name.clone(), pool)
+                                })
+                                .collect(),
                         },
                     )
                 })
@@ -125,6 +154,22 @@ impl Balancer {
                 continue;
             }
             let mut s = s;
+            s.pools.retain(|pool, p| {
+                let mut reserved = Vec::new();
+                for r in p.regions {
+                    if self.regions.reserve(r, p.maglev_size) {
+                        reserved.push(r);
+                    }
+                }
+                let ok = reserved.len() == p.regions.len() && self.pool_ids.reserve(p.id);
+                if !ok {
+                    for r in reserved {
+                        self.regions.free(r, p.maglev_size);
+                    }
+                    log::warn!("snapshot of pool {pool} of {name} does not fit the maps; it starts afresh");
+                }
+                ok
+            });
             s.servers.retain(|address, server| {
                 let ok = self.backend_ids.reserve(server.id);
                 if !ok {
@@ -141,14 +186,20 @@ impl Balancer {
     /// same table size.
     pub(super) fn claim_service(&mut self, config: &Service) -> Option<Claimed> {
         let adopting = self.adopting.as_mut()?;
-        let s = adopting.services.get(&config.name)?;
+        let s = adopting.services.get_mut(&config.name)?;
         let same = (s.vip, s.port, s.protocol, s.vlan, s.maglev_size)
             == (config.vip, config.port, config.protocol.number(), config.vlan.unwrap_or(0), config.maglev_size);
         if !same {
             return None;
         }
         self.claiming = Some(config.name.clone());
-        Some(Claimed { id: s.id, regions: s.regions, live: s.live, generation: s.generation })
+        // A region index beyond the two is a damaged snapshot: write both afresh.
+        let live = s.live.filter(|l| *l < 2);
+        let pools = std::mem::take(&mut s.pools)
+            .into_iter()
+            .map(|(name, p)| (name, PoolSnapshot { live: p.live.filter(|l| *l < 2), ..p }))
+            .collect();
+        Some(Claimed { id: s.id, regions: s.regions, live, generation: s.generation, pools })
     }
 
     /// The snapshot's id, epoch and health for a server of the service being claimed.
@@ -180,6 +231,12 @@ impl Balancer {
             }
             for r in s.regions {
                 self.regions.free(r, s.maglev_size);
+            }
+            for p in s.pools.values() {
+                for r in p.regions {
+                    self.regions.free(r, p.maglev_size);
+                }
+                self.pool_ids.give_back(p.id);
             }
             self.service_ids.give_back(s.id);
             log::info!("service {name} of the earlier agent is no longer configured: removed");

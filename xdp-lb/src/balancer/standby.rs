@@ -1,6 +1,6 @@
 //! Backups and fallback servers in the balancer. Each standby is a backend of its own (id,
-//! entry, health, resolved like any backend) that no slot names until the table plan makes
-//! it stand in for a dead primary or serve as the fallback pool.
+//! entry, health, resolved like any backend) that no slot names until its pool's table plan
+//! makes it stand in for a dead primary or serve as the fallback pool.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use xdp_lb_common::BackendValue;
 
 use super::{BackendState, Balancer, Forwarding, ServiceState, Serving};
-use crate::config::{Backend, Role, ServiceFailover};
+use crate::config::{Backend, DEFAULT_POOL, Role, ServiceFailover};
 
 impl Balancer {
     /// Applies new failover settings to a running service. Standbys named anew get an id
@@ -31,7 +31,7 @@ impl Balancer {
             .services
             .get_mut(name)
             .ok_or_else(|| anyhow!("no service named {name}"))?;
-        let plan_before = state.table_plan();
+        let plans_before = state.table_plans();
         let removed: Vec<u32> = state
             .standbys
             .iter()
@@ -50,9 +50,8 @@ impl Balancer {
             .collect();
         state.failover = failover.clone();
         state.standbys = wanted;
-        if state.table_plan() != plan_before {
-            self.publish(name)?;
-        }
+        let changed = super::changed_pools(&plans_before, &state.table_plans());
+        self.publish_pools(name, &changed)?;
         for id in removed {
             self.dataplane.set_backend(id, BackendValue::default())?;
             self.backend_ids.give_back(id);
@@ -76,11 +75,7 @@ impl Balancer {
         let mut created = Vec::new();
         for (address, role) in failover.standbys() {
             let config = match role {
-                Role::Fallback => failover
-                    .fallback
-                    .iter()
-                    .find(|f| f.backend.address == address)
-                    .map(|f| f.backend.clone()),
+                Role::Fallback => failover.fallback_server(address).map(|f| f.backend.clone()),
                 Role::Backup | Role::Primary => None,
             }
             .unwrap_or(Backend {
@@ -120,21 +115,34 @@ impl Balancer {
     }
 }
 
-/// Logs a service moving to or from its fallback pool (having nobody is logged by
-/// `publish`).
-pub(super) fn note_serving(name: &str, state: &mut ServiceState, serving: Serving) {
-    if serving == state.serving {
+/// Records where pool `pool`'s new flows go, logging a move to or from its fallback servers
+/// (having nobody is logged by `publish_pool`).
+pub(super) fn note_serving(name: &str, pool: &str, state: &mut ServiceState, serving: Serving) {
+    let fallback = state.failover.fallback_of(pool).len();
+    let is_default = pool == DEFAULT_POOL;
+    let Some(target) = state.pool_mut(pool) else {
+        return;
+    };
+    let before = target.serving;
+    target.serving = serving;
+    if is_default {
+        state.serving = serving;
+    }
+    if serving == before {
         return;
     }
-    match (state.serving, serving) {
+    let which = if is_default {
+        format!("service {name}")
+    } else {
+        format!("service {name}, pool {pool}")
+    };
+    match (before, serving) {
         (_, Serving::Fallback) => log::warn!(
-            "service {name}: no primary is usable; new flows go to the fallback pool ({} server(s))",
-            state.failover.fallback.len()
+            "{which}: no primary is usable; new flows go to the fallback pool ({fallback} server(s))"
         ),
         (Serving::Fallback, Serving::Primaries) => {
-            log::info!("service {name}: a primary is back; the fallback pool gets no new flows")
+            log::info!("{which}: a primary is back; the fallback pool gets no new flows")
         }
         _ => {}
     }
-    state.serving = serving;
 }

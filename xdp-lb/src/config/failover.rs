@@ -5,7 +5,13 @@
 //! `reload::plan` diffs the balancing half into table changes, while the agent diffs this
 //! half into checkers to start, stop or restart; neither needs the other's details.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use super::{Backend, Config, Ops};
 
@@ -42,7 +48,9 @@ pub struct Failover {
     pub services: BTreeMap<String, ServiceFailover>,
 }
 
-/// One service's failover settings.
+/// One service's failover settings. The fields other than `pools` are its default pool's
+/// (its own backends), except `backends`, which holds the primaries of every pool (a server
+/// is in one pool of a service).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceFailover {
     /// The service's check; `None`: its servers are not checked (a UDP service without a
@@ -52,12 +60,15 @@ pub struct ServiceFailover {
     pub backends: BTreeMap<IpAddr, BackendFailover>,
     /// The sorry servers, used only while no primary (nor a backup standing in) is usable.
     pub fallback: Vec<FallbackServer>,
+    /// Each named pool's own settings, by pool name.
+    pub pools: BTreeMap<String, PoolFailover>,
 }
 
-/// What a primary adds to the service's settings.
+/// What a primary adds to its pool's settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendFailover {
-    /// Its effective check when it differs from the service's.
+    /// Its effective check when it differs from its pool's (the service's for the default
+    /// pool).
     pub check: Option<HealthCheck>,
     /// The standby that takes its Maglev slots while it is down.
     pub backup: Option<IpAddr>,
@@ -67,8 +78,21 @@ pub struct BackendFailover {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FallbackServer {
     pub backend: Backend,
-    /// Its effective check when it differs from the service's.
+    /// Its effective check when it differs from its pool's (the service's for the default
+    /// pool).
     pub check: Option<HealthCheck>,
+}
+
+/// A named pool's own failover settings: its check and fallback servers (its primaries'
+/// backups and checks are in [`ServiceFailover::backends`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolFailover {
+    /// The check of the pool's servers when it differs from the service's.
+    pub check: Option<HealthCheck>,
+    /// The pool's primaries, whose standbys and checks are the pool's.
+    pub primaries: BTreeSet<IpAddr>,
+    /// The pool's sorry servers.
+    pub fallback: Vec<FallbackServer>,
 }
 
 /// The role a server plays in its service (`XDP_LB_ROLE` of a notification).
@@ -91,18 +115,53 @@ impl fmt::Display for Role {
 
 impl ServiceFailover {
     /// The check of the server at `address` in `role` (`None` when the service is not
-    /// checked).
+    /// checked): its own, else its pool's, else the service's.
     pub fn check_for(&self, address: IpAddr, role: Role) -> Option<&HealthCheck> {
+        let pool = self.pool_of(address, role).map(|(_, p)| p);
         let own = match role {
             Role::Primary => self.backends.get(&address).and_then(|b| b.check.as_ref()),
             Role::Backup => None,
-            Role::Fallback => self
-                .fallback
+            Role::Fallback => pool
+                .map_or(self.fallback.as_slice(), |p| p.fallback.as_slice())
                 .iter()
                 .find(|f| f.backend.address == address)
                 .and_then(|f| f.check.as_ref()),
         };
-        self.check.as_ref().map(|service| own.unwrap_or(service))
+        let pool_check = pool.and_then(|p| p.check.as_ref());
+        self.check
+            .as_ref()
+            .map(|service| own.or(pool_check).unwrap_or(service))
+    }
+
+    /// The named pool the server at `address` in `role` belongs to, with its name (`None`:
+    /// the default pool).
+    pub fn pool_of(&self, address: IpAddr, role: Role) -> Option<(&str, &PoolFailover)> {
+        let found = self.pools.iter().find(|(_, p)| match role {
+            Role::Primary => p.primaries.contains(&address),
+            Role::Backup => p
+                .primaries
+                .iter()
+                .any(|primary| self.backup_of(*primary) == Some(address)),
+            Role::Fallback => p.fallback.iter().any(|f| f.backend.address == address),
+        });
+        found.map(|(name, p)| (name.as_str(), p))
+    }
+
+    /// The fallback server at `address`, of any pool.
+    pub fn fallback_server(&self, address: IpAddr) -> Option<&FallbackServer> {
+        self.fallback
+            .iter()
+            .chain(self.pools.values().flat_map(|p| &p.fallback))
+            .find(|f| f.backend.address == address)
+    }
+
+    /// The fallback servers of pool `name` (`default`: the service's own).
+    pub fn fallback_of(&self, name: &str) -> &[FallbackServer] {
+        match self.pools.get(name) {
+            Some(pool) => &pool.fallback,
+            None if name == super::DEFAULT_POOL => &self.fallback,
+            None => &[],
+        }
     }
 
     /// The health a server of this service starts in: `initial_state` of its check, up when
@@ -117,7 +176,8 @@ impl ServiceFailover {
         self.backends.get(&address).and_then(|b| b.backup)
     }
 
-    /// Every standby (backups, then the fallback pool) with its role, each address once.
+    /// Every standby of every pool (backups, then the fallback servers) with its role, each
+    /// address once.
     pub fn standbys(&self) -> Vec<(IpAddr, Role)> {
         let mut out: Vec<(IpAddr, Role)> = Vec::new();
         for backup in self.backends.values().filter_map(|b| b.backup) {
@@ -125,11 +185,11 @@ impl ServiceFailover {
                 out.push((backup, Role::Backup));
             }
         }
-        out.extend(
-            self.fallback
-                .iter()
-                .map(|f| (f.backend.address, Role::Fallback)),
-        );
+        let fallback = self
+            .fallback
+            .iter()
+            .chain(self.pools.values().flat_map(|p| &p.fallback));
+        out.extend(fallback.map(|f| (f.backend.address, Role::Fallback)));
         out
     }
 }

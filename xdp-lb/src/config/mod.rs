@@ -2,7 +2,8 @@
 //!
 //! [`load_file`] / [`parse_file`] read the file (`raw.rs`, the serde schema), check every
 //! rule (`validate.rs`) and give the validated [`ConfigFile`]: the balanced services
-//! ([`Config`]) and their health checks, backups, fallback pools and alerts ([`Failover`],
+//! ([`Config`], with their named pools and client rules: `pools.rs`, `prefix.rs`) and their
+//! health checks, backups, fallback pools and alerts ([`Failover`],
 //! `failover.rs`; checked in `health.rs` and `standby.rs`) and the metrics and registration
 //! endpoints ([`Ops`], `ops.rs`), or every error found, each with
 //! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
@@ -14,11 +15,15 @@ mod health;
 mod locate;
 mod model;
 mod ops;
+mod pools;
+mod prefix;
 mod raw;
 mod raw_failover;
 mod raw_ops;
+mod raw_pools;
 mod render;
 mod render_failover;
+mod render_pools;
 mod service;
 mod standby;
 mod validate;
@@ -27,6 +32,8 @@ mod validate;
 mod tests;
 #[cfg(test)]
 mod tests_failover;
+#[cfg(test)]
+mod tests_pools;
 #[cfg(test)]
 mod tests_rules;
 

@@ -3,6 +3,8 @@
 
 use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
 
+pub use super::prefix::{ClientPrefix, PrefixError};
+
 /// Default seed of the flow hash. Every LB that must send a flow to the same backend (an
 /// anycast/ECMP group) needs the same seed, so the default is a fixed value, not a random one.
 pub const DEFAULT_FLOW_HASH_SEED: u32 = 0x5eed_1b5d;
@@ -78,7 +80,97 @@ pub struct Service {
     /// The 802.1Q/802.1ad VLAN id (outer tag) this service is bound to; `None`: any VLAN
     /// and untagged frames.
     pub vlan: Option<u16>,
+    /// Its own backends: the default pool, for clients no rule places elsewhere.
     pub backends: Vec<Backend>,
+    /// Its named pools, in file order (each server is in one pool of the service).
+    pub pools: Vec<Pool>,
+    /// Its client rules, in file order (each prefix once; the longest matching one wins).
+    pub clients: Vec<ClientRule>,
+}
+
+impl Service {
+    /// The named pool `name` (not the default pool).
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Whether `name` is a pool of the service: the default pool or a named one.
+    pub fn has_pool(&self, name: &str) -> bool {
+        name == DEFAULT_POOL || self.pool(name).is_some()
+    }
+
+    /// The primaries of every pool: the default pool's, then each named pool's.
+    pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends
+            .iter()
+            .chain(self.pools.iter().flat_map(|p| &p.backends))
+    }
+
+    /// The backend list of the pool holding `address` (the default pool's when none does),
+    /// for run-time backend changes, which work on servers of any pool.
+    pub fn backends_holding_mut(&mut self, address: IpAddr) -> &mut Vec<Backend> {
+        match self
+            .pools
+            .iter()
+            .position(|p| p.backends.iter().any(|b| b.address == address))
+        {
+            Some(i) => &mut self.pools[i].backends,
+            None => &mut self.backends,
+        }
+    }
+
+    /// The pool whose primary `address` is.
+    pub fn pool_of(&self, address: IpAddr) -> Option<&str> {
+        if self.backends.iter().any(|b| b.address == address) {
+            return Some(DEFAULT_POOL);
+        }
+        self.pools
+            .iter()
+            .find(|p| p.backends.iter().any(|b| b.address == address))
+            .map(|p| p.name.as_str())
+    }
+}
+
+/// The name of a service's own backends as a pool (no named pool may take it).
+pub const DEFAULT_POOL: &str = "default";
+
+/// A named pool of a service: servers with a Maglev table of their own, for the clients its
+/// rules send there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    /// `[A-Za-z0-9_.-]{1,64}`, never `default`.
+    pub name: String,
+    /// Its Maglev table size (prime); by default the service's.
+    pub maglev_size: u32,
+    pub backends: Vec<Backend>,
+}
+
+/// One client rule: clients in `prefix` (of the VIP's family) go to a pool or are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRule {
+    pub prefix: ClientPrefix,
+    pub action: ClientAction,
+}
+
+/// What a client rule does (kept as `{"pool": NAME}` or `"drop"` in the run-time file).
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAction {
+    /// New flows go to this pool (`default`: the service's own backends).
+    Pool(String),
+    /// The client is refused: its frames are dropped.
+    Drop,
+}
+
+impl fmt::Display for ClientAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAction::Pool(name) => write!(f, "pool {name}"),
+            ClientAction::Drop => f.write_str("drop"),
+        }
+    }
 }
 
 /// What the Maglev slot of a new connection is hashed from.

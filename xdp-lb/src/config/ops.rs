@@ -60,7 +60,9 @@ impl Ops {
 /// [`MAX_TOKEN_BYTES`], in a regular file nobody but its owner and group can read.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
     let file = fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
     if !meta.is_file() {
         return Err("is not a regular file".to_owned());
     }
@@ -171,7 +173,11 @@ pub(super) fn render(out: &mut String, ops: &Ops) -> std::fmt::Result {
     if let Some(r) = &ops.registration {
         writeln!(out, "registration:")?;
         writeln!(out, "  listen: {}", socket(r.listen))?;
-        writeln!(out, "  token_file: {}", string(&r.token_file.to_string_lossy()))?;
+        writeln!(
+            out,
+            "  token_file: {}",
+            string(&r.token_file.to_string_lossy())
+        )?;
     }
     Ok(())
 }
@@ -200,7 +206,8 @@ mod tests {
             use std::sync::atomic::{AtomicU32, Ordering};
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("xdp-lb-ops-test-{}-{n}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("xdp-lb-ops-test-{}-{n}", std::process::id()));
             fs::create_dir_all(&dir).unwrap();
             Self(dir)
         }
@@ -227,16 +234,40 @@ mod tests {
         let group = dir.file("group", "tok\n", 0o640);
         assert_eq!(read_token_file(&group).unwrap(), "tok");
         let cases = [
-            (dir.file("open", "tok\n", 0o644), "is readable by every user (mode 0644); make it root's only: chmod 600"),
-            (dir.file("empty", " \n", 0o600), "is empty (write a token in it, e.g. `openssl rand -hex 32`)"),
-            (dir.file("spaces", "two words\n", 0o600), "must hold one token of printable ASCII without spaces (e.g. `openssl rand -hex 32`)"),
-            (dir.file("long", &"a".repeat(MAX_TOKEN_BYTES + 1), 0o600), "holds more than 4096 bytes"),
+            (
+                dir.file("open", "tok\n", 0o644),
+                "is readable by every user (mode 0644); make it root's only: chmod 600",
+            ),
+            (
+                dir.file("empty", " \n", 0o600),
+                "is empty (write a token in it, e.g. `openssl rand -hex 32`)",
+            ),
+            (
+                dir.file("spaces", "two words\n", 0o600),
+                "must hold one token of printable ASCII without spaces (e.g. `openssl rand -hex 32`)",
+            ),
+            (
+                dir.file("long", &"a".repeat(MAX_TOKEN_BYTES + 1), 0o600),
+                "holds more than 4096 bytes",
+            ),
         ];
         for (path, why) in cases {
-            assert_eq!(read_token_file(&path).unwrap_err(), why, "{}", path.display());
+            assert_eq!(
+                read_token_file(&path).unwrap_err(),
+                why,
+                "{}",
+                path.display()
+            );
         }
-        assert!(read_token_file(&dir.0.join("missing")).unwrap_err().starts_with("cannot open it: "));
-        assert_eq!(read_token_file(&dir.0).unwrap_err(), "is not a regular file");
+        assert!(
+            read_token_file(&dir.0.join("missing"))
+                .unwrap_err()
+                .starts_with("cannot open it: ")
+        );
+        assert_eq!(
+            read_token_file(&dir.0).unwrap_err(),
+            "is not a regular file"
+        );
     }
 
     #[test]
@@ -249,14 +280,25 @@ mod tests {
         );
         let errors = parse_file(Path::new("t.yaml"), &text, &LiveHost).unwrap_err();
         let e = &errors.0[0];
-        assert_eq!((errors.len(), e.line, e.field.as_str()), (1, 4, "registration.token_file"), "{errors}");
-        assert!(e.message.ends_with("is readable by every user (mode 0604); make it root's only: chmod 600"), "{e}");
+        assert_eq!(
+            (errors.len(), e.line, e.field.as_str()),
+            (1, 4, "registration.token_file"),
+            "{errors}"
+        );
+        assert!(
+            e.message
+                .ends_with("is readable by every user (mode 0604); make it root's only: chmod 600"),
+            "{e}"
+        );
 
         fs::set_permissions(&open, fs::Permissions::from_mode(0o600)).unwrap();
         let file = parse_file(Path::new("t.yaml"), &text, &LiveHost).unwrap();
         assert_eq!(
             file.ops.registration,
-            Some(Registration { listen: "127.0.0.1:9180".parse().unwrap(), token_file: open })
+            Some(Registration {
+                listen: "127.0.0.1:9180".parse().unwrap(),
+                token_file: open
+            })
         );
     }
 
@@ -267,11 +309,17 @@ mod tests {
         assert_eq!(off.ops, Ops::default());
         let metrics = ok_file(&format!("metrics:\n  listen: \"[::1]:9100\"\n{base}"));
         assert_eq!(metrics.ops.metrics, Some("[::1]:9100".parse().unwrap()));
-        assert_eq!(metrics.ops.restart_needed(&off.ops).as_deref(), Some("metrics"));
+        assert_eq!(
+            metrics.ops.restart_needed(&off.ops).as_deref(),
+            Some("metrics")
+        );
         let both = ok_file(&format!(
             "metrics: {{listen: 127.0.0.1:9100}}\nregistration: {{listen: 10.0.0.1:9180, token_file: /etc/xdp-lb/t}}\n{base}"
         ));
-        assert_eq!(both.ops.restart_needed(&off.ops).as_deref(), Some("metrics, registration"));
+        assert_eq!(
+            both.ops.restart_needed(&off.ops).as_deref(),
+            Some("metrics, registration")
+        );
         assert_eq!(both.ops.restart_needed(&both.ops), None);
     }
 }

@@ -15,6 +15,7 @@ use serde_saphyr::{Location, Spanned};
 use super::{
     raw_failover::{RawHealthCheck, RawNotify},
     raw_ops::{RawMetrics, RawRegistration},
+    raw_pools::{RawClientRule, RawPools},
 };
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +74,10 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub fallback: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    #[serde(default)]
+    pub pools: Option<Spanned<RawPools>>,
+    #[serde(default)]
+    pub clients: Option<Spanned<Vec<Spanned<RawClientRule>>>>,
 }
 
 #[derive(Debug, Deserialize)]

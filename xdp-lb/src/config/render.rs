@@ -5,7 +5,7 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use super::{
     Config, ConfigFile, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
-    errors::escape_controls, ops, render_failover,
+    errors::escape_controls, ops, render_failover, render_pools,
 };
 
 /// The effective configuration as YAML: services and backends in file order, each default
@@ -98,9 +98,9 @@ fn write_config(
         render_failover::service(out, service_failover)?;
         if s.backends.is_empty() {
             writeln!(out, "    backends: []")?;
-            continue;
+        } else {
+            writeln!(out, "    backends:")?;
         }
-        writeln!(out, "    backends:")?;
         for b in &s.backends {
             writeln!(out, "      - address: {}", address(b.address))?;
             writeln!(out, "        weight: {}", b.weight)?;
@@ -113,6 +113,7 @@ fn write_config(
             }
             render_failover::backend(out, service_failover, b.address)?;
         }
+        render_pools::service(out, s, service_failover)?;
     }
     Ok(())
 }

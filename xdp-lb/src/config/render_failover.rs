@@ -67,7 +67,7 @@ pub(super) fn backend(
 }
 
 /// `health_check:` at `indent`: every key of `check`, or those differing from `base`.
-fn write_check(
+pub(super) fn write_check(
     out: &mut String,
     indent: &str,
     check: &HealthCheck,

@@ -1,19 +1,23 @@
 //! Validation of one service and its backends (the rest is in `validate.rs`).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr},
 };
 
 use serde_saphyr::{Location, Spanned};
-use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_VLAN_ID, MAX_WEIGHT};
+use xdp_lb_common::{
+    MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_VLAN_ID, MAX_WEIGHT,
+};
 
 /// Longest client persistence: a day.
 const MAX_PERSISTENCE_S: u32 = 86_400;
 
 use super::{
-    Backend, HashMode, MacAddr, NoBackendAction, Persistence, Protocol, Service, ServiceFailover,
+    Backend, DEFAULT_POOL, HashMode, MacAddr, NoBackendAction, Persistence, Protocol, Service,
+    ServiceFailover,
     errors::shown,
+    pools::PoolContext,
     raw::{Number, RawBackend, RawService, at},
     standby::ServiceFacts,
     validate::{Checker, MAX_NAME_LEN, Seen, is_prime, prime_near},
@@ -67,7 +71,8 @@ impl Checker<'_> {
                 );
                 self.error(at(raw), format!("services[{i}]"), message);
             } else {
-                seen.listeners.insert((vip, port, protocol, vlan), (i, at(raw)));
+                seen.listeners
+                    .insert((vip, port, protocol, vlan), (i, at(raw)));
             }
         }
         let maglev_size = self.maglev_size(s, &field("maglev_size"));
@@ -108,11 +113,35 @@ impl Checker<'_> {
             maglev_size,
             primaries: &addresses,
         };
-        let failover = self.service_failover(i, s, &facts);
+        let check = self.service_health(i, s, &facts);
+        let pools = self.pools(
+            i,
+            s,
+            &PoolContext {
+                vip,
+                port,
+                protocol,
+                maglev_size,
+                check: check.as_ref(),
+            },
+        );
+        let failover = self.service_failover(i, s, &facts, check);
+        let mut pool_names: BTreeSet<String> = s
+            .pools
+            .iter()
+            .flat_map(|p| &p.value.0)
+            .map(|(name, _)| name.value.clone())
+            .collect();
+        pool_names.insert(DEFAULT_POOL.to_owned());
+        let clients = self.client_rules(i, s, vip, &pool_names);
 
         if self.errors.len() != before {
             return None;
         }
+        let (pools, pool_failover, pool_backends) = pools?;
+        let mut failover = failover?;
+        failover.backends.extend(pool_backends);
+        failover.pools = pool_failover;
         let service = Service {
             name: name?,
             vip: vip?,
@@ -124,8 +153,10 @@ impl Checker<'_> {
             hash: hash?,
             vlan: vlan?,
             backends,
+            pools,
+            clients: clients?,
         };
-        Some((service, failover?))
+        Some((service, failover))
     }
 
     /// `persistence` (seconds, 0 = off) and `persistence_netmask` (a prefix length of the
@@ -216,8 +247,25 @@ impl Checker<'_> {
     }
 
     fn maglev_size(&mut self, s: &RawService, field: &str) -> Option<u32> {
-        let Some(size) = &s.maglev_size else {
-            return Some(MAGLEV_DEFAULT_SIZE);
+        self.table_size(
+            s.maglev_size.as_ref(),
+            s.backends.value.len(),
+            field,
+            MAGLEV_DEFAULT_SIZE,
+        )
+    }
+
+    /// A Maglev table size (`default` when not given): a prime in range, with a slot for each
+    /// of the pool's `backends`.
+    pub(super) fn table_size(
+        &mut self,
+        size: Option<&Spanned<Number>>,
+        backends: usize,
+        field: &str,
+        default: u32,
+    ) -> Option<u32> {
+        let Some(size) = size else {
+            return Some(default);
         };
         let range = i128::from(MAGLEV_MIN_SIZE)..=i128::from(MAGLEV_MAX_SIZE);
         let Number::Int(v) = &size.value else {
@@ -233,7 +281,6 @@ impl Checker<'_> {
             format!("{v} is too large ({allowed})")
         } else {
             let v = u32::try_from(*v).ok()?;
-            let backends = s.backends.value.len();
             if !is_prime(v) {
                 format!("{v} is not prime (try {})", prime_near(v))
             } else if (v as usize) < backends {

@@ -14,7 +14,7 @@ use super::{
     BackendFailover, FallbackServer, HostFacts, Notify, Protocol, ServiceFailover,
     errors::shown,
     failover::DEFAULT_NOTIFY_TIMEOUT,
-    raw::{RawService, at},
+    raw::{RawBackend, RawService, at},
     raw_failover::RawNotify,
     validate::Checker,
 };
@@ -23,42 +23,106 @@ use super::{
 const NOTIFY_TIMEOUTS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3600);
 
-/// What `service_failover` needs to know of the service besides its raw form.
+/// What the failover checks need to know of the service (and the pool) besides the raw
+/// form.
 pub(super) struct ServiceFacts<'a> {
     pub vip: Option<IpAddr>,
     pub port: Option<u16>,
     pub protocol: Option<Protocol>,
+    /// The pool's table size.
     pub maglev_size: Option<u32>,
-    /// The primaries by address: their index and location.
+    /// The pool's primaries by address: their index and location.
     pub primaries: &'a HashMap<IpAddr, (usize, Location)>,
 }
 
+/// What a backup is checked against.
+struct Known<'a> {
+    /// How messages name the pool.
+    noun: &'a str,
+    facts: &'a ServiceFacts<'a>,
+    /// The pool's fallback servers by address: their index.
+    fallback: &'a HashMap<IpAddr, usize>,
+}
+
+/// One pool's servers as written, and how messages name the pool.
+pub(super) struct RawPoolServers<'a> {
+    /// The field path of the pool: `services[0]` (the default pool) or
+    /// `services[0].pools.premium`.
+    pub path: String,
+    /// `this service` or `pool premium`.
+    pub noun: String,
+    pub backends: &'a Spanned<Vec<Spanned<RawBackend>>>,
+    pub fallback: Option<&'a Spanned<Vec<Spanned<RawBackend>>>>,
+}
+
+impl RawPoolServers<'_> {
+    /// The default pool of service `i`: its own backends and fallback.
+    pub(super) fn default_pool(i: usize, s: &RawService) -> RawPoolServers<'_> {
+        RawPoolServers {
+            path: format!("services[{i}]"),
+            noun: "this service".to_owned(),
+            backends: &s.backends,
+            fallback: s.fallback.as_ref(),
+        }
+    }
+}
+
+/// A pool's failover settings: its primaries' backups and own checks, and its fallback
+/// servers.
+pub(super) type PoolStandbys = (BTreeMap<IpAddr, BackendFailover>, Vec<FallbackServer>);
+
 impl Checker<'_> {
-    /// Service `i`'s failover settings; `None` when an error was reported.
+    /// The check of service `i`: its `health_check` over the defaults. A broken one is
+    /// reported and a default TCP check stands in, so that the servers' settings are still
+    /// checked and every error shows at once.
+    pub(super) fn service_health(
+        &mut self,
+        i: usize,
+        s: &RawService,
+        facts: &ServiceFacts<'_>,
+    ) -> Option<super::HealthCheck> {
+        self.service_check(
+            s.health_check.as_ref(),
+            facts.port,
+            facts.protocol,
+            &format!("services[{i}].health_check"),
+        )
+        .unwrap_or_else(|| {
+            Some(super::HealthCheck::default_for_port(
+                facts.port.unwrap_or(1),
+            ))
+        })
+    }
+
+    /// The failover settings of a service's default pool under the service's `check`;
+    /// `None` when an error was reported.
     pub(super) fn service_failover(
         &mut self,
         i: usize,
         s: &RawService,
         facts: &ServiceFacts<'_>,
+        check: Option<super::HealthCheck>,
     ) -> Option<ServiceFailover> {
-        let before = self.errors.len();
-        let field = |name: &str| format!("services[{i}].{name}");
-        // A broken service check is reported; the servers' settings are still checked
-        // against the defaults so that every error shows at once.
-        let check = self
-            .service_check(
-                s.health_check.as_ref(),
-                facts.port,
-                facts.protocol,
-                &field("health_check"),
-            )
-            .unwrap_or_else(|| {
-                Some(super::HealthCheck::default_for_port(
-                    facts.port.unwrap_or(1),
-                ))
-            });
+        let pool = RawPoolServers::default_pool(i, s);
+        let (backends, fallback) = self.pool_standbys(&pool, facts, check.as_ref())?;
+        Some(ServiceFailover {
+            check,
+            backends,
+            fallback,
+            pools: BTreeMap::new(),
+        })
+    }
 
-        let fallback = self.fallback_pool(i, s, facts, check.as_ref());
+    /// The standbys of one pool whose servers are checked with `check`: each primary's
+    /// backup and own check, and the fallback servers. `None` when an error was reported.
+    pub(super) fn pool_standbys(
+        &mut self,
+        pool: &RawPoolServers<'_>,
+        facts: &ServiceFacts<'_>,
+        check: Option<&super::HealthCheck>,
+    ) -> Option<PoolStandbys> {
+        let before = self.errors.len();
+        let fallback = self.fallback_pool(pool, facts, check);
         let fallback_addresses: HashMap<IpAddr, usize> = fallback
             .iter()
             .enumerate()
@@ -66,9 +130,9 @@ impl Checker<'_> {
             .collect();
 
         let mut backends = BTreeMap::new();
-        for (j, raw) in s.backends.value.iter().enumerate() {
+        for (j, raw) in pool.backends.value.iter().enumerate() {
             let b = &raw.value;
-            let prefix = format!("services[{i}].backends[{j}]");
+            let prefix = format!("{}.backends[{j}]", pool.path);
             // The address itself is checked (and reported) by `backend`.
             let Ok(address) = b.address.value.parse::<IpAddr>() else {
                 continue;
@@ -76,12 +140,17 @@ impl Checker<'_> {
             let own_check = match &b.health_check {
                 None => None,
                 Some(hc) => self
-                    .server_check(hc, check.as_ref(), &format!("{prefix}.health_check"))
+                    .server_check(hc, check, &format!("{prefix}.health_check"))
                     .flatten(),
             };
             let backup = b.backup.as_ref().and_then(|text| {
                 let field = format!("{prefix}.backup");
-                self.backup(text, &field, address, facts, &fallback_addresses)
+                let known = Known {
+                    noun: &pool.noun,
+                    facts,
+                    fallback: &fallback_addresses,
+                };
+                self.backup(text, &field, address, &known)
             });
             if own_check.is_some() || backup.is_some() {
                 backends.insert(
@@ -102,16 +171,12 @@ impl Checker<'_> {
                 fallback.len()
             );
             self.error(
-                s.fallback.as_ref().map_or(at(&s.backends), at),
-                field("fallback"),
+                pool.fallback.map_or(at(pool.backends), at),
+                format!("{}.fallback", pool.path),
                 message,
             );
         }
-        (self.errors.len() == before).then_some(ServiceFailover {
-            check,
-            backends,
-            fallback,
-        })
+        (self.errors.len() == before).then_some((backends, fallback))
     }
 
     /// A primary's `backup`: a standby of the VIP's family that is neither the primary
@@ -121,22 +186,22 @@ impl Checker<'_> {
         text: &Spanned<String>,
         field: &str,
         primary: IpAddr,
-        facts: &ServiceFacts<'_>,
-        fallback: &HashMap<IpAddr, usize>,
+        known: &Known<'_>,
     ) -> Option<IpAddr> {
         let backup = self.address(text, field, "backup")?;
+        let noun = known.noun;
         let message = if backup == primary {
             format!("{backup} is this backend itself; a backup must be another server")
-        } else if let Some((j, line)) = facts.primaries.get(&backup) {
+        } else if let Some((j, line)) = known.facts.primaries.get(&backup) {
             format!(
-                "{backup} is a backend of this service (backends[{j}], line {}); a backup must be a standby that is not",
+                "{backup} is a backend of {noun} (backends[{j}], line {}); a backup must be a standby that is not",
                 line.line()
             )
-        } else if let Some(k) = fallback.get(&backup) {
+        } else if let Some(k) = known.fallback.get(&backup) {
             format!(
-                "{backup} is in this service's fallback pool (fallback[{k}]); a server is a backup or a fallback, not both"
+                "{backup} is in {noun}'s fallback pool (fallback[{k}]); a server is a backup or a fallback, not both"
             )
-        } else if let Some(vip) = facts.vip.filter(|v| v.is_ipv4() != backup.is_ipv4()) {
+        } else if let Some(vip) = known.facts.vip.filter(|v| v.is_ipv4() != backup.is_ipv4()) {
             let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
             format!(
                 "{backup} is {} but the service's VIP {vip} is {} (a backup must be of its VIP's family)",
@@ -154,18 +219,17 @@ impl Checker<'_> {
     /// once and none a primary.
     fn fallback_pool(
         &mut self,
-        i: usize,
-        s: &RawService,
+        pool: &RawPoolServers<'_>,
         facts: &ServiceFacts<'_>,
         check: Option<&super::HealthCheck>,
     ) -> Vec<FallbackServer> {
-        let Some(list) = &s.fallback else {
+        let Some(list) = pool.fallback else {
             return Vec::new();
         };
         let mut seen: HashMap<IpAddr, (usize, Location)> = HashMap::new();
         let mut out = Vec::with_capacity(list.value.len());
         for (k, raw) in list.value.iter().enumerate() {
-            let prefix = format!("services[{i}].fallback[{k}]");
+            let prefix = format!("{}.fallback[{k}]", pool.path);
             let b = &raw.value;
             // Duplicates are told here, as fallback entries rather than backends.
             let backend = self.backend(&prefix, k, b, facts.vip, &mut HashMap::new());
@@ -195,8 +259,9 @@ impl Checker<'_> {
             let Some(backend) = backend else { continue };
             if let Some((j, line)) = facts.primaries.get(&backend.address) {
                 let message = format!(
-                    "{} is a backend of this service (backends[{j}], line {}); the fallback pool is for other servers",
+                    "{} is a backend of {} (backends[{j}], line {}); the fallback pool is for other servers",
                     backend.address,
+                    pool.noun,
                     line.line()
                 );
                 self.error(at(&b.address), format!("{prefix}.address"), message);

@@ -5,11 +5,12 @@ use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive, path::Path};
 
 use serde_saphyr::{Location, Spanned};
 use xdp_lb_common::{
-    MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_BACKENDS, MAX_SERVICES,
+    MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_BACKENDS, MAX_CLIENT_RULES,
+    MAX_POOLS, MAX_SERVICES,
 };
 
 use super::{
-    Config, ConfigFile, DEFAULT_FLOW_HASH_SEED, Failover, FlowTable, HostFacts, Protocol,
+    Config, ConfigFile, DEFAULT_FLOW_HASH_SEED, Failover, FlowTable, HostFacts, Protocol, Service,
     XdpAttachMode,
     errors::{ConfigError, ConfigErrors, shown},
     raw::{Number, RawConfig, RawFlowTable, RawService, at},
@@ -102,7 +103,10 @@ pub(crate) fn validate(
     for (i, service) in raw.services.value.iter().enumerate() {
         let checked = check.service(i, service, &mut seen);
         needed_slots = match (&checked, needed_slots) {
-            (Some((s, _)), Some(sum)) => Some(sum + 2 * u64::from(s.maglev_size)),
+            (Some((s, _)), Some(sum)) => {
+                let pools: u64 = s.pools.iter().map(|p| u64::from(p.maglev_size)).sum();
+                Some(sum + 2 * (u64::from(s.maglev_size) + pools))
+            }
             _ => None,
         };
         if let Some((service, service_failover)) = checked {
@@ -119,7 +123,7 @@ pub(crate) fn validate(
         .services
         .value
         .iter()
-        .map(|s| s.value.backends.value.len() + standby_count(&s.value))
+        .map(|s| server_count(&s.value))
         .sum();
     if total_backends > MAX_BACKENDS as usize {
         check.error(
@@ -130,6 +134,7 @@ pub(crate) fn validate(
             ),
         );
     }
+    check.pool_and_rule_totals(at(&raw.services), &services);
     let maglev_table_slots = check.table_slots(raw, needed_slots);
     let flow_table = check.flow_table(raw.flow_table.as_ref());
 
@@ -167,15 +172,30 @@ pub(crate) fn validate(
     }
 }
 
-/// Backend ids a service's standbys take: one per fallback server and per distinct backup.
-fn standby_count(s: &RawService) -> usize {
-    let backups: std::collections::BTreeSet<&str> = s
-        .backends
-        .value
-        .iter()
-        .filter_map(|b| b.value.backup.as_ref().map(|t| t.value.as_str()))
-        .collect();
-    s.fallback.as_ref().map_or(0, |f| f.value.len()) + backups.len()
+/// Backend ids a service's servers take: one per primary and fallback server and per
+/// distinct backup, in every pool.
+fn server_count(s: &RawService) -> usize {
+    let mut pools = vec![(&s.backends, s.fallback.as_ref())];
+    if let Some(named) = &s.pools {
+        pools.extend(
+            named
+                .value
+                .0
+                .iter()
+                .map(|(_, p)| (&p.value.backends, p.value.fallback.as_ref())),
+        );
+    }
+    pools
+        .into_iter()
+        .map(|(backends, fallback)| {
+            let backups: std::collections::BTreeSet<&str> = backends
+                .value
+                .iter()
+                .filter_map(|b| b.value.backup.as_ref().map(|t| t.value.as_str()))
+                .collect();
+            backends.value.len() + fallback.map_or(0, |f| f.value.len()) + backups.len()
+        })
+        .sum()
 }
 
 /// What earlier services used, for the uniqueness rules.
@@ -323,6 +343,28 @@ impl Checker<'_> {
             &mut table.udp_timeout_s,
         );
         (self.errors.len() == before).then_some(table)
+    }
+
+    /// Named pools and client rules of all services together fit their maps.
+    fn pool_and_rule_totals(&mut self, at: Location, services: &[Service]) {
+        let pools: usize = services.iter().map(|s| s.pools.len()).sum();
+        let rules: usize = services.iter().map(|s| s.clients.len()).sum();
+        // Pool id 0 names every service's default pool.
+        let max_pools = MAX_POOLS as usize - 1;
+        if pools > max_pools {
+            self.error(
+                at,
+                "services",
+                format!("{pools} named pools in total, at most {max_pools} are allowed"),
+            );
+        }
+        if rules > MAX_CLIENT_RULES as usize {
+            self.error(
+                at,
+                "services",
+                format!("{rules} client rules in total, at most {MAX_CLIENT_RULES} are allowed"),
+            );
+        }
     }
 
     /// `maglev_table_slots`: as given, or room for every table plus spare default-size ones.

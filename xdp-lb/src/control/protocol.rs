@@ -27,6 +27,23 @@ pub enum Request {
     /// Back to the weight it had before it was drained (its configured weight).
     BackendEnable { service: String, address: IpAddr },
     BackendWeight { service: String, address: IpAddr, weight: u32 },
+    /// New flows of the clients in `prefix` (`ADDRESS/LENGTH`) go to `pool` of the service
+    /// (`default`: its own backends), or, with `drop`, are refused. Flows already running
+    /// keep their server.
+    ClientSet {
+        service: String,
+        prefix: String,
+        pool: Option<String>,
+        #[serde(default)]
+        drop: bool,
+    },
+    /// Removes the client rule for `prefix`: its clients follow the next longest one.
+    ClientRemove { service: String, prefix: String },
+    /// The client rules of every service, or of one.
+    ClientList {
+        #[serde(default)]
+        service: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +53,7 @@ pub enum Response {
     Status(StatusReport),
     Lookup(LookupAnswer),
     Error { message: String },
+    Clients(ClientList),
 }
 
 impl Response {
@@ -76,7 +94,7 @@ pub struct ServiceStatus {
     pub maglev_size: u32,
     pub hash: String,
     pub persistence_s: Option<u32>,
-    /// Backends in the live table.
+    /// Backends in the live tables of its pools.
     pub serving: usize,
     pub packets: u64,
     pub bytes: u64,
@@ -89,6 +107,10 @@ pub struct ServiceStatus {
     /// verdicts and by control requests that resolve nothing are measured).
     #[serde(default)]
     pub last_switch_us: Option<u64>,
+    /// Its pools (its own backends first, as `default`), when it has named pools or
+    /// client rules.
+    #[serde(default)]
+    pub pools: Vec<PoolStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,13 +120,17 @@ pub struct BackendStatus {
     /// `up`, `drain` (weight 0, still usable), `down` (health), `unresolved` (no MAC).
     pub state: String,
     pub mac: Option<String>,
-    /// Connection-table entries naming it.
+    /// Live connection-table entries naming it (idle no longer than `flow_table`'s
+    /// timeout).
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
     /// Its health checks; `None` when it is not checked.
     #[serde(default)]
     pub health: Option<HealthStatus>,
+    /// The pool it serves (`default`: the service's own backends).
+    #[serde(default = "default_pool")]
+    pub pool: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +159,45 @@ pub struct LookupAnswer {
     pub backend: Option<IpAddr>,
     /// `connection table`, `persistence` or `maglev`.
     pub source: String,
+    /// The client rule that placed (or would place) the flow, `PREFIX -> pool P` or
+    /// `PREFIX -> drop`; `None` when no rule matches (the default pool).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The pool the backend was picked from.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// What `client list` answers: every client rule in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientList {
+    pub rules: Vec<ClientRuleStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRuleStatus {
+    pub service: String,
+    pub prefix: String,
+    /// The pool its clients go to; `None` for a `drop` rule.
+    pub pool: Option<String>,
+    /// `yaml` or `run-time` (`xdp-lb client set`, kept across restarts).
+    pub origin: String,
+}
+
+/// A service's pool as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// `default` for the service's own backends.
+    pub name: String,
+    pub maglev_size: u32,
+    /// Backends in its live table.
+    pub serving: usize,
+    /// Client rules sending clients there.
+    pub rules: usize,
+}
+
+fn default_pool() -> String {
+    "default".to_owned()
 }
 
 #[cfg(test)]

@@ -8,17 +8,17 @@ use std::{
 };
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, addr_words, flow_hash::ports_word,
-    flow_stat, port_raw, verdict,
+    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, FlowValue, PROTO_TCP, addr_words,
+    flow_hash::ports_word, flow_stat, port_raw, verdict,
 };
 
 use super::protocol::{
-    BackendStatus, CheckResult, HealthStatus, LookupAnswer, NamedCounter, ServiceStatus,
-    StatusReport,
+    BackendStatus, CheckResult, HealthStatus, LookupAnswer, NamedCounter, PoolStatus,
+    ServiceStatus, StatusReport,
 };
 use crate::{
-    balancer::{Balancer, BackendState},
-    config::{HashMode, Protocol},
+    balancer::{Balancer, BackendState, ServiceState},
+    config::{ClientAction, DEFAULT_POOL, FlowTable, HashMode, Protocol},
     health::{CheckRecord, notify::rfc3339},
 };
 
@@ -31,6 +31,8 @@ pub struct Observed {
     pub last_switch: BTreeMap<String, Duration>,
     /// Notify command runs by how they ended.
     pub notify_runs: Vec<(&'static str, u64)>,
+    /// The connection table's idle timeouts: older entries are not counted.
+    pub flow_table: FlowTable,
 }
 
 fn health_status(record: &CheckRecord) -> HealthStatus {
@@ -63,11 +65,41 @@ pub fn state_word(b: &BackendState) -> &'static str {
     }
 }
 
-/// Connection-table entries per backend id (entries whose backend epoch still matches).
-fn flows_by_backend(balancer: &Balancer) -> (HashMap<(u32, u32), u64>, u64) {
+/// `bpf_ktime_get_ns()` now: the clock of the connection table's last-seen times.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writes into the timespec we own; CLOCK_MONOTONIC exists on
+    // every Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// Whether the data plane would ignore this entry as idle for too long.
+fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> bool {
+    let seconds = if key.proto == PROTO_TCP {
+        timeouts.tcp_timeout_s
+    } else {
+        timeouts.udp_timeout_s
+    };
+    now.wrapping_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
+}
+
+/// Live connection-table entries per (backend id, epoch), and in all. An entry idle longer
+/// than its protocol's timeout is not counted: the data plane ignores it (and replaces it
+/// at its flow's next packet), so a drained backend's count falls to 0 once its flows
+/// have ended and their timeout has passed.
+fn flows_by_backend(balancer: &Balancer, timeouts: &FlowTable) -> (HashMap<(u32, u32), u64>, u64) {
+    let now = monotonic_ns();
     let mut counts = HashMap::new();
     let mut total = 0;
-    for (_, value) in balancer.dataplane().flows() {
+    for (key, value) in balancer.dataplane().flows() {
+        if expired(&key, &value, now, timeouts) {
+            continue;
+        }
         total += 1;
         *counts.entry((value.backend_id, value.backend_epoch)).or_insert(0) += 1;
     }
@@ -76,8 +108,8 @@ fn flows_by_backend(balancer: &Balancer) -> (HashMap<(u32, u32), u64>, u64) {
 
 pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let dp = balancer.dataplane();
-    let (flows, active_flows) = flows_by_backend(balancer);
-    let backend = |service: &str, b: &BackendState, role: Option<&str>| {
+    let (flows, active_flows) = flows_by_backend(balancer, &observed.flow_table);
+    let backend = |service: &ServiceState, b: &BackendState, role: Option<&str>| {
         let counter = dp.backend_counter(b.id);
         let state = match role {
             Some(role) if b.usable() => role.to_owned(),
@@ -93,8 +125,9 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
             bytes: counter.bytes,
             health: observed
                 .checks
-                .get(&(service.to_owned(), b.config.address))
+                .get(&(service.config.name.clone(), b.config.address))
                 .map(health_status),
+            pool: service.pool_of(b.config.address).to_owned(),
         }
     };
     let services = balancer
@@ -102,8 +135,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         .map(|s| {
             let counter = dp.service_counter(s.id);
             let name = s.config.name.as_str();
-            let mut backends: Vec<BackendStatus> = s.backends.values().map(|b| backend(name, b, None)).collect();
-            backends.extend(s.standbys.values().map(|b| backend(name, b, Some("standby"))));
+            let mut backends: Vec<BackendStatus> = s.backends.values().map(|b| backend(s, b, None)).collect();
+            backends.extend(s.standbys.values().map(|b| backend(s, b, Some("standby"))));
             ServiceStatus {
                 name: s.config.name.clone(),
                 vip: s.config.vip,
@@ -122,6 +155,7 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
                 backends,
                 table_switches: u64::from(s.generation),
                 last_switch_us: observed.last_switch.get(name).copied().map(micros),
+                pools: pools(s),
             }
         })
         .collect();
@@ -141,9 +175,49 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     }
 }
 
-/// Which backend a flow gets now: its connection-table entry when that still names a
-/// usable backend, otherwise the live Maglev table (as a new flow would).
-pub fn lookup(balancer: &Balancer, client: SocketAddr, vip: SocketAddr, protocol: Protocol) -> Result<LookupAnswer, String> {
+/// A service's pools for `status`: none for a service without named pools or rules.
+fn pools(s: &ServiceState) -> Vec<PoolStatus> {
+    if s.pools.is_empty() && s.rules.is_empty() {
+        return Vec::new();
+    }
+    s.all_pools()
+        .map(|(name, pool)| PoolStatus {
+            name: name.to_owned(),
+            maglev_size: pool.maglev_size,
+            serving: pool
+                .primaries
+                .iter()
+                .filter(|a| s.backends.get(a).is_some_and(BackendState::in_table))
+                .count(),
+            rules: s
+                .rules
+                .values()
+                .filter(|action| matches!(action, ClientAction::Pool(p) if p == name))
+                .count(),
+        })
+        .collect()
+}
+
+/// The client rule `client` of `service` matches, as `lookup` says it, and the pool it
+/// places the client in.
+fn rule_for(service: &ServiceState, client: std::net::IpAddr) -> (Option<String>, String) {
+    match service.client_rule(client) {
+        None => (None, DEFAULT_POOL.to_owned()),
+        Some((prefix, ClientAction::Drop)) => (Some(format!("{prefix} -> drop")), DEFAULT_POOL.to_owned()),
+        Some((prefix, ClientAction::Pool(pool))) => (Some(format!("{prefix} -> pool {pool}")), pool.clone()),
+    }
+}
+
+/// Which backend a flow gets now: its connection-table entry when that is fresh and still
+/// names a usable backend, otherwise the live Maglev table of the pool its client's rule
+/// names (as a new flow would).
+pub fn lookup(
+    balancer: &Balancer,
+    timeouts: &FlowTable,
+    client: SocketAddr,
+    vip: SocketAddr,
+    protocol: Protocol,
+) -> Result<LookupAnswer, String> {
     let service = balancer
         .services()
         .find(|s| s.config.vip == vip.ip() && s.config.port == vip.port() && s.config.protocol == protocol)
@@ -160,6 +234,7 @@ pub fn lookup(balancer: &Balancer, client: SocketAddr, vip: SocketAddr, protocol
         vlan: service.config.vlan.unwrap_or(0),
     };
     if let Some(entry) = balancer.dataplane().flow(&key)
+        && !expired(&key, &entry, monotonic_ns(), timeouts)
         && let Ok(value) = balancer.dataplane().backend(entry.backend_id)
         && value.flags & BACKEND_F_VALID != 0
         && value.epoch == entry.backend_epoch
@@ -173,10 +248,31 @@ pub fn lookup(balancer: &Balancer, client: SocketAddr, vip: SocketAddr, protocol
             service: service.config.name.clone(),
             backend: Some(b.config.address),
             source: "connection table".into(),
+            rule: None,
+            pool: service.pool_of(b.config.address).to_owned(),
         });
     }
     let backend = balancer
         .predict(&service.config.name, client.ip(), client.port())
         .map_err(|err| format!("{err:#}"))?;
-    Ok(LookupAnswer { service: service.config.name.clone(), backend, source: "maglev".into() })
+    let (rule, pool) = rule_for(service, client.ip());
+    Ok(LookupAnswer { service: service.config.name.clone(), backend, source: "maglev".into(), rule, pool })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_idle_beyond_its_protocol_s_timeout_is_expired() {
+        let timeouts = FlowTable { tcp_timeout_s: 10, udp_timeout_s: 2, ..FlowTable::default() };
+        let key = |proto| FlowKey { proto, ..FlowKey::default() };
+        let seen = |s: u64| FlowValue { last_seen_ns: s * 1_000_000_000, ..FlowValue::default() };
+        let now = 100 * 1_000_000_000;
+        assert!(!expired(&key(PROTO_TCP), &seen(95), now, &timeouts));
+        assert!(expired(&key(PROTO_TCP), &seen(89), now, &timeouts));
+        assert!(expired(&key(17), &seen(95), now, &timeouts));
+        assert!(!expired(&key(17), &seen(99), now, &timeouts));
+        assert!(monotonic_ns() > 0);
+    }
 }

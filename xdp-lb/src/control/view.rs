@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::protocol::{BackendStatus, ServiceStatus, StatusReport};
+use super::protocol::{BackendStatus, PoolStatus, ServiceStatus, StatusReport};
 
 /// Longest check detail shown in the table (the JSON report has all of it).
 const MAX_DETAIL: usize = 40;
@@ -70,29 +70,36 @@ fn last_check(b: &BackendStatus) -> String {
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "xdp-lb: {} service(s), {} active flow(s)", report.services.len(), report.active_flows);
-    let _ = writeln!(out, "{:<4} {:<28} {:<34} {:>9} {:>9}  {}", "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes", "Name");
+    let _ = writeln!(out, "{:<4} {:<28} {:<34} {:>9} {:>9}  Name", "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes");
     let _ = writeln!(
         out,
-        "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
-        "RemoteAddress:Port", "Forward", "Weight", "State", "Flows", "Pkts", "Bytes", "MAC", "Last check"
+        "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  Last check",
+        "RemoteAddress:Port", "Forward", "Weight", "State", "Flows", "Pkts", "Bytes", "MAC"
     );
     for s in &report.services {
         let _ = writeln!(out, "{}", service_line(s));
-        for b in &s.backends {
-            let remote = if b.address.is_ipv6() { format!("[{}]:{}", b.address, s.port) } else { format!("{}:{}", b.address, s.port) };
-            let _ = writeln!(
-                out,
-                "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
-                remote,
-                "Route",
-                b.weight,
-                b.state,
-                b.flows,
-                human(b.packets),
-                human(b.bytes),
-                b.mac.as_deref().unwrap_or("-"),
-                last_check(b)
-            );
+        // A service with pools lists its backends pool by pool, under a line for each.
+        let pools: Vec<Option<&PoolStatus>> = if s.pools.is_empty() { vec![None] } else { s.pools.iter().map(Some).collect() };
+        for pool in pools {
+            if let Some(p) = pool {
+                let _ = writeln!(out, "  pool {:<21} maglev({}) {} serving, {} client rule(s)", p.name, p.maglev_size, p.serving, p.rules);
+            }
+            for b in s.backends.iter().filter(|b| pool.is_none_or(|p| p.name == b.pool)) {
+                let remote = if b.address.is_ipv6() { format!("[{}]:{}", b.address, s.port) } else { format!("{}:{}", b.address, s.port) };
+                let _ = writeln!(
+                    out,
+                    "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
+                    remote,
+                    "Route",
+                    b.weight,
+                    b.state,
+                    b.flows,
+                    human(b.packets),
+                    human(b.bytes),
+                    b.mac.as_deref().unwrap_or("-"),
+                    last_check(b)
+                );
+            }
         }
     }
     if !report.verdicts.is_empty() {
@@ -164,11 +171,13 @@ mod tests {
                             state: "up".into(),
                             last_check: Some(CheckResult { ok: true, detail: "HTTP 200".into(), duration_us: 1234, at: "2026-05-01T12:00:00Z".into() }),
                         }),
+                        pool: "default".into(),
                     },
-                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None, health: None },
+                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None, health: None, pool: "default".into() },
                 ],
                 table_switches: 4,
                 last_switch_us: Some(350),
+                pools: Vec::new(),
             }],
             active_flows: 4,
             ..StatusReport::default()
@@ -184,5 +193,47 @@ mod tests {
         assert!(drained.ends_with(" -"), "{drained}");
         assert!(text.contains("video-rtmp                        4 (last 0.3ms)"), "{text}");
         assert!(!text.contains("Notify command runs"), "{text}");
+    }
+
+    #[test]
+    fn a_service_with_pools_lists_its_backends_under_their_pool() {
+        let backend = |address: &str, pool: &str| BackendStatus {
+            address: address.parse().unwrap(),
+            weight: 1,
+            state: "up".into(),
+            mac: None,
+            flows: 0,
+            packets: 0,
+            bytes: 0,
+            health: None,
+            pool: pool.into(),
+        };
+        let pool = |name: &str, serving, rules| PoolStatus { name: name.into(), maglev_size: 251, serving, rules };
+        let report = StatusReport {
+            services: vec![ServiceStatus {
+                name: "video-rtmp".into(),
+                vip: "10.0.0.100".parse().unwrap(),
+                port: 1935,
+                protocol: "tcp".into(),
+                vlan: None,
+                maglev_size: 251,
+                hash: "flow".into(),
+                persistence_s: None,
+                serving: 3,
+                packets: 0,
+                bytes: 0,
+                backends: vec![backend("10.0.0.11", "default"), backend("10.0.0.21", "premium"), backend("10.0.0.12", "default")],
+                table_switches: 2,
+                last_switch_us: None,
+                pools: vec![pool("default", 2, 0), pool("premium", 1, 2)],
+            }],
+            ..StatusReport::default()
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+        assert!(lines[at("pool premium")].contains("1 serving, 2 client rule(s)"), "{text}");
+        assert!(at("pool default") < at("10.0.0.11:1935") && at("10.0.0.12:1935") < at("pool premium"), "{text}");
+        assert!(at("pool premium") < at("10.0.0.21:1935"), "{text}");
     }
 }

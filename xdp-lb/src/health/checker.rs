@@ -101,7 +101,9 @@ fn write_record(
     outcome: &Result<String, String>,
     took: Duration,
 ) {
-    let mut record = record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut record = record
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     record.state = state;
     let (ok, detail) = match outcome {
         Ok(saw) => (true, saw.clone()),
@@ -266,7 +268,12 @@ mod tests {
         ));
         let event = next(&mut events).await;
         assert_eq!(event.reason, "no source address: no address on eth0");
-        let last = record.lock().unwrap().last.clone().expect("a check was recorded");
+        let last = record
+            .lock()
+            .unwrap()
+            .last
+            .clone()
+            .expect("a check was recorded");
         assert!(!last.ok && last.detail == event.reason, "{last:?}");
         task.abort();
     }

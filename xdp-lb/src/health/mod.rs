@@ -121,7 +121,7 @@ pub fn targets(file: &ConfigFile) -> Vec<Target> {
         let Some(failover) = file.failover.services.get(&service.name) else {
             continue;
         };
-        let primaries = service.backends.iter().map(|b| (b.address, Role::Primary));
+        let primaries = service.all_backends().map(|b| (b.address, Role::Primary));
         for (address, role) in primaries.chain(failover.standbys()) {
             if let Some(check) = failover.check_for(address, role) {
                 out.push(Target {

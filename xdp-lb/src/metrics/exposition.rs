@@ -40,7 +40,10 @@ pub fn render(report: &StatusReport) -> String {
     let service_bytes = counters("service_bytes", "Bytes balanced per service");
     let backend_packets = counters("backend_packets", "Packets sent to each backend");
     let backend_bytes = counters("backend_bytes", "Bytes sent to each backend");
-    let verdict_packets = counters("verdict_packets", "Packets per data-plane verdict and reason");
+    let verdict_packets = counters(
+        "verdict_packets",
+        "Packets per data-plane verdict and reason",
+    );
     let verdict_bytes = counters("verdict_bytes", "Bytes per data-plane verdict and reason");
     let flow_events = counters("flow_events", "Connection-table events");
     let table_switches = counters(
@@ -53,17 +56,33 @@ pub fn render(report: &StatusReport) -> String {
         registry.register(name, help, family.clone());
         family
     };
-    let serving = gauges("service_serving_backends", "Backends in the service's live Maglev table");
+    let serving = gauges(
+        "service_serving_backends",
+        "Backends in the service's live Maglev table",
+    );
     let backend_up = gauges(
         "backend_up",
         "1 while the backend may receive frames (healthy and resolved; drained ones too)",
     );
-    let backend_state = gauges("backend_state", "1 for the backend's current state, 0 for the others");
+    let backend_state = gauges(
+        "backend_state",
+        "1 for the backend's current state, 0 for the others",
+    );
     let backend_weight = gauges("backend_weight", "The backend's weight (0: drained)");
-    let backend_flows = gauges("backend_flows", "Connection-table entries naming the backend");
-    let check_success = gauges("backend_check_success", "1 when the backend's last health check passed");
+    let backend_flows = gauges(
+        "backend_flows",
+        "Connection-table entries naming the backend",
+    );
+    let check_success = gauges(
+        "backend_check_success",
+        "1 when the backend's last health check passed",
+    );
     let active_flows = Gauge::<i64>::default();
-    registry.register("active_flows", "Entries in the connection table", active_flows.clone());
+    registry.register(
+        "active_flows",
+        "Entries in the connection table",
+        active_flows.clone(),
+    );
     let mut seconds = |name: &str, help: &str| {
         let family = Seconds::default();
         registry.register_with_unit(name, help, Unit::Seconds, family.clone());
@@ -83,12 +102,16 @@ pub fn render(report: &StatusReport) -> String {
         let service = vec![("service", s.name.clone())];
         service_packets.get_or_create(&service).inc_by(s.packets);
         service_bytes.get_or_create(&service).inc_by(s.bytes);
-        table_switches.get_or_create(&service).inc_by(s.table_switches);
+        table_switches
+            .get_or_create(&service)
+            .inc_by(s.table_switches);
         serving
             .get_or_create(&service)
             .set(i64::try_from(s.serving).unwrap_or(i64::MAX));
         if let Some(us) = s.last_switch_us {
-            switch_duration.get_or_create(&service).set(micros_to_seconds(us));
+            switch_duration
+                .get_or_create(&service)
+                .set(micros_to_seconds(us));
         }
         for b in &s.backends {
             let labels = backend_labels(&s.name, b);
@@ -97,8 +120,12 @@ pub fn render(report: &StatusReport) -> String {
             backend_up
                 .get_or_create(&labels)
                 .set(i64::from(receives_frames(&b.state)));
-            backend_weight.get_or_create(&labels).set(i64::from(b.weight));
-            backend_flows.get_or_create(&labels).set(gauge_value(b.flows));
+            backend_weight
+                .get_or_create(&labels)
+                .set(i64::from(b.weight));
+            backend_flows
+                .get_or_create(&labels)
+                .set(gauge_value(b.flows));
             for state in BACKEND_STATES {
                 let mut with_state = labels.clone();
                 with_state.push(("state", state.to_owned()));
@@ -150,9 +177,7 @@ fn backend_labels(service: &str, b: &BackendStatus) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{
-        CheckResult, HealthStatus, NamedCounter, ServiceStatus,
-    };
+    use crate::control::protocol::{CheckResult, HealthStatus, NamedCounter, ServiceStatus};
 
     fn report() -> StatusReport {
         StatusReport {
@@ -187,6 +212,7 @@ mod tests {
                                 at: "2026-05-01T12:00:00Z".into(),
                             }),
                         }),
+                        pool: "default".into(),
                     },
                     BackendStatus {
                         address: "10.0.0.12".parse().unwrap(),
@@ -197,13 +223,23 @@ mod tests {
                         packets: 2,
                         bytes: 200,
                         health: None,
+                        pool: "default".into(),
                     },
                 ],
                 table_switches: 7,
                 last_switch_us: Some(250),
+                pools: Vec::new(),
             }],
-            verdicts: vec![NamedCounter { name: "tx".into(), packets: 42, bytes: 4200 }],
-            flow_events: vec![NamedCounter { name: "new".into(), packets: 3, bytes: 0 }],
+            verdicts: vec![NamedCounter {
+                name: "tx".into(),
+                packets: 42,
+                bytes: 4200,
+            }],
+            flow_events: vec![NamedCounter {
+                name: "new".into(),
+                packets: 3,
+                bytes: 0,
+            }],
             active_flows: 3,
             notify_runs: [("ok".to_owned(), 2), ("failed".to_owned(), 1)].into(),
         }
@@ -235,10 +271,15 @@ mod tests {
             "xdp_lb_notify_runs_total{result=\"failed\"} 1",
             "# EOF",
         ] {
-            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in:\n{text}"
+            );
         }
         assert!(
-            !text.contains("xdp_lb_backend_check_duration_seconds{service=\"video-hls\",backend=\"10.0.0.12\"}"),
+            !text.contains(
+                "xdp_lb_backend_check_duration_seconds{service=\"video-hls\",backend=\"10.0.0.12\"}"
+            ),
             "an unchecked backend has no check duration:\n{text}"
         );
     }

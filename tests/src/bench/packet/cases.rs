@@ -2,16 +2,25 @@
 
 use std::net::Ipv4Addr;
 
+use std::time::Instant;
+
 use anyhow::{Result, bail};
 use xdp_lb::config::FlowTable;
 use xdp_lb_common::{flow_stat, verdict};
 
 use super::{
-    CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, PORT, PacketOptions, PacketResults, Path,
-    RepeatCase, Rig, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX, distinct_syn, possible_cpus,
-    run_repeat_cases, run_single_case, time_repeat,
+    CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, TimeoutZero, PORT, PacketOptions, PacketResults, Path,
+    RepeatCase, Rig, SingleCase, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX, distinct_syn,
+    distinct_syn6, possible_cpus, run_repeat_cases, run_single_cases, time_repeat, time_single,
 };
 use crate::bench::{frames, profile};
+
+/// The LB's own address in the frames to it (ssh, not a service).
+const LB_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+/// Connection table of the `new` profile: every CPU's LRU list holds more flows than half a
+/// second of single test runs inserts.
+const NEW_PROFILE_TABLE: u32 = 1 << 20;
 
 fn tx_path(flows: Vec<(u32, u64)>) -> Path {
     Path {
@@ -25,11 +34,6 @@ fn tx_path(flows: Vec<(u32, u64)>) -> Path {
 pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     let noop = Noop::load()?;
     let main = Rig::load(FlowTable::default())?;
-    let expiring = Rig::load(FlowTable {
-        tcp_timeout_s: 0,
-        udp_timeout_s: 0,
-        ..FlowTable::default()
-    })?;
     let fresh = Rig::load(FlowTable::default())?;
     let small = Rig::load(FlowTable {
         size: opts.evict_table,
@@ -40,11 +44,22 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     let ack4 = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
     let syn6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, true);
     let ack6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, false);
-    let expired_new = vec![(flow_stat::EXPIRED, 1), (flow_stat::NEW, 1)];
     let repeat_cases = [
         RepeatCase {
+            id: "not_service_port",
+            title: "frame not for a service: to a port no service uses (IPv4 TCP to the LB's own address, port 22)",
+            rig: &main,
+            warmup: None,
+            frame: frames::tcp_v4(CLIENT4, 40_000, LB_ADDRESS, 22, false),
+            path: Some(Path {
+                verdict: verdict::PASS_NOT_SERVICE,
+                flows: Vec::new(),
+                action: XDP_PASS,
+            }),
+        },
+        RepeatCase {
             id: "not_service",
-            title: "frame not for a service (IPv4 TCP to another address)",
+            title: "frame not for a service: a service's port, another address (IPv4 TCP to 10.0.0.200:1935)",
             rig: &main,
             warmup: None,
             frame: frames::tcp_v4(CLIENT4, 40_000, Ipv4Addr::new(10, 0, 0, 200), PORT, false),
@@ -58,33 +73,17 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             id: "hit",
             title: "known flow: connection-table hit (IPv4)",
             rig: &main,
-            warmup: Some(syn4.clone()),
+            warmup: Some(syn4),
             frame: ack4,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
-        },
-        RepeatCase {
-            id: "new",
-            title: "first packet of a new flow (IPv4; timeout 0: finds its expired entry, then Maglev and insert)",
-            rig: &expiring,
-            warmup: Some(syn4.clone()),
-            frame: syn4,
-            path: Some(tx_path(expired_new.clone())),
         },
         RepeatCase {
             id: "ipv6_hit",
             title: "IPv6 service packet: connection-table hit",
             rig: &main,
-            warmup: Some(syn6.clone()),
+            warmup: Some(syn6),
             frame: ack6,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
-        },
-        RepeatCase {
-            id: "ipv6_new",
-            title: "IPv6 first packet of a new flow (timeout 0, as above)",
-            rig: &expiring,
-            warmup: Some(syn6.clone()),
-            frame: syn6,
-            path: Some(tx_path(expired_new)),
         },
         RepeatCase {
             id: "garbage",
@@ -109,57 +108,93 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     ];
     let mut cases = run_repeat_cases(&repeat_cases, &noop, opts)?;
 
-    // Single-packet runs: the same hit, for the method's own offset; distinct new flows
-    // into a table with room; distinct new flows into a full table (eviction).
-    let mut n = 0u64;
+    // Single-packet runs, interleaved run by run: the same hit (the method's own offset);
+    // distinct new flows into a table with room (emptied before every run), IPv4 and IPv6;
+    // distinct new flows into a full table (eviction).
     time_repeat(
         main.program(),
         &frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, true),
         1,
     )?;
     let ack = frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, false);
-    cases.push(run_single_case(
-        "hit_single",
-        "known flow, one packet per test run (calibrates the single method)",
-        &main,
-        &noop,
-        opts,
-        &tx_path(vec![(flow_stat::HIT, 1)]),
-        &mut || ack.clone(),
-    )?);
-    cases.push(run_single_case(
-        "new_distinct",
-        "first packet of a new flow, distinct 5-tuples, table with room",
-        &fresh,
-        &noop,
-        opts,
-        &tx_path(vec![(flow_stat::NEW, 1)]),
-        &mut || {
-            n += 1;
-            distinct_syn(n)
-        },
-    )?);
+    time_repeat(
+        main.program(),
+        &frames::tcp_v6(CLIENT6, 40_001, VIP6, PORT, true),
+        1,
+    )?;
+    let ack6 = frames::tcp_v6(CLIENT6, 40_001, VIP6, PORT, false);
 
     let prefilled = u64::from(opts.evict_table) + u64::from(opts.evict_table / 4);
-    let mut m = 0u64;
     let first_key_frame = distinct_syn(1);
-    for _ in 0..prefilled {
-        m += 1;
+    for m in 1..=prefilled {
         time_repeat(small.program(), &distinct_syn(m), 1)?;
     }
     let entries_after_prefill = small.balancer.dataplane().flows().len() as u64;
-    cases.push(run_single_case(
-        "new_evicting",
-        "first packet of a new flow, distinct 5-tuples, table full (evicts)",
-        &small,
-        &noop,
-        opts,
-        &tx_path(vec![(flow_stat::NEW, 1)]),
-        &mut || {
-            m += 1;
-            distinct_syn(m)
+
+    // The table with room is emptied before every run; use it once first, so that every
+    // run sees free entries in the order a used table has them (not as allocated).
+    for n in 1..=u64::from(opts.single_packets) {
+        time_repeat(fresh.program(), &distinct_syn(n), 1)?;
+    }
+    let clear_fresh = || fresh.clear_flows();
+    let (mut n4, mut n6, mut m) = (0u64, 0u64, prefilled);
+    let evicting_counter = std::cell::Cell::new(0u64);
+    let mut single_cases = [
+        SingleCase {
+            id: "hit_single",
+            title: "known flow, one packet per test run (the single method's own offset)",
+            rig: &main,
+            path: tx_path(vec![(flow_stat::HIT, 1)]),
+            before_run: None,
+            next_frame: Box::new(|| ack.clone()),
         },
-    )?);
+        SingleCase {
+            id: "ipv6_hit_single",
+            title: "known IPv6 flow, one packet per test run",
+            rig: &main,
+            path: tx_path(vec![(flow_stat::HIT, 1)]),
+            before_run: None,
+            next_frame: Box::new(|| ack6.clone()),
+        },
+        SingleCase {
+            id: "new",
+            title: "first packet of a new flow (IPv4 SYN, distinct 5-tuples, table with room)",
+            rig: &fresh,
+            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            before_run: Some(&clear_fresh),
+            next_frame: Box::new(|| {
+                n4 += 1;
+                distinct_syn(n4)
+            }),
+        },
+        SingleCase {
+            id: "ipv6_new",
+            title: "IPv6 first packet of a new flow (distinct 5-tuples, table with room)",
+            rig: &fresh,
+            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            before_run: Some(&clear_fresh),
+            next_frame: Box::new(|| {
+                n6 += 1;
+                distinct_syn6(n6)
+            }),
+        },
+        SingleCase {
+            id: "new_evicting",
+            title: "first packet of a new flow, distinct 5-tuples, table full (evicts)",
+            rig: &small,
+            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            before_run: None,
+            next_frame: Box::new(|| {
+                m += 1;
+                evicting_counter.set(evicting_counter.get() + 1);
+                distinct_syn(m)
+            }),
+        },
+    ];
+    cases.extend(run_single_cases(&mut single_cases, &noop, opts)?);
+    drop(single_cases);
+    fresh.clear_flows()?;
+
     let flows_now = small.balancer.dataplane().flows();
     let first_present = {
         // The flow of the very first prefilled frame: is it still remembered?
@@ -173,32 +208,20 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         prefilled_flows: prefilled,
         entries_after_prefill,
         entries_after_timed_runs: flows_now.len() as u64,
-        timed_new_flows: m - prefilled,
+        timed_new_flows: evicting_counter.get(),
         first_prefilled_flow_still_present: first_present,
     };
     if eviction.entries_after_timed_runs >= eviction.prefilled_flows + eviction.timed_new_flows {
         bail!("the eviction case evicted nothing: {eviction:?}");
     }
 
+    let timeout_zero = timeout_zero(opts)?;
     let program = profile::program_facts(main.program()).ok();
-    let mut profiles = Vec::new();
-    if opts.profile_seconds > 0 {
-        let ack = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
-        let syn = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
-        let other = frames::tcp_v4(CLIENT4, 40_000, Ipv4Addr::new(10, 0, 0, 200), PORT, false);
-        for (id, rig, frame) in [
-            ("hit", &main, ack),
-            ("new", &expiring, syn),
-            ("not_service", &main, other),
-        ] {
-            match profile::perf_profile(id, opts.cpu, opts.profile_seconds, &mut || {
-                time_repeat(rig.program(), &frame, opts.repeat).map(drop)
-            }) {
-                Ok(p) => profiles.push(p),
-                Err(err) => eprintln!("xdp-lb-bench: profiling {id}: {err:#}"),
-            }
-        }
-    }
+    let profiles = if opts.profile_seconds > 0 {
+        profiles(opts, &main)?
+    } else {
+        Vec::new()
+    };
     let hit_frame = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
     let bpftool_profile = match &program {
         Some(_) if opts.profile_seconds == 0 => String::new(),
@@ -215,7 +238,119 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         single_packets: opts.single_packets,
         cases,
         eviction,
+        timeout_zero,
         program,
         profiles,
     })
+}
+
+/// One repeat run of a SYN on a data plane whose TCP timeout is 0, as the `new` case was
+/// once timed: what the counters show.
+fn timeout_zero(opts: &PacketOptions) -> Result<TimeoutZero> {
+    let rig = Rig::load(FlowTable {
+        tcp_timeout_s: 0,
+        udp_timeout_s: 0,
+        ..FlowTable::default()
+    })?;
+    let syn = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
+    time_repeat(rig.program(), &syn, 1)?;
+    let before = rig.counters();
+    time_repeat(rig.program(), &syn, opts.repeat)?;
+    let d = rig.counters().since(&before);
+    Ok(TimeoutZero {
+        iterations: u64::from(opts.repeat),
+        hits: d.flows[flow_stat::HIT as usize],
+        expired: d.flows[flow_stat::EXPIRED as usize],
+        new: d.flows[flow_stat::NEW as usize],
+    })
+}
+
+/// perf profiles of `hit` and `not_service` (repeat method), and of `hit_single` and `new`
+/// (single method: one test run per packet, so their difference is what a new flow adds).
+fn profiles(opts: &PacketOptions, main: &Rig) -> Result<Vec<profile::Profile>> {
+    let mut profiles = Vec::new();
+    let mut keep = |id: &str, result: Result<profile::Profile>| match result {
+        Ok(p) => profiles.push(p),
+        Err(err) => eprintln!("xdp-lb-bench: profiling {id}: {err:#}"),
+    };
+    let ack = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
+    let other = frames::tcp_v4(CLIENT4, 40_000, Ipv4Addr::new(10, 0, 0, 200), PORT, false);
+    for (id, frame) in [("hit", ack.clone()), ("not_service", other)] {
+        keep(
+            id,
+            profile::perf_profile(id, opts.cpu, f64::from(opts.profile_seconds), &mut || {
+                time_repeat(main.program(), &frame, opts.repeat).map(drop)
+            }),
+        );
+    }
+    let batch = vec![ack; 1000];
+    let (mut packets, mut spent) = (0u64, std::time::Duration::ZERO);
+    let hit_single =
+        profile::perf_profile("hit_single", opts.cpu, f64::from(opts.profile_seconds), &mut || {
+            let started = Instant::now();
+            time_single(main.program(), &batch, XDP_TX)?;
+            spent += started.elapsed();
+            packets += batch.len() as u64;
+            Ok(())
+        })
+        .map(|p| profile::Profile {
+            wall_ns_per_packet: Some(spent.as_nanos() as f64 / packets.max(1) as f64),
+            ..p
+        });
+    keep("hit_single", hit_single);
+    // New flows into a table with room for as long as perf samples: windows of half a
+    // second (perf needs 0.3 s to start, so each inserts a few hundred thousand flows),
+    // the table emptied between windows (unsampled), merged into one profile.
+    let rig = Rig::load(FlowTable {
+        size: NEW_PROFILE_TABLE,
+        ..FlowTable::default()
+    })?;
+    let capacity = u64::from(NEW_PROFILE_TABLE) / possible_cpus()? as u64;
+    let mut windows = Vec::new();
+    for _ in 0..opts.profile_seconds * 2 {
+        rig.clear_flows()?;
+        let mut n = 0u64;
+        let mut spent = std::time::Duration::ZERO;
+        let before = rig.counters();
+        let window = profile::perf_profile("new", opts.cpu, 0.5, &mut || {
+            // Timed whole, frames included: perf samples all of the loop.
+            let started = Instant::now();
+            let frames: Vec<Vec<u8>> = (0..1000)
+                .map(|_| {
+                    n += 1;
+                    distinct_syn(n)
+                })
+                .collect();
+            time_single(rig.program(), &frames, XDP_TX)?;
+            spent += started.elapsed();
+            Ok(())
+        })
+        .map(|p| profile::Profile {
+            wall_ns_per_packet: Some(spent.as_nanos() as f64 / n.max(1) as f64),
+            ..p
+        });
+        // Every profiled packet must have been a new flow into a table with room.
+        rig.counters()
+            .since(&before)
+            .confirm(n, &tx_path(vec![(flow_stat::NEW, 1)]))?;
+        let entries = rig.balancer.dataplane().flows().len() as u64;
+        if entries != n || n >= capacity {
+            bail!(
+                "profiling `new`: {n} flows inserted, {entries} kept, this CPU's share of the \
+                 table is {capacity}: the table filled"
+            );
+        }
+        match window {
+            Ok(p) => windows.push(p),
+            Err(err) => {
+                eprintln!("xdp-lb-bench: profiling new: {err:#}");
+                break;
+            }
+        }
+    }
+    rig.clear_flows()?;
+    if let Some(merged) = profile::Profile::merge(&windows) {
+        profiles.push(merged);
+    }
+    Ok(profiles)
 }

@@ -14,14 +14,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::{
+    maps::{HashMap as BpfHashMap, Map, MapData},
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
 use serde::Serialize;
 use xdp_lb::{
     balancer::{Balancer, Forwarding},
     config::{Backend, FlowTable, MacAddr},
     dataplane::{Dataplane, LoadOptions, LogLevel},
+    pins::PinDir,
 };
-use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, flow_stat, verdict};
+use xdp_lb_common::{FlowKey, FlowValue, MAGLEV_DEFAULT_SIZE, flow_stat, map_names, verdict};
 
 use super::{
     frames::{self, LB_MAC},
@@ -35,13 +39,13 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 /// BPF_PROG_TEST_RUN's ingress interface (loopback): backends "behind" it get XDP_TX.
 const LOOPBACK_IFINDEX: u32 = 1;
-const SEED: u32 = 0x5eed_1b5d;
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
-const PORT: u16 = 1935;
+pub const SEED: u32 = 0x5eed_1b5d;
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+pub const PORT: u16 = 1935;
 /// A port of the VIP with a service whose only backend has weight 0 (no table).
 const EMPTY_PORT: u16 = 9999;
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 0x50);
 
 #[derive(Clone, Debug)]
@@ -90,6 +94,18 @@ pub struct Eviction {
     pub first_prefilled_flow_still_present: bool,
 }
 
+/// Why new flows are no longer timed with the repeat method and a TCP timeout of 0: what
+/// the counters show for one repeat run of the same SYN on such a data plane. The program
+/// reads the coarse clock, which only advances once a tick, so an entry is found expired
+/// only when a tick passed since the previous iteration.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimeoutZero {
+    pub iterations: u64,
+    pub hits: u64,
+    pub expired: u64,
+    pub new: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct PacketResults {
     pub cpu: usize,
@@ -98,6 +114,7 @@ pub struct PacketResults {
     pub single_packets: u32,
     pub cases: Vec<Case>,
     pub eviction: Eviction,
+    pub timeout_zero: TimeoutZero,
     pub program: Option<ProgramFacts>,
     pub profiles: Vec<Profile>,
     /// What `bpftool prog profile` said while the hit case ran.
@@ -121,7 +138,8 @@ pub struct Path {
 }
 
 impl Path {
-    fn describe(&self, packets: u64) -> String {
+    /// What the counters must show for `packets` packets along this path.
+    pub fn describe(&self, packets: u64) -> String {
         let mut parts = vec![format!(
             "{} {packets}/{packets}",
             verdict::NAMES[self.verdict as usize]
@@ -197,6 +215,8 @@ impl Counters {
 /// only backend has weight 0.
 pub struct Rig {
     pub balancer: Balancer,
+    /// The capacity of `maglev_tables` it was loaded with (slots).
+    pub table_slots: u32,
 }
 
 fn loopback(b: &Backend) -> Option<Forwarding> {
@@ -213,6 +233,12 @@ fn loopback(b: &Backend) -> Option<Forwarding> {
 
 impl Rig {
     pub fn load(flow_table: FlowTable) -> Result<Rig> {
+        Self::load_pinned(flow_table, None)
+    }
+
+    /// As `load`, with every map pinned under `pins` (a scratch bpffs directory), so that
+    /// other instances of the program can be loaded on the same maps.
+    pub fn load_pinned(flow_table: FlowTable, pins: Option<PinDir>) -> Result<Rig> {
         let v4 = |last| IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
         let v6 = |last| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
         let yaml = [
@@ -244,18 +270,24 @@ impl Rig {
         .concat();
         let services = services(&yaml)?;
         let slots = services.iter().map(|s| 2 * s.maglev_size).sum();
-        let dataplane = Dataplane::load(&LoadOptions {
-            flow_hash_seed: SEED,
-            maglev_table_slots: slots,
-            flow_table,
-            log_level: LogLevel::Error,
-        })
+        let dataplane = Dataplane::load_pinned(
+            &LoadOptions {
+                flow_hash_seed: SEED,
+                maglev_table_slots: slots,
+                flow_table,
+                log_level: LogLevel::Error,
+            },
+            pins,
+        )
         .context("loading the data plane (root, and the object built?)")?;
         let mut balancer = Balancer::new(dataplane, SEED);
         for s in &services {
             balancer.add_service(s, &loopback)?;
         }
-        Ok(Rig { balancer })
+        Ok(Rig {
+            balancer,
+            table_slots: slots,
+        })
     }
 
     pub fn program(&self) -> &Xdp {
@@ -265,6 +297,40 @@ impl Rig {
     pub fn counters(&self) -> Counters {
         Counters::read(self.balancer.dataplane())
     }
+
+    /// Forgets every flow of the connection table (between runs of a case that needs a
+    /// table with room). Outside the timed part.
+    pub fn clear_flows(&self) -> Result<()> {
+        clear_flows(&mut flows_map(self.program())?)
+    }
+}
+
+/// The `flows` map the loaded `program` uses (found by the program's map ids, so it is the
+/// map the program really reads and writes).
+pub fn flows_map(program: &Xdp) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>> {
+    let ids = program
+        .info()
+        .context("the program's info")?
+        .map_ids()
+        .context("the program's map ids")?
+        .ok_or_else(|| anyhow!("this kernel does not list a program's maps"))?;
+    for id in ids {
+        let map = MapData::from_id(id).with_context(|| format!("opening map id {id}"))?;
+        if map.info()?.name_as_str() == Some(map_names::FLOWS) {
+            return BpfHashMap::try_from(Map::LruHashMap(map)).context("the flows map");
+        }
+    }
+    Err(anyhow!("the program uses no map named `flows`"))
+}
+
+/// Deletes every entry of a connection table.
+pub fn clear_flows(map: &mut BpfHashMap<MapData, FlowKey, FlowValue>) -> Result<()> {
+    let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        // An entry evicted meanwhile is already gone.
+        let _ = map.remove(&key);
+    }
+    Ok(())
 }
 
 /// The no-op XDP_TX program, loaded from the same object.
@@ -304,9 +370,9 @@ pub fn time_repeat(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(f64, u32
     Ok((result.duration.as_nanos() as f64, result.return_value))
 }
 
-/// One test run per frame: the mean of the kernel's per-run times, and the frames whose
-/// action was not `action` (must be none).
-fn time_single(program: &Xdp, frames: &[Vec<u8>], action: u32) -> Result<f64> {
+/// One test run per frame: the mean of the kernel's per-run times. Every frame's action
+/// must be `action`.
+pub fn time_single(program: &Xdp, frames: &[Vec<u8>], action: u32) -> Result<f64> {
     let mut total = 0u128;
     for frame in frames {
         let result = program
@@ -444,30 +510,73 @@ pub fn distinct_syn(n: u64) -> Vec<u8> {
     frames::tcp_v4(client, port, VIP4, PORT, true)
 }
 
-/// A single-method case: every run times `single_packets` frames from `next_frame`.
-pub(super) fn run_single_case(
-    id: &str,
-    title: &str,
-    rig: &Rig,
+/// An IPv6 SYN from a distinct client for every `n` (addresses in 2001:db8:c2::/64).
+pub fn distinct_syn6(n: u64) -> Vec<u8> {
+    let client = Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0xc2,
+        0,
+        0,
+        0,
+        (n / 50_000) as u16,
+        (n / 50_000 >> 16) as u16,
+    );
+    let port = 10_000 + (n % 50_000) as u16;
+    frames::tcp_v6(client, port, VIP6, PORT, true)
+}
+
+/// A single-method case: every run times `single_packets` frames from `next_frame`, after
+/// `before_run` (if any) has prepared the rig.
+pub struct SingleCase<'a> {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub rig: &'a Rig,
+    pub path: Path,
+    pub before_run: Option<&'a dyn Fn() -> Result<()>>,
+    pub next_frame: Box<dyn FnMut() -> Vec<u8> + 'a>,
+}
+
+/// Single-method cases, interleaved as the repeat cases are: every run times each case in
+/// turn (each beside the no-op, on the same frames), so differences between cases can be
+/// taken run by run.
+pub fn run_single_cases(
+    cases: &mut [SingleCase<'_>],
     noop: &Noop,
     opts: &PacketOptions,
-    path: &Path,
-    next_frame: &mut dyn FnMut() -> Vec<u8>,
-) -> Result<Case> {
-    let mut s = Samples::default();
+) -> Result<Vec<Case>> {
+    let mut samples: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
     let packets = u64::from(opts.single_packets);
     for _ in 0..opts.runs {
-        let frames: Vec<Vec<u8>> = (0..packets).map(|_| next_frame()).collect();
-        s.noop.push(time_single(noop.program(), &frames, XDP_TX)?);
-        let before = rig.counters();
-        s.case
-            .push(time_single(rig.program(), &frames, path.action)?);
-        rig.counters()
-            .since(&before)
-            .confirm(packets, path)
-            .with_context(|| format!("case {id}"))?;
+        for (case, s) in cases.iter_mut().zip(&mut samples) {
+            if let Some(prepare) = case.before_run {
+                prepare().with_context(|| format!("preparing case {}", case.id))?;
+            }
+            let frames: Vec<Vec<u8>> = (0..packets).map(|_| (case.next_frame)()).collect();
+            s.noop.push(time_single(noop.program(), &frames, XDP_TX)?);
+            let before = case.rig.counters();
+            s.case
+                .push(time_single(case.rig.program(), &frames, case.path.action)?);
+            case.rig
+                .counters()
+                .since(&before)
+                .confirm(packets, &case.path)
+                .with_context(|| format!("case {}", case.id))?;
+        }
     }
-    Ok(s.into_case(id, title, "single", packets, path.describe(packets)))
+    Ok(cases
+        .iter()
+        .zip(samples)
+        .map(|(case, s)| {
+            s.into_case(
+                case.id,
+                case.title,
+                "single",
+                packets,
+                case.path.describe(packets),
+            )
+        })
+        .collect())
 }
 
 pub(super) fn possible_cpus() -> Result<usize> {

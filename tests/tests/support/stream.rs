@@ -1,0 +1,161 @@
+//! What the live-stream lab tests share: RTMP service configs, a long ffmpeg publish,
+//! finding it on the client and on the backends, and waiting on conditions.
+
+#![allow(dead_code)]
+
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use xdp_lb_tests::{Lab, LabProcess};
+
+/// Polls `what` every 100 ms until it gives a value or `within` passes.
+pub fn wait_for<T>(within: Duration, mut what: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = what() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Backend `i`'s address.
+pub fn addr(i: usize) -> IpAddr {
+    Lab::backend_addr(i).parse().expect("lab address")
+}
+
+/// An RTMP service on the VIP with these (backend index, weight) pairs; `extra` is YAML
+/// inserted before the backends (service keys, indented by four spaces).
+pub fn rtmp_config(backends: &[(usize, u32)], extra: &str) -> String {
+    let mut yaml = format!(
+        "interfaces: [eth0]\nservices:\n  - name: video-rtmp\n    vip: {}\n    port: {}\n    protocol: tcp\n{extra}    backends:\n",
+        Lab::VIP,
+        Lab::RTMP_PORT
+    );
+    for (i, weight) in backends {
+        let _ = writeln!(
+            yaml,
+            "      - address: {}\n        weight: {weight}",
+            Lab::backend_addr(*i)
+        );
+    }
+    yaml
+}
+
+/// Starts an ffmpeg publish of `seconds` of test pattern from the client to
+/// `rtmp://VIP/live/STREAM`.
+pub fn start_publish(lab: &Lab, stream: &str, seconds: u32) -> LabProcess {
+    let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
+    let seconds = seconds.to_string();
+    lab.spawn(
+        lab.ns_client(),
+        &[
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            &seconds,
+            "-c:v",
+            "flv1",
+            "-f",
+            "flv",
+            &url,
+        ],
+    )
+    .expect("starting ffmpeg")
+}
+
+/// The client's source port of its established connection to the VIP's RTMP port.
+pub fn publish_port(lab: &Lab) -> Option<u16> {
+    let out = lab
+        .exec_ok(
+            lab.ns_client(),
+            &[
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                "dst",
+                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
+            ],
+        )
+        .ok()?;
+    let local = out
+        .split_whitespace()
+        .find(|f| f.starts_with(Lab::CLIENT_ADDR))?;
+    local.rsplit(':').next()?.parse().ok()
+}
+
+/// Which of the first `backends` backends holds an established RTMP connection from the
+/// client.
+pub fn backend_holding_the_stream(lab: &Lab, backends: usize) -> Option<usize> {
+    (0..backends).find(|i| {
+        lab.exec_ok(
+            lab.ns_backend(*i),
+            &["ss", "-Htn", "state", "established", "sport", "=", ":1935"],
+        )
+        .is_ok_and(|out| out.contains(Lab::CLIENT_ADDR))
+    })
+}
+
+/// Waits for ffmpeg to end, then asserts the stream was one uninterrupted publish session
+/// on backend `holder` and reached none of the other `backends`.
+pub fn assert_one_uninterrupted_publish(
+    lab: &Lab,
+    ffmpeg: &mut LabProcess,
+    stream: &str,
+    seconds: u32,
+    holder: usize,
+    backends: usize,
+) {
+    let output = ffmpeg
+        .wait_with_timeout(Duration::from_secs(u64::from(seconds) + 40))
+        .expect("ffmpeg ends");
+    assert!(
+        output.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = |i: usize| {
+        lab.rtmp_publishes(i)
+            .expect("rtmp log")
+            .iter()
+            .filter(|l| l.contains(stream))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || (lines(holder) > 0)
+            .then_some(()))
+        .is_some(),
+        "the publish was logged by {}",
+        Lab::backend_name(holder)
+    );
+    assert_eq!(
+        lines(holder),
+        1,
+        "exactly one uninterrupted publish session on {}",
+        Lab::backend_name(holder)
+    );
+    for i in (0..backends).filter(|i| *i != holder) {
+        assert_eq!(
+            lines(i),
+            0,
+            "no part of the stream reached {}",
+            Lab::backend_name(i)
+        );
+    }
+}
