@@ -84,7 +84,10 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
     // Every new flow is a distinct 5-tuple: the counters show a new flow per packet and no
     // hit (the coarse clock makes "timeout 0" hits, so no case relies on it).
     let new = results.case("new").unwrap();
-    assert_eq!((new.method.as_str(), new.confirmed.as_str()), ("single", "tx 100/100, flow new 100/100"));
+    assert_eq!(
+        (new.method.as_str(), new.confirmed.as_str()),
+        ("single", "tx 100/100, flow new 100/100")
+    );
     assert_eq!(
         results.case("ipv6_new").unwrap().confirmed,
         "tx 100/100, flow new 100/100"
@@ -164,7 +167,6 @@ fn two_lbs_loaded_side_by_side_build_identical_tables() {
     assert_eq!(t.flows_differing_percent.max, 0.0);
 }
 
-
 #[test]
 fn the_lru_comparison_times_the_real_program_on_each_variant_map_with_its_path_confirmed() {
     require_root();
@@ -242,7 +244,11 @@ fn the_lru_comparison_times_the_real_program_on_each_variant_map_with_its_path_c
                     c.threads.iter().map(|t| t.cpu).collect::<Vec<_>>(),
                     pair.to_vec()
                 );
-                assert!(c.confirmed.contains("tx 100/100, flow new 100/100"), "{}", c.confirmed);
+                assert!(
+                    c.confirmed.contains("tx 100/100, flow new 100/100"),
+                    "{}",
+                    c.confirmed
+                );
                 for t in &c.threads {
                     assert_eq!(t.net_ns.samples.len(), 5);
                     assert!(t.ns.samples.iter().all(|&ns| ns > 0.0));
@@ -251,24 +257,4 @@ fn the_lru_comparison_times_the_real_program_on_each_variant_map_with_its_path_c
             }
         }
     }
-}
-
-#[test]
-#[ignore]
-fn scratch_lru_full() {
-    let opts = LruOptions { repeat: 1_000_000, runs: 5, single_packets: 20_000, table_size: 262144, cpu: 1, pair: Some([0, 1]) };
-    let r = std::thread::spawn(move || { packet::pin_to_cpu(1)?; unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) }; lru::run(&opts) }).join().unwrap().unwrap();
-    let mut out = String::new();
-    lru::render(&mut out, &r);
-    println!("{out}");
-    for v in &r.variants { for c in &v.cases { println!("{} {} {:?} noop {:?}", v.id, c.id, c.ns.samples, c.noop_ns.samples); } for c in &v.concurrent { for t in &c.threads { println!("{} {} cpu{} {:?}", v.id, c.id, t.cpu, t.ns.samples); } } }
-}
-
-#[test]
-#[ignore]
-fn scratch_packet_profiles() {
-    let opts = PacketOptions { repeat: 1_000_000, runs: 5, single_packets: 20_000, evict_table: 65536, profile_seconds: 1, cpu: 1 };
-    let r = std::thread::spawn(move || { packet::pin_to_cpu(1)?; unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) }; packet::run(&opts) }).join().unwrap().unwrap();
-    for c in &r.cases { println!("{} {} ns {} net {} {}", c.id, c.method, c.ns.show(1), c.net_ns.show(1), c.confirmed); }
-    for p in &r.profiles { println!("== {} {}", p.case, p.samples); for (s, pc) in &p.top { println!("  {pc:5.1} {s}"); } }
 }

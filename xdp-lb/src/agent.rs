@@ -51,14 +51,14 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         Some(path) => RuntimeChanges::load(path)?,
         None => RuntimeChanges::unsaved(),
     };
-    let (effective, dropped) = runtime.apply(&file.config)?;
+    let (effective, dropped) = runtime.apply_file(&file, &LiveHost)?;
     for why in dropped {
         log::warn!("run-time change dropped: {why}");
     }
     if !runtime.changes().is_empty() {
         log::info!("{} run-time change(s) from {} applied over the YAML", runtime.changes().len(), runtime.path().display());
     }
-    file.config = effective;
+    file = effective;
     let config = &file.config;
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let load_options = LoadOptions {
@@ -227,12 +227,12 @@ async fn reload(
             return Err(format!("reload refused, nothing changed:\n{errors}"));
         }
     };
-    match runtime.apply(&new.config) {
+    match runtime.apply_file(&new, &LiveHost) {
         Ok((effective, dropped)) => {
             for why in dropped {
                 log::warn!("run-time change dropped: {why}");
             }
-            new.config = effective;
+            new = effective;
         }
         Err(err) => log::error!("run-time changes in {}: {err:#}", runtime.path().display()),
     }

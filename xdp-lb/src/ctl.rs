@@ -149,6 +149,38 @@ pub fn client(socket: &Path, command: ClientCommand) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Adds a service described in FILE (`-`: standard input): one item of `services:` in
+    /// the YAML format, health checks, pools and all. Validated as the YAML is; kept across
+    /// agent restarts.
+    Add { file: PathBuf },
+    /// Removes a service: its frames are the LB host's again.
+    Remove { service: String },
+}
+
+pub fn service(socket: &Path, command: ServiceCommand) -> ExitCode {
+    let request = match command {
+        ServiceCommand::Add { file } => {
+            let yaml = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            match yaml {
+                Ok(yaml) => Request::ServiceAdd { yaml },
+                Err(err) => {
+                    eprintln!("error: reading {}: {err}", file.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        ServiceCommand::Remove { service } => Request::ServiceRemove { service },
+    };
+    answer(socket, &request)
+}
+
 pub fn reload(socket: &Path) -> ExitCode {
     answer(socket, &Request::Reload)
 }

@@ -105,6 +105,13 @@ enum Command {
         #[command(flatten)]
         socket: ctl::SocketArg,
     },
+    /// Run-time service changes (validated first; kept across agent restarts).
+    Service {
+        #[command(subcommand)]
+        command: ctl::ServiceCommand,
+        #[command(flatten)]
+        socket: ctl::SocketArg,
+    },
     /// Which backend a flow gets now (connection table first, then the client rules and
     /// Maglev).
     Lookup {
@@ -171,6 +178,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate(args)) => simulate(args),
         Some(Command::Status { json, watch, socket }) => ctl::status(&socket.socket, json, watch),
         Some(Command::Backend { command, socket }) => ctl::backend(&socket.socket, command),
+        Some(Command::Service { command, socket }) => ctl::service(&socket.socket, command),
         Some(Command::Client { command, socket }) => ctl::client(&socket.socket, command),
         Some(Command::Lookup { client, vip, protocol, socket }) => ctl::lookup(&socket.socket, client, vip, &protocol),
         Some(Command::Reload { socket }) => ctl::reload(&socket.socket),

@@ -15,7 +15,9 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Backend, ClientAction, ClientPrefix, ClientRule, Config, MacAddr};
+use crate::config::{
+    Backend, ClientAction, ClientPrefix, ClientRule, Config, ConfigFile, HostFacts, LiveHost, MacAddr,
+};
 
 /// Default file of run-time changes.
 pub const DEFAULT_RUNTIME_FILE: &str = "/var/lib/xdp-lb/runtime-changes.json";
@@ -32,6 +34,10 @@ pub enum RuntimeChange {
     ClientSet { service: String, prefix: ClientPrefix, action: ClientAction },
     /// The client rule for `prefix` removed.
     ClientRemove { service: String, prefix: ClientPrefix },
+    /// A whole service added (`yaml`: one item of `services:`).
+    ServiceAdd { service: String, yaml: String },
+    /// A whole service removed.
+    ServiceRemove { service: String },
 }
 
 /// What a run-time change is about: one backend, or one client prefix, of a service.
@@ -39,6 +45,7 @@ pub enum RuntimeChange {
 enum Target<'a> {
     Backend(&'a str, IpAddr),
     Client(&'a str, ClientPrefix),
+    Service(&'a str),
 }
 
 impl RuntimeChange {
@@ -51,12 +58,17 @@ impl RuntimeChange {
             }
             RuntimeChange::ClientSet { service, prefix, .. }
             | RuntimeChange::ClientRemove { service, prefix } => Target::Client(service, *prefix),
+            RuntimeChange::ServiceAdd { service, .. } | RuntimeChange::ServiceRemove { service } => {
+                Target::Service(service)
+            }
         }
     }
 
     fn service(&self) -> &str {
         match self.target() {
-            Target::Backend(service, _) | Target::Client(service, _) => service,
+            Target::Backend(service, _) | Target::Client(service, _) | Target::Service(service) => {
+                service
+            }
         }
     }
 }
@@ -115,8 +127,12 @@ impl RuntimeChanges {
             .into_iter()
             .filter(|c| match &change {
                 // A removal or a new add supersedes everything earlier about the backend;
-                // a client change everything earlier about the prefix.
+                // a client change everything earlier about the prefix; a service change
+                // everything earlier about the service.
                 RuntimeChange::BackendWeight { .. } => !(is_weight(c) && c.target() == target),
+                RuntimeChange::ServiceAdd { service, .. } | RuntimeChange::ServiceRemove { service } => {
+                    c.service() != service
+                }
                 _ => c.target() != target,
             })
             .collect();
@@ -159,11 +175,38 @@ impl RuntimeChanges {
     /// `yaml` with every change applied in order. Changes that no longer apply are dropped
     /// from the list (and the file), each with the reason returned.
     pub fn apply(&mut self, yaml: &Config) -> anyhow::Result<(Config, Vec<String>)> {
-        let mut config = yaml.clone();
+        let file = ConfigFile { config: yaml.clone(), failover: Default::default(), ops: Default::default() };
+        self.apply_file(&file, &LiveHost).map(|(file, dropped)| (file.config, dropped))
+    }
+
+    /// [`Self::apply`] over the whole file: whole-service changes need it (a service's
+    /// health checks and backups live beside its balancing settings).
+    pub fn apply_file(&mut self, yaml: &ConfigFile, host: &dyn HostFacts) -> anyhow::Result<(ConfigFile, Vec<String>)> {
+        let mut file = yaml.clone();
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
         for change in std::mem::take(&mut self.changes) {
-            match apply_one(&mut config, &change) {
+            let applied = match &change {
+                RuntimeChange::ServiceAdd { service, yaml } => {
+                    if file.config.services.iter().any(|s| s.name == *service) {
+                        Ok(false)
+                    } else {
+                        crate::config::with_service_added(&file, yaml, host).map(|edited| {
+                            file = edited;
+                            true
+                        }).map_err(|why| anyhow!(why))
+                    }
+                }
+                RuntimeChange::ServiceRemove { service } => Ok(match crate::config::with_service_removed(&file, service) {
+                    Some(edited) => {
+                        file = edited;
+                        true
+                    }
+                    None => false,
+                }),
+                _ => apply_one(&mut file.config, &change),
+            };
+            match applied {
                 Ok(true) => kept.push(change),
                 Ok(false) => dropped.push(format!("{change:?}: the configuration already says so")),
                 Err(why) => dropped.push(format!("{change:?}: {why}")),
@@ -174,12 +217,15 @@ impl RuntimeChanges {
         if changed {
             self.save()?;
         }
-        Ok((config, dropped))
+        Ok((file, dropped))
     }
 }
 
 /// Applies one change; `Ok(false)` when it changes nothing.
 fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool> {
+    if matches!(change, RuntimeChange::ServiceAdd { .. } | RuntimeChange::ServiceRemove { .. }) {
+        bail!("a whole-service change applies to the whole file (apply_file)");
+    }
     let name = change.service();
     let service = config
         .services
@@ -218,9 +264,10 @@ fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool
             backends[i].weight = *weight;
             Ok(true)
         }
-        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => {
-            apply_client_change(service, change)
-        }
+        RuntimeChange::ClientSet { .. }
+        | RuntimeChange::ClientRemove { .. }
+        | RuntimeChange::ServiceAdd { .. }
+        | RuntimeChange::ServiceRemove { .. } => apply_client_change(service, change),
     }
 }
 
@@ -270,7 +317,9 @@ pub fn apply_client_change(
         },
         RuntimeChange::BackendAdd { .. }
         | RuntimeChange::BackendRemove { .. }
-        | RuntimeChange::BackendWeight { .. } => {
+        | RuntimeChange::BackendWeight { .. }
+        | RuntimeChange::ServiceAdd { .. }
+        | RuntimeChange::ServiceRemove { .. } => {
             bail!("{change:?} is not a client change")
         }
     }

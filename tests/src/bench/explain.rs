@@ -214,10 +214,11 @@ pub const STEPS: [(&str, &str, &str); 6] = [
     ),
 ];
 
-/// The ns a profile's symbol share stands for: the share of the wall time per packet for
-/// the single method (syscall included), of the kernel's time per iteration for repeat.
+/// The ns a profile's symbol share stands for: the share of the profiled thread's CPU time
+/// per packet for the single method (syscall included), of the kernel's time per iteration
+/// for repeat.
 pub fn profile_total_ns(profile: &Profile, case: &Case) -> f64 {
-    profile.wall_ns_per_packet.unwrap_or(case.ns.median)
+    profile.ns_per_packet().unwrap_or(case.ns.median)
 }
 
 /// By category, the ns per packet a new flow spends beyond a hit, both timed with the
@@ -313,10 +314,11 @@ fn where_time_goes(out: &mut String, p: &PacketResults) {
             continue;
         };
         let total = profile_total_ns(profile, case);
-        let basis = match profile.wall_ns_per_packet {
-            Some(wall) => format!(
-                "ns are the share of the profiled loop's wall time per packet, {wall:.1} ns: the \
-                 single method pays a syscall per packet, and all of it is sampled"
+        let basis = match profile.ns_per_packet() {
+            Some(cpu) => format!(
+                "ns are the share of the benchmark thread's CPU time per packet while profiled, \
+                 {cpu:.1} ns: the single method pays a syscall per packet, and all of it is \
+                 sampled"
             ),
             None => format!(
                 "ns are the share of the case's {total:.1} ns, which includes the test-run loop \
@@ -325,8 +327,8 @@ fn where_time_goes(out: &mut String, p: &PacketResults) {
         };
         let _ = writeln!(
             out,
-            "**perf, case `{}`** ({} samples of `cpu-clock` on the pinned CPU while the case ran; \
-             {basis}):\n\n| symbol | share | ≈ ns |\n|---|---|---|",
+            "**perf, case `{}`** ({} samples of `cpu-clock` of the benchmark thread, on its \
+             pinned CPU, while the case ran; {basis}):\n\n| symbol | share | ≈ ns |\n|---|---|---|",
             profile.case, profile.samples
         );
         for (symbol, percent) in &profile.top {
@@ -380,11 +382,21 @@ fn missed(out: &mut String, p: &PacketResults) {
                 let program: Vec<&(&str, f64, f64)> =
                     rows.iter().filter(|(c, _, _)| !paid_by_noop(c)).collect();
                 if let Some((largest, hit, new)) = program.first() {
+                    let rest: Vec<String> = program[1..]
+                        .iter()
+                        .filter(|(_, h, n)| n - h > 0.0)
+                        .map(|(c, h, n)| format!("{c} {:+.1} ns", n - h))
+                        .collect();
                     let _ = write!(
                         out,
                         " Of what it adds over a hit, the largest part is {largest} (≈ {:+.1} ns \
-                         per packet: {hit:.1} → {new:.1}).",
-                        new - hit
+                         per packet: {hit:.1} → {new:.1}){}.",
+                        new - hit,
+                        if rest.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; then {}", rest.join("; "))
+                        }
                     );
                 }
             }
@@ -400,7 +412,11 @@ fn missed(out: &mut String, p: &PacketResults) {
                      packets costs about {estimate:.1} ns net, {} the target.",
                     hit_single.net_ns.median,
                     hit.net_ns.median,
-                    if estimate <= target { "within" } else { "still above" }
+                    if estimate <= target {
+                        "within"
+                    } else {
+                        "still above"
+                    }
                 );
             }
         } else if let Some(profile) = p.profiles.iter().find(|pr| pr.case == id) {
@@ -410,11 +426,20 @@ fn missed(out: &mut String, p: &PacketResults) {
                 .filter(|(c, _)| !paid_by_noop(c))
                 .collect();
             if let Some((largest, percent)) = groups.first() {
+                let rest: Vec<String> = groups[1..]
+                    .iter()
+                    .map(|(c, pc)| format!("{c} ≈ {:.1} ns", pc * total / 100.0))
+                    .collect();
                 let _ = write!(
                     out,
                     " Of the samples outside the test-run machinery, the largest part is \
-                     {largest} ({percent:.0}% of the case, ≈ {:.1} ns).",
-                    percent * total / 100.0
+                     {largest} ({percent:.0}% of the case, ≈ {:.1} ns){}.",
+                    percent * total / 100.0,
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; then {}", rest.join("; "))
+                    }
                 );
             }
         }

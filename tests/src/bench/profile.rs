@@ -189,13 +189,21 @@ pub struct Profile {
     /// (symbol, share of the samples in %), largest first, down to 1%. User-space symbols
     /// (the benchmark's own loop) are marked `(user) `.
     pub top: Vec<(String, f64)>,
-    /// Wall time per packet of the profiled loop, for single-method profiles (one syscall
-    /// per packet, all of it sampled); `None` for the repeat method, whose loop is all
-    /// inside one test run.
-    pub wall_ns_per_packet: Option<f64>,
+    /// The profiled thread's CPU time in the samples (perf's event count for `cpu-clock`).
+    pub cpu_ns: u64,
+    /// Packets the profiled loop sent, for single-method profiles (one syscall per packet,
+    /// all of it sampled); `None` for the repeat method, whose loop is all inside test runs.
+    pub packets: Option<u64>,
 }
 
 impl Profile {
+    /// The thread's CPU time per packet, for single-method profiles.
+    pub fn ns_per_packet(&self) -> Option<f64> {
+        self.packets
+            .filter(|&p| p > 0)
+            .map(|p| self.cpu_ns as f64 / p as f64)
+    }
+
     /// One profile of several windows of the same case: samples added, every symbol's
     /// share weighted by its window's samples (symbols under 1% of a window count as 0
     /// there).
@@ -217,13 +225,13 @@ impl Profile {
         }
         shares.retain(|(_, percent)| *percent >= 1.0);
         shares.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let walls: Vec<f64> = parts.iter().filter_map(|p| p.wall_ns_per_packet).collect();
+        let packets = parts.iter().filter_map(|p| p.packets).sum::<u64>();
         Some(Profile {
             case: first.case.clone(),
             samples: total,
             top: shares,
-            wall_ns_per_packet: (!walls.is_empty())
-                .then(|| walls.iter().sum::<f64>() / walls.len() as f64),
+            cpu_ns: parts.iter().map(|p| p.cpu_ns).sum(),
+            packets: parts.iter().any(|p| p.packets.is_some()).then_some(packets),
         })
     }
 }
@@ -300,21 +308,28 @@ pub fn perf_profile(
             String::from_utf8_lossy(&report.stderr)
         );
     }
-    let (samples, top) = parse_report(&String::from_utf8_lossy(&report.stdout));
+    let (samples, cpu_ns, top) = parse_report(&String::from_utf8_lossy(&report.stdout));
     Ok(Profile {
         case: case.to_owned(),
         samples,
         top,
-        wall_ns_per_packet: None,
+        cpu_ns,
+        packets: None,
     })
 }
 
-/// The sample count and the (symbol, %) lines of `perf report --stdio --sort sym`.
-fn parse_report(text: &str) -> (u64, Vec<(String, f64)>) {
+/// The sample count, the event count (for `cpu-clock`: ns of CPU time) and the (symbol, %)
+/// lines of `perf report --stdio --sort sym`.
+fn parse_report(text: &str) -> (u64, u64, Vec<(String, f64)>) {
     let mut samples = 0;
+    let mut events = 0;
     let mut top = Vec::new();
     for line in text.lines() {
         let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# Event count (approx.): ") {
+            events = rest.trim().parse().unwrap_or(0);
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# Samples: ") {
             let count = rest.split_whitespace().next().unwrap_or("0");
             samples = match count.strip_suffix('K') {
@@ -340,7 +355,7 @@ fn parse_report(text: &str) -> (u64, Vec<(String, f64)>) {
             top.push((symbol.to_owned(), percent));
         }
     }
-    (samples, top)
+    (samples, events, top)
 }
 
 #[cfg(test)]
@@ -353,7 +368,8 @@ mod tests {
             case: "new".to_owned(),
             samples,
             top: top.iter().map(|(s, p)| ((*s).to_owned(), *p)).collect(),
-            wall_ns_per_packet: Some(samples as f64),
+            cpu_ns: samples * 100_000,
+            packets: Some(samples),
         };
         let merged = Profile::merge(&[
             part(1000, &[("a", 50.0), ("b", 30.0)]),
@@ -361,7 +377,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(merged.samples, 4000);
-        assert_eq!(merged.wall_ns_per_packet, Some(2000.0));
+        assert_eq!((merged.cpu_ns, merged.packets), (400_000_000, Some(4000)));
+        assert_eq!(merged.ns_per_packet(), Some(100_000.0));
         assert_eq!(
             merged.top,
             vec![
@@ -374,12 +391,13 @@ mod tests {
 
     #[test]
     fn a_perf_report_gives_its_sample_count_and_symbols() {
-        let text = "# Samples: 29K of event 'cpu-clock'\n#\n# Overhead  Symbol\n\
+        let text = "# Samples: 29K of event 'cpu-clock'\n# Event count (approx.): 2903000000\n\
+                    #\n# Overhead  Symbol\n\
                     #\n    41.20%  [k] bpf_prog_6deef7357e7b4530_xdp_lb\n\
                     \x20    9.05%  [k] htab_lru_map_lookup_elem\n\
                     \x20    1.20%  [.] xdp_lb_tests::bench::frames::ipv4\n\n";
-        let (samples, top) = parse_report(text);
-        assert_eq!(samples, 29_000);
+        let (samples, cpu_ns, top) = parse_report(text);
+        assert_eq!((samples, cpu_ns), (29_000, 2_903_000_000));
         assert_eq!(
             top,
             vec![

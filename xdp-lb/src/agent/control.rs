@@ -79,6 +79,16 @@ impl Context<'_> {
                 self.change(RuntimeChange::BackendWeight { service, address, weight }).await
             }
             Request::BackendEnable { service, address } => self.enable(service, address).await,
+            Request::ServiceAdd { yaml } => {
+                let service: Option<String> = serde_saphyr::from_str::<serde_json::Value>(&yaml)
+                    .ok()
+                    .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+                let Some(service) = service else {
+                    return Response::error("the service needs a `name` (one item of `services:` in YAML)");
+                };
+                self.change(RuntimeChange::ServiceAdd { service, yaml }).await
+            }
+            Request::ServiceRemove { service } => self.change(RuntimeChange::ServiceRemove { service }).await,
             request @ (Request::ClientSet { .. } | Request::ClientRemove { .. } | Request::ClientList { .. }) => {
                 self.client_request(request).await
             }
@@ -151,6 +161,15 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
         | RuntimeChange::BackendRemove { service, address }
         | RuntimeChange::BackendWeight { service, address, .. } => (service, *address),
         RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => return clients::edit(file, change),
+        RuntimeChange::ServiceAdd { yaml, .. } => {
+            *file = crate::config::with_service_added(file, yaml, &crate::config::LiveHost)?;
+            return Ok(());
+        }
+        RuntimeChange::ServiceRemove { service } => {
+            *file = crate::config::with_service_removed(file, service)
+                .ok_or_else(|| format!("there is no service {service}"))?;
+            return Ok(());
+        }
     };
     let service = file
         .config
@@ -183,7 +202,10 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
             check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
             backends[i].weight = *weight;
         }
-        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => {}
+        RuntimeChange::ClientSet { .. }
+        | RuntimeChange::ClientRemove { .. }
+        | RuntimeChange::ServiceAdd { .. }
+        | RuntimeChange::ServiceRemove { .. } => {}
     }
     Ok(())
 }

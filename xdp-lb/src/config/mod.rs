@@ -9,6 +9,7 @@
 //! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
 //! the balancing half only (for tools that need no more). [`render_file`] prints the
 //! effective configuration back as YAML.
+mod edit;
 mod errors;
 mod failover;
 mod health;
@@ -42,6 +43,7 @@ use std::{
     path::{Component, Path},
 };
 
+pub use edit::{with_service_added, with_service_removed};
 pub use errors::{ConfigError, ConfigErrors};
 pub use failover::*;
 pub use model::*;

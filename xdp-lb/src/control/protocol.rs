@@ -44,6 +44,10 @@ pub enum Request {
         #[serde(default)]
         service: Option<String>,
     },
+    /// Adds a whole service: `yaml` is one item of `services:` (kept across restarts).
+    ServiceAdd { yaml: String },
+    /// Removes a whole service: its frames are the host's again.
+    ServiceRemove { service: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

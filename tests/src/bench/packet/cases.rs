@@ -2,15 +2,13 @@
 
 use std::net::Ipv4Addr;
 
-use std::time::Instant;
-
 use anyhow::{Result, bail};
 use xdp_lb::config::FlowTable;
 use xdp_lb_common::{flow_stat, verdict};
 
 use super::{
-    CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, TimeoutZero, PORT, PacketOptions, PacketResults, Path,
-    RepeatCase, Rig, SingleCase, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX, distinct_syn,
+    CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, PORT, PacketOptions, PacketResults, Path,
+    RepeatCase, Rig, SingleCase, TimeoutZero, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX, distinct_syn,
     distinct_syn6, possible_cpus, run_repeat_cases, run_single_cases, time_repeat, time_single,
 };
 use crate::bench::{frames, profile};
@@ -284,19 +282,21 @@ fn profiles(opts: &PacketOptions, main: &Rig) -> Result<Vec<profile::Profile>> {
         );
     }
     let batch = vec![ack; 1000];
-    let (mut packets, mut spent) = (0u64, std::time::Duration::ZERO);
-    let hit_single =
-        profile::perf_profile("hit_single", opts.cpu, f64::from(opts.profile_seconds), &mut || {
-            let started = Instant::now();
+    let mut packets = 0u64;
+    let hit_single = profile::perf_profile(
+        "hit_single",
+        opts.cpu,
+        f64::from(opts.profile_seconds),
+        &mut || {
             time_single(main.program(), &batch, XDP_TX)?;
-            spent += started.elapsed();
             packets += batch.len() as u64;
             Ok(())
-        })
-        .map(|p| profile::Profile {
-            wall_ns_per_packet: Some(spent.as_nanos() as f64 / packets.max(1) as f64),
-            ..p
-        });
+        },
+    )
+    .map(|p| profile::Profile {
+        packets: Some(packets),
+        ..p
+    });
     keep("hit_single", hit_single);
     // New flows into a table with room for as long as perf samples: windows of half a
     // second (perf needs 0.3 s to start, so each inserts a few hundred thousand flows),
@@ -310,23 +310,18 @@ fn profiles(opts: &PacketOptions, main: &Rig) -> Result<Vec<profile::Profile>> {
     for _ in 0..opts.profile_seconds * 2 {
         rig.clear_flows()?;
         let mut n = 0u64;
-        let mut spent = std::time::Duration::ZERO;
         let before = rig.counters();
         let window = profile::perf_profile("new", opts.cpu, 0.5, &mut || {
-            // Timed whole, frames included: perf samples all of the loop.
-            let started = Instant::now();
             let frames: Vec<Vec<u8>> = (0..1000)
                 .map(|_| {
                     n += 1;
                     distinct_syn(n)
                 })
                 .collect();
-            time_single(rig.program(), &frames, XDP_TX)?;
-            spent += started.elapsed();
-            Ok(())
+            time_single(rig.program(), &frames, XDP_TX).map(drop)
         })
         .map(|p| profile::Profile {
-            wall_ns_per_packet: Some(spent.as_nanos() as f64 / n.max(1) as f64),
+            packets: Some(n),
             ..p
         });
         // Every profiled packet must have been a new flow into a table with room.

@@ -1,0 +1,48 @@
+//! Whole-service edits of a running configuration (`xdp-lb service add|remove`): the
+//! result is validated exactly as a file is, so a service added at run time obeys every
+//! rule a service written in the YAML does.
+
+use std::path::Path;
+
+use super::{ConfigFile, HostFacts, parse_file, render_file};
+
+/// `file` with the service described by `snippet` (one item of `services:`, in YAML)
+/// added. `Err` explains why it cannot be: the snippet's own errors, or the rules it breaks
+/// next to the other services (a taken name or listener, no table room, ...).
+pub fn with_service_added(file: &ConfigFile, snippet: &str, host: &dyn HostFacts) -> Result<ConfigFile, String> {
+    let service: serde_json::Value =
+        serde_saphyr::from_str(snippet).map_err(|err| format!("the service is not YAML: {err}"))?;
+    if !service.is_object() {
+        return Err("the service must be a YAML mapping (name, vip, port, protocol, backends, ...)".into());
+    }
+    let name = service.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+    if file.config.services.iter().any(|s| s.name == name) {
+        return Err(format!("there is already a service named {name}"));
+    }
+    // The running configuration as a document, with the new service appended; JSON is
+    // YAML, and the config reader checks all of it.
+    let mut whole: serde_json::Value = serde_saphyr::from_str(&render_file(file))
+        .map_err(|err| format!("the running configuration does not read back: {err}"))?;
+    let services = whole
+        .get_mut("services")
+        .and_then(|s| s.as_array_mut())
+        .ok_or("the running configuration has no services list")?;
+    services.push(service);
+    let text = serde_json::to_string_pretty(&whole).map_err(|err| err.to_string())?;
+    let label = Path::new("(service added at run time)");
+    let mut edited = parse_file(label, &text, host).map_err(|errors| errors.to_string())?;
+    edited.config.path = file.config.path.clone();
+    Ok(edited)
+}
+
+/// `file` without the service `name`; `None` when there is no such service.
+pub fn with_service_removed(file: &ConfigFile, name: &str) -> Option<ConfigFile> {
+    let mut edited = file.clone();
+    let before = edited.config.services.len();
+    edited.config.services.retain(|s| s.name != name);
+    if edited.config.services.len() == before {
+        return None;
+    }
+    edited.failover.services.remove(name);
+    Some(edited)
+}
