@@ -103,7 +103,7 @@ pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now
         last_seen_ns: now,
     };
     // A full table evicts its least recently used entry; a failure only costs stickiness.
-    let _ = FLOWS.insert(key, &value, 0);
+    let _ = FLOWS.insert(key, value, 0);
     count(&FLOW_STATS, flow_stat::NEW, 0);
 }
 
@@ -135,7 +135,7 @@ pub fn remember_persistent(key: &PersistKey, backend_id: u32, backend: &BackendV
         backend_epoch: backend.epoch,
         last_seen_ns: now,
     };
-    let _ = PERSISTENCE.insert(key, &value, 0);
+    let _ = PERSISTENCE.insert(key, value, 0);
 }
 
 /// The first `prefix_len` bits of an address in packet byte order (the rest zeroed).

@@ -103,7 +103,7 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
         return None;
     }
     // SAFETY: values are copied out at once; the agent replaces values whole.
-    if let Some(service) = unsafe { SERVICE_BY_VIP.get(&flow.service) } {
+    if let Some(service) = unsafe { SERVICE_BY_VIP.get(flow.service) } {
         return Some(*service);
     }
     if flow.service.vlan == 0 {
@@ -111,7 +111,7 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
     }
     let any_vlan = ServiceKey { vlan: 0, ..flow.service };
     // SAFETY: as above.
-    unsafe { SERVICE_BY_VIP.get(&any_vlan) }.copied()
+    unsafe { SERVICE_BY_VIP.get(any_vlan) }.copied()
 }
 
 /// What a flow gets.

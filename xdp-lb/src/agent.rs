@@ -333,7 +333,7 @@ async fn apply_config(
     // Failover settings first: backends added below then start in their checks' initial
     // state, and standbys no longer named leave before anything else changes.
     for name in &failover_updates {
-        let settings = failover::service_failover(&new, name);
+        let settings = failover::service_failover(new, name);
         let forwarding = |b: &Backend| lookup(&b.address);
         match balancer.set_failover(name, &settings, &forwarding) {
             Ok(()) => log::info!("reload: updated the failover settings of service {name}"),
@@ -351,7 +351,7 @@ async fn apply_config(
             Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
             Change::AddService(s) => balancer.add_service_with_failover(
                 s,
-                &failover::service_failover(&new, &s.name),
+                &failover::service_failover(new, &s.name),
                 &|b: &Backend| lookup(&b.address),
             ),
             Change::RemoveBackend { service, address } => {

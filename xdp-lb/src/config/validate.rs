@@ -198,11 +198,15 @@ fn server_count(s: &RawService) -> usize {
         .sum()
 }
 
+/// What a service listens on: VIP, port, protocol and VLAN (`None`: any).
+pub(super) type Listener = (IpAddr, u16, Protocol, Option<u16>);
+
 /// What earlier services used, for the uniqueness rules.
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) names: HashMap<String, (usize, Location)>,
-    pub(super) listeners: HashMap<(IpAddr, u16, Protocol, Option<u16>), (usize, Location)>,
+    /// Each listener with the service that first took it.
+    pub(super) listeners: HashMap<Listener, (usize, Location)>,
 }
 
 pub(super) struct Checker<'a> {
