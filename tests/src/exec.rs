@@ -147,16 +147,28 @@ impl Lab {
         if !mount.exists() {
             fs::create_dir_all(&mount).with_context(|| format!("creating {}", mount.display()))?;
         }
-        let mounted = cmd::run(&["mountpoint", "-q", &mount.to_string_lossy()], EXEC_TIMEOUT)?.status.success();
+        let mounted = cmd::run(
+            &["mountpoint", "-q", &mount.to_string_lossy()],
+            EXEC_TIMEOUT,
+        )?
+        .status
+        .success();
         if !mounted {
-            cmd::run_ok(&["mount", "-t", "bpf", "bpf", &mount.to_string_lossy()], EXEC_TIMEOUT)?;
+            cmd::run_ok(
+                &["mount", "-t", "bpf", "bpf", &mount.to_string_lossy()],
+                EXEC_TIMEOUT,
+            )?;
         }
         Ok(mount.join("xdp-lb"))
     }
 
     /// Runs `xdp-lb ARGS --socket <this lab's socket>` (a control subcommand) on the host;
     /// its output whatever its exit status.
-    pub fn agent_command(&self, agent_binary: &Path, args: &[&str]) -> Result<std::process::Output> {
+    pub fn agent_command(
+        &self,
+        agent_binary: &Path,
+        args: &[&str],
+    ) -> Result<std::process::Output> {
         let binary = agent_binary.to_string_lossy().into_owned();
         let socket = self.control_socket().to_string_lossy().into_owned();
         let mut argv = vec![binary.as_str()];

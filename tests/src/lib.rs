@@ -32,8 +32,8 @@
 pub mod bench;
 mod cmd;
 pub mod demo;
-pub mod faults;
 mod exec;
+pub mod faults;
 mod lab;
 pub mod netns;
 mod nginx;

@@ -113,7 +113,10 @@ pub fn reap_stale_labs() -> Result<Vec<String>> {
                     // A dead lab's bpffs (its agents' pins) goes first.
                     let bpf = dir.path().join("bpf");
                     if bpf.exists() {
-                        let _ = crate::cmd::run(&["umount", "-l", &bpf.to_string_lossy()], crate::EXEC_TIMEOUT);
+                        let _ = crate::cmd::run(
+                            &["umount", "-l", &bpf.to_string_lossy()],
+                            crate::EXEC_TIMEOUT,
+                        );
                     }
                     fs::remove_dir_all(dir.path())
                         .with_context(|| format!("removing {}", dir.path().display()))?;

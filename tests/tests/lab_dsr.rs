@@ -9,11 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use support::predict::maglev_owner;
 use support::{
     frames,
     raw::{parse_mac, send_raw},
 };
-use support::predict::maglev_owner;
 use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 

@@ -59,8 +59,10 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
     // The holder keeps weight 1; the others go up to 1000, which reshuffles the holder's
     // slots too.
     let scale = [1u32, 2, 3, 5, 10, 20, 50, 100, 1000];
-    let candidates: Vec<(u32, u32)> =
-        scale.iter().flat_map(|a| scale.iter().map(move |b| (*a, *b))).collect();
+    let candidates: Vec<(u32, u32)> = scale
+        .iter()
+        .flat_map(|a| scale.iter().map(move |b| (*a, *b)))
+        .collect();
     let (w_other, w_new) = candidates
         .iter()
         .copied()

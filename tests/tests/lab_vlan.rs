@@ -22,11 +22,28 @@ const FIRST_PORT: u16 = 51000;
 const FLOWS: u16 = 30;
 
 fn capture(lab: &Lab, i: usize) -> (LabProcess, String) {
-    let pcap = lab.dir().join(format!("b{}.pcap", i + 1)).to_string_lossy().into_owned();
+    let pcap = lab
+        .dir()
+        .join(format!("b{}.pcap", i + 1))
+        .to_string_lossy()
+        .into_owned();
     let process = lab
         .spawn(
             lab.ns_backend(i),
-            &["tcpdump", "-Z", "root", "--immediate-mode", "-U", "-i", "eth0", "-n", "-e", "-w", &pcap, "vlan"],
+            &[
+                "tcpdump",
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-U",
+                "-i",
+                "eth0",
+                "-n",
+                "-e",
+                "-w",
+                &pcap,
+                "vlan",
+            ],
         )
         .expect("tcpdump");
     (process, pcap)
@@ -46,20 +63,51 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
     let lab = Lab::up(LabOptions::default()).expect("lab");
     // The bridge takes tags off into packet metadata; with VLAN TX offload off, the switch
     // port towards the LB writes them back into the frame, as a physical trunk does.
-    lab.exec_ok(lab.ns_switch(), &["ethtool", "-K", "lb", "txvlan", "off", "tx-vlan-stag-hw-insert", "off"]).expect("ethtool");
+    lab.exec_ok(
+        lab.ns_switch(),
+        &[
+            "ethtool",
+            "-K",
+            "lb",
+            "txvlan",
+            "off",
+            "tx-vlan-stag-hw-insert",
+            "off",
+        ],
+    )
+    .expect("ethtool");
     let yaml = format!(
         "interfaces: [eth0]\nservices:\n  - name: hls-vlan100\n    vip: {}\n    port: {}\n    protocol: tcp\n    vlan: 100\n    backends:\n{}",
         Lab::VIP,
         Lab::HTTP_PORT,
-        (0..3).map(|i| format!("      - address: {}\n", Lab::backend_addr(i))).collect::<String>()
+        (0..3)
+            .map(|i| format!("      - address: {}\n", Lab::backend_addr(i)))
+            .collect::<String>()
     );
     let config = lab.dir().join("vlan.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let _agent = lab.start_agent(&Lab::locate_agent_binary().unwrap(), &config).expect("agent");
+    let _agent = lab
+        .start_agent(&Lab::locate_agent_binary().unwrap(), &config)
+        .expect("agent");
 
     // Untagged, the VIP's port 8080 is no service: the LB's own stack refuses it.
-    let untagged = lab.exec(lab.ns_client(), &["curl", "-sS", "--max-time", "5", &format!("http://{}:8080/", Lab::VIP)]).unwrap();
-    assert_eq!(untagged.status.code(), Some(7), "untagged traffic is not the VLAN service's: {untagged:?}");
+    let untagged = lab
+        .exec(
+            lab.ns_client(),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{}:8080/", Lab::VIP),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        untagged.status.code(),
+        Some(7),
+        "untagged traffic is not the VLAN service's: {untagged:?}"
+    );
 
     let captures: Vec<(LabProcess, String)> = (0..3).map(|i| capture(&lab, i)).collect();
     thread::sleep(Duration::from_millis(500));
@@ -80,20 +128,32 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
     for (i, (mut process, pcap)) in captures.into_iter().enumerate() {
         process.signal(libc::SIGINT).unwrap();
         process.wait_with_timeout(Duration::from_secs(10)).unwrap();
-        let text = lab.exec_ok(lab.ns_backend(i), &["tcpdump", "-n", "-e", "-r", &pcap]).unwrap();
-        for line in text.lines().filter(|l| l.contains(&format!("> {}.8080", Lab::VIP))) {
+        let text = lab
+            .exec_ok(lab.ns_backend(i), &["tcpdump", "-n", "-e", "-r", &pcap])
+            .unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.contains(&format!("> {}.8080", Lab::VIP)))
+        {
             let port: u16 = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{}.", Lab::CLIENT_ADDR)))
                 .and_then(|p| p.parse().ok())
                 .unwrap_or_else(|| panic!("no client port in {line}"));
-            assert!(arrived.insert(port, (i, line.to_owned())).is_none(), "flow {port} arrived twice");
+            assert!(
+                arrived.insert(port, (i, line.to_owned())).is_none(),
+                "flow {port} arrived twice"
+            );
         }
     }
 
-    let backends: Vec<(IpAddr, u32)> = (0..3).map(|i| (Lab::backend_addr(i).parse().unwrap(), 1)).collect();
+    let backends: Vec<(IpAddr, u32)> = (0..3)
+        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
+        .collect();
     for port in FIRST_PORT..FIRST_PORT + 2 * FLOWS {
-        let (at, line) = arrived.get(&port).unwrap_or_else(|| panic!("flow {port} reached no backend"));
+        let (at, line) = arrived
+            .get(&port)
+            .unwrap_or_else(|| panic!("flow {port} reached no backend"));
         let owner = maglev_owner(
             &backends,
             65537,
@@ -104,16 +164,34 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
             Lab::HTTP_PORT,
         )
         .unwrap();
-        assert_eq!(backends[*at].0, owner, "flow {port} went to the backend the tables name");
-        assert!(line.contains(&format!("{} > {}", Lab::LB_MAC, Lab::backend_mac(*at))), "MACs rewritten: {line}");
+        assert_eq!(
+            backends[*at].0, owner,
+            "flow {port} went to the backend the tables name"
+        );
+        assert!(
+            line.contains(&format!("{} > {}", Lab::LB_MAC, Lab::backend_mac(*at))),
+            "MACs rewritten: {line}"
+        );
         if port < FIRST_PORT + FLOWS {
-            assert!(line.contains("vlan 100") && !line.contains("vlan 7"), "802.1Q tag kept: {line}");
+            assert!(
+                line.contains("vlan 100") && !line.contains("vlan 7"),
+                "802.1Q tag kept: {line}"
+            );
         } else {
-            assert!(line.contains("802.1Q-QinQ") || line.contains("0x88a8"), "outer 802.1ad tag kept: {line}");
-            assert!(line.contains("vlan 100") && line.contains("vlan 7"), "both tags kept: {line}");
+            assert!(
+                line.contains("802.1Q-QinQ") || line.contains("0x88a8"),
+                "outer 802.1ad tag kept: {line}"
+            );
+            assert!(
+                line.contains("vlan 100") && line.contains("vlan 7"),
+                "both tags kept: {line}"
+            );
         }
     }
-    assert!(!arrived.contains_key(&(FIRST_PORT + 2 * FLOWS)), "a frame of VLAN 200 was balanced");
+    assert!(
+        !arrived.contains_key(&(FIRST_PORT + 2 * FLOWS)),
+        "a frame of VLAN 200 was balanced"
+    );
     let used: std::collections::BTreeSet<usize> = arrived.values().map(|(i, _)| *i).collect();
     assert_eq!(used.len(), 3, "the flows spread over every backend");
 }

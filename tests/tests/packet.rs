@@ -493,9 +493,18 @@ impl Drop for ScratchInterface {
 }
 
 fn vlan_lb() -> Harness {
-    let mut on_vlan = service("hls-vlan100", VIP, 8080, Protocol::Tcp, &["10.0.0.21", "10.0.0.22"]);
+    let mut on_vlan = service(
+        "hls-vlan100",
+        VIP,
+        8080,
+        Protocol::Tcp,
+        &["10.0.0.21", "10.0.0.22"],
+    );
     on_vlan.vlan = Some(100);
-    Harness::new(&[on_vlan, service("hls-any", VIP, 8080, Protocol::Tcp, &BACKENDS)])
+    Harness::new(&[
+        on_vlan,
+        service("hls-any", VIP, 8080, Protocol::Tcp, &BACKENDS),
+    ])
 }
 
 #[test]
@@ -538,7 +547,8 @@ fn tagged_frames_are_balanced_with_their_vlan_tags_kept_as_they_are() {
         ],
     );
     assert!(
-        ["10.0.0.21", "10.0.0.22"].contains(&h.predict("hls-vlan100", CLIENT, 50000).to_string().as_str()),
+        ["10.0.0.21", "10.0.0.22"]
+            .contains(&h.predict("hls-vlan100", CLIENT, 50000).to_string().as_str()),
         "the VLAN service has its own backends"
     );
 }
@@ -552,8 +562,18 @@ fn a_service_bound_to_one_vlan_ignores_frames_of_other_vlans() {
     check(
         &h,
         vec![
-            Fixture { description: "VLAN 200", input: frames::tagged(&plain, &[(0x8100, 200)]), action: XDP_PASS, output: Expect::Untouched },
-            Fixture { description: "untagged", input: plain.clone(), action: XDP_PASS, output: Expect::Untouched },
+            Fixture {
+                description: "VLAN 200",
+                input: frames::tagged(&plain, &[(0x8100, 200)]),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "untagged",
+                input: plain.clone(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
             Fixture {
                 description: "VLAN 100",
                 input: frames::tagged(&plain, &[(0x8100, 100)]),
@@ -573,13 +593,20 @@ fn source_hashing_sends_every_connection_of_a_client_to_one_backend_without_stat
     for port in 20000..20100u16 {
         let input = Ipv4Frame::tcp(CLIENT, port, VIP, 8080).build();
         let run = h.run(&input);
-        assert_eq!(run.frame, rewritten(&input, first), "connection from port {port}");
+        assert_eq!(
+            run.frame,
+            rewritten(&input, first),
+            "connection from port {port}"
+        );
     }
     let clients: std::collections::BTreeSet<IpAddr> = (1..=60u8)
         .map(|i| {
             let client = format!("192.168.3.{i}");
             let run = h.run(&Ipv4Frame::tcp(&client, 20000, VIP, 8080).build());
-            assert_eq!(&run.frame[0..6], &backend_mac(h.predict("video-hls", &client, 1)).0);
+            assert_eq!(
+                &run.frame[0..6],
+                &backend_mac(h.predict("video-hls", &client, 1)).0
+            );
             h.predict("video-hls", &client, 1)
         })
         .collect();

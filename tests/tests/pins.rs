@@ -10,7 +10,9 @@ use xdp_lb::{
     dataplane::{Dataplane, LoadOptions, LogLevel},
     pins::PinDir,
 };
-use xdp_lb_common::{FAMILY_IPV4, FlowKey, PROTO_TCP, ServiceKey, addr_words, flow_hash::ports_word, port_raw};
+use xdp_lb_common::{
+    FAMILY_IPV4, FlowKey, PROTO_TCP, ServiceKey, addr_words, flow_hash::ports_word, port_raw,
+};
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
@@ -20,7 +22,10 @@ struct ScratchPins(PinDir);
 
 impl ScratchPins {
     fn new(tag: &str) -> Self {
-        Self(PinDir::new(format!("/sys/fs/bpf/xdp-lb-test-{}-{tag}", std::process::id())))
+        Self(PinDir::new(format!(
+            "/sys/fs/bpf/xdp-lb-test-{}-{tag}",
+            std::process::id()
+        )))
     }
 }
 
@@ -31,13 +36,24 @@ impl Drop for ScratchPins {
 }
 
 fn options(flow_table: FlowTable) -> LoadOptions {
-    LoadOptions { flow_hash_seed: SEED, maglev_table_slots: 2 * 65537, flow_table, log_level: LogLevel::Warn }
+    LoadOptions {
+        flow_hash_seed: SEED,
+        maglev_table_slots: 2 * 65537,
+        flow_table,
+        log_level: LogLevel::Warn,
+    }
 }
 
 #[test]
 fn a_second_data_plane_on_the_same_pins_keeps_the_services_and_the_live_flows() {
     let pins = ScratchPins::new("adopt");
-    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &["10.0.0.11", "10.0.0.12", "10.0.0.13"]);
+    let svc = service(
+        "video-rtmp",
+        VIP,
+        1935,
+        Protocol::Tcp,
+        &["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+    );
     let key = FlowKey {
         src: addr_words(CLIENT.parse().unwrap()),
         dst: addr_words(VIP.parse().unwrap()),
@@ -47,34 +63,70 @@ fn a_second_data_plane_on_the_same_pins_keeps_the_services_and_the_live_flows() 
         vlan: 0,
     };
     let (service_value, flow) = {
-        let dataplane = Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load");
+        let dataplane =
+            Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
+                .expect("load");
         assert!(!dataplane.adopted(), "nothing to adopt the first time");
         let mut balancer = Balancer::new(dataplane, SEED);
-        balancer.add_service(&svc, &Harness::loopback_forwarding).unwrap();
+        balancer
+            .add_service(&svc, &Harness::loopback_forwarding)
+            .unwrap();
         let h = Harness { balancer };
-        assert_eq!(h.run(&Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build()).action, XDP_TX);
+        assert_eq!(
+            h.run(&Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build())
+                .action,
+            XDP_TX
+        );
         let dp = h.balancer.dataplane();
         let key_svc = ServiceKey::new(VIP.parse().unwrap(), 1935, PROTO_TCP);
-        (dp.service(&key_svc).expect("service"), dp.flow(&key).expect("flow remembered"))
+        (
+            dp.service(&key_svc).expect("service"),
+            dp.flow(&key).expect("flow remembered"),
+        )
         // The agent's process ends here: its handles close, the pins keep the maps.
     };
-    let again = Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load again");
+    let again = Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
+        .expect("load again");
     assert!(again.adopted(), "the pinned maps were found and reused");
     let key_svc = ServiceKey::new(VIP.parse().unwrap(), 1935, PROTO_TCP);
-    assert_eq!(again.service(&key_svc), Some(service_value), "the service and its live table survive");
-    assert_eq!(again.flow(&key), Some(flow), "the connection table survives");
-    let table = again.read_table(service_value.table_offset, service_value.table_size).unwrap();
+    assert_eq!(
+        again.service(&key_svc),
+        Some(service_value),
+        "the service and its live table survive"
+    );
+    assert_eq!(
+        again.flow(&key),
+        Some(flow),
+        "the connection table survives"
+    );
+    let table = again
+        .read_table(service_value.table_offset, service_value.table_size)
+        .unwrap();
     assert!(table.iter().all(|id| *id < 3), "the Maglev table survives");
 }
 
 #[test]
 fn pins_of_another_layout_are_refused_with_the_reason_and_left_alone() {
     let pins = ScratchPins::new("layout");
-    drop(Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load"));
-    let smaller = FlowTable { size: 4096, ..FlowTable::default() };
-    let err = Dataplane::load_pinned(&options(smaller), Some(pins.0.clone())).err().expect("refused");
+    drop(
+        Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load"),
+    );
+    let smaller = FlowTable {
+        size: 4096,
+        ..FlowTable::default()
+    };
+    let err = Dataplane::load_pinned(&options(smaller), Some(pins.0.clone()))
+        .err()
+        .expect("refused");
     let message = format!("{err:#}");
-    assert!(message.contains("flows") && message.contains("xdp-lb cleanup"), "{message}");
+    assert!(
+        message.contains("flows") && message.contains("xdp-lb cleanup"),
+        "{message}"
+    );
     // Still usable by an agent of the right layout.
-    assert!(Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load").adopted());
+    assert!(
+        Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
+            .expect("load")
+            .adopted()
+    );
 }

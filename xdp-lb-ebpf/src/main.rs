@@ -98,7 +98,10 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
     // Most frames that are not for a service are to ports no service uses: one array read
     // settles them without hashing a key.
     let port = u16::from_be(flow.service.port);
-    let word = SERVICE_PORTS.get(u32::from(port) / 64).copied().unwrap_or(0);
+    let word = SERVICE_PORTS
+        .get(u32::from(port) / 64)
+        .copied()
+        .unwrap_or(0);
     if word & (1u64 << (port % 64)) == 0 {
         return None;
     }
@@ -109,7 +112,10 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
     if flow.service.vlan == 0 {
         return None;
     }
-    let any_vlan = ServiceKey { vlan: 0, ..flow.service };
+    let any_vlan = ServiceKey {
+        vlan: 0,
+        ..flow.service
+    };
     // SAFETY: as above.
     unsafe { SERVICE_BY_VIP.get(any_vlan) }.copied()
 }

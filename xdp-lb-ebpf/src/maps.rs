@@ -9,8 +9,7 @@ use xdp_lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS,
     MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, SERVICE_PORT_WORDS,
-    ServiceKey,
-    ServiceValue, flow_stat, verdict,
+    ServiceKey, ServiceValue, flow_stat, verdict,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.

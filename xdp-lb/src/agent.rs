@@ -56,7 +56,11 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         log::warn!("run-time change dropped: {why}");
     }
     if !runtime.changes().is_empty() {
-        log::info!("{} run-time change(s) from {} applied over the YAML", runtime.changes().len(), runtime.path().display());
+        log::info!(
+            "{} run-time change(s) from {} applied over the YAML",
+            runtime.changes().len(),
+            runtime.path().display()
+        );
     }
     file = effective;
     let config = &file.config;
@@ -67,9 +71,16 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         flow_table: config.flow_table,
         log_level: ebpf_log_level(),
     };
-    let mut dataplane = Dataplane::load_pinned(&load_options, opts.pin_dir.clone().map(PinDir::new))?;
+    let mut dataplane =
+        Dataplane::load_pinned(&load_options, opts.pin_dir.clone().map(PinDir::new))?;
     if dataplane.adopted() {
-        log::info!("adopted the data plane pinned under {}: live flows keep their backends", opts.pin_dir.as_deref().unwrap_or(std::path::Path::new("")).display());
+        log::info!(
+            "adopted the data plane pinned under {}: live flows keep their backends",
+            opts.pin_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
     }
     let _ebpf_log = spawn_ebpf_logger(&mut dataplane);
 
@@ -182,7 +193,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     if leave_running {
         match balancer.dataplane_mut().leave_running() {
             Ok(()) => {
-                log::info!("xdp-lb exits leaving the data plane running for the next agent (SIGQUIT)");
+                log::info!(
+                    "xdp-lb exits leaving the data plane running for the next agent (SIGQUIT)"
+                );
                 return Ok(());
             }
             Err(err) => log::error!("cannot leave the data plane running: {err:#}; detaching"),
@@ -373,9 +386,7 @@ async fn apply_config(
                 address,
                 pool,
             } => balancer.move_backend(service, *address, pool),
-            Change::SetClients { service, clients } => {
-                balancer.set_client_rules(service, clients)
-            }
+            Change::SetClients { service, clients } => balancer.set_client_rules(service, clients),
             Change::RemovePool { service, pool } => balancer.remove_pool(service, pool),
             Change::SetWeight {
                 service,
@@ -421,7 +432,10 @@ fn describe(change: &Change) -> String {
             service,
             pool,
             backend,
-        } => format!("added backend {} to {service} (pool {pool})", backend.address),
+        } => format!(
+            "added backend {} to {service} (pool {pool})",
+            backend.address
+        ),
         Change::AddPool { service, pool } => format!(
             "added pool {} to {service} ({} new backend(s))",
             pool.name,

@@ -44,7 +44,11 @@ pub enum BackendCommand {
     /// Undoes `drain` (and any run-time weight): back to the configured weight.
     Enable { service: String, address: IpAddr },
     /// Sets a backend's weight (0..=1000).
-    Weight { service: String, address: IpAddr, weight: u32 },
+    Weight {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,19 +107,50 @@ fn answer(socket: &Path, request: &Request) -> ExitCode {
 
 pub fn backend(socket: &Path, command: BackendCommand) -> ExitCode {
     let request = match command {
-        BackendCommand::Add { service, address, weight, mac } => Request::BackendAdd { service, address, weight, mac },
+        BackendCommand::Add {
+            service,
+            address,
+            weight,
+            mac,
+        } => Request::BackendAdd {
+            service,
+            address,
+            weight,
+            mac,
+        },
         BackendCommand::Remove { service, address } => Request::BackendRemove { service, address },
         BackendCommand::Drain { service, address } => Request::BackendDrain { service, address },
         BackendCommand::Enable { service, address } => Request::BackendEnable { service, address },
-        BackendCommand::Weight { service, address, weight } => Request::BackendWeight { service, address, weight },
+        BackendCommand::Weight {
+            service,
+            address,
+            weight,
+        } => Request::BackendWeight {
+            service,
+            address,
+            weight,
+        },
     };
     answer(socket, &request)
 }
 
 pub fn client(socket: &Path, command: ClientCommand) -> ExitCode {
     let (service, json) = match command {
-        ClientCommand::Set { prefix, service, pool, drop } => {
-            return answer(socket, &Request::ClientSet { service, prefix, pool, drop });
+        ClientCommand::Set {
+            prefix,
+            service,
+            pool,
+            drop,
+        } => {
+            return answer(
+                socket,
+                &Request::ClientSet {
+                    service,
+                    prefix,
+                    pool,
+                    drop,
+                },
+            );
         }
         ClientCommand::Remove { prefix, service } => {
             return answer(socket, &Request::ClientRemove { service, prefix });
@@ -138,13 +173,19 @@ pub fn client(socket: &Path, command: ClientCommand) -> ExitCode {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     println!("{:<24} {:<44} {:<16} Origin", "Service", "Prefix", "Pool");
     for rule in &list.rules {
         let pool = rule.pool.as_deref().unwrap_or("(drop)");
-        println!("{:<24} {:<44} {:<16} {}", rule.service, rule.prefix, pool, rule.origin);
+        println!(
+            "{:<24} {:<44} {:<16} {}",
+            rule.service, rule.prefix, pool, rule.origin
+        );
     }
     ExitCode::SUCCESS
 }
@@ -219,16 +260,29 @@ pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
 }
 
 pub fn lookup(socket: &Path, client: SocketAddr, vip: SocketAddr, protocol: &str) -> ExitCode {
-    match call(socket, &Request::Lookup { client, vip, protocol: protocol.to_owned() }) {
+    match call(
+        socket,
+        &Request::Lookup {
+            client,
+            vip,
+            protocol: protocol.to_owned(),
+        },
+    ) {
         Ok(Response::Lookup(a)) => {
-            let rule = a.rule.as_deref().map_or_else(|| "no client rule".to_owned(), |r| format!("client rule {r}"));
+            let rule = a.rule.as_deref().map_or_else(
+                || "no client rule".to_owned(),
+                |r| format!("client rule {r}"),
+            );
             match a.backend {
                 Some(b) => println!(
                     "{client} -> {vip}/{protocol}: {b} (service {}, pool {}, {rule}, from the {})",
                     a.service, a.pool, a.source
                 ),
                 None if a.rule.as_deref().is_some_and(|r| r.ends_with("-> drop")) => {
-                    println!("{client} -> {vip}/{protocol}: dropped (service {}, {rule})", a.service)
+                    println!(
+                        "{client} -> {vip}/{protocol}: dropped (service {}, {rule})",
+                        a.service
+                    )
                 }
                 None => println!(
                     "{client} -> {vip}/{protocol}: no backend (service {}, pool {} has none usable, {rule})",
@@ -266,7 +320,10 @@ pub fn cleanup(pin_dir: Option<PathBuf>) -> ExitCode {
                 println!("removed {}", path.display());
             }
             if !links.is_empty() {
-                println!("detached from {} (once the agent, if one still runs, exits)", links.join(", "));
+                println!(
+                    "detached from {} (once the agent, if one still runs, exits)",
+                    links.join(", ")
+                );
             }
             ExitCode::SUCCESS
         }

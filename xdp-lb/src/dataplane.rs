@@ -27,8 +27,7 @@ use xdp_lb_common::{
     BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
     MAGLEV_SLOT_STRIDE, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue,
-    flow_stat, map_names,
-    verdict,
+    flow_stat, map_names, verdict,
 };
 
 use crate::{
@@ -119,7 +118,10 @@ impl Dataplane {
                 if adopted {
                     pins.check_compatible(&pins::expected_shapes(crate::EBPF_OBJECT, &sizes)?)?;
                 }
-                PINNED_MAPS.iter().map(|name| (*name, pins.map(name))).collect()
+                PINNED_MAPS
+                    .iter()
+                    .map(|name| (*name, pins.map(name)))
+                    .collect()
             }
         };
         for (name, path) in &map_paths {
@@ -207,15 +209,23 @@ impl Dataplane {
     /// With pins, an interface an earlier agent attached to keeps its link: the program in it
     /// is replaced atomically (no frame goes unprocessed), and a new link is pinned.
     pub fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> anyhow::Result<()> {
-        if let Some(path) = self.pins.as_ref().map(|p| p.link(ifname)).filter(|p| p.exists()) {
+        if let Some(path) = self
+            .pins
+            .as_ref()
+            .map(|p| p.link(ifname))
+            .filter(|p| p.exists())
+        {
             let pinned = PinnedLink::from_pin(&path)
                 .map_err(|err| anyhow!("opening the pinned XDP link {}: {err}", path.display()))?;
-            let link = XdpLink::try_from(FdLink::from(pinned))
-                .map_err(|err| anyhow!("the pinned link {} is not an XDP link: {err}", path.display()))?;
-            let id = self
-                .program_mut()
-                .attach_to_link(link)
-                .map_err(|err| anyhow!("replacing the program in the XDP link of {ifname}: {err}"))?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|err| {
+                anyhow!(
+                    "the pinned link {} is not an XDP link: {err}",
+                    path.display()
+                )
+            })?;
+            let id = self.program_mut().attach_to_link(link).map_err(|err| {
+                anyhow!("replacing the program in the XDP link of {ifname}: {err}")
+            })?;
             self.links.push((ifname.to_owned(), id));
             return Ok(());
         }
@@ -238,9 +248,12 @@ impl Dataplane {
             let owned = self.program_mut().take_link(link)?;
             let fd_link = FdLink::try_from(owned)
                 .map_err(|err| anyhow!("the XDP link of {ifname} cannot be pinned (kernel without bpf_link for XDP?): {err}"))?;
-            let pinned = fd_link
-                .pin(&path)
-                .map_err(|err| anyhow!("pinning the XDP link of {ifname} at {}: {err}", path.display()))?;
+            let pinned = fd_link.pin(&path).map_err(|err| {
+                anyhow!(
+                    "pinning the XDP link of {ifname} at {}: {err}",
+                    path.display()
+                )
+            })?;
             let link = XdpLink::try_from(FdLink::from(pinned))
                 .map_err(|err| anyhow!("re-opening the XDP link of {ifname}: {err}"))?;
             let id = self.program_mut().attach_to_link(link)?;

@@ -11,10 +11,10 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use xdp_lb::{
     agent::{self, RunOptions},
+    config::{self, LiveHost, XdpAttachMode},
     control::protocol::DEFAULT_SOCKET,
     pins::DEFAULT_PIN_DIR,
     runtime::DEFAULT_RUNTIME_FILE,
-    config::{self, LiveHost, XdpAttachMode},
     simulate,
 };
 
@@ -176,11 +176,20 @@ fn main() -> ExitCode {
         Some(Command::Check { config, file }) => check(file.as_deref().unwrap_or(&config)),
         Some(Command::Run(args)) => run(args),
         Some(Command::Simulate(args)) => simulate(args),
-        Some(Command::Status { json, watch, socket }) => ctl::status(&socket.socket, json, watch),
+        Some(Command::Status {
+            json,
+            watch,
+            socket,
+        }) => ctl::status(&socket.socket, json, watch),
         Some(Command::Backend { command, socket }) => ctl::backend(&socket.socket, command),
         Some(Command::Service { command, socket }) => ctl::service(&socket.socket, command),
         Some(Command::Client { command, socket }) => ctl::client(&socket.socket, command),
-        Some(Command::Lookup { client, vip, protocol, socket }) => ctl::lookup(&socket.socket, client, vip, &protocol),
+        Some(Command::Lookup {
+            client,
+            vip,
+            protocol,
+            socket,
+        }) => ctl::lookup(&socket.socket, client, vip, &protocol),
         Some(Command::Reload { socket }) => ctl::reload(&socket.socket),
         Some(Command::Cleanup { pin_dir }) => ctl::cleanup(pin_dir),
         None => run(cli.run),

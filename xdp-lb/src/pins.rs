@@ -109,7 +109,8 @@ impl PinDir {
             if !path.exists() {
                 continue;
             }
-            let info = MapInfo::from_pin(&path).map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
+            let info = MapInfo::from_pin(&path)
+                .map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
             let have = MapShape {
                 key_size: info.key_size(),
                 value_size: info.value_size(),
@@ -137,7 +138,9 @@ impl PinDir {
         let mut removed = Vec::new();
         for sub in ["links", "maps"] {
             let dir = self.root.join(sub);
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.filter_map(Result::ok) {
                 let path = entry.path();
                 fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
@@ -165,13 +168,15 @@ impl MapShape {
     fn fits(&self, want: &MapShape) -> bool {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let entries_fit = if want.flags & BPF_F_NO_COMMON_LRU != 0 {
-            self.max_entries >= want.max_entries && self.max_entries - want.max_entries < cpus.max(1)
+            self.max_entries >= want.max_entries
+                && self.max_entries - want.max_entries < cpus.max(1)
         } else {
             self.max_entries == want.max_entries
         };
         // The kernel sets BPF_F_RDONLY_PROG on devmaps itself.
         let flags = |f: u32| f & !BPF_F_RDONLY_PROG;
-        (self.key_size, self.value_size, flags(self.flags)) == (want.key_size, want.value_size, flags(want.flags))
+        (self.key_size, self.value_size, flags(self.flags))
+            == (want.key_size, want.value_size, flags(want.flags))
             && entries_fit
     }
 }
@@ -187,8 +192,12 @@ impl std::fmt::Display for MapShape {
 }
 
 /// The shapes the object's maps get at load, with the sizes the agent sets.
-pub fn expected_shapes(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Vec<(String, MapShape)>> {
-    let obj = aya_obj::Object::parse(object).map_err(|err| anyhow!("parsing the data plane object: {err}"))?;
+pub fn expected_shapes(
+    object: &[u8],
+    max_entries: &[(&str, u32)],
+) -> anyhow::Result<Vec<(String, MapShape)>> {
+    let obj = aya_obj::Object::parse(object)
+        .map_err(|err| anyhow!("parsing the data plane object: {err}"))?;
     let mut out = Vec::new();
     for name in PINNED_MAPS {
         let map = obj
@@ -201,7 +210,12 @@ pub fn expected_shapes(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Re
             .map_or(map.max_entries(), |(_, v)| *v);
         out.push((
             name.to_owned(),
-            MapShape { key_size: map.key_size(), value_size: map.value_size(), max_entries: max, flags: map.map_flags() },
+            MapShape {
+                key_size: map.key_size(),
+                value_size: map.value_size(),
+                max_entries: max,
+                flags: map.map_flags(),
+            },
         ));
     }
     Ok(out)
@@ -233,7 +247,9 @@ fn ensure_bpffs() -> anyhow::Result<()> {
         .status()
         .context("running mount -t bpf")?;
     if !status.success() {
-        bail!("bpffs is not mounted on /sys/fs/bpf and `mount -t bpf bpf /sys/fs/bpf` failed ({status})");
+        bail!(
+            "bpffs is not mounted on /sys/fs/bpf and `mount -t bpf bpf /sys/fs/bpf` failed ({status})"
+        );
     }
     Ok(())
 }

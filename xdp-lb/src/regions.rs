@@ -35,11 +35,9 @@ impl RegionAllocator {
     /// Takes exactly `start..start + len` (a range an earlier agent was using); false when
     /// any of it is not free.
     pub fn reserve(&mut self, start: u32, len: u32) -> bool {
-        let Some(pos) = self
-            .free
-            .iter()
-            .position(|&(s, l)| s <= start && u64::from(start) + u64::from(len) <= u64::from(s) + u64::from(l))
-        else {
+        let Some(pos) = self.free.iter().position(|&(s, l)| {
+            s <= start && u64::from(start) + u64::from(len) <= u64::from(s) + u64::from(l)
+        }) else {
             return false;
         };
         let (s, l) = self.free[pos];

@@ -16,7 +16,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Backend, ClientAction, ClientPrefix, ClientRule, Config, ConfigFile, HostFacts, LiveHost, MacAddr,
+    Backend, ClientAction, ClientPrefix, ClientRule, Config, ConfigFile, HostFacts, LiveHost,
+    MacAddr,
 };
 
 /// Default file of run-time changes.
@@ -25,19 +26,43 @@ pub const DEFAULT_RUNTIME_FILE: &str = "/var/lib/xdp-lb/runtime-changes.json";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum RuntimeChange {
-    BackendAdd { service: String, address: IpAddr, weight: u32, mac: Option<MacAddr> },
-    BackendRemove { service: String, address: IpAddr },
+    BackendAdd {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+        mac: Option<MacAddr>,
+    },
+    BackendRemove {
+        service: String,
+        address: IpAddr,
+    },
     /// Drain is weight 0; enable puts the YAML's weight back (the override is removed).
-    BackendWeight { service: String, address: IpAddr, weight: u32 },
+    BackendWeight {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+    },
     /// The client rule for `prefix` (`change.py -o change-client`): added, or replacing the
     /// YAML's.
-    ClientSet { service: String, prefix: ClientPrefix, action: ClientAction },
+    ClientSet {
+        service: String,
+        prefix: ClientPrefix,
+        action: ClientAction,
+    },
     /// The client rule for `prefix` removed.
-    ClientRemove { service: String, prefix: ClientPrefix },
+    ClientRemove {
+        service: String,
+        prefix: ClientPrefix,
+    },
     /// A whole service added (`yaml`: one item of `services:`).
-    ServiceAdd { service: String, yaml: String },
+    ServiceAdd {
+        service: String,
+        yaml: String,
+    },
     /// A whole service removed.
-    ServiceRemove { service: String },
+    ServiceRemove {
+        service: String,
+    },
 }
 
 /// What a run-time change is about: one backend, or one client prefix, of a service.
@@ -51,16 +76,19 @@ enum Target<'a> {
 impl RuntimeChange {
     fn target(&self) -> Target<'_> {
         match self {
-            RuntimeChange::BackendAdd { service, address, .. }
+            RuntimeChange::BackendAdd {
+                service, address, ..
+            }
             | RuntimeChange::BackendRemove { service, address }
-            | RuntimeChange::BackendWeight { service, address, .. } => {
-                Target::Backend(service, *address)
+            | RuntimeChange::BackendWeight {
+                service, address, ..
+            } => Target::Backend(service, *address),
+            RuntimeChange::ClientSet {
+                service, prefix, ..
             }
-            RuntimeChange::ClientSet { service, prefix, .. }
             | RuntimeChange::ClientRemove { service, prefix } => Target::Client(service, *prefix),
-            RuntimeChange::ServiceAdd { service, .. } | RuntimeChange::ServiceRemove { service } => {
-                Target::Service(service)
-            }
+            RuntimeChange::ServiceAdd { service, .. }
+            | RuntimeChange::ServiceRemove { service } => Target::Service(service),
         }
     }
 
@@ -102,12 +130,18 @@ impl RuntimeChanges {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self { path: Some(path.to_path_buf()), changes })
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            changes,
+        })
     }
 
     /// Changes kept in memory only (an agent run without a run-time file).
     pub fn unsaved() -> Self {
-        Self { path: None, changes: Vec::new() }
+        Self {
+            path: None,
+            changes: Vec::new(),
+        }
     }
 
     pub fn changes(&self) -> &[RuntimeChange] {
@@ -130,9 +164,8 @@ impl RuntimeChanges {
                 // a client change everything earlier about the prefix; a service change
                 // everything earlier about the service.
                 RuntimeChange::BackendWeight { .. } => !(is_weight(c) && c.target() == target),
-                RuntimeChange::ServiceAdd { service, .. } | RuntimeChange::ServiceRemove { service } => {
-                    c.service() != service
-                }
+                RuntimeChange::ServiceAdd { service, .. }
+                | RuntimeChange::ServiceRemove { service } => c.service() != service,
                 _ => c.target() != target,
             })
             .collect();
@@ -159,13 +192,16 @@ impl RuntimeChanges {
     }
 
     fn save(&self) -> anyhow::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&self.changes)?;
-        let mut file = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
@@ -175,13 +211,22 @@ impl RuntimeChanges {
     /// `yaml` with every change applied in order. Changes that no longer apply are dropped
     /// from the list (and the file), each with the reason returned.
     pub fn apply(&mut self, yaml: &Config) -> anyhow::Result<(Config, Vec<String>)> {
-        let file = ConfigFile { config: yaml.clone(), failover: Default::default(), ops: Default::default() };
-        self.apply_file(&file, &LiveHost).map(|(file, dropped)| (file.config, dropped))
+        let file = ConfigFile {
+            config: yaml.clone(),
+            failover: Default::default(),
+            ops: Default::default(),
+        };
+        self.apply_file(&file, &LiveHost)
+            .map(|(file, dropped)| (file.config, dropped))
     }
 
     /// [`Self::apply`] over the whole file: whole-service changes need it (a service's
     /// health checks and backups live beside its balancing settings).
-    pub fn apply_file(&mut self, yaml: &ConfigFile, host: &dyn HostFacts) -> anyhow::Result<(ConfigFile, Vec<String>)> {
+    pub fn apply_file(
+        &mut self,
+        yaml: &ConfigFile,
+        host: &dyn HostFacts,
+    ) -> anyhow::Result<(ConfigFile, Vec<String>)> {
         let mut file = yaml.clone();
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
@@ -191,19 +236,23 @@ impl RuntimeChanges {
                     if file.config.services.iter().any(|s| s.name == *service) {
                         Ok(false)
                     } else {
-                        crate::config::with_service_added(&file, yaml, host).map(|edited| {
-                            file = edited;
-                            true
-                        }).map_err(|why| anyhow!(why))
+                        crate::config::with_service_added(&file, yaml, host)
+                            .map(|edited| {
+                                file = edited;
+                                true
+                            })
+                            .map_err(|why| anyhow!(why))
                     }
                 }
-                RuntimeChange::ServiceRemove { service } => Ok(match crate::config::with_service_removed(&file, service) {
-                    Some(edited) => {
-                        file = edited;
-                        true
-                    }
-                    None => false,
-                }),
+                RuntimeChange::ServiceRemove { service } => {
+                    Ok(match crate::config::with_service_removed(&file, service) {
+                        Some(edited) => {
+                            file = edited;
+                            true
+                        }
+                        None => false,
+                    })
+                }
                 _ => apply_one(&mut file.config, &change),
             };
             match applied {
@@ -223,7 +272,10 @@ impl RuntimeChanges {
 
 /// Applies one change; `Ok(false)` when it changes nothing.
 fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool> {
-    if matches!(change, RuntimeChange::ServiceAdd { .. } | RuntimeChange::ServiceRemove { .. }) {
+    if matches!(
+        change,
+        RuntimeChange::ServiceAdd { .. } | RuntimeChange::ServiceRemove { .. }
+    ) {
         bail!("a whole-service change applies to the whole file (apply_file)");
     }
     let name = change.service();
@@ -245,7 +297,11 @@ fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool
                 return Ok(false);
             }
             check_backend(vip, address, *weight)?;
-            backends.push(Backend { address, weight: *weight, mac: *mac });
+            backends.push(Backend {
+                address,
+                weight: *weight,
+                mac: *mac,
+            });
             Ok(true)
         }
         RuntimeChange::BackendRemove { .. } => match position {
@@ -285,7 +341,10 @@ pub fn apply_client_change(
     match change {
         RuntimeChange::ClientSet { prefix, action, .. } => {
             if prefix.is_ipv4() != service.vip.is_ipv4() {
-                bail!("{prefix} is not of the family of {name}'s VIP {}", service.vip);
+                bail!(
+                    "{prefix} is not of the family of {name}'s VIP {}",
+                    service.vip
+                );
             }
             if let ClientAction::Pool(pool) = action
                 && !service.has_pool(pool)
@@ -293,9 +352,15 @@ pub fn apply_client_change(
                 let pools: Vec<&str> = std::iter::once(crate::config::DEFAULT_POOL)
                     .chain(service.pools.iter().map(|p| p.name.as_str()))
                     .collect();
-                bail!("service {name} has no pool {pool} (its pools: {})", pools.join(", "));
+                bail!(
+                    "service {name} has no pool {pool} (its pools: {})",
+                    pools.join(", ")
+                );
             }
-            let rule = ClientRule { prefix: *prefix, action: action.clone() };
+            let rule = ClientRule {
+                prefix: *prefix,
+                action: action.clone(),
+            };
             match position(service, *prefix) {
                 Some(i) if service.clients[i] == rule => Ok(false),
                 Some(i) => {
@@ -328,7 +393,10 @@ pub fn apply_client_change(
 /// The rules the YAML's validation applies to one backend.
 pub fn check_backend(vip: IpAddr, address: IpAddr, weight: u32) -> anyhow::Result<()> {
     if weight > xdp_lb_common::MAX_WEIGHT {
-        bail!("weight {weight} is out of range (0..={})", xdp_lb_common::MAX_WEIGHT);
+        bail!(
+            "weight {weight} is out of range (0..={})",
+            xdp_lb_common::MAX_WEIGHT
+        );
     }
     if address.is_ipv4() != vip.is_ipv4() {
         bail!("{address} is not of the family of the VIP {vip}");
@@ -362,11 +430,19 @@ mod tests {
                 persistence: None,
                 hash: HashMode::Flow,
                 vlan: None,
-                backends: vec![Backend { address: "10.0.0.11".parse().unwrap(), weight: 1, mac: None }],
+                backends: vec![Backend {
+                    address: "10.0.0.11".parse().unwrap(),
+                    weight: 1,
+                    mac: None,
+                }],
                 pools: vec![crate::config::Pool {
                     name: "premium".into(),
                     maglev_size: 65537,
-                    backends: vec![Backend { address: "10.0.0.21".parse().unwrap(), weight: 1, mac: None }],
+                    backends: vec![Backend {
+                        address: "10.0.0.21".parse().unwrap(),
+                        weight: 1,
+                        mac: None,
+                    }],
                 }],
                 clients: Vec::new(),
             }],
@@ -374,7 +450,11 @@ mod tests {
     }
 
     fn scratch() -> RuntimeChanges {
-        let dir = std::env::temp_dir().join(format!("xdp-lb-runtime-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "xdp-lb-runtime-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = fs::remove_dir_all(&dir);
         RuntimeChanges::load(&dir.join("changes.json")).unwrap()
     }
@@ -389,7 +469,13 @@ mod tests {
             mac: Some(MacAddr([2, 0, 0, 0, 0, 12])),
         };
         changes.record(add.clone()).unwrap();
-        changes.record(RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.11".parse().unwrap(), weight: 0 }).unwrap();
+        changes
+            .record(RuntimeChange::BackendWeight {
+                service: "rtmp".into(),
+                address: "10.0.0.11".parse().unwrap(),
+                weight: 0,
+            })
+            .unwrap();
         let again = RuntimeChanges::load(changes.path()).unwrap();
         assert_eq!(again.changes(), changes.changes());
         assert_eq!(again.changes()[0], add);
@@ -398,32 +484,74 @@ mod tests {
     #[test]
     fn the_running_config_is_the_yaml_with_the_changes_applied() {
         let mut changes = scratch();
-        changes.record(RuntimeChange::BackendAdd { service: "rtmp".into(), address: "10.0.0.12".parse().unwrap(), weight: 3, mac: None }).unwrap();
-        changes.record(RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.11".parse().unwrap(), weight: 0 }).unwrap();
+        changes
+            .record(RuntimeChange::BackendAdd {
+                service: "rtmp".into(),
+                address: "10.0.0.12".parse().unwrap(),
+                weight: 3,
+                mac: None,
+            })
+            .unwrap();
+        changes
+            .record(RuntimeChange::BackendWeight {
+                service: "rtmp".into(),
+                address: "10.0.0.11".parse().unwrap(),
+                weight: 0,
+            })
+            .unwrap();
         let (config, dropped) = changes.apply(&yaml()).unwrap();
         assert!(dropped.is_empty(), "{dropped:?}");
         let b = &config.services[0].backends;
-        assert_eq!((b[0].weight, b[1].address, b[1].weight), (0, "10.0.0.12".parse().unwrap(), 3));
+        assert_eq!(
+            (b[0].weight, b[1].address, b[1].weight),
+            (0, "10.0.0.12".parse().unwrap(), 3)
+        );
     }
 
     #[test]
     fn changes_the_yaml_made_moot_are_dropped_with_the_reason() {
         let mut changes = scratch();
-        changes.record(RuntimeChange::BackendAdd { service: "rtmp".into(), address: "10.0.0.11".parse().unwrap(), weight: 1, mac: None }).unwrap();
-        changes.record(RuntimeChange::BackendRemove { service: "hls".into(), address: "10.0.0.11".parse().unwrap() }).unwrap();
+        changes
+            .record(RuntimeChange::BackendAdd {
+                service: "rtmp".into(),
+                address: "10.0.0.11".parse().unwrap(),
+                weight: 1,
+                mac: None,
+            })
+            .unwrap();
+        changes
+            .record(RuntimeChange::BackendRemove {
+                service: "hls".into(),
+                address: "10.0.0.11".parse().unwrap(),
+            })
+            .unwrap();
         let (config, dropped) = changes.apply(&yaml()).unwrap();
         assert_eq!(config, yaml());
         assert_eq!(dropped.len(), 2, "{dropped:?}");
         assert!(dropped[1].contains("no service hls"));
-        assert!(RuntimeChanges::load(changes.path()).unwrap().changes().is_empty());
+        assert!(
+            RuntimeChanges::load(changes.path())
+                .unwrap()
+                .changes()
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_bad_change_is_refused() {
         let mut config = yaml();
-        let v6 = RuntimeChange::BackendAdd { service: "rtmp".into(), address: "fd00::1".parse().unwrap(), weight: 1, mac: None };
+        let v6 = RuntimeChange::BackendAdd {
+            service: "rtmp".into(),
+            address: "fd00::1".parse().unwrap(),
+            weight: 1,
+            mac: None,
+        };
         assert!(apply_one(&mut config, &v6).is_err());
-        let heavy = RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.11".parse().unwrap(), weight: 5000 };
+        let heavy = RuntimeChange::BackendWeight {
+            service: "rtmp".into(),
+            address: "10.0.0.11".parse().unwrap(),
+            weight: 5000,
+        };
         assert!(apply_one(&mut config, &heavy).is_err());
     }
 
@@ -442,10 +570,19 @@ mod tests {
         assert!(dropped.is_empty(), "{dropped:?}");
         assert_eq!(
             config.services[0].clients,
-            [ClientRule { prefix, action: ClientAction::Pool("premium".into()) }]
+            [ClientRule {
+                prefix,
+                action: ClientAction::Pool("premium".into())
+            }]
         );
         // A later change of the same prefix replaces the earlier one.
-        changes.record(RuntimeChange::ClientSet { service: "rtmp".into(), prefix, action: ClientAction::Drop }).unwrap();
+        changes
+            .record(RuntimeChange::ClientSet {
+                service: "rtmp".into(),
+                prefix,
+                action: ClientAction::Drop,
+            })
+            .unwrap();
         assert_eq!(changes.changes().len(), 1);
         let again = RuntimeChanges::load(changes.path()).unwrap();
         assert_eq!(again.changes(), changes.changes());
@@ -456,23 +593,42 @@ mod tests {
             prefix,
             action: ClientAction::Pool("gold".into()),
         };
-        assert!(apply_one(&mut config, &gold).unwrap_err().to_string().contains("no pool gold"));
+        assert!(
+            apply_one(&mut config, &gold)
+                .unwrap_err()
+                .to_string()
+                .contains("no pool gold")
+        );
         let v6 = RuntimeChange::ClientSet {
             service: "rtmp".into(),
             prefix: "2001:db8::/32".parse().unwrap(),
             action: ClientAction::Drop,
         };
         assert!(apply_one(&mut config, &v6).is_err());
-        let remove = RuntimeChange::ClientRemove { service: "rtmp".into(), prefix };
-        assert!(!apply_one(&mut config, &remove).unwrap(), "nothing to remove");
+        let remove = RuntimeChange::ClientRemove {
+            service: "rtmp".into(),
+            prefix,
+        };
+        assert!(
+            !apply_one(&mut config, &remove).unwrap(),
+            "nothing to remove"
+        );
     }
 
     #[test]
     fn a_run_time_weight_reaches_a_server_of_a_named_pool() {
         let mut config = yaml();
-        let drain = RuntimeChange::BackendWeight { service: "rtmp".into(), address: "10.0.0.21".parse().unwrap(), weight: 0 };
+        let drain = RuntimeChange::BackendWeight {
+            service: "rtmp".into(),
+            address: "10.0.0.21".parse().unwrap(),
+            weight: 0,
+        };
         assert!(apply_one(&mut config, &drain).unwrap());
         assert_eq!(config.services[0].pools[0].backends[0].weight, 0);
-        assert_eq!(config.services[0].backends.len(), 1, "the default pool is unchanged");
+        assert_eq!(
+            config.services[0].backends.len(),
+            1,
+            "the default pool is unchanged"
+        );
     }
 }

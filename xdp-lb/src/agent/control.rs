@@ -37,19 +37,41 @@ impl Context<'_> {
                 let observed = self.health.observed(self.file.config.flow_table);
                 Response::Status(report::status(self.balancer, &observed))
             }
-            Request::Lookup { client, vip, protocol } => {
+            Request::Lookup {
+                client,
+                vip,
+                protocol,
+            } => {
                 let protocol = match protocol.as_str() {
                     "tcp" => Protocol::Tcp,
                     "udp" => Protocol::Udp,
-                    other => return Response::error(format!("`{other}` is not a protocol (tcp or udp)")),
+                    other => {
+                        return Response::error(format!(
+                            "`{other}` is not a protocol (tcp or udp)"
+                        ));
+                    }
                 };
-                match report::lookup(self.balancer, &self.file.config.flow_table, client, vip, protocol) {
+                match report::lookup(
+                    self.balancer,
+                    &self.file.config.flow_table,
+                    client,
+                    vip,
+                    protocol,
+                ) {
                     Ok(answer) => Response::Lookup(answer),
                     Err(message) => Response::error(message),
                 }
             }
             Request::Reload => {
-                match reload(self.neighbours, self.file, self.runtime, self.interfaces, self.balancer).await {
+                match reload(
+                    self.neighbours,
+                    self.file,
+                    self.runtime,
+                    self.interfaces,
+                    self.balancer,
+                )
+                .await
+                {
                     Ok((new, summary)) => {
                         *self.file = new;
                         Response::Ok { message: summary }
@@ -57,7 +79,12 @@ impl Context<'_> {
                     Err(why) => Response::error(why),
                 }
             }
-            Request::BackendAdd { service, address, weight, mac } => {
+            Request::BackendAdd {
+                service,
+                address,
+                weight,
+                mac,
+            } => {
                 let mac = match mac.as_deref().map(str::parse::<MacAddr>).transpose() {
                     Ok(mac) => mac,
                     Err(err) => return Response::error(err.to_string()),
@@ -67,16 +94,37 @@ impl Context<'_> {
                 {
                     return Response::error(format!("{mac} cannot be a backend's MAC"));
                 }
-                self.change(RuntimeChange::BackendAdd { service, address, weight, mac }).await
+                self.change(RuntimeChange::BackendAdd {
+                    service,
+                    address,
+                    weight,
+                    mac,
+                })
+                .await
             }
             Request::BackendRemove { service, address } => {
-                self.change(RuntimeChange::BackendRemove { service, address }).await
+                self.change(RuntimeChange::BackendRemove { service, address })
+                    .await
             }
             Request::BackendDrain { service, address } => {
-                self.change(RuntimeChange::BackendWeight { service, address, weight: 0 }).await
+                self.change(RuntimeChange::BackendWeight {
+                    service,
+                    address,
+                    weight: 0,
+                })
+                .await
             }
-            Request::BackendWeight { service, address, weight } => {
-                self.change(RuntimeChange::BackendWeight { service, address, weight }).await
+            Request::BackendWeight {
+                service,
+                address,
+                weight,
+            } => {
+                self.change(RuntimeChange::BackendWeight {
+                    service,
+                    address,
+                    weight,
+                })
+                .await
             }
             Request::BackendEnable { service, address } => self.enable(service, address).await,
             Request::ServiceAdd { yaml } => {
@@ -84,14 +132,19 @@ impl Context<'_> {
                     .ok()
                     .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
                 let Some(service) = service else {
-                    return Response::error("the service needs a `name` (one item of `services:` in YAML)");
+                    return Response::error(
+                        "the service needs a `name` (one item of `services:` in YAML)",
+                    );
                 };
-                self.change(RuntimeChange::ServiceAdd { service, yaml }).await
+                self.change(RuntimeChange::ServiceAdd { service, yaml })
+                    .await
             }
-            Request::ServiceRemove { service } => self.change(RuntimeChange::ServiceRemove { service }).await,
-            request @ (Request::ClientSet { .. } | Request::ClientRemove { .. } | Request::ClientList { .. }) => {
-                self.client_request(request).await
+            Request::ServiceRemove { service } => {
+                self.change(RuntimeChange::ServiceRemove { service }).await
             }
+            request @ (Request::ClientSet { .. }
+            | Request::ClientRemove { .. }
+            | Request::ClientList { .. }) => self.client_request(request).await,
         }
     }
 
@@ -105,7 +158,14 @@ impl Context<'_> {
         // table switches.
         let timed = !matches!(change, RuntimeChange::BackendAdd { .. });
         let watch = TableSwitches::start(self.balancer);
-        let applied = apply_config(self.neighbours, self.file, &candidate, self.interfaces, self.balancer).await;
+        let applied = apply_config(
+            self.neighbours,
+            self.file,
+            &candidate,
+            self.interfaces,
+            self.balancer,
+        )
+        .await;
         if timed {
             self.health.switches.stop(watch, self.balancer);
         }
@@ -126,9 +186,12 @@ impl Context<'_> {
 
     /// Back to the configured weight: the YAML's, or the one the backend was added with.
     async fn enable(&mut self, service: String, address: IpAddr) -> Response {
-        let yaml = match crate::config::load_file(&self.file.config.path, &crate::config::LiveHost) {
+        let yaml = match crate::config::load_file(&self.file.config.path, &crate::config::LiveHost)
+        {
             Ok(yaml) => yaml,
-            Err(errors) => return Response::error(format!("the config file does not load:\n{errors}")),
+            Err(errors) => {
+                return Response::error(format!("the config file does not load:\n{errors}"));
+            }
         };
         let yaml_weight = yaml
             .config
@@ -138,14 +201,26 @@ impl Context<'_> {
             .and_then(|s| s.all_backends().find(|b| b.address == address))
             .map(|b| b.weight);
         let added_weight = self.runtime.changes().iter().find_map(|c| match c {
-            RuntimeChange::BackendAdd { service: s, address: a, weight, .. } if *s == service && *a == address => Some(*weight),
+            RuntimeChange::BackendAdd {
+                service: s,
+                address: a,
+                weight,
+                ..
+            } if *s == service && *a == address => Some(*weight),
             _ => None,
         });
         let Some(weight) = yaml_weight.or(added_weight) else {
             return Response::error(format!("service {service} has no backend {address}"));
         };
-        let response = self.change(RuntimeChange::BackendWeight { service: service.clone(), address, weight }).await;
-        if matches!(response, Response::Ok { .. }) && yaml_weight.is_some()
+        let response = self
+            .change(RuntimeChange::BackendWeight {
+                service: service.clone(),
+                address,
+                weight,
+            })
+            .await;
+        if matches!(response, Response::Ok { .. })
+            && yaml_weight.is_some()
             && let Err(err) = self.runtime.clear_weight(&service, address)
         {
             return Response::error(format!("enabled, but not saved: {err:#}"));
@@ -157,10 +232,16 @@ impl Context<'_> {
 /// Applies a change to a configuration, with the rules the YAML's validation has.
 fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
     let (name, address) = match change {
-        RuntimeChange::BackendAdd { service, address, .. }
+        RuntimeChange::BackendAdd {
+            service, address, ..
+        }
         | RuntimeChange::BackendRemove { service, address }
-        | RuntimeChange::BackendWeight { service, address, .. } => (service, *address),
-        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => return clients::edit(file, change),
+        | RuntimeChange::BackendWeight {
+            service, address, ..
+        } => (service, *address),
+        RuntimeChange::ClientSet { .. } | RuntimeChange::ClientRemove { .. } => {
+            return clients::edit(file, change);
+        }
         RuntimeChange::ServiceAdd { yaml, .. } => {
             *file = crate::config::with_service_added(file, yaml, &crate::config::LiveHost)?;
             return Ok(());
@@ -189,9 +270,15 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
             }
             check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
             if backends.len() >= maglev_size as usize {
-                return Err(format!("service {name} has as many backends as its table has slots"));
+                return Err(format!(
+                    "service {name} has as many backends as its table has slots"
+                ));
             }
-            backends.push(crate::config::Backend { address, weight: *weight, mac: *mac });
+            backends.push(crate::config::Backend {
+                address,
+                weight: *weight,
+                mac: *mac,
+            });
         }
         RuntimeChange::BackendRemove { .. } => {
             let i = position.ok_or_else(|| format!("service {name} has no backend {address}"))?;

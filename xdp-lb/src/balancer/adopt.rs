@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use xdp_lb_common::{BackendValue, ServiceKey};
 
-use super::{Balancer, BackendState, ServiceState};
+use super::{BackendState, Balancer, ServiceState};
 use crate::config::Service;
 
 /// What an agent leaves for the next one.
@@ -68,9 +68,9 @@ pub(super) struct Claimed {
 impl Snapshot {
     pub fn load(path: &Path) -> anyhow::Result<Option<Snapshot>> {
         match fs::read_to_string(path) {
-            Ok(text) => Ok(Some(
-                serde_json::from_str(&text).with_context(|| format!("{} is not an agent snapshot", path.display()))?,
-            )),
+            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not an agent snapshot", path.display())
+            })?)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
         }
@@ -82,7 +82,8 @@ impl Snapshot {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         file.write_all(serde_json::to_string(self)?.as_bytes())?;
         file.sync_all()?;
         fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
@@ -90,7 +91,11 @@ impl Snapshot {
 }
 
 fn servers(state: &ServiceState) -> BTreeMap<IpAddr, ServerSnapshot> {
-    let one = |b: &BackendState| ServerSnapshot { id: b.id, epoch: b.epoch, healthy: b.healthy };
+    let one = |b: &BackendState| ServerSnapshot {
+        id: b.id,
+        epoch: b.epoch,
+        healthy: b.healthy,
+    };
     state
         .backends
         .iter()
@@ -148,7 +153,10 @@ impl Balancer {
         self.next_epoch = self.next_epoch.max(snapshot.next_epoch);
         let mut kept = BTreeMap::new();
         for (name, s) in snapshot.services {
-            let regions_ok = s.regions.iter().all(|r| self.regions.reserve(*r, s.maglev_size));
+            let regions_ok = s
+                .regions
+                .iter()
+                .all(|r| self.regions.reserve(*r, s.maglev_size));
             if !regions_ok || !self.service_ids.reserve(s.id) {
                 log::warn!("snapshot of service {name} does not fit the maps; it starts afresh");
                 continue;
@@ -166,20 +174,27 @@ impl Balancer {
                     for r in reserved {
                         self.regions.free(r, p.maglev_size);
                     }
-                    log::warn!("snapshot of pool {pool} of {name} does not fit the maps; it starts afresh");
+                    log::warn!(
+                        "snapshot of pool {pool} of {name} does not fit the maps; it starts afresh"
+                    );
                 }
                 ok
             });
             s.servers.retain(|address, server| {
                 let ok = self.backend_ids.reserve(server.id);
                 if !ok {
-                    log::warn!("snapshot of backend {address} of {name} does not fit; it starts afresh");
+                    log::warn!(
+                        "snapshot of backend {address} of {name} does not fit; it starts afresh"
+                    );
                 }
                 ok
             });
             kept.insert(name, s);
         }
-        self.adopting = Some(Snapshot { next_epoch: self.next_epoch, services: kept });
+        self.adopting = Some(Snapshot {
+            next_epoch: self.next_epoch,
+            services: kept,
+        });
     }
 
     /// The snapshot's entry for a service, when the service is the same listener with the
@@ -188,7 +203,13 @@ impl Balancer {
         let adopting = self.adopting.as_mut()?;
         let s = adopting.services.get_mut(&config.name)?;
         let same = (s.vip, s.port, s.protocol, s.vlan, s.maglev_size)
-            == (config.vip, config.port, config.protocol.number(), config.vlan.unwrap_or(0), config.maglev_size);
+            == (
+                config.vip,
+                config.port,
+                config.protocol.number(),
+                config.vlan.unwrap_or(0),
+                config.maglev_size,
+            );
         if !same {
             return None;
         }
@@ -197,21 +218,48 @@ impl Balancer {
         let live = s.live.filter(|l| *l < 2);
         let pools = std::mem::take(&mut s.pools)
             .into_iter()
-            .map(|(name, p)| (name, PoolSnapshot { live: p.live.filter(|l| *l < 2), ..p }))
+            .map(|(name, p)| {
+                (
+                    name,
+                    PoolSnapshot {
+                        live: p.live.filter(|l| *l < 2),
+                        ..p
+                    },
+                )
+            })
             .collect();
-        Some(Claimed { id: s.id, regions: s.regions, live, generation: s.generation, pools })
+        Some(Claimed {
+            id: s.id,
+            regions: s.regions,
+            live,
+            generation: s.generation,
+            pools,
+        })
     }
 
     /// The snapshot's id, epoch and health for a server of the service being claimed.
     pub(super) fn claim_server(&mut self, address: IpAddr) -> Option<ServerSnapshot> {
         let name = self.claiming.as_ref()?;
-        self.adopting.as_mut()?.services.get_mut(name)?.servers.remove(&address)
+        self.adopting
+            .as_mut()?
+            .services
+            .get_mut(name)?
+            .servers
+            .remove(&address)
     }
 
     /// Ends the claim of the service being added: servers it no longer has are cleared.
     pub(super) fn end_claim(&mut self) {
-        let Some(name) = self.claiming.take() else { return };
-        let Some(s) = self.adopting.as_mut().and_then(|a| a.services.remove(&name)) else { return };
+        let Some(name) = self.claiming.take() else {
+            return;
+        };
+        let Some(s) = self
+            .adopting
+            .as_mut()
+            .and_then(|a| a.services.remove(&name))
+        else {
+            return;
+        };
         for server in s.servers.values() {
             self.forget_server(server.id);
         }
@@ -220,7 +268,9 @@ impl Balancer {
     /// Gives back everything the snapshot named that no service claimed: services no longer
     /// configured stop being served; their ids and table regions are free again.
     pub fn finish_adoption(&mut self) {
-        let Some(adopting) = self.adopting.take() else { return };
+        let Some(adopting) = self.adopting.take() else {
+            return;
+        };
         for (name, s) in adopting.services {
             let key = ServiceKey::new(s.vip, s.port, s.protocol).on_vlan(s.vlan);
             if let Err(err) = self.dataplane.remove_service(&key) {

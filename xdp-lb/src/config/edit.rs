@@ -9,13 +9,23 @@ use super::{ConfigFile, HostFacts, parse_file, render_file};
 /// `file` with the service described by `snippet` (one item of `services:`, in YAML)
 /// added. `Err` explains why it cannot be: the snippet's own errors, or the rules it breaks
 /// next to the other services (a taken name or listener, no table room, ...).
-pub fn with_service_added(file: &ConfigFile, snippet: &str, host: &dyn HostFacts) -> Result<ConfigFile, String> {
+pub fn with_service_added(
+    file: &ConfigFile,
+    snippet: &str,
+    host: &dyn HostFacts,
+) -> Result<ConfigFile, String> {
     let service: serde_json::Value =
         serde_saphyr::from_str(snippet).map_err(|err| format!("the service is not YAML: {err}"))?;
     if !service.is_object() {
-        return Err("the service must be a YAML mapping (name, vip, port, protocol, backends, ...)".into());
+        return Err(
+            "the service must be a YAML mapping (name, vip, port, protocol, backends, ...)".into(),
+        );
     }
-    let name = service.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+    let name = service
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_owned();
     if file.config.services.iter().any(|s| s.name == name) {
         return Err(format!("there is already a service named {name}"));
     }

@@ -22,7 +22,10 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
             socket.display()
         ),
         std::io::ErrorKind::PermissionDenied => {
-            anyhow!("{}: permission denied: the control socket is root's", socket.display())
+            anyhow!(
+                "{}: permission denied: the control socket is root's",
+                socket.display()
+            )
         }
         _ => anyhow!("connecting to {}: {err}", socket.display()),
     })?;
@@ -30,7 +33,9 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     stream.set_write_timeout(Some(CALL_TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).context("sending the request")?;
+    stream
+        .write_all(line.as_bytes())
+        .context("sending the request")?;
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
@@ -38,5 +43,6 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     if answer.is_empty() {
         return Err(anyhow!("the agent closed the connection without answering"));
     }
-    serde_json::from_str(&answer).with_context(|| format!("the agent's answer is not understood: {answer}"))
+    serde_json::from_str(&answer)
+        .with_context(|| format!("the agent's answer is not understood: {answer}"))
 }

@@ -19,14 +19,36 @@ pub enum Request {
     /// Re-read the YAML file and apply the difference (as SIGHUP).
     Reload,
     /// The backend a flow gets now: the connection table first, then Maglev.
-    Lookup { client: SocketAddr, vip: SocketAddr, protocol: String },
-    BackendAdd { service: String, address: IpAddr, weight: u32, mac: Option<String> },
-    BackendRemove { service: String, address: IpAddr },
+    Lookup {
+        client: SocketAddr,
+        vip: SocketAddr,
+        protocol: String,
+    },
+    BackendAdd {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+        mac: Option<String>,
+    },
+    BackendRemove {
+        service: String,
+        address: IpAddr,
+    },
     /// Weight 0: no new flows, existing ones stay.
-    BackendDrain { service: String, address: IpAddr },
+    BackendDrain {
+        service: String,
+        address: IpAddr,
+    },
     /// Back to the weight it had before it was drained (its configured weight).
-    BackendEnable { service: String, address: IpAddr },
-    BackendWeight { service: String, address: IpAddr, weight: u32 },
+    BackendEnable {
+        service: String,
+        address: IpAddr,
+    },
+    BackendWeight {
+        service: String,
+        address: IpAddr,
+        weight: u32,
+    },
     /// New flows of the clients in `prefix` (`ADDRESS/LENGTH`) go to `pool` of the service
     /// (`default`: its own backends), or, with `drop`, are refused. Flows already running
     /// keep their server.
@@ -38,16 +60,23 @@ pub enum Request {
         drop: bool,
     },
     /// Removes the client rule for `prefix`: its clients follow the next longest one.
-    ClientRemove { service: String, prefix: String },
+    ClientRemove {
+        service: String,
+        prefix: String,
+    },
     /// The client rules of every service, or of one.
     ClientList {
         #[serde(default)]
         service: Option<String>,
     },
     /// Adds a whole service: `yaml` is one item of `services:` (kept across restarts).
-    ServiceAdd { yaml: String },
+    ServiceAdd {
+        yaml: String,
+    },
     /// Removes a whole service: its frames are the host's again.
-    ServiceRemove { service: String },
+    ServiceRemove {
+        service: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +91,9 @@ pub enum Response {
 
 impl Response {
     pub fn error(message: impl Into<String>) -> Self {
-        Response::Error { message: message.into() }
+        Response::Error {
+            message: message.into(),
+        }
     }
 }
 
@@ -210,9 +241,15 @@ mod tests {
 
     #[test]
     fn requests_round_trip_through_json_with_a_command_tag() {
-        let req = Request::BackendDrain { service: "video-rtmp".into(), address: "10.0.0.11".parse().unwrap() };
+        let req = Request::BackendDrain {
+            service: "video-rtmp".into(),
+            address: "10.0.0.11".parse().unwrap(),
+        };
         let text = serde_json::to_string(&req).unwrap();
-        assert_eq!(text, r#"{"command":"backend_drain","service":"video-rtmp","address":"10.0.0.11"}"#);
+        assert_eq!(
+            text,
+            r#"{"command":"backend_drain","service":"video-rtmp","address":"10.0.0.11"}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
     }
 
@@ -230,7 +267,12 @@ mod tests {
 
     #[test]
     fn a_malformed_request_is_an_error_not_a_panic() {
-        for bad in ["", "{", r#"{"command":"explode"}"#, r#"{"command":"backend_drain","service":1}"#] {
+        for bad in [
+            "",
+            "{",
+            r#"{"command":"explode"}"#,
+            r#"{"command":"backend_drain","service":1}"#,
+        ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
     }

@@ -17,7 +17,7 @@ use super::protocol::{
     ServiceStatus, StatusReport,
 };
 use crate::{
-    balancer::{Balancer, BackendState, ServiceState},
+    balancer::{BackendState, Balancer, ServiceState},
     config::{ClientAction, DEFAULT_POOL, FlowTable, HashMode, Protocol},
     health::{CheckRecord, notify::rfc3339},
 };
@@ -67,7 +67,10 @@ pub fn state_word(b: &BackendState) -> &'static str {
 
 /// `bpf_ktime_get_ns()` now: the clock of the connection table's last-seen times.
 fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime(2) writes into the timespec we own; CLOCK_MONOTONIC exists on
     // every Linux.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
@@ -101,7 +104,9 @@ fn flows_by_backend(balancer: &Balancer, timeouts: &FlowTable) -> (HashMap<(u32,
             continue;
         }
         total += 1;
-        *counts.entry((value.backend_id, value.backend_epoch)).or_insert(0) += 1;
+        *counts
+            .entry((value.backend_id, value.backend_epoch))
+            .or_insert(0) += 1;
     }
     (counts, total)
 }
@@ -135,7 +140,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         .map(|s| {
             let counter = dp.service_counter(s.id);
             let name = s.config.name.as_str();
-            let mut backends: Vec<BackendStatus> = s.backends.values().map(|b| backend(s, b, None)).collect();
+            let mut backends: Vec<BackendStatus> =
+                s.backends.values().map(|b| backend(s, b, None)).collect();
             backends.extend(s.standbys.values().map(|b| backend(s, b, Some("standby"))));
             ServiceStatus {
                 name: s.config.name.clone(),
@@ -163,7 +169,11 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         names
             .iter()
             .zip(counters)
-            .map(|(name, c)| NamedCounter { name: (*name).to_owned(), packets: c.packets, bytes: c.bytes })
+            .map(|(name, c)| NamedCounter {
+                name: (*name).to_owned(),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
             .collect()
     };
     StatusReport {
@@ -171,7 +181,11 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         verdicts: named(&verdict::NAMES, dp.verdict_counters()),
         flow_events: named(&flow_stat::NAMES, dp.flow_counters()),
         active_flows,
-        notify_runs: observed.notify_runs.iter().map(|(result, runs)| ((*result).to_owned(), *runs)).collect(),
+        notify_runs: observed
+            .notify_runs
+            .iter()
+            .map(|(result, runs)| ((*result).to_owned(), *runs))
+            .collect(),
     }
 }
 
@@ -203,8 +217,12 @@ fn pools(s: &ServiceState) -> Vec<PoolStatus> {
 fn rule_for(service: &ServiceState, client: std::net::IpAddr) -> (Option<String>, String) {
     match service.client_rule(client) {
         None => (None, DEFAULT_POOL.to_owned()),
-        Some((prefix, ClientAction::Drop)) => (Some(format!("{prefix} -> drop")), DEFAULT_POOL.to_owned()),
-        Some((prefix, ClientAction::Pool(pool))) => (Some(format!("{prefix} -> pool {pool}")), pool.clone()),
+        Some((prefix, ClientAction::Drop)) => {
+            (Some(format!("{prefix} -> drop")), DEFAULT_POOL.to_owned())
+        }
+        Some((prefix, ClientAction::Pool(pool))) => {
+            (Some(format!("{prefix} -> pool {pool}")), pool.clone())
+        }
     }
 }
 
@@ -220,17 +238,25 @@ pub fn lookup(
 ) -> Result<LookupAnswer, String> {
     let service = balancer
         .services()
-        .find(|s| s.config.vip == vip.ip() && s.config.port == vip.port() && s.config.protocol == protocol)
+        .find(|s| {
+            s.config.vip == vip.ip() && s.config.port == vip.port() && s.config.protocol == protocol
+        })
         .ok_or_else(|| format!("no service at {vip}/{protocol}"))?;
     if client.is_ipv4() != vip.is_ipv4() {
-        return Err(format!("client {client} and VIP {vip} are of different families"));
+        return Err(format!(
+            "client {client} and VIP {vip} are of different families"
+        ));
     }
     let key = FlowKey {
         src: addr_words(client.ip()),
         dst: addr_words(vip.ip()),
         ports: ports_word(port_raw(client.port()), port_raw(vip.port())),
         proto: protocol.number(),
-        family: if vip.is_ipv4() { FAMILY_IPV4 } else { FAMILY_IPV6 },
+        family: if vip.is_ipv4() {
+            FAMILY_IPV4
+        } else {
+            FAMILY_IPV6
+        },
         vlan: service.config.vlan.unwrap_or(0),
     };
     if let Some(entry) = balancer.dataplane().flow(&key)
@@ -256,7 +282,13 @@ pub fn lookup(
         .predict(&service.config.name, client.ip(), client.port())
         .map_err(|err| format!("{err:#}"))?;
     let (rule, pool) = rule_for(service, client.ip());
-    Ok(LookupAnswer { service: service.config.name.clone(), backend, source: "maglev".into(), rule, pool })
+    Ok(LookupAnswer {
+        service: service.config.name.clone(),
+        backend,
+        source: "maglev".into(),
+        rule,
+        pool,
+    })
 }
 
 #[cfg(test)]
@@ -265,9 +297,19 @@ mod tests {
 
     #[test]
     fn an_entry_idle_beyond_its_protocol_s_timeout_is_expired() {
-        let timeouts = FlowTable { tcp_timeout_s: 10, udp_timeout_s: 2, ..FlowTable::default() };
-        let key = |proto| FlowKey { proto, ..FlowKey::default() };
-        let seen = |s: u64| FlowValue { last_seen_ns: s * 1_000_000_000, ..FlowValue::default() };
+        let timeouts = FlowTable {
+            tcp_timeout_s: 10,
+            udp_timeout_s: 2,
+            ..FlowTable::default()
+        };
+        let key = |proto| FlowKey {
+            proto,
+            ..FlowKey::default()
+        };
+        let seen = |s: u64| FlowValue {
+            last_seen_ns: s * 1_000_000_000,
+            ..FlowValue::default()
+        };
         let now = 100 * 1_000_000_000;
         assert!(!expired(&key(PROTO_TCP), &seen(95), now, &timeouts));
         assert!(expired(&key(PROTO_TCP), &seen(89), now, &timeouts));

@@ -50,12 +50,16 @@ pub fn serve(path: &Path, requests: mpsc::Sender<Pending>) -> anyhow::Result<Con
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another agent is already listening on {}", path.display());
         }
-        fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+        fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     tokio::spawn(accept_loop(listener, requests));
-    Ok(ControlSocket { path: path.to_path_buf() })
+    Ok(ControlSocket {
+        path: path.to_path_buf(),
+    })
 }
 
 async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
@@ -81,9 +85,14 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
 }
 
 async fn handle(mut stream: UnixStream, requests: mpsc::Sender<Pending>) -> anyhow::Result<()> {
-    let uid = stream.peer_cred().context("reading the peer's credentials")?.uid();
+    let uid = stream
+        .peer_cred()
+        .context("reading the peer's credentials")?
+        .uid();
     let response = if uid != 0 {
-        Response::error(format!("refused: the control socket is root's (your uid is {uid})"))
+        Response::error(format!(
+            "refused: the control socket is root's (your uid is {uid})"
+        ))
     } else {
         match read_request(&mut stream).await {
             Ok(request) => ask(&requests, request).await,

@@ -22,7 +22,11 @@ pub fn human(n: u64) -> String {
 }
 
 fn service_line(s: &ServiceStatus) -> String {
-    let vip = if s.vip.is_ipv6() { format!("[{}]:{}", s.vip, s.port) } else { format!("{}:{}", s.vip, s.port) };
+    let vip = if s.vip.is_ipv6() {
+        format!("[{}]:{}", s.vip, s.port)
+    } else {
+        format!("{}:{}", s.vip, s.port)
+    };
     let mut flags = format!("maglev({})", s.maglev_size);
     if s.hash != "flow" {
         let _ = write!(flags, " hash={}", s.hash);
@@ -69,8 +73,17 @@ fn last_check(b: &BackendStatus) -> String {
 /// The whole table, one service per block.
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "xdp-lb: {} service(s), {} active flow(s)", report.services.len(), report.active_flows);
-    let _ = writeln!(out, "{:<4} {:<28} {:<34} {:>9} {:>9}  Name", "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes");
+    let _ = writeln!(
+        out,
+        "xdp-lb: {} service(s), {} active flow(s)",
+        report.services.len(),
+        report.active_flows
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<28} {:<34} {:>9} {:>9}  Name",
+        "Prot", "LocalAddress:Port", "Scheduler Flags", "Pkts", "Bytes"
+    );
     let _ = writeln!(
         out,
         "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  Last check",
@@ -79,13 +92,29 @@ pub fn render(report: &StatusReport) -> String {
     for s in &report.services {
         let _ = writeln!(out, "{}", service_line(s));
         // A service with pools lists its backends pool by pool, under a line for each.
-        let pools: Vec<Option<&PoolStatus>> = if s.pools.is_empty() { vec![None] } else { s.pools.iter().map(Some).collect() };
+        let pools: Vec<Option<&PoolStatus>> = if s.pools.is_empty() {
+            vec![None]
+        } else {
+            s.pools.iter().map(Some).collect()
+        };
         for pool in pools {
             if let Some(p) = pool {
-                let _ = writeln!(out, "  pool {:<21} maglev({}) {} serving, {} client rule(s)", p.name, p.maglev_size, p.serving, p.rules);
+                let _ = writeln!(
+                    out,
+                    "  pool {:<21} maglev({}) {} serving, {} client rule(s)",
+                    p.name, p.maglev_size, p.serving, p.rules
+                );
             }
-            for b in s.backends.iter().filter(|b| pool.is_none_or(|p| p.name == b.pool)) {
-                let remote = if b.address.is_ipv6() { format!("[{}]:{}", b.address, s.port) } else { format!("{}:{}", b.address, s.port) };
+            for b in s
+                .backends
+                .iter()
+                .filter(|b| pool.is_none_or(|p| p.name == b.pool))
+            {
+                let remote = if b.address.is_ipv6() {
+                    format!("[{}]:{}", b.address, s.port)
+                } else {
+                    format!("{}:{}", b.address, s.port)
+                };
                 let _ = writeln!(
                     out,
                     "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
@@ -106,7 +135,11 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(out, "Verdicts:");
         for v in &report.verdicts {
-            let _ = writeln!(out, "  {:<22} {:>12} pkts {:>12} bytes", v.name, v.packets, v.bytes);
+            let _ = writeln!(
+                out,
+                "  {:<22} {:>12} pkts {:>12} bytes",
+                v.name, v.packets, v.bytes
+            );
         }
     }
     if !report.flow_events.is_empty() {
@@ -118,12 +151,18 @@ pub fn render(report: &StatusReport) -> String {
     if !report.services.is_empty() {
         let _ = writeln!(out, "Table switches:");
         for s in &report.services {
-            let last = s.last_switch_us.map_or_else(String::new, |us| format!(" (last {})", millis(us)));
+            let last = s
+                .last_switch_us
+                .map_or_else(String::new, |us| format!(" (last {})", millis(us)));
             let _ = writeln!(out, "  {:<22} {:>12}{last}", s.name, s.table_switches);
         }
     }
     if report.notify_runs.values().any(|&n| n > 0) {
-        let runs: Vec<String> = report.notify_runs.iter().map(|(result, n)| format!("{n} {result}")).collect();
+        let runs: Vec<String> = report
+            .notify_runs
+            .iter()
+            .map(|(result, n)| format!("{n} {result}"))
+            .collect();
         let _ = writeln!(out, "Notify command runs: {}", runs.join(", "));
     }
     out
@@ -169,11 +208,26 @@ mod tests {
                         health: Some(HealthStatus {
                             role: "primary".into(),
                             state: "up".into(),
-                            last_check: Some(CheckResult { ok: true, detail: "HTTP 200".into(), duration_us: 1234, at: "2026-05-01T12:00:00Z".into() }),
+                            last_check: Some(CheckResult {
+                                ok: true,
+                                detail: "HTTP 200".into(),
+                                duration_us: 1234,
+                                at: "2026-05-01T12:00:00Z".into(),
+                            }),
                         }),
                         pool: "default".into(),
                     },
-                    BackendStatus { address: "10.0.0.12".parse().unwrap(), weight: 0, state: "drain".into(), flows: 1, packets: 2, bytes: 200, mac: None, health: None, pool: "default".into() },
+                    BackendStatus {
+                        address: "10.0.0.12".parse().unwrap(),
+                        weight: 0,
+                        state: "drain".into(),
+                        flows: 1,
+                        packets: 2,
+                        bytes: 200,
+                        mac: None,
+                        health: None,
+                        pool: "default".into(),
+                    },
                 ],
                 table_switches: 4,
                 last_switch_us: Some(350),
@@ -186,12 +240,18 @@ mod tests {
         assert!(text.contains("TCP  10.0.0.100:1935"), "{text}");
         assert!(text.contains("maglev(65537) persistent 300"), "{text}");
         let drained = text.lines().find(|l| l.contains("10.0.0.12:1935")).unwrap();
-        assert!(drained.contains("drain") && drained.contains(" 0 "), "{drained}");
+        assert!(
+            drained.contains("drain") && drained.contains(" 0 "),
+            "{drained}"
+        );
         assert!(text.starts_with("xdp-lb: 1 service(s), 4 active flow(s)"));
         let checked = text.lines().find(|l| l.contains("10.0.0.11:1935")).unwrap();
         assert!(checked.ends_with("ok 1.2ms HTTP 200"), "{checked}");
         assert!(drained.ends_with(" -"), "{drained}");
-        assert!(text.contains("video-rtmp                        4 (last 0.3ms)"), "{text}");
+        assert!(
+            text.contains("video-rtmp                        4 (last 0.3ms)"),
+            "{text}"
+        );
         assert!(!text.contains("Notify command runs"), "{text}");
     }
 
@@ -208,7 +268,12 @@ mod tests {
             health: None,
             pool: pool.into(),
         };
-        let pool = |name: &str, serving, rules| PoolStatus { name: name.into(), maglev_size: 251, serving, rules };
+        let pool = |name: &str, serving, rules| PoolStatus {
+            name: name.into(),
+            maglev_size: 251,
+            serving,
+            rules,
+        };
         let report = StatusReport {
             services: vec![ServiceStatus {
                 name: "video-rtmp".into(),
@@ -222,7 +287,11 @@ mod tests {
                 serving: 3,
                 packets: 0,
                 bytes: 0,
-                backends: vec![backend("10.0.0.11", "default"), backend("10.0.0.21", "premium"), backend("10.0.0.12", "default")],
+                backends: vec![
+                    backend("10.0.0.11", "default"),
+                    backend("10.0.0.21", "premium"),
+                    backend("10.0.0.12", "default"),
+                ],
                 table_switches: 2,
                 last_switch_us: None,
                 pools: vec![pool("default", 2, 0), pool("premium", 1, 2)],
@@ -231,9 +300,20 @@ mod tests {
         };
         let text = render(&report);
         let lines: Vec<&str> = text.lines().collect();
-        let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
-        assert!(lines[at("pool premium")].contains("1 serving, 2 client rule(s)"), "{text}");
-        assert!(at("pool default") < at("10.0.0.11:1935") && at("10.0.0.12:1935") < at("pool premium"), "{text}");
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(
+            lines[at("pool premium")].contains("1 serving, 2 client rule(s)"),
+            "{text}"
+        );
+        assert!(
+            at("pool default") < at("10.0.0.11:1935") && at("10.0.0.12:1935") < at("pool premium"),
+            "{text}"
+        );
         assert!(at("pool premium") < at("10.0.0.21:1935"), "{text}");
     }
 }

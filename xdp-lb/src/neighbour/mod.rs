@@ -95,7 +95,11 @@ fn vlan_parent(ifname: &str) -> Option<u32> {
     if !uevent.lines().any(|l| l == "DEVTYPE=vlan") {
         return None;
     }
-    std::fs::read_to_string(dir.join("iflink")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir.join("iflink"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Neighbours {

@@ -520,7 +520,7 @@ pub fn distinct_syn6(n: u64) -> Vec<u8> {
         0,
         0,
         (n / 50_000) as u16,
-        (n / 50_000 >> 16) as u16,
+        ((n / 50_000) >> 16) as u16,
     );
     let port = 10_000 + (n % 50_000) as u16;
     frames::tcp_v6(client, port, VIP6, PORT, true)
