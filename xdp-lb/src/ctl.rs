@@ -84,24 +84,36 @@ pub enum ClientCommand {
     },
 }
 
-fn answer(socket: &Path, request: &Request) -> ExitCode {
+/// Sends a request: the agent's answer, or (reported on stderr) the exit status for a
+/// refusal or a failure to ask.
+fn ask(socket: &Path, request: &Request) -> Result<Response, ExitCode> {
     match call(socket, request) {
+        Ok(Response::Error { message }) => {
+            eprintln!("error: {message}");
+            Err(ExitCode::from(1))
+        }
+        Ok(response) => Ok(response),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// An answer of the wrong kind (an agent of another version).
+fn unexpected(response: Response) -> ExitCode {
+    eprintln!("error: unexpected answer {response:?}");
+    ExitCode::from(1)
+}
+
+fn answer(socket: &Path, request: &Request) -> ExitCode {
+    match ask(socket, request) {
         Ok(Response::Ok { message }) => {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Ok(Response::Error { message }) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
-        }
-        Ok(other) => {
-            eprintln!("error: unexpected answer {other:?}");
-            ExitCode::from(1)
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
+        Ok(other) => unexpected(other),
+        Err(code) => code,
     }
 }
 
@@ -157,19 +169,13 @@ pub fn client(socket: &Path, command: ClientCommand) -> ExitCode {
         }
         ClientCommand::List { service, json } => (service, json),
     };
-    let list = match call(socket, &Request::ClientList { service }) {
+    let list = match ask(socket, &Request::ClientList { service }) {
         Ok(Response::Clients(list)) => list,
-        Ok(Response::Error { message }) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(1);
-        }
         Ok(other) => {
-            eprintln!("error: unexpected answer {other:?}");
-            return ExitCode::from(1);
+            return unexpected(other);
         }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::from(1);
+        Err(code) => {
+            return code;
         }
     };
     if json {
@@ -228,19 +234,13 @@ pub fn reload(socket: &Path) -> ExitCode {
 
 pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
     loop {
-        let report = match call(socket, &Request::Status) {
+        let report = match ask(socket, &Request::Status) {
             Ok(Response::Status(report)) => report,
-            Ok(Response::Error { message }) => {
-                eprintln!("error: {message}");
-                return ExitCode::from(1);
-            }
             Ok(other) => {
-                eprintln!("error: unexpected answer {other:?}");
-                return ExitCode::from(1);
+                return unexpected(other);
             }
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                return ExitCode::from(1);
+            Err(code) => {
+                return code;
             }
         };
         let text = if json {
@@ -260,7 +260,7 @@ pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
 }
 
 pub fn lookup(socket: &Path, client: SocketAddr, vip: SocketAddr, protocol: &str) -> ExitCode {
-    match call(
+    match ask(
         socket,
         &Request::Lookup {
             client,
@@ -291,18 +291,8 @@ pub fn lookup(socket: &Path, client: SocketAddr, vip: SocketAddr, protocol: &str
             }
             ExitCode::SUCCESS
         }
-        Ok(Response::Error { message }) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
-        }
-        Ok(other) => {
-            eprintln!("error: unexpected answer {other:?}");
-            ExitCode::from(1)
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
+        Ok(other) => unexpected(other),
+        Err(code) => code,
     }
 }
 
