@@ -9,12 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::predict::maglev_owner;
+use support::predict::lab_owner;
 use support::{
     frames,
     raw::{parse_mac, send_raw},
 };
-use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
 fn lab_with_agent() -> Lab {
@@ -31,16 +30,7 @@ fn predicted_backend(lab: &Lab, client_port: u16, service_port: u16) -> usize {
     let backends: Vec<(IpAddr, u32)> = (0..lab.backends())
         .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
         .collect();
-    let owner = maglev_owner(
-        &backends,
-        65537,
-        DEFAULT_FLOW_HASH_SEED,
-        Lab::CLIENT_ADDR.parse().unwrap(),
-        client_port,
-        Lab::VIP.parse().unwrap(),
-        service_port,
-    )
-    .expect("backends");
+    let owner = lab_owner(&backends, client_port, service_port).expect("backends");
     backends.iter().position(|(a, _)| *a == owner).unwrap()
 }
 

@@ -7,13 +7,12 @@ mod support;
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use support::{
-    predict::maglev_owner,
+    predict::lab_owner,
     stream::{
         addr, assert_one_uninterrupted_publish, backend_holding_the_stream, publish_port,
         rtmp_config, start_publish, wait_for,
     },
 };
-use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, is_root};
 
 const STREAM_SECONDS: u32 = 30;
@@ -72,15 +71,7 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
                 (addr(reweighted), *w_other),
                 (addr(3), *w_new),
             ];
-            let owner = maglev_owner(
-                &table,
-                65537,
-                DEFAULT_FLOW_HASH_SEED,
-                Lab::CLIENT_ADDR.parse().unwrap(),
-                port,
-                Lab::VIP.parse().unwrap(),
-                Lab::RTMP_PORT,
-            );
+            let owner = lab_owner(&table, port, Lab::RTMP_PORT);
             owner != Some(addr(holder))
         })
         .expect("some weights move this flow in the Maglev table");
@@ -129,13 +120,9 @@ fn with_persistence_a_players_successive_requests_land_on_one_backend() {
     // Without persistence these source ports spread over several backends.
     let spread: std::collections::BTreeSet<IpAddr> = (48000..48020u16)
         .filter_map(|port| {
-            maglev_owner(
+            lab_owner(
                 &[(addr(0), 1), (addr(1), 1), (addr(2), 1)],
-                65537,
-                DEFAULT_FLOW_HASH_SEED,
-                Lab::CLIENT_ADDR.parse().unwrap(),
                 port,
-                Lab::VIP.parse().unwrap(),
                 Lab::HTTP_PORT,
             )
         })

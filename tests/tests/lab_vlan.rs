@@ -12,10 +12,9 @@ use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
 
 use support::{
     frames::{Ipv4Frame, tagged},
-    predict::maglev_owner,
+    predict::lab_owner,
     raw::{parse_mac, send_raw},
 };
-use xdp_lb::config::DEFAULT_FLOW_HASH_SEED;
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
 const FIRST_PORT: u16 = 51000;
@@ -154,16 +153,7 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
         let (at, line) = arrived
             .get(&port)
             .unwrap_or_else(|| panic!("flow {port} reached no backend"));
-        let owner = maglev_owner(
-            &backends,
-            65537,
-            DEFAULT_FLOW_HASH_SEED,
-            Lab::CLIENT_ADDR.parse().unwrap(),
-            port,
-            Lab::VIP.parse().unwrap(),
-            Lab::HTTP_PORT,
-        )
-        .unwrap();
+        let owner = lab_owner(&backends, port, Lab::HTTP_PORT).unwrap();
         assert_eq!(
             backends[*at].0, owner,
             "flow {port} went to the backend the tables name"

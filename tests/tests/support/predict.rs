@@ -50,3 +50,16 @@ pub fn maglev_owner(
     )?;
     Some(backends[table[(hash % size) as usize] as usize].0)
 }
+
+/// [`maglev_owner`] for the lab's client and VIP, with the default seed and table size.
+pub fn lab_owner(backends: &[(IpAddr, u32)], client_port: u16, vip_port: u16) -> Option<IpAddr> {
+    maglev_owner(
+        backends,
+        65537,
+        xdp_lb::config::DEFAULT_FLOW_HASH_SEED,
+        xdp_lb_tests::Lab::CLIENT_ADDR.parse().ok()?,
+        client_port,
+        xdp_lb_tests::Lab::VIP.parse().ok()?,
+        vip_port,
+    )
+}
