@@ -80,3 +80,53 @@ fn connect_via_vip(lab: &Lab) -> anyhow::Result<()> {
     lab.exec_ok(lab.ns_client(), &["timeout", "5", "bash", "-c", &script])
         .map(|_| ())
 }
+
+#[test]
+fn cleanup_removes_what_a_dead_agent_left_attached_and_pinned() {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions::default()).expect("lab");
+    let config = lab.write_lab_config().expect("config");
+    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let mut agent = lab.start_agent(&binary, &config).expect("agent");
+    agent.signal(libc::SIGKILL).expect("kill -9");
+    agent
+        .wait_with_timeout(Duration::from_secs(10))
+        .expect("the agent died");
+    let pins = lab.pin_dir().expect("pin dir");
+    assert!(
+        pins.join("links").join("eth0").exists(),
+        "the dead agent's link is pinned"
+    );
+    let link = lab
+        .exec_ok(lab.ns_lb(), &["ip", "link", "show", "eth0"])
+        .unwrap();
+    assert!(link.contains("xdp"), "still attached: {link}");
+
+    let out = lab
+        .exec(
+            lab.ns_lb(),
+            &[
+                &binary.to_string_lossy(),
+                "cleanup",
+                "--pin-dir",
+                &pins.to_string_lossy(),
+            ],
+        )
+        .expect("cleanup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{out:?}"
+    );
+    let link = lab
+        .exec_ok(lab.ns_lb(), &["ip", "link", "show", "eth0"])
+        .unwrap();
+    assert!(!link.contains("xdp"), "detached: {link}");
+    assert!(!pins.exists(), "nothing left pinned");
+    // And the VIP's services are the LB host's own again.
+    assert!(lab.http_get_via_vip("/").is_err(), "no longer balanced");
+}
