@@ -200,6 +200,11 @@ pub struct FlowValue {
     pub backend_id: u32,
     /// `BackendValue::epoch` when the flow was placed.
     pub backend_epoch: u32,
+    /// The service it belongs to (its stats slot): a connection-table hit needs no
+    /// service lookup. Valid while the backend is (a removed service's backends are
+    /// invalidated).
+    pub service_id: u32,
+    pub _pad: u32,
     /// `bpf_ktime_get_ns()` of the last packet (refreshed at most every
     /// `FLOW_TOUCH_INTERVAL_NS`).
     pub last_seen_ns: u64,

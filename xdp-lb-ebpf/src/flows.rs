@@ -63,7 +63,7 @@ fn remembered<K>(
     now: u64,
     timeout: u64,
     hit_stat: u32,
-) -> Option<(u32, BackendValue)> {
+) -> Option<(FlowValue, BackendValue)> {
     let entry = map.get_ptr_mut(key)?;
     // SAFETY: LRU entries stay valid (RCU) for the whole program run.
     let value = unsafe { *entry };
@@ -81,29 +81,47 @@ fn remembered<K>(
         unsafe { (*entry).last_seen_ns = now };
     }
     count(&FLOW_STATS, hit_stat, 0);
-    Some((value.backend_id, backend))
+    Some((value, backend))
 }
 
-/// The backend remembered for this flow, if any is still usable.
+/// The flow's remembered service id, backend id and backend, if that backend is still
+/// usable.
 #[inline(always)]
-pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, BackendValue)> {
-    let found = remembered(&FLOWS, key, now, timeout_ns(key.proto), flow_stat::HIT);
-    if found.is_none() && key.proto == PROTO_TCP && !flow.syn {
+pub fn lookup_flow(key: &FlowKey, now: u64) -> Option<(u32, u32, BackendValue)> {
+    let (value, backend) = remembered(&FLOWS, key, now, timeout_ns(key.proto), flow_stat::HIT)?;
+    Some((value.service_id, value.backend_id, backend))
+}
+
+/// Counts a TCP segment of a service that found no usable entry although it is not a
+/// connection's first: its entry was evicted (or the flow began before the table).
+#[inline(always)]
+pub fn count_miss(flow: &Flow) {
+    if flow.service.proto == PROTO_TCP && !flow.syn {
         count(&FLOW_STATS, flow_stat::TCP_MISS_NO_SYN, 0);
     }
-    found
 }
 
-/// Remembers the backend chosen for a new flow.
-#[inline(always)]
-pub fn remember_flow(key: &FlowKey, backend_id: u32, backend: &BackendValue, now: u64) {
-    let value = FlowValue {
+fn entry(service_id: u32, backend_id: u32, backend: &BackendValue, now: u64) -> FlowValue {
+    FlowValue {
         backend_id,
         backend_epoch: backend.epoch,
+        service_id,
+        _pad: 0,
         last_seen_ns: now,
-    };
+    }
+}
+
+/// Remembers the backend chosen for a new flow of service `service_id`.
+#[inline(always)]
+pub fn remember_flow(
+    key: &FlowKey,
+    service_id: u32,
+    backend_id: u32,
+    backend: &BackendValue,
+    now: u64,
+) {
     // A full table evicts its least recently used entry; a failure only costs stickiness.
-    let _ = FLOWS.insert(key, value, 0);
+    let _ = FLOWS.insert(key, entry(service_id, backend_id, backend, now), 0);
     count(&FLOW_STATS, flow_stat::NEW, 0);
 }
 
@@ -126,16 +144,12 @@ pub fn lookup_persistent(
 ) -> Option<(u32, BackendValue)> {
     let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
     remembered(&PERSISTENCE, key, now, timeout, flow_stat::PERSIST_HIT)
+        .map(|(value, backend)| (value.backend_id, backend))
 }
 
 #[inline(always)]
 pub fn remember_persistent(key: &PersistKey, backend_id: u32, backend: &BackendValue, now: u64) {
-    let value = FlowValue {
-        backend_id,
-        backend_epoch: backend.epoch,
-        last_seen_ns: now,
-    };
-    let _ = PERSISTENCE.insert(key, value, 0);
+    let _ = PERSISTENCE.insert(key, entry(key.service_id, backend_id, backend, now), 0);
 }
 
 /// The first `prefix_len` bits of an address in packet byte order (the rest zeroed).

@@ -17,8 +17,8 @@ use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
 use network_types::eth::EthHdr;
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY, ServiceKey,
-    ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
+    BACKEND_F_VALID, BackendValue, FlowKey, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY,
+    ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
 };
 
 use crate::{
@@ -49,13 +49,28 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         Ok(flow) => flow,
         Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
-    let Some(service) = find_service(&flow) else {
+    // Most frames that are not for a service are to ports no service uses: one array read
+    // settles them without hashing a key.
+    if !port_has_service(&flow) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
-    };
-    let (backend_id, backend) = match choose_backend(ctx, &flow, &service) {
-        Choice::Backend(id, backend) => (id, backend),
-        Choice::NoBackend => return no_backend(&service),
-        Choice::Refused => return (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
+    }
+    // A packet of a known flow needs nothing but its connection-table entry; only a new
+    // flow (or one whose backend went) looks its service up.
+    let now = flows::now_ns();
+    let key = flows::flow_key(&flow);
+    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, now) {
+        Some(hit) => hit,
+        None => {
+            let Some(service) = find_service(&flow) else {
+                return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
+            };
+            flows::count_miss(&flow);
+            match choose_backend(ctx, &flow, &service, &key, now) {
+                Choice::Backend(id, backend) => (service.service_id, id, backend),
+                Choice::NoBackend => return no_backend(&service),
+                Choice::Refused => return (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
+            }
+        }
     };
 
     let (action, reason) = if backend.ifindex == ctx.ingress_ifindex() as u32 {
@@ -78,7 +93,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
         (*eth).dst_addr = backend.mac;
         (*eth).src_addr = backend.src_mac;
     }
-    count(&SERVICE_STATS, service.service_id, bytes);
+    count(&SERVICE_STATS, service_id, bytes);
     count(&BACKEND_STATS, backend_id, bytes);
 
     if action == xdp_action::XDP_REDIRECT {
@@ -91,20 +106,21 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     (action, reason)
 }
 
-/// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one
-/// taking any VLAN.
+/// Whether some service listens on the frame's destination port (`service_ports`).
 #[inline(always)]
-fn find_service(flow: &Flow) -> Option<ServiceValue> {
-    // Most frames that are not for a service are to ports no service uses: one array read
-    // settles them without hashing a key.
+fn port_has_service(flow: &Flow) -> bool {
     let port = u16::from_be(flow.service.port);
     let word = SERVICE_PORTS
         .get(u32::from(port) / 64)
         .copied()
         .unwrap_or(0);
-    if word & (1u64 << (port % 64)) == 0 {
-        return None;
-    }
+    word & (1u64 << (port % 64)) != 0
+}
+
+/// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one
+/// taking any VLAN.
+#[inline(always)]
+fn find_service(flow: &Flow) -> Option<ServiceValue> {
     // SAFETY: values are copied out at once; the agent replaces values whole.
     if let Some(service) = unsafe { SERVICE_BY_VIP.get(flow.service) } {
         return Some(*service);
@@ -129,17 +145,18 @@ enum Choice {
     Refused,
 }
 
-/// The flow's backend: the one remembered in the connection table while it stays usable;
-/// otherwise, in the pool its client's rule names (the service's own backends without
-/// one), the client's persistent one (services with persistence), else the one the pool's
-/// Maglev table names, which is then remembered.
+/// A backend for a flow the connection table has no usable entry for: in the pool its
+/// client's rule names (the service's own backends without one), the client's persistent
+/// one (services with persistence), else the one the pool's Maglev table names; the choice
+/// is remembered.
 #[inline(always)]
-fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Choice {
-    let now = flows::now_ns();
-    let key = flows::flow_key(flow);
-    if let Some((id, backend)) = flows::lookup_flow(&key, flow, now) {
-        return Choice::Backend(id, backend);
-    }
+fn choose_backend(
+    ctx: &XdpContext,
+    flow: &Flow,
+    service: &ServiceValue,
+    key: &FlowKey,
+    now: u64,
+) -> Choice {
     let table = match pools::placement(flow, service) {
         Placement::Table(table) => table,
         Placement::Refused => return Choice::Refused,
@@ -161,7 +178,7 @@ fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue) -> Choi
     };
     match chosen {
         Some((id, backend)) => {
-            flows::remember_flow(&key, id, &backend, now);
+            flows::remember_flow(key, service.service_id, id, &backend, now);
             Choice::Backend(id, backend)
         }
         None => Choice::NoBackend,
