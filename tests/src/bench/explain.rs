@@ -187,19 +187,20 @@ pub const STEPS: [(&str, &str, &str); 6] = [
     (
         "not_service",
         "not_service_port",
-        "the port is a service's: the `service_by_vip` lookup (key hashed, compared, missed)",
+        "the port is a service's: the coarse clock read and one `flows` lookup (miss), then \
+         the `service_by_vip` lookup (key hashed, compared, missed)",
     ),
     (
         "no_backend",
         "not_service",
-        "the service found; the coarse clock read; one `flows` lookup (miss); the service's \
-         empty table; a drop",
+        "the service found: its empty table; a drop",
     ),
     (
         "hit",
         "no_backend",
-        "the `flows` lookup hits; the backend read and checked, both MACs rewritten, service \
-         and backend counters",
+        "the `flows` lookup hits, so there is no `service_by_vip` lookup at all (a negative \
+         step: a hit does less than a frame that finds a service without a backend); the \
+         backend read and checked, both MACs rewritten, service and backend counters",
     ),
     (
         "new",
