@@ -80,9 +80,21 @@ impl Lab {
     /// with ffmpeg (killed after `seconds + 30` s). Returns ffmpeg's output whatever its
     /// exit status; see [`Self::rtmp_publish_ok`].
     pub fn rtmp_publish(&self, seconds: u32, stream: &str) -> Result<Output> {
-        let duration = seconds.to_string();
         let url = format!("rtmp://{}:{}/live/{stream}", Self::VIP, Self::RTMP_PORT);
-        let args = [
+        let argv = Self::publish_argv(&url, seconds);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.exec_timeout(
+            self.ns_client(),
+            &args,
+            Duration::from_secs(u64::from(seconds) + 30),
+        )
+    }
+
+    /// The ffmpeg command line publishing `seconds` of a test pattern to `url` (FLV over
+    /// RTMP, errors only on stderr).
+    pub fn publish_argv(url: &str, seconds: u32) -> Vec<String> {
+        let duration = seconds.to_string();
+        [
             "ffmpeg",
             "-hide_banner",
             "-nostdin",
@@ -99,13 +111,11 @@ impl Lab {
             "flv1",
             "-f",
             "flv",
-            &url,
-        ];
-        self.exec_timeout(
-            self.ns_client(),
-            &args,
-            Duration::from_secs(u64::from(seconds) + 30),
-        )
+            url,
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
     }
 
     /// [`Self::rtmp_publish`] that fails, with ffmpeg's stderr, unless ffmpeg succeeds.

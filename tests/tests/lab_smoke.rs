@@ -92,25 +92,8 @@ fn backends_accept_rtmp_publishes_and_log_them() -> Result<()> {
         Lab::backend_addr(0),
         Lab::RTMP_PORT
     );
-    let args = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=320x240:rate=25",
-        "-t",
-        "1",
-        "-c:v",
-        "flv1",
-        "-f",
-        "flv",
-        &url,
-    ];
+    let argv = Lab::publish_argv(&url, 1);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let output = lab.exec_timeout(lab.ns_client(), &args, Duration::from_secs(40))?;
     xdp_lb_tests::check(&args, output).context("publishing straight to backend b1")?;
     assert_eq!(lab.wait_rtmp_publish("smoke", Duration::from_secs(10))?, 0);

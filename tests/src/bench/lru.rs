@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::{
     EbpfLoader,
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use serde::Serialize;
 use xdp_lb::{config::FlowTable, pins::PinDir};
@@ -38,7 +38,7 @@ use super::{
     frames,
     packet::{
         CLIENT4, Case, Counters, Noop, PORT, Path, Rig, SEED, VIP4, XDP_TX, clear_flows,
-        distinct_syn, pin_to_cpu, possible_cpus, time_repeat,
+        distinct_syn, pin_to_cpu, possible_cpus, time_repeat, time_single,
     },
     stats::{Summary, paired_difference, paired_ratio},
 };
@@ -386,25 +386,11 @@ struct Span {
 
 fn time_span(program: &Xdp, frames: &[Vec<u8>], action: u32) -> Result<Span> {
     let start = Instant::now();
-    let mut total = 0u128;
-    for frame in frames {
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        ensure!(
-            result.return_value == action,
-            "a frame returned action {} instead of {action}",
-            result.return_value
-        );
-        total += result.duration.as_nanos();
-    }
+    let mean_ns = time_single(program, frames, action)?;
     let end = Instant::now();
     Ok(Span {
-        mean_ns: total as f64 / frames.len().max(1) as f64,
-        kernel_ns: total as f64,
+        mean_ns,
+        kernel_ns: mean_ns * frames.len().max(1) as f64,
         start,
         end,
     })

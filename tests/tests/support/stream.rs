@@ -53,30 +53,9 @@ pub fn rtmp_config(backends: &[(usize, u32)], extra: &str) -> String {
 /// `rtmp://VIP/live/STREAM`.
 pub fn start_publish(lab: &Lab, stream: &str, seconds: u32) -> LabProcess {
     let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
-    let seconds = seconds.to_string();
-    lab.spawn(
-        lab.ns_client(),
-        &[
-            "ffmpeg",
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25",
-            "-t",
-            &seconds,
-            "-c:v",
-            "flv1",
-            "-f",
-            "flv",
-            &url,
-        ],
-    )
-    .expect("starting ffmpeg")
+    let argv = Lab::publish_argv(&url, seconds);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn(lab.ns_client(), &args).expect("starting ffmpeg")
 }
 
 /// The client's source port of its established connection to the VIP's RTMP port.
