@@ -89,9 +89,16 @@ pub const CLIENT_ACTION_DROP: u32 = 1;
 /// Largest 802.1Q VLAN id.
 pub const MAX_VLAN_ID: u16 = 4094;
 
-/// Backend flag: the entry holds a resolved MAC and may receive frames (resolved and
-/// healthy). Flows whose backend lost it are balanced afresh.
+/// Backend flag: the entry holds a resolved MAC and may receive frames of the flows placed
+/// on it. Flows whose backend lost it are balanced afresh.
 pub const BACKEND_F_VALID: u32 = 1 << 0;
+/// Backend flag: the backend takes no new connection (drained, or down with its flows
+/// kept). Its established flows stay; a TCP SYN whose 5-tuple still names it, and a new flow
+/// whose client's persistence entry names it, are placed afresh.
+pub const BACKEND_F_NO_NEW: u32 = 1 << 1;
+
+/// [`BackendOwner::flags`]: the owner's health checks last said the backend is up.
+pub const OWNER_F_HEALTHY: u32 = 1 << 0;
 
 /// Key of `service_by_vip`: one (VIP, port, protocol).
 ///
@@ -99,7 +106,7 @@ pub const BACKEND_F_VALID: u32 = 1 << 0;
 /// an IPv4 VIP uses `addr[0]` and leaves the rest zero. `port` likewise holds the two
 /// network-order bytes of the port read as a native `u16`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub addr: [u32; 4],
     pub port: u16,
@@ -176,6 +183,21 @@ pub struct BackendValue {
     /// Changes whenever the id is given to another backend, so a flow remembered for the
     /// old one is not sent to the new one.
     pub epoch: u32,
+}
+
+/// Value of `backend_owners`, indexed by backend id: whose backend the id is. Only the agent
+/// reads it (the data plane never does): a new agent taking over a pinned data plane learns
+/// from it which (service, address) each live id and epoch belongs to, so live flows keep
+/// their backends even when the earlier agent's snapshot file is missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendOwner {
+    /// The service's key (its listener); all zero for an unused id.
+    pub service: ServiceKey,
+    /// The backend's address words (see `ServiceKey` for the byte order).
+    pub addr: [u32; 4],
+    /// `OWNER_F_*`.
+    pub flags: u32,
 }
 
 /// Key of `flows`: a flow's 5-tuple as the packet has it (see `ServiceKey` for the byte
@@ -292,7 +314,9 @@ pub mod flow_stat {
     pub const HIT: u32 = 0;
     /// A flow's first packet (or first after it expired): a backend was chosen and remembered.
     pub const NEW: u32 = 1;
-    /// A remembered flow whose backend was withdrawn or replaced: chosen afresh.
+    /// A remembered flow whose backend was withdrawn or replaced, or a new connection (a TCP
+    /// SYN, or a persistent client's new flow) whose remembered backend takes no new ones
+    /// (drained or down): chosen afresh.
     pub const STALE: u32 = 2;
     /// A TCP packet without SYN that found no entry: its entry was evicted under pressure
     /// (or the flow began before this table existed).
@@ -362,6 +386,7 @@ pub mod map_names {
     pub const SERVICE_BY_VIP: &str = "service_by_vip";
     pub const MAGLEV_TABLES: &str = "maglev_tables";
     pub const BACKENDS: &str = "backends";
+    pub const BACKEND_OWNERS: &str = "backend_owners";
     pub const TX_PORTS: &str = "tx_ports";
     pub const SERVICE_STATS: &str = "service_stats";
     pub const BACKEND_STATS: &str = "backend_stats";
@@ -388,6 +413,7 @@ mod pod {
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for BackendOwner {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}

@@ -3,8 +3,8 @@
 
 use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FlowKey, FlowValue, PROTO_TCP,
-    PersistKey, ServiceValue, flow_stat,
+    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FlowKey, FlowValue,
+    PROTO_TCP, PersistKey, ServiceValue, flow_stat,
 };
 
 use crate::{
@@ -47,12 +47,28 @@ fn timeout_ns(proto: u8) -> u64 {
     }
 }
 
-/// The backend a remembered entry names, if it may still be used.
+/// The backend a remembered entry names, if it may still be used: by a packet of the
+/// connection it remembers, or (`new_conn`) by a new connection, which a backend taking no
+/// new ones (drained, or down with its flows kept) must not get.
 #[inline(always)]
-fn usable(entry: &FlowValue) -> Option<BackendValue> {
+fn usable(entry: &FlowValue, new_conn: bool) -> Option<BackendValue> {
     let backend = *BACKENDS.get(entry.backend_id)?;
-    (backend.flags & BACKEND_F_VALID != 0 && backend.epoch == entry.backend_epoch)
+    let refused = if new_conn { BACKEND_F_NO_NEW } else { 0 };
+    (backend.flags & (BACKEND_F_VALID | refused) == BACKEND_F_VALID
+        && backend.epoch == entry.backend_epoch)
         .then_some(backend)
+}
+
+/// How long an entry may go untouched: the touch interval, or half the timeout when that is
+/// shorter, so an entry with packets more often than its timeout never expires.
+#[inline(always)]
+fn touch_after(timeout: u64) -> u64 {
+    let half = timeout / 2;
+    if half < FLOW_TOUCH_INTERVAL_NS {
+        half
+    } else {
+        FLOW_TOUCH_INTERVAL_NS
+    }
 }
 
 /// A fresh, usable entry of `map` at `key`, touched; counts why there was none.
@@ -62,21 +78,24 @@ fn remembered<K>(
     key: &K,
     now: u64,
     timeout: u64,
+    new_conn: bool,
     hit_stat: u32,
 ) -> Option<(FlowValue, BackendValue)> {
     let entry = map.get_ptr_mut(key)?;
     // SAFETY: LRU entries stay valid (RCU) for the whole program run.
     let value = unsafe { *entry };
-    let idle = now.wrapping_sub(value.last_seen_ns);
+    // Another CPU may have touched the entry with a later clock reading than ours: that
+    // is no idleness at all (a wrapping difference would read as ages).
+    let idle = now.saturating_sub(value.last_seen_ns);
     if idle > timeout {
         count(&FLOW_STATS, flow_stat::EXPIRED, 0);
         return None;
     }
-    let Some(backend) = usable(&value) else {
+    let Some(backend) = usable(&value, new_conn) else {
         count(&FLOW_STATS, flow_stat::STALE, 0);
         return None;
     };
-    if idle > FLOW_TOUCH_INTERVAL_NS {
+    if idle > touch_after(timeout) {
         // SAFETY: as above; a racing writer can only store another recent time.
         unsafe { (*entry).last_seen_ns = now };
     }
@@ -85,10 +104,12 @@ fn remembered<K>(
 }
 
 /// The flow's remembered service id, backend id and backend, if that backend is still
-/// usable.
+/// usable: a TCP SYN (a new connection on a reused 5-tuple) only while its backend takes
+/// new connections.
 #[inline(always)]
-pub fn lookup_flow(key: &FlowKey, now: u64) -> Option<(u32, u32, BackendValue)> {
-    let (value, backend) = remembered(&FLOWS, key, now, timeout_ns(key.proto), flow_stat::HIT)?;
+pub fn lookup_flow(key: &FlowKey, syn: bool, now: u64) -> Option<(u32, u32, BackendValue)> {
+    let timeout = timeout_ns(key.proto);
+    let (value, backend) = remembered(&FLOWS, key, now, timeout, syn, flow_stat::HIT)?;
     Some((value.service_id, value.backend_id, backend))
 }
 
@@ -143,8 +164,16 @@ pub fn lookup_persistent(
     now: u64,
 ) -> Option<(u32, BackendValue)> {
     let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
-    remembered(&PERSISTENCE, key, now, timeout, flow_stat::PERSIST_HIT)
-        .map(|(value, backend)| (value.backend_id, backend))
+    // Only new flows ask: a backend taking no new connections is not followed.
+    remembered(
+        &PERSISTENCE,
+        key,
+        now,
+        timeout,
+        true,
+        flow_stat::PERSIST_HIT,
+    )
+    .map(|(value, backend)| (value.backend_id, backend))
 }
 
 #[inline(always)]

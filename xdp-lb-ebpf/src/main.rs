@@ -58,7 +58,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
     let key = flows::flow_key(&flow);
-    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, now) {
+    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow.syn, now) {
         Some(hit) => hit,
         None => {
             let Some(service) = find_service(&flow) else {

@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
-    FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS,
-    MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, SERVICE_PORT_WORDS,
-    ServiceKey, ServiceValue, flow_stat, verdict,
+    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendOwner, BackendValue, ClientRuleKey,
+    ClientRuleValue, Counter, FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS,
+    MAX_CLIENT_RULES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey,
+    PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, flow_stat, verdict,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -42,6 +42,12 @@ pub static SERVICE_PORTS: Array<u64> = Array::with_max_entries(SERVICE_PORT_WORD
 /// Backend id -> the MACs to write and the interface to send through.
 #[map(name = "backends")]
 pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Backend id -> the (service, address) it belongs to and its health. Written and read by
+/// the agent only (never on the packet path): a new agent adopting the pinned data plane
+/// learns from it which backend each live id is.
+#[map(name = "backend_owners")]
+pub static BACKEND_OWNERS: Array<BackendOwner> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// ifindex -> ifindex, for backends reached through an interface other than the ingress one.
 #[map(name = "tx_ports")]

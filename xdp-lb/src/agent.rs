@@ -47,11 +47,33 @@ pub struct RunOptions {
 
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
 pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
+    let mut snapshot = match opts.state_file.as_deref().map(Snapshot::load) {
+        Some(Ok(snapshot)) => snapshot,
+        Some(Err(err)) => {
+            log::warn!("{err:#}: live flows are kept from the pinned maps alone");
+            None
+        }
+        None => None,
+    };
     let mut runtime = match &opts.runtime_file {
         Some(path) => RuntimeChanges::load(path)?,
         None => RuntimeChanges::unsaved(),
     };
+    // Run-time changes follow a service renamed on its listener while no agent ran.
+    let renames = snapshot
+        .as_ref()
+        .map(|s| s.renames(&file.config))
+        .unwrap_or_default();
+    for (from, to) in &renames {
+        log::info!("service {from} is now named {to}: its run-time changes follow it");
+        runtime.rename_service(from, to);
+    }
     let (effective, dropped) = runtime.apply_file(&file, &LiveHost)?;
+    if !(dropped.is_empty() && renames.is_empty())
+        && let Err(err) = runtime.save()
+    {
+        log::warn!("saving {}: {err:#}", runtime.path().display());
+    }
     for why in dropped {
         log::warn!("run-time change dropped: {why}");
     }
@@ -98,15 +120,15 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
     let adopted = dataplane.adopted();
     let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);
-    if adopted && let Some(path) = &opts.state_file {
-        match Snapshot::load(path) {
-            Ok(Some(snapshot)) => balancer.adopt(snapshot),
-            Ok(None) => log::warn!(
-                "no snapshot of the earlier agent at {}: ids and tables start afresh (live flows whose backend id changes are balanced again)",
-                path.display()
-            ),
-            Err(err) => log::warn!("{err:#}; ids and tables start afresh"),
+    if adopted {
+        // The pinned maps say which backend each live id is; the snapshot only adds spare
+        // table regions and pools.
+        if snapshot.is_none() {
+            log::warn!(
+                "no snapshot of the earlier agent: live flows are kept from the pinned maps; named pools get new tables"
+            );
         }
+        balancer.adopt(snapshot.take());
     }
     let mut services: Vec<_> = config.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -240,16 +262,47 @@ async fn reload(
             return Err(format!("reload refused, nothing changed:\n{errors}"));
         }
     };
-    match runtime.apply_file(&new, &LiveHost) {
-        Ok((effective, dropped)) => {
-            for why in dropped {
-                log::warn!("run-time change dropped: {why}");
-            }
-            new = effective;
+    // The run-time changes are applied to a copy, kept only if the reload is: a refused
+    // reload leaves the saved changes as they were.
+    let mut candidate = runtime.clone();
+    for (to, from) in reload::predecessors(&current.config, &new.config) {
+        if to != from {
+            candidate.rename_service(&from, &to);
         }
-        Err(err) => log::error!("run-time changes in {}: {err:#}", runtime.path().display()),
+    }
+    let dropped = match candidate.apply_file(&new, &LiveHost) {
+        Ok((effective, dropped)) => {
+            new = effective;
+            dropped
+        }
+        Err(err) => {
+            let why = format!(
+                "reload refused, nothing changed: run-time changes in {}: {err:#}",
+                runtime.path().display()
+            );
+            log::error!("{why}");
+            return Err(why);
+        }
+    };
+    let capacity = u64::from(balancer.dataplane().table_capacity());
+    let needed = new.config.table_slots_needed();
+    if needed > capacity {
+        let why = format!(
+            "reload refused, nothing changed: the services' Maglev tables need {needed} slots, more than the {capacity} of maglev_tables; raise maglev_table_slots (it takes effect at a clean restart) or use smaller maglev_size values"
+        );
+        log::error!("{why}");
+        return Err(why);
     }
     let summary = apply_config(neighbours, current, &new, interfaces, balancer).await?;
+    for why in dropped {
+        log::warn!("run-time change dropped: {why}");
+    }
+    if *runtime != candidate {
+        *runtime = candidate;
+        if let Err(err) = runtime.save() {
+            log::warn!("saving {}: {err:#}", runtime.path().display());
+        }
+    }
     Ok((new, summary))
 }
 
@@ -278,14 +331,17 @@ async fn apply_config(
             _ => None,
         })
         .collect();
+    // A renamed service is known to the balancer by its old name until the rename.
+    let predecessors = reload::predecessors(&current.config, &new.config);
     let failover_updates: Vec<&String> = new
         .failover
         .services
         .iter()
         .filter(|(name, settings)| {
+            let running = predecessors.get(*name).unwrap_or(name);
             !re_added.contains(&name.as_str())
                 && balancer
-                    .service(name)
+                    .service(running)
                     .is_some_and(|s| s.failover != **settings)
         })
         .map(|(name, _)| name)
@@ -343,7 +399,28 @@ async fn apply_config(
     }
     let lookup = |address: &IpAddr| resolved.get(address).copied().flatten();
     let mut failed = 0;
-    // Failover settings first: backends added below then start in their checks' initial
+    let apply = |balancer: &mut Balancer, change: &Change| -> usize {
+        match apply_change(balancer, change, new, &lookup) {
+            Ok(()) => {
+                log::info!("reload: {}", describe(change));
+                0
+            }
+            Err(err) => {
+                log::error!("reload: {} failed: {err:#}", describe(change));
+                1
+            }
+        }
+    };
+    // Services removed and renamed first (the plan puts them first), so the failover
+    // settings below find every service under its new name.
+    let named_early = changes
+        .iter()
+        .position(|c| !matches!(c, Change::RemoveService(_) | Change::RenameService { .. }))
+        .unwrap_or(changes.len());
+    for change in &changes[..named_early] {
+        failed += apply(balancer, change);
+    }
+    // Failover settings next: backends added below then start in their checks' initial
     // state, and standbys no longer named leave before anything else changes.
     for name in &failover_updates {
         let settings = failover::service_failover(new, name);
@@ -358,9 +435,31 @@ async fn apply_config(
             }
         }
     }
-    for change in &changes {
-        let applied = match change {
+    for change in &changes[named_early..] {
+        failed += apply(balancer, change);
+    }
+    let total = changes.len() + failover_updates.len();
+    if failed == 0 {
+        let summary = format!("reload applied: {total} change(s)");
+        log::info!("{summary}");
+        Ok(summary)
+    } else {
+        let summary = format!("reload applied with {failed} failed change(s) of {total}");
+        log::error!("{summary}");
+        Err(summary)
+    }
+}
+
+/// Applies one change of a reload plan; `lookup` gives the backends resolved for it.
+fn apply_change(
+    balancer: &mut Balancer,
+    change: &Change,
+    new: &ConfigFile,
+    lookup: &dyn Fn(&IpAddr) -> Option<Forwarding>,
+) -> anyhow::Result<()> {
+    match change {
             Change::RemoveService(name) => balancer.remove_service(name),
+            Change::RenameService { from, to } => balancer.rename_service(from, to),
             Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
             Change::AddService(s) => balancer.add_service_with_failover(
                 s,
@@ -396,30 +495,15 @@ async fn apply_config(
             Change::Remac { service, backend } => {
                 balancer.set_forwarding(service, backend.address, lookup(&backend.address))
             }
-        };
-        match applied {
-            Ok(()) => log::info!("reload: {}", describe(change)),
-            Err(err) => {
-                failed += 1;
-                log::error!("reload: {} failed: {err:#}", describe(change));
-            }
-        }
-    }
-    let total = changes.len() + failover_updates.len();
-    if failed == 0 {
-        let summary = format!("reload applied: {total} change(s)");
-        log::info!("{summary}");
-        Ok(summary)
-    } else {
-        let summary = format!("reload applied with {failed} failed change(s) of {total}");
-        log::error!("{summary}");
-        Err(summary)
     }
 }
 
 fn describe(change: &Change) -> String {
     match change {
         Change::RemoveService(name) => format!("removed service {name}"),
+        Change::RenameService { from, to } => {
+            format!("renamed service {from} to {to} (its listener, backends and flows stay)")
+        }
         Change::UpdateServiceSettings(s) => format!("updated the settings of service {}", s.name),
         Change::AddService(s) => format!(
             "added service {} ({}:{}/{})",

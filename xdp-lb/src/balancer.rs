@@ -18,7 +18,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Backend, DEFAULT_POOL, Role, Service, ServiceFailover},
+    config::{Backend, DEFAULT_POOL, DownAction, Role, Service, ServiceFailover},
     dataplane::Dataplane,
     regions::RegionAllocator,
 };
@@ -32,7 +32,7 @@ mod standby;
 mod table_plan;
 mod tables;
 
-pub use backend::{BackendState, Forwarding};
+pub use backend::{BackendState, Forwarding, Owner};
 pub use pools::PoolState;
 pub use service::ServiceState;
 pub use table_plan::Serving;
@@ -49,10 +49,10 @@ pub struct Balancer {
     /// Last epoch handed to a backend.
     next_epoch: u32,
     regions: RegionAllocator,
-    /// What an earlier agent used, still to be claimed back (see `adopt.rs`).
-    adopting: Option<adopt::Snapshot>,
-    /// The service being added while claiming.
-    claiming: Option<String>,
+    /// What an earlier agent left, still to be claimed back (see `adopt.rs`).
+    adopting: Option<adopt::Inheritance>,
+    /// The listener of the service being added while claiming.
+    claiming: Option<ServiceKey>,
 }
 
 impl Balancer {
@@ -132,7 +132,7 @@ impl Balancer {
             );
         }
         rules::check_pools_and_rules(config)?;
-        let claimed = self.claim_service(config);
+        let claimed = self.claim_service(config, key);
         let result = self.add_claimed_service(config, failover, forwarding, claimed);
         self.end_claim();
         result
@@ -147,12 +147,12 @@ impl Balancer {
     ) -> anyhow::Result<()> {
         let key = ServiceKey::new(config.vip, config.port, config.protocol.number())
             .on_vlan(config.vlan.unwrap_or(0));
-        let (id, regions, live, generation, claimed_pools) = match claimed {
-            Some(c) => (c.id, c.regions, c.live, c.generation, c.pools),
+        let (id, regions, live, generation, claimed_pools, leftover) = match claimed {
+            Some(c) => self.reuse_claimed_space(config, c)?,
             None => {
                 let (id, regions) = self.new_service_space(config)?;
                 self.dataplane.reset_service_counter(id)?;
-                (id, regions, None, 0, BTreeMap::new())
+                (id, regions, None, 0, BTreeMap::new(), Vec::new())
             }
         };
         let mut state = ServiceState {
@@ -188,7 +188,82 @@ impl Balancer {
             self.publish_pool(&name, pool)?;
         }
         self.apply_client_rules(&name, &config.clients, false)?;
-        self.publish(&name)
+        self.publish(&name)?;
+        // An inherited table the service no longer uses (its size changed) is free once the
+        // new one is live.
+        for (offset, size) in leftover {
+            self.regions.free(offset, size);
+        }
+        Ok(())
+    }
+
+    /// The id and regions of a service claimed back from an earlier agent: its live table
+    /// stays live (its next table goes into its spare region, or a new one) when its size
+    /// is unchanged; otherwise it gets two new regions, and its old ones are returned as
+    /// `leftover`, to be freed once the new table is live.
+    #[allow(clippy::type_complexity)]
+    fn reuse_claimed_space(
+        &mut self,
+        config: &Service,
+        claimed: adopt::Claimed,
+    ) -> anyhow::Result<(
+        u32,
+        [u32; 2],
+        Option<usize>,
+        u32,
+        BTreeMap<String, adopt::PoolSnapshot>,
+        Vec<adopt::Region>,
+    )> {
+        let size = config.maglev_size;
+        let id = match claimed.id {
+            Some(id) => id,
+            None => {
+                let (id, regions) = self.new_service_space(config)?;
+                for r in regions {
+                    self.regions.free(r, size);
+                }
+                self.dataplane.reset_service_counter(id)?;
+                id
+            }
+        };
+        let mut leftover: Vec<adopt::Region> = claimed.spare.into_iter().collect();
+        let (regions, live) = match claimed.live {
+            Some((offset, live_size)) if live_size == size => {
+                let other = match claimed.spare {
+                    Some((spare, spare_size)) if spare_size == size => {
+                        leftover.clear();
+                        spare
+                    }
+                    _ => self.regions.alloc(size).ok_or_else(|| {
+                        anyhow!(
+                            "maglev_tables has no room for a table of {size} slots for service {} (capacity {} slots; raise maglev_table_slots)",
+                            config.name,
+                            self.dataplane.table_capacity()
+                        )
+                    })?,
+                };
+                ([offset, other], Some(0))
+            }
+            live => {
+                leftover.extend(live);
+                let regions = self.two_regions(size).ok_or_else(|| {
+                    anyhow!(
+                        "maglev_tables has no room for two tables of {size} slots for service {} (capacity {} slots; raise maglev_table_slots)",
+                        config.name,
+                        self.dataplane.table_capacity()
+                    )
+                })?;
+                (regions, None)
+            }
+        };
+        Ok((
+            id,
+            regions,
+            live,
+            claimed.generation,
+            claimed.pools,
+            leftover,
+        ))
     }
 
     /// A new service id and two table regions.
@@ -232,13 +307,14 @@ impl Balancer {
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
         mut state: ServiceState,
     ) -> anyhow::Result<ServiceState> {
+        let owner = state.owner();
         let mut sorted: Vec<&Backend> = config.all_backends().collect();
         sorted.sort_by_key(|b| b.address);
         for backend in sorted {
             let healthy = failover
                 .initial_health(backend.address, Role::Primary)
                 .is_up();
-            match self.new_backend(backend, forwarding(backend), healthy) {
+            match self.new_backend(owner, backend, forwarding(backend), healthy) {
                 Ok(b) => {
                     state.backends.insert(backend.address, b);
                 }
@@ -248,7 +324,7 @@ impl Balancer {
                 }
             }
         }
-        match self.new_standbys(failover, &state.standbys, forwarding) {
+        match self.new_standbys(owner, failover, &state.standbys, forwarding) {
             Ok(standbys) => state.standbys = standbys,
             Err(err) => {
                 self.release(&state);
@@ -261,20 +337,23 @@ impl Balancer {
     /// Takes an id for a backend and writes its entry (not yet named by any slot).
     fn new_backend(
         &mut self,
+        owner: Owner,
         config: &Backend,
         forwarding: Option<Forwarding>,
         healthy: bool,
     ) -> anyhow::Result<BackendState> {
-        // An earlier agent's server keeps its id, epoch (so its flows stay) and health.
+        // An earlier agent's server keeps its id, epoch (so its flows stay) and health,
+        // and its pinned MAC while a slow ARP reply leaves it unresolved.
         if let Some(claimed) = self.claim_server(config.address) {
             let state = BackendState {
                 id: claimed.id,
                 config: config.clone(),
-                forwarding,
-                healthy: claimed.healthy,
+                forwarding: forwarding.or(claimed.forwarding),
+                healthy: claimed.healthy.unwrap_or(healthy),
                 epoch: claimed.epoch,
+                when_down: owner.when_down,
             };
-            self.dataplane.set_backend(claimed.id, state.entry())?;
+            self.write_backend(&owner.key, &state)?;
             return Ok(state);
         }
         let id = self
@@ -288,11 +367,12 @@ impl Balancer {
             forwarding,
             healthy,
             epoch: self.next_epoch,
+            when_down: owner.when_down,
         };
         let written = self
             .dataplane
             .reset_backend_counter(id)
-            .and_then(|()| self.dataplane.set_backend(id, state.entry()));
+            .and_then(|()| self.write_backend(&owner.key, &state));
         if let Err(err) = written {
             self.backend_ids.give_back(id);
             return Err(err);
@@ -348,7 +428,8 @@ impl Balancer {
             .failover
             .initial_health(config.address, Role::Primary)
             .is_up();
-        let backend = self.new_backend(config, forwarding, healthy)?;
+        let owner = state.owner();
+        let backend = self.new_backend(owner, config, forwarding, healthy)?;
         let state = self.state_mut(service)?;
         if pool == DEFAULT_POOL {
             state.config.backends.push(config.clone());
@@ -380,8 +461,7 @@ impl Balancer {
             p.backends.retain(|b| b.address != address);
         }
         self.publish_pool(service, &pool)?;
-        self.dataplane
-            .set_backend(backend.id, BackendValue::default())?;
+        self.clear_backend(backend.id)?;
         self.backend_ids.give_back(backend.id);
         Ok(())
     }
@@ -413,10 +493,7 @@ impl Balancer {
 
     fn release(&mut self, state: &ServiceState) {
         for b in state.backends.values().chain(state.standbys.values()) {
-            if let Err(err) = self.dataplane.set_backend(b.id, BackendValue::default()) {
-                log::warn!("clearing backend {}: {err:#}", b.id);
-            }
-            self.backend_ids.give_back(b.id);
+            self.forget_backend(b.id);
         }
         for pool in state.pools.values() {
             self.release_pool_space(pool);
@@ -473,19 +550,23 @@ impl Balancer {
     ) -> anyhow::Result<()> {
         let state = self.state_mut(service)?;
         let plans_before = state.table_plans();
+        let key = state.key;
         let backend = state
             .server_mut(address)
             .ok_or_else(|| anyhow!("service {service} has no backend {address}"))?;
-        let (old_entry, was_usable) = (backend.entry(), backend.usable());
+        let (old_entry, old_healthy) = (backend.entry(), backend.healthy);
         change(backend);
-        let (entry, usable, id) = (backend.entry(), backend.usable(), backend.id);
+        let (entry, healthy) = (backend.entry(), backend.healthy);
+        let backend = backend.clone();
         let changed = changed_pools(&plans_before, &state.table_plans());
-        let leaving = was_usable && !usable;
+        // A server that stops taking new flows leaves the tables before its entry says so;
+        // one that starts taking them gets its entry first.
+        let leaving = backend::accepts_new(&old_entry) && !backend::accepts_new(&entry);
         if leaving {
             self.publish_pools(service, &changed)?;
         }
-        if entry != old_entry {
-            self.dataplane.set_backend(id, entry)?;
+        if entry != old_entry || healthy != old_healthy {
+            self.write_backend(&key, &backend)?;
         }
         if !leaving {
             self.publish_pools(service, &changed)?;
@@ -530,6 +611,8 @@ impl Balancer {
         let state = self.state_mut(name)?;
         state.config.maglev_size = new_size;
         state.config.when_no_backend = config.when_no_backend;
+        let when_down_changed = state.config.when_backend_down != config.when_backend_down;
+        state.config.when_backend_down = config.when_backend_down;
         state.config.persistence = config.persistence;
         state.config.hash = config.hash;
         if let Some(regions) = new_regions {
@@ -543,7 +626,57 @@ impl Balancer {
                 self.regions.free(r, old_size);
             }
         }
+        if when_down_changed {
+            self.set_when_down(name, config.when_backend_down)?;
+        }
         Ok(())
+    }
+
+    /// Rewrites the entries of every server of a service for a new `when_backend_down`:
+    /// only down servers' entries change (their flows are kept, or balanced afresh).
+    fn set_when_down(&mut self, name: &str, when_down: DownAction) -> anyhow::Result<()> {
+        let state = self.state_mut(name)?;
+        let key = state.key;
+        let mut rewritten = Vec::new();
+        for b in state.backends.values_mut().chain(state.standbys.values_mut()) {
+            let before = b.entry();
+            b.when_down = when_down;
+            if b.entry() != before {
+                rewritten.push(b.clone());
+            }
+        }
+        for b in rewritten {
+            self.write_backend(&key, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Renames a running service in place (a reload that keeps its listener under another
+    /// name): its id, backends, tables and flows are untouched.
+    pub fn rename_service(&mut self, from: &str, to: &str) -> anyhow::Result<()> {
+        if self.services.contains_key(to) {
+            bail!("service {to} already exists");
+        }
+        let mut state = self
+            .services
+            .remove(from)
+            .ok_or_else(|| anyhow!("no service named {from}"))?;
+        state.config.name = to.to_owned();
+        self.services.insert(to.to_owned(), state);
+        Ok(())
+    }
+
+    /// Writes a server's `backends` entry and its owner record.
+    fn write_backend(&mut self, service: &ServiceKey, b: &BackendState) -> anyhow::Result<()> {
+        self.dataplane.set_backend(b.id, b.entry())?;
+        self.dataplane.set_backend_owner(b.id, b.owner(service))
+    }
+
+    /// Clears a backend id's entry (no frame reaches it) and owner record.
+    fn clear_backend(&mut self, id: u32) -> anyhow::Result<()> {
+        self.dataplane.set_backend(id, BackendValue::default())?;
+        self.dataplane
+            .set_backend_owner(id, xdp_lb_common::BackendOwner::default())
     }
 }
 

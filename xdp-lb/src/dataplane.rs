@@ -24,7 +24,7 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
+    BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
     MAGLEV_SLOT_STRIDE, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue,
     flow_stat, map_names, verdict,
@@ -55,6 +55,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     service_by_vip: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BackendValue>,
+    backend_owners: Array<MapData, BackendOwner>,
     service_ports: Array<MapData, u64>,
     /// Every key in `service_by_vip`, and the `service_ports` bitmap as last written.
     service_keys: std::collections::HashSet<ServiceKey>,
@@ -96,8 +97,9 @@ impl Dataplane {
         let level = opts.log_level as u8;
         let tcp_timeout_ns = u64::from(opts.flow_table.tcp_timeout_s) * 1_000_000_000;
         let udp_timeout_ns = u64::from(opts.flow_table.udp_timeout_s) * 1_000_000_000;
+        let table_slots = adopted_table_slots(opts, pins.as_ref())?;
         let sizes = [
-            (map_names::MAGLEV_TABLES, opts.maglev_table_slots),
+            (map_names::MAGLEV_TABLES, table_slots),
             (map_names::FLOWS, opts.flow_table.size),
         ];
         let mut loader = EbpfLoader::new();
@@ -144,7 +146,7 @@ impl Dataplane {
         let Map::Array(tables_data) = tables_map else {
             bail!("map `maglev_tables` is not an array");
         };
-        let tables = TableArea::map(tables_data, opts.maglev_table_slots)?;
+        let tables = TableArea::map(tables_data, table_slots)?;
 
         let service_by_vip: HashMap<MapData, ServiceKey, ServiceValue> =
             take(&mut ebpf, map_names::SERVICE_BY_VIP)?;
@@ -153,6 +155,7 @@ impl Dataplane {
         let mut dataplane = Self {
             service_by_vip,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
+            backend_owners: take(&mut ebpf, map_names::BACKEND_OWNERS)?,
             service_ports: take(&mut ebpf, map_names::SERVICE_PORTS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
@@ -412,6 +415,31 @@ impl Dataplane {
             .with_context(|| format!("reading backends[{id}]"))
     }
 
+    /// Records whose backend id `id` is (`backend_owners`; the data plane never reads it).
+    pub fn set_backend_owner(&mut self, id: u32, owner: BackendOwner) -> anyhow::Result<()> {
+        self.backend_owners
+            .set(id, owner, 0)
+            .with_context(|| format!("updating backend_owners[{id}]"))
+    }
+
+    /// Every backend id in use, with its entry and owner record: ids whose entry or owner
+    /// is not all zero.
+    pub fn used_backends(&self) -> Vec<(u32, BackendValue, BackendOwner)> {
+        (0..self.backends.len())
+            .filter_map(|id| {
+                let entry = self.backends.get(&id, 0).ok()?;
+                let owner = self.backend_owners.get(&id, 0).unwrap_or_default();
+                (entry != BackendValue::default() || owner != BackendOwner::default())
+                    .then_some((id, entry, owner))
+            })
+            .collect()
+    }
+
+    /// Every (key, value) of `service_by_vip`, as the kernel has it.
+    pub fn services(&self) -> Vec<(ServiceKey, ServiceValue)> {
+        self.service_by_vip.iter().filter_map(Result::ok).collect()
+    }
+
     /// The `service_ports` bitmap as the kernel has it.
     pub fn service_port_words(&self) -> Vec<u64> {
         (0..SERVICE_PORT_WORDS)
@@ -501,6 +529,28 @@ impl Drop for Dataplane {
         } else {
             self.detach_all();
         }
+    }
+}
+
+/// The capacity of `maglev_tables`: the configured one, or the pinned map's when an earlier
+/// agent left one of another size. A map cannot be resized while it is live, and taking
+/// it as it is keeps every live table (and so every flow): the new size takes effect at the
+/// next clean start.
+fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Result<u32> {
+    let Some(pins) = pins else {
+        return Ok(opts.maglev_table_slots);
+    };
+    match pins.pinned_max_entries(map_names::MAGLEV_TABLES)? {
+        Some(pinned) if pinned != opts.maglev_table_slots => {
+            log::warn!(
+                "maglev_table_slots is {} but the pinned data plane has {pinned}: keeping {pinned} so \
+                 live tables and flows stay; the new size takes effect after a clean stop \
+                 (systemctl stop, then start; live flows are then lost)",
+                opts.maglev_table_slots
+            );
+            Ok(pinned)
+        }
+        _ => Ok(opts.maglev_table_slots),
     }
 }
 

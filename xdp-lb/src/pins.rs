@@ -23,11 +23,12 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-lb";
 
 /// The maps that carry state across agents (everything but the loader's own globals and
 /// the log ring, which belong to one program instance).
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     map_names::SERVICE_BY_VIP,
     map_names::SERVICE_PORTS,
     map_names::MAGLEV_TABLES,
     map_names::BACKENDS,
+    map_names::BACKEND_OWNERS,
     map_names::TX_PORTS,
     map_names::SERVICE_STATS,
     map_names::BACKEND_STATS,
@@ -80,6 +81,17 @@ impl PinDir {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         Ok(())
+    }
+
+    /// The entries of the pinned map `name`, if there is one.
+    pub fn pinned_max_entries(&self, name: &str) -> anyhow::Result<Option<u32>> {
+        let path = self.map(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let info = MapInfo::from_pin(&path)
+            .map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
+        Ok(Some(info.max_entries()))
     }
 
     /// Whether a previous agent left maps here.

@@ -12,6 +12,11 @@ use crate::config::{Backend, ClientRule, Config, ConfigFile, DEFAULT_POOL, Pool,
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     RemoveService(String),
+    /// The same listener under a new name: its id, backends, tables and flows stay.
+    RenameService {
+        from: String,
+        to: String,
+    },
     /// Table size, no-backend action, persistence or hash mode changed.
     UpdateServiceSettings(Service),
     AddService(Service),
@@ -106,31 +111,36 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
         old.services.iter().map(|s| (s.name.as_str(), s)).collect();
     let new_services: BTreeMap<&str, &Service> =
         new.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    let same_listener =
-        |a: &Service, b: &Service| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol);
+    let predecessors = predecessors(old, new);
 
     let mut steps = Steps::default();
-    for (name, old_s) in &old_services {
-        match new_services.get(name) {
-            Some(new_s) if same_listener(old_s, new_s) => {}
-            _ => steps
-                .removals
-                .push(Change::RemoveService((*name).to_owned())),
+    let kept: BTreeSet<&str> = predecessors.values().map(String::as_str).collect();
+    for name in old_services.keys() {
+        if !kept.contains(name) {
+            steps
+                .service_removals
+                .push(Change::RemoveService((*name).to_owned()));
         }
     }
+    rename_steps(&predecessors, &old_services, &mut steps);
     for (name, new_s) in &new_services {
-        let Some(old_s) = old_services.get(name).filter(|o| same_listener(o, new_s)) else {
+        let Some(old_s) = predecessors
+            .get(*name)
+            .and_then(|old_name| old_services.get(old_name.as_str()))
+        else {
             steps.additions.push(Change::AddService((*new_s).clone()));
             continue;
         };
         if (
             old_s.maglev_size,
             old_s.when_no_backend,
+            old_s.when_backend_down,
             old_s.persistence,
             old_s.hash,
         ) != (
             new_s.maglev_size,
             new_s.when_no_backend,
+            new_s.when_backend_down,
             new_s.persistence,
             new_s.hash,
         ) {
@@ -150,10 +160,85 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Change>, String> {
     Ok(steps.in_order())
 }
 
+/// A service's listener: what the data plane keys it by. The name is only a label.
+fn listener(s: &Service) -> (IpAddr, u16, crate::config::Protocol, Option<u16>) {
+    (s.vip, s.port, s.protocol, s.vlan)
+}
+
+/// For each service of `new` that continues one of `old`, that old service's name: the
+/// same name on the same listener, else the old service on its listener (a rename). A
+/// service moved to another listener is a new service.
+pub fn predecessors(old: &Config, new: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for n in &new.services {
+        if let Some(o) = old
+            .services
+            .iter()
+            .find(|o| o.name == n.name && listener(o) == listener(n))
+        {
+            out.insert(n.name.clone(), o.name.clone());
+            taken.insert(o.name.clone());
+        }
+    }
+    for n in &new.services {
+        if out.contains_key(&n.name) {
+            continue;
+        }
+        if let Some(o) = old
+            .services
+            .iter()
+            .find(|o| listener(o) == listener(n) && !taken.contains(&o.name))
+        {
+            out.insert(n.name.clone(), o.name.clone());
+            taken.insert(o.name.clone());
+        }
+    }
+    out
+}
+
+/// Renames in an order that never takes a name still in use: a rename onto the name of a
+/// service that is itself renamed goes through a temporary name first.
+fn rename_steps(
+    predecessors: &BTreeMap<String, String>,
+    old_services: &BTreeMap<&str, &Service>,
+    steps: &mut Steps,
+) {
+    let renames: Vec<(&String, &String)> = predecessors
+        .iter()
+        .filter(|(new, old)| new != old)
+        .map(|(new, old)| (old, new))
+        .collect();
+    let mut second = Vec::new();
+    for (from, to) in renames {
+        if old_services.contains_key(to.as_str()) {
+            let temporary = format!("{from} (renaming to {to})");
+            steps.renames.push(Change::RenameService {
+                from: from.clone(),
+                to: temporary.clone(),
+            });
+            second.push(Change::RenameService {
+                from: temporary,
+                to: to.clone(),
+            });
+        } else {
+            steps.renames.push(Change::RenameService {
+                from: from.clone(),
+                to: to.clone(),
+            });
+        }
+    }
+    steps.renames.extend(second);
+}
+
 /// The changes of a plan by when they are applied.
 #[derive(Default)]
 struct Steps {
-    /// Services and backends removed: first, freeing ids and table space.
+    /// Services removed: first, freeing their names, ids and table space.
+    service_removals: Vec<Change>,
+    /// Then services renamed, so every later change names them as the new config does.
+    renames: Vec<Change>,
+    /// Backends removed, freeing ids and table space.
     removals: Vec<Change>,
     updates: Vec<Change>,
     additions: Vec<Change>,
@@ -167,7 +252,9 @@ struct Steps {
 
 impl Steps {
     fn in_order(self) -> Vec<Change> {
-        let mut changes = self.removals;
+        let mut changes = self.service_removals;
+        changes.extend(self.renames);
+        changes.extend(self.removals);
         changes.extend(self.updates);
         changes.extend(self.additions);
         changes.extend(self.pools);
@@ -293,6 +380,7 @@ mod tests {
             protocol: Protocol::Tcp,
             maglev_size: 65537,
             when_no_backend: NoBackendAction::Drop,
+                when_backend_down: Default::default(),
             persistence: None,
             hash: HashMode::Flow,
             vlan: None,

@@ -191,7 +191,27 @@ impl RuntimeChanges {
         self.save()
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    /// Makes the changes about service `from` about `to` (the service was renamed on its
+    /// listener), in memory; `save` keeps it.
+    pub fn rename_service(&mut self, from: &str, to: &str) {
+        for change in &mut self.changes {
+            let service = match change {
+                RuntimeChange::BackendAdd { service, .. }
+                | RuntimeChange::BackendRemove { service, .. }
+                | RuntimeChange::BackendWeight { service, .. }
+                | RuntimeChange::ClientSet { service, .. }
+                | RuntimeChange::ClientRemove { service, .. }
+                | RuntimeChange::ServiceAdd { service, .. }
+                | RuntimeChange::ServiceRemove { service } => service,
+            };
+            if service == from {
+                *service = to.to_owned();
+            }
+        }
+    }
+
+    /// Writes the list to its file (atomically: a new file renamed over the old one).
+    pub fn save(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -216,12 +236,17 @@ impl RuntimeChanges {
             failover: Default::default(),
             ops: Default::default(),
         };
-        self.apply_file(&file, &LiveHost)
-            .map(|(file, dropped)| (file.config, dropped))
+        let (file, dropped) = self.apply_file(&file, &LiveHost)?;
+        if !dropped.is_empty() {
+            self.save()?;
+        }
+        Ok((file.config, dropped))
     }
 
     /// [`Self::apply`] over the whole file: whole-service changes need it (a service's
-    /// health checks and backups live beside its balancing settings).
+    /// health checks and backups live beside its balancing settings). Changes dropped are
+    /// dropped in memory only: the caller saves once the result is in force, so a refused
+    /// reload loses no saved change.
     pub fn apply_file(
         &mut self,
         yaml: &ConfigFile,
@@ -261,11 +286,7 @@ impl RuntimeChanges {
                 Err(why) => dropped.push(format!("{change:?}: {why}")),
             }
         }
-        let changed = !dropped.is_empty();
         self.changes = kept;
-        if changed {
-            self.save()?;
-        }
         Ok((file, dropped))
     }
 }
@@ -427,6 +448,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 maglev_size: 65537,
                 when_no_backend: NoBackendAction::Drop,
+                when_backend_down: Default::default(),
                 persistence: None,
                 hash: HashMode::Flow,
                 vlan: None,

@@ -41,6 +41,7 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
         protocol,
         maglev_size: 65537,
         when_no_backend: NoBackendAction::Drop,
+        when_backend_down: Default::default(),
         persistence: None,
         hash: HashMode::Flow,
         vlan: None,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail};
-use xdp_lb_common::{BackendValue, MAX_POOLS, PoolValue};
+use xdp_lb_common::{MAX_POOLS, PoolValue};
 
 use super::{Balancer, Forwarding, ServiceState, Serving, adopt::PoolSnapshot};
 use crate::config::{Backend, ClientAction, DEFAULT_POOL, Pool, Role};
@@ -192,6 +192,7 @@ impl Balancer {
             );
         }
         let failover = state.failover.clone();
+        let owner = state.owner();
         let (id, regions) = self.new_pool_space(service, pool)?;
         let mut sorted: Vec<&Backend> = pool.backends.iter().collect();
         sorted.sort_by_key(|b| b.address);
@@ -200,7 +201,7 @@ impl Balancer {
             let healthy = failover
                 .initial_health(backend.address, Role::Primary)
                 .is_up();
-            match self.new_backend(backend, forwarding(backend), healthy) {
+            match self.new_backend(owner, backend, forwarding(backend), healthy) {
                 Ok(b) => {
                     created.insert(backend.address, b);
                 }
@@ -351,9 +352,9 @@ impl Balancer {
         self.publish_pool(service, to)
     }
 
-    /// Clears a server's entry and frees its id.
+    /// Clears a server's entry and owner record and frees its id.
     pub(super) fn forget_backend(&mut self, id: u32) {
-        if let Err(err) = self.dataplane.set_backend(id, BackendValue::default()) {
+        if let Err(err) = self.clear_backend(id) {
             log::warn!("clearing backend {id}: {err:#}");
         }
         self.backend_ids.give_back(id);

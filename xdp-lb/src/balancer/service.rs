@@ -9,7 +9,7 @@ use xdp_lb_common::{
 };
 
 use super::{
-    BackendState, PoolState, Serving,
+    BackendState, Owner, PoolState, Serving,
     table_plan::{Candidate, TablePlan},
 };
 use crate::config::{
@@ -42,6 +42,14 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// What its servers' entries and owner records say of it.
+    pub(super) fn owner(&self) -> Owner {
+        Owner {
+            key: self.key,
+            when_down: self.config.when_backend_down,
+        }
+    }
+
     /// Its `service_by_vip` value: its default pool's live table, its flags and settings.
     pub(super) fn value(&self) -> ServiceValue {
         let pool = &self.default_pool;

@@ -5,9 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::anyhow;
-use xdp_lb_common::BackendValue;
-
-use super::{BackendState, Balancer, Forwarding, ServiceState, Serving};
+use super::{BackendState, Balancer, Forwarding, Owner, ServiceState, Serving};
 use crate::config::{Backend, DEFAULT_POOL, Role, ServiceFailover};
 
 impl Balancer {
@@ -26,7 +24,8 @@ impl Balancer {
             .get(name)
             .map(|s| s.standbys.clone())
             .ok_or_else(|| anyhow!("no service named {name}"))?;
-        let wanted = self.new_standbys(failover, &existing, forwarding)?;
+        let owner = self.state_mut(name)?.owner();
+        let wanted = self.new_standbys(owner, failover, &existing, forwarding)?;
         let state = self
             .services
             .get_mut(name)
@@ -53,7 +52,7 @@ impl Balancer {
         let changed = super::changed_pools(&plans_before, &state.table_plans());
         self.publish_pools(name, &changed)?;
         for id in removed {
-            self.dataplane.set_backend(id, BackendValue::default())?;
+            self.clear_backend(id)?;
             self.backend_ids.give_back(id);
         }
         for config in remac {
@@ -67,6 +66,7 @@ impl Balancer {
     /// are given back.
     pub(super) fn new_standbys(
         &mut self,
+        owner: Owner,
         failover: &ServiceFailover,
         existing: &BTreeMap<IpAddr, BackendState>,
         forwarding: &dyn Fn(&Backend) -> Option<Forwarding>,
@@ -94,18 +94,14 @@ impl Balancer {
                 continue;
             }
             let healthy = failover.initial_health(address, role).is_up();
-            match self.new_backend(&config, forwarding(&config), healthy) {
+            match self.new_backend(owner, &config, forwarding(&config), healthy) {
                 Ok(state) => {
                     created.push(state.id);
                     out.insert(address, state);
                 }
                 Err(err) => {
                     for id in created {
-                        if let Err(clear) = self.dataplane.set_backend(id, BackendValue::default())
-                        {
-                            log::warn!("clearing backend {id}: {clear:#}");
-                        }
-                        self.backend_ids.give_back(id);
+                        self.forget_backend(id);
                     }
                     return Err(err.context(format!("standby {address}")));
                 }

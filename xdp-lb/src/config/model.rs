@@ -24,6 +24,20 @@ pub struct Config {
     pub services: Vec<Service>,
 }
 
+impl Config {
+    /// Slots of `maglev_tables` its services' tables take: a live and a next table for the
+    /// default pool and each named pool of every service.
+    pub fn table_slots_needed(&self) -> u64 {
+        self.services
+            .iter()
+            .map(|s| {
+                let pools: u64 = s.pools.iter().map(|p| u64::from(p.maglev_size)).sum();
+                2 * (u64::from(s.maglev_size) + pools)
+            })
+            .sum()
+    }
+}
+
 /// The connection table: how many flows it remembers and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTable {
@@ -73,6 +87,8 @@ pub struct Service {
     /// Maglev table size M (prime).
     pub maglev_size: u32,
     pub when_no_backend: NoBackendAction,
+    /// What happens to the established flows of a backend its health checks take down.
+    pub when_backend_down: DownAction,
     /// Client persistence; `None` = every connection is balanced on its own.
     pub persistence: Option<Persistence>,
     /// What picks a backend for a new connection.
@@ -215,6 +231,20 @@ pub enum NoBackendAction {
     #[default]
     Drop,
     Pass,
+}
+
+/// What happens to a backend's established flows when its health checks take it down. New
+/// flows never go to a down backend either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DownAction {
+    /// They stay on it (IPVS's default, keepalived without `inhibit_on_failure` aside): a
+    /// false positive, such as a health page slow under load, breaks no live stream, and a
+    /// server really dead loses nothing more (its connections are gone anyway).
+    #[default]
+    KeepFlows,
+    /// They are balanced afresh to the backends left (IPVS's `expire_nodest_conn`): for
+    /// protocols whose clients recover from a reset faster than from a silent peer.
+    Rebalance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

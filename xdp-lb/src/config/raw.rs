@@ -62,6 +62,8 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub when_no_backend: Option<Spanned<String>>,
     #[serde(default)]
+    pub when_backend_down: Option<Spanned<String>>,
+    #[serde(default)]
     pub persistence: Option<Spanned<Number>>,
     #[serde(default)]
     pub persistence_netmask: Option<Spanned<Number>>,

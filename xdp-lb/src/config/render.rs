@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use super::{
-    Config, ConfigFile, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
+    Config, ConfigFile, DownAction, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
     errors::escape_controls, ops, render_failover, render_pools,
 };
 
@@ -80,6 +80,11 @@ fn write_config(
             NoBackendAction::Pass => "pass",
         };
         writeln!(out, "    when_no_backend: {action}")?;
+        let down = match s.when_backend_down {
+            DownAction::KeepFlows => "keep_flows",
+            DownAction::Rebalance => "rebalance",
+        };
+        writeln!(out, "    when_backend_down: {down}")?;
         match s.hash {
             HashMode::Flow => writeln!(out, "    hash: flow")?,
             HashMode::Source => writeln!(out, "    hash: source")?,

@@ -14,7 +14,8 @@ use xdp_lb_common::{
 const MAX_PERSISTENCE_S: u32 = 86_400;
 
 use super::{
-    Backend, DEFAULT_POOL, HashMode, MacAddr, NoBackendAction, Persistence, Protocol, Service,
+    Backend, DEFAULT_POOL, DownAction, HashMode, MacAddr, NoBackendAction, Persistence, Protocol,
+    Service,
     ServiceFailover,
     errors::shown,
     pools::PoolContext,
@@ -88,6 +89,18 @@ impl Checker<'_> {
                 ],
             ),
         };
+        let when_backend_down = match &s.when_backend_down {
+            None => Some(DownAction::default()),
+            Some(action) => self.word(
+                action,
+                &field("when_backend_down"),
+                "an action",
+                &[
+                    ("keep_flows", DownAction::KeepFlows),
+                    ("rebalance", DownAction::Rebalance),
+                ],
+            ),
+        };
 
         let persistence = self.persistence(s, vip, &field);
         let hash = match &s.hash {
@@ -149,6 +162,7 @@ impl Checker<'_> {
             protocol: protocol?,
             maglev_size: maglev_size?,
             when_no_backend: when_no_backend?,
+            when_backend_down: when_backend_down?,
             persistence: persistence?,
             hash: hash?,
             vlan: vlan?,

@@ -24,9 +24,10 @@ pub(crate) const MAX_FLOW_TIMEOUT_S: u32 = 604_800;
 
 /// Largest `maglev_table_slots`: 64 Mi slots (512 MiB of map at 8 bytes a slot).
 pub(crate) const MAX_TABLE_SLOTS: u64 = 64 * 1024 * 1024;
-/// Tables the default `maglev_table_slots` leaves room for beyond the configured services,
-/// so services can be added at run time.
-pub(crate) const SPARE_DEFAULT_TABLES: u64 = 4;
+/// `maglev_table_slots` when the file does not say: 4 Mi slots (32 MiB of kernel memory),
+/// room for 32 services of the default size with their next tables. It does not depend on
+/// the services, so reloads add, remove and resize services and pools freely within it.
+pub(crate) const DEFAULT_TABLE_SLOTS: u32 = 1 << 22;
 /// Longest service name.
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
@@ -371,8 +372,8 @@ impl Checker<'_> {
         }
     }
 
-    /// `maglev_table_slots`: as given, or room for every table plus spare default-size ones.
-    /// `needed` (2 × the sum of maglev_size) is unknown when a service is invalid.
+    /// `maglev_table_slots`: as given, or the fixed default. `needed` (2 × the sum of
+    /// maglev_size) is unknown when a service is invalid.
     fn table_slots(&mut self, raw: &RawConfig, needed: Option<u64>) -> Option<u32> {
         let why = "2 × the sum of maglev_size: a live and a next table per service";
         let Some(given) = &raw.maglev_table_slots else {
@@ -384,8 +385,14 @@ impl Checker<'_> {
                 self.error(at(&raw.services), "services", message);
                 return None;
             }
-            let spare = SPARE_DEFAULT_TABLES * 2 * u64::from(MAGLEV_DEFAULT_SIZE);
-            return u32::try_from((needed + spare).min(MAX_TABLE_SLOTS)).ok();
+            if needed > u64::from(DEFAULT_TABLE_SLOTS) {
+                let message = format!(
+                    "the services' Maglev tables need {needed} slots ({why}), more than the default maglev_table_slots of {DEFAULT_TABLE_SLOTS}; set maglev_table_slots (at least {needed}, with room for the services you will add)"
+                );
+                self.error(at(&raw.services), "services", message);
+                return None;
+            }
+            return Some(DEFAULT_TABLE_SLOTS);
         };
         let v = self.number(given, "maglev_table_slots", 0..=i128::from(MAX_TABLE_SLOTS))?;
         let v = u64::try_from(v).ok()?;
