@@ -458,43 +458,41 @@ fn apply_change(
     lookup: &dyn Fn(&IpAddr) -> Option<Forwarding>,
 ) -> anyhow::Result<()> {
     match change {
-            Change::RemoveService(name) => balancer.remove_service(name),
-            Change::RenameService { from, to } => balancer.rename_service(from, to),
-            Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
-            Change::AddService(s) => balancer.add_service_with_failover(
-                s,
-                &failover::service_failover(new, &s.name),
-                &|b: &Backend| lookup(&b.address),
-            ),
-            Change::RemoveBackend { service, address } => {
-                balancer.remove_backend(service, *address)
-            }
-            Change::AddBackend {
-                service,
-                pool,
-                backend,
-            } => balancer.add_pool_backend(service, pool, backend, lookup(&backend.address)),
-            Change::AddPool { service, pool } => {
-                balancer.add_pool(service, pool, &|b: &Backend| lookup(&b.address))
-            }
-            Change::UpdatePoolSettings { service, pool } => {
-                balancer.update_pool_settings(service, pool)
-            }
-            Change::MoveBackend {
-                service,
-                address,
-                pool,
-            } => balancer.move_backend(service, *address, pool),
-            Change::SetClients { service, clients } => balancer.set_client_rules(service, clients),
-            Change::RemovePool { service, pool } => balancer.remove_pool(service, pool),
-            Change::SetWeight {
-                service,
-                address,
-                weight,
-            } => balancer.set_weight(service, *address, *weight),
-            Change::Remac { service, backend } => {
-                balancer.set_forwarding(service, backend.address, lookup(&backend.address))
-            }
+        Change::RemoveService(name) => balancer.remove_service(name),
+        Change::RenameService { from, to } => balancer.rename_service(from, to),
+        Change::UpdateServiceSettings(s) => balancer.update_service_settings(s),
+        Change::AddService(s) => balancer.add_service_with_failover(
+            s,
+            &failover::service_failover(new, &s.name),
+            &|b: &Backend| lookup(&b.address),
+        ),
+        Change::RemoveBackend { service, address } => balancer.remove_backend(service, *address),
+        Change::AddBackend {
+            service,
+            pool,
+            backend,
+        } => balancer.add_pool_backend(service, pool, backend, lookup(&backend.address)),
+        Change::AddPool { service, pool } => {
+            balancer.add_pool(service, pool, &|b: &Backend| lookup(&b.address))
+        }
+        Change::UpdatePoolSettings { service, pool } => {
+            balancer.update_pool_settings(service, pool)
+        }
+        Change::MoveBackend {
+            service,
+            address,
+            pool,
+        } => balancer.move_backend(service, *address, pool),
+        Change::SetClients { service, clients } => balancer.set_client_rules(service, clients),
+        Change::RemovePool { service, pool } => balancer.remove_pool(service, pool),
+        Change::SetWeight {
+            service,
+            address,
+            weight,
+        } => balancer.set_weight(service, *address, *weight),
+        Change::Remac { service, backend } => {
+            balancer.set_forwarding(service, backend.address, lookup(&backend.address))
+        }
     }
 }
 

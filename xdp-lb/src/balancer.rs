@@ -638,7 +638,11 @@ impl Balancer {
         let state = self.state_mut(name)?;
         let key = state.key;
         let mut rewritten = Vec::new();
-        for b in state.backends.values_mut().chain(state.standbys.values_mut()) {
+        for b in state
+            .backends
+            .values_mut()
+            .chain(state.standbys.values_mut())
+        {
             let before = b.entry();
             b.when_down = when_down;
             if b.entry() != before {

@@ -380,7 +380,7 @@ mod tests {
             protocol: Protocol::Tcp,
             maglev_size: 65537,
             when_no_backend: NoBackendAction::Drop,
-                when_backend_down: Default::default(),
+            when_backend_down: Default::default(),
             persistence: None,
             hash: HashMode::Flow,
             vlan: None,

@@ -235,7 +235,8 @@ pub(super) fn inherit(
                 _ => None,
             };
             let consistent = live.is_none_or(|(offset, size)| {
-                svc.maglev_size == size && svc.live.and_then(|l| svc.regions.get(l)) == Some(&offset)
+                svc.maglev_size == size
+                    && svc.live.and_then(|l| svc.regions.get(l)) == Some(&offset)
             });
             if consistent {
                 service.spare = spare.map(|r| (r, svc.maglev_size));

@@ -53,8 +53,7 @@ impl BackendState {
     /// Frames of the flows already placed on it may reach it: resolved, and healthy or
     /// down with its service keeping a down backend's flows.
     pub fn keeps_flows(&self) -> bool {
-        self.forwarding.is_some()
-            && (self.healthy || self.when_down == DownAction::KeepFlows)
+        self.forwarding.is_some() && (self.healthy || self.when_down == DownAction::KeepFlows)
     }
 
     /// Its `backends` entry: valid while it keeps flows, refusing new connections unless it

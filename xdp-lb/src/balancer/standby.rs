@@ -4,9 +4,9 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use anyhow::anyhow;
 use super::{BackendState, Balancer, Forwarding, Owner, ServiceState, Serving};
 use crate::config::{Backend, DEFAULT_POOL, Role, ServiceFailover};
+use anyhow::anyhow;
 
 impl Balancer {
     /// Applies new failover settings to a running service. Standbys named anew get an id

@@ -15,8 +15,7 @@ const MAX_PERSISTENCE_S: u32 = 86_400;
 
 use super::{
     Backend, DEFAULT_POOL, DownAction, HashMode, MacAddr, NoBackendAction, Persistence, Protocol,
-    Service,
-    ServiceFailover,
+    Service, ServiceFailover,
     errors::shown,
     pools::PoolContext,
     raw::{Number, RawBackend, RawService, at},

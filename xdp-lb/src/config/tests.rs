@@ -99,7 +99,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.flow_hash_seed, DEFAULT_FLOW_HASH_SEED);
     assert_eq!(c.xdp_mode, XdpAttachMode::Native);
     assert_eq!(c.interfaces, ["eth0"]);
-    assert_eq!(c.maglev_table_slots, 4 * 2 * 65537);
+    assert_eq!(c.maglev_table_slots, validate::DEFAULT_TABLE_SLOTS);
     assert!(c.services.is_empty());
 }
 
@@ -114,9 +114,10 @@ fn a_service_gets_default_size_action_weight_and_no_mac() {
     assert_eq!(s.vip, "10.0.0.100".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(s.maglev_size, 65537);
     assert_eq!(s.when_no_backend, NoBackendAction::Drop);
+    assert_eq!(s.when_backend_down, DownAction::KeepFlows);
     assert_eq!(s.backends.len(), 2);
     assert_eq!((s.backends[1].weight, s.backends[1].mac), (1, None));
-    assert_eq!(c.maglev_table_slots, 2 * 65537 + 4 * 2 * 65537);
+    assert_eq!(c.maglev_table_slots, validate::DEFAULT_TABLE_SLOTS);
 }
 
 #[test]

@@ -76,8 +76,12 @@ fn pools_and_client_rules_are_read_with_their_defaults_and_render_back_the_same(
     );
     assert_eq!(video.pool_of(ip("10.0.0.21")), Some("premium"));
     assert_eq!(video.pool_of(ip("10.0.0.11")), Some(DEFAULT_POOL));
-    // Room for the pool's two tables as well as the service's.
-    assert_eq!(file.config.maglev_table_slots, 4 * 65537 + 8 * 65537);
+    // The fixed default, whatever the pools; the service and its pool need 2 × 2 tables.
+    assert_eq!(
+        file.config.maglev_table_slots,
+        super::validate::DEFAULT_TABLE_SLOTS
+    );
+    assert_eq!(file.config.table_slots_needed(), 4 * 65537);
     assert_file_round_trips(&file);
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::tests::{BASE, errors, ok, only_error};
-use super::validate::MAX_TABLE_SLOTS;
+use super::validate::{DEFAULT_TABLE_SLOTS, MAX_TABLE_SLOTS};
 
 /// A file with `services` services (ports 1..), each with `backends` backends and the given
 /// maglev_size.
@@ -373,9 +373,26 @@ fn table_slots_above_64_mi_are_refused() {
 }
 
 #[test]
-fn default_table_slots_leave_room_for_four_more_default_services() {
-    let c = ok(&many(3, 1, 251));
-    assert_eq!(c.maglev_table_slots, 3 * 2 * 251 + 4 * 2 * 65537);
+fn default_table_slots_do_not_depend_on_the_services() {
+    // So a reload adding or resizing services never changes a setting fixed at load.
+    assert_eq!(ok(&many(3, 1, 251)).maglev_table_slots, DEFAULT_TABLE_SLOTS);
+    assert_eq!(
+        ok(&many(30, 1, 65537)).maglev_table_slots,
+        DEFAULT_TABLE_SLOTS
+    );
+}
+
+#[test]
+fn services_needing_more_than_the_default_must_set_maglev_table_slots() {
+    let e = only_error(&many(4, 1, 655373), 3, "services");
+    assert!(
+        e.message
+            .contains("more than the default maglev_table_slots of 4194304")
+            && e.message.contains("set maglev_table_slots"),
+        "{e}"
+    );
+    let explicit = format!("maglev_table_slots: 8000000\n{}", many(4, 1, 655373));
+    assert_eq!(ok(&explicit).maglev_table_slots, 8_000_000);
 }
 
 #[test]
@@ -385,9 +402,5 @@ fn services_whose_tables_exceed_64_mi_slots_are_refused() {
         e.message
             .starts_with("the services' Maglev tables need 68158792 slots"),
         "{e}"
-    );
-    assert_eq!(
-        u64::from(ok(&many(51, 1, 655373)).maglev_table_slots),
-        MAX_TABLE_SLOTS
     );
 }
