@@ -7,7 +7,7 @@ mod support;
 use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
 
 use support::{frames::Ipv4Frame, harness::*};
-use xdp_lb::config::{Backend, FlowTable, Persistence, Protocol};
+use xdp_lb::config::{Backend, DownAction, FlowTable, Persistence, Protocol};
 use xdp_lb_common::{
     FAMILY_IPV4, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw,
 };
@@ -147,8 +147,10 @@ fn a_drained_backend_keeps_its_flows_and_gets_no_new_ones() {
 }
 
 #[test]
-fn a_flow_whose_backend_is_withdrawn_is_balanced_afresh_and_its_entry_replaced() {
-    let mut h = rtmp(&BACKENDS);
+fn with_rebalance_a_flow_whose_backend_is_withdrawn_is_balanced_afresh_and_its_entry_replaced() {
+    let mut svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    svc.when_backend_down = DownAction::Rebalance;
+    let mut h = Harness::new(&[svc]);
     let before = open_flows(&h, 10000..10300);
     let dead = addr(BACKENDS[2]);
     let on_dead: Vec<u16> = before
@@ -308,4 +310,129 @@ fn a_persistent_client_whose_backend_died_is_moved() {
             "the client stays on its new backend"
         );
     }
+}
+
+/// Ports of `flows` that went to `backend`.
+fn ports_on(flows: &BTreeMap<u16, IpAddr>, backend: IpAddr) -> Vec<u16> {
+    flows
+        .iter()
+        .filter(|(_, b)| **b == backend)
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+#[test]
+fn a_backend_taken_down_keeps_its_established_flows_by_default_and_gets_no_new_ones() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 17000..17300);
+    let down = addr(BACKENDS[2]);
+    let on_down = ports_on(&before, down);
+    assert!(!on_down.is_empty());
+    // A false positive of its health check: the streams on it must not be reset.
+    h.balancer.set_health("video-rtmp", down, false).unwrap();
+    for port in &on_down {
+        assert_eq!(
+            h.sent_to(&h.run(&ack(CLIENT, *port))),
+            Some(down),
+            "established flow {port} left the server marked down"
+        );
+    }
+    for port in 18000..18300 {
+        let to = h.sent_to(&h.run(&syn(CLIENT, port))).unwrap();
+        assert_ne!(to, down, "new flow {port} went to the down server");
+        assert_eq!(to, h.predict("video-rtmp", CLIENT, port));
+    }
+    // Back up: it takes new flows again.
+    h.balancer.set_health("video-rtmp", down, true).unwrap();
+    assert!(
+        (19000..19300).any(|p| h.sent_to(&h.run(&syn(CLIENT, p))) == Some(down)),
+        "the recovered server takes new flows"
+    );
+}
+
+#[test]
+fn a_syn_reusing_the_5_tuple_of_a_drained_backends_flow_gets_a_fresh_choice() {
+    let mut h = rtmp(&BACKENDS);
+    let before = open_flows(&h, 20000..20300);
+    let drained = addr(BACKENDS[0]);
+    let on_drained = ports_on(&before, drained);
+    assert!(!on_drained.is_empty());
+    h.balancer.set_weight("video-rtmp", drained, 0).unwrap();
+    let stale_before = h.flow_stats()[flow_stat::STALE as usize].packets;
+    for port in &on_drained {
+        // The old connection's segments still reach it ...
+        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(drained));
+        // ... but a new connection from the same client port (a new SYN) does not.
+        let to = h.sent_to(&h.run(&syn(CLIENT, *port))).unwrap();
+        assert_ne!(
+            to, drained,
+            "a new connection on port {port} went to the drained server"
+        );
+        assert_eq!(to, h.predict("video-rtmp", CLIENT, *port));
+        // The entry now names the new choice: the new connection's segments follow it.
+        assert_eq!(h.sent_to(&h.run(&ack(CLIENT, *port))), Some(to));
+    }
+    assert_eq!(
+        h.flow_stats()[flow_stat::STALE as usize].packets - stale_before,
+        on_drained.len() as u64
+    );
+    // Flows on the other servers are untouched by their SYN retransmissions.
+    for (port, old) in before.iter().filter(|(_, b)| **b != drained) {
+        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, *port))), Some(*old));
+    }
+}
+
+#[test]
+fn a_persistent_client_of_a_drained_backend_keeps_its_streams_and_opens_new_ones_elsewhere() {
+    let mut h = persistent(32);
+    let first = h.sent_to(&h.run(&syn(CLIENT, 21000))).unwrap();
+    h.balancer.set_weight("video-hls", first, 0).unwrap();
+    assert_eq!(
+        h.sent_to(&h.run(&ack(CLIENT, 21000))),
+        Some(first),
+        "the live stream stays"
+    );
+    let moved = h.sent_to(&h.run(&syn(CLIENT, 21001))).unwrap();
+    assert_ne!(
+        moved, first,
+        "persistence must not send a new connection to a drained server"
+    );
+    for port in 21002..21020 {
+        assert_eq!(
+            h.sent_to(&h.run(&syn(CLIENT, port))),
+            Some(moved),
+            "the client persists on its new server"
+        );
+    }
+}
+
+#[test]
+fn an_entry_touched_by_another_cpu_with_a_later_clock_is_not_expired() {
+    let mut h = rtmp(&BACKENDS);
+    let to = h.sent_to(&h.run(&syn(CLIENT, 22000))).unwrap();
+    let k = key(CLIENT, 22000);
+    let mut entry = h.balancer.dataplane().flow(&k).unwrap();
+    // Another CPU read the clock after this one and touched the entry first.
+    entry.last_seen_ns += 2_000_000_000;
+    h.balancer.dataplane_mut().set_flow(&k, entry).unwrap();
+    assert_eq!(h.sent_to(&h.run(&ack(CLIENT, 22000))), Some(to));
+    assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 0);
+    assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, 1);
+}
+
+#[test]
+fn a_flow_with_packets_more_often_than_its_short_timeout_never_expires() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable {
+        tcp_timeout_s: 1,
+        ..FlowTable::default()
+    };
+    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    h.run(&syn(CLIENT, 23000));
+    for _ in 0..6 {
+        thread::sleep(Duration::from_millis(400));
+        h.run(&ack(CLIENT, 23000));
+    }
+    assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 0);
+    assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, 6);
 }

@@ -502,6 +502,13 @@ impl Dataplane {
         self.flows.get(key, 0).ok()
     }
 
+    /// Writes a connection-table entry, as the data plane would have.
+    pub fn set_flow(&mut self, key: &FlowKey, value: FlowValue) -> anyhow::Result<()> {
+        self.flows
+            .insert(key, value, 0)
+            .context("updating the connection table")
+    }
+
     /// Every entry of the connection table (a snapshot; the table changes meanwhile).
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().filter_map(Result::ok).collect()
