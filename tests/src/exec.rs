@@ -131,12 +131,19 @@ impl Lab {
         self.dir_path.join("agent.log")
     }
 
-    /// Starts `agent_binary --config CONFIG` in the LB namespace with RUST_LOG=info, its
-    /// output appended to [`Self::agent_log_path`], and waits (30 s at most) for it to log
-    /// [`Self::AGENT_READY_LINE`]. Fails with its log when it exits or times out first.
     /// The agent's control socket in this lab (`xdp-lb --socket` for the subcommands).
     pub fn control_socket(&self) -> PathBuf {
         self.dir_path.join("control.sock")
+    }
+
+    /// Where the lab's agents keep their run-time changes (`--runtime-file`).
+    pub fn runtime_file_path(&self) -> PathBuf {
+        self.dir_path.join("runtime-changes.json")
+    }
+
+    /// Where the lab's agents keep the snapshot the next agent adopts (`--state-file`).
+    pub fn agent_state_path(&self) -> PathBuf {
+        self.dir_path.join("agent-state.json")
     }
 
     /// Where the lab's agents pin the data plane: a bpffs mounted in the lab directory, so
@@ -177,6 +184,9 @@ impl Lab {
         cmd::run(&argv, EXEC_TIMEOUT)
     }
 
+    /// Starts `agent_binary --config CONFIG` in the LB namespace with RUST_LOG=info, its
+    /// output appended to [`Self::agent_log_path`], and waits (30 s at most) for it to log
+    /// [`Self::AGENT_READY_LINE`]. Fails with its log when it exits or times out first.
     pub fn start_agent(&self, agent_binary: &Path, config: &Path) -> Result<LabProcess> {
         let binary = agent_binary
             .to_str()
@@ -190,9 +200,9 @@ impl Lab {
             .map(|m| m.len() as usize)
             .unwrap_or(0);
         let socket = self.control_socket();
-        let runtime = self.dir_path.join("runtime-changes.json");
+        let runtime = self.runtime_file_path();
         let pins = self.pin_dir()?;
-        let state = self.dir_path.join("agent-state.json");
+        let state = self.agent_state_path();
         let (socket, runtime, pins, state) = (
             socket.to_string_lossy().into_owned(),
             runtime.to_string_lossy().into_owned(),

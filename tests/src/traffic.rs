@@ -141,6 +141,17 @@ impl Lab {
         Ok(self.nginx[backend].rtmp_log_path())
     }
 
+    /// Backend `i`'s (0-based) document root: `location /` serves its files over HTTP, so
+    /// a test can make a page appear and disappear (an HTTP health check's target).
+    pub fn backend_www(&self, backend: usize) -> Result<PathBuf> {
+        ensure!(
+            backend < self.backends,
+            "lab {} has no backend {backend}",
+            self.id
+        );
+        Ok(self.nginx[backend].prefix.join("www"))
+    }
+
     /// The lines of backend `i`'s (0-based) RTMP access log for publish sessions. nginx-rtmp
     /// writes a session's line when the session ENDS, so a publish shows up shortly after
     /// ffmpeg exits (see [`Self::wait_rtmp_publish`]).

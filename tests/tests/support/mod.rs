@@ -1,5 +1,7 @@
+pub mod farm;
 pub mod frames;
 pub mod harness;
 pub mod predict;
 pub mod raw;
+pub mod sessions;
 pub mod stream;

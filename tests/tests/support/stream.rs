@@ -34,8 +34,14 @@ pub fn addr(i: usize) -> IpAddr {
 /// An RTMP service on the VIP with these (backend index, weight) pairs; `extra` is YAML
 /// inserted before the backends (service keys, indented by four spaces).
 pub fn rtmp_config(backends: &[(usize, u32)], extra: &str) -> String {
+    named_rtmp_config("video-rtmp", backends, extra)
+}
+
+/// [`rtmp_config`] with the service called `name`. Further services can be appended as
+/// items of `services:` (indented by two spaces).
+pub fn named_rtmp_config(name: &str, backends: &[(usize, u32)], extra: &str) -> String {
     let mut yaml = format!(
-        "interfaces: [eth0]\nservices:\n  - name: video-rtmp\n    vip: {}\n    port: {}\n    protocol: tcp\n{extra}    backends:\n",
+        "interfaces: [eth0]\nservices:\n  - name: {name}\n    vip: {}\n    port: {}\n    protocol: tcp\n{extra}    backends:\n",
         Lab::VIP,
         Lab::RTMP_PORT
     );
@@ -89,6 +95,37 @@ pub fn backend_holding_the_stream(lab: &Lab, backends: usize) -> Option<usize> {
         )
         .is_ok_and(|out| out.contains(Lab::CLIENT_ADDR))
     })
+}
+
+/// Asserts, after `what` was done to the lab, that ffmpeg still publishes and its
+/// connection from client port `port` is still established on backend `holder`.
+#[track_caller]
+pub fn assert_publish_still_on(
+    lab: &Lab,
+    ffmpeg: &mut LabProcess,
+    holder: usize,
+    port: u16,
+    what: &str,
+) {
+    // A flow sent to another server is reset by it at its next segment: give it time.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        ffmpeg.is_running(),
+        "after {what}: the publish is still running; ffmpeg said: {}",
+        ffmpeg.stderr()
+    );
+    let peer = format!("{}:{port}", Lab::CLIENT_ADDR);
+    let established = lab
+        .exec_ok(
+            lab.ns_backend(holder),
+            &["ss", "-Htn", "state", "established", "dst", &peer],
+        )
+        .unwrap_or_default();
+    assert!(
+        established.contains(&peer),
+        "after {what}: the publish from port {port} is still established on {}",
+        Lab::backend_name(holder)
+    );
 }
 
 /// Waits for ffmpeg to end, then asserts the stream was one uninterrupted publish session
