@@ -436,3 +436,29 @@ fn a_flow_with_packets_more_often_than_its_short_timeout_never_expires() {
     assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 0);
     assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, 6);
 }
+
+#[test]
+fn a_backend_with_a_weight_but_no_maglev_slot_is_reported_as_no_slot_and_gets_none() {
+    let mut svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    svc.maglev_size = 251;
+    for (b, weight) in svc.backends.iter_mut().zip([1000, 1000, 1]) {
+        b.weight = weight;
+    }
+    let h = Harness::new(&[svc]);
+    let light = addr(BACKENDS[2]);
+    let report = xdp_lb::control::report::status(&h.balancer, &Default::default());
+    let state = |a: IpAddr| {
+        let b = report.services[0]
+            .backends
+            .iter()
+            .find(|b| b.address == a)
+            .unwrap();
+        (b.state.clone(), b.slots)
+    };
+    assert_eq!(state(light), ("no-slot".to_owned(), 0), "never a plain up");
+    assert_eq!(state(addr(BACKENDS[0])).0, "up");
+    assert!(
+        (24000..24300).all(|p| h.sent_to(&h.run(&syn(CLIENT, p))) != Some(light)),
+        "it really gets no new flow"
+    );
+}

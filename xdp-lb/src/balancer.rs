@@ -172,6 +172,7 @@ impl Balancer {
                 generation,
                 serving: Serving::Nothing,
                 primaries: config.backends.iter().map(|b| b.address).collect(),
+                slots: BTreeMap::new(),
             },
             pools: BTreeMap::new(),
             rules: BTreeMap::new(),

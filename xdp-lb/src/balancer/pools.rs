@@ -32,6 +32,8 @@ pub struct PoolState {
     pub serving: Serving,
     /// Its primaries' addresses.
     pub primaries: BTreeSet<IpAddr>,
+    /// Slots of its live table per backend id.
+    pub slots: BTreeMap<u32, u32>,
 }
 
 impl PoolState {
@@ -122,6 +124,7 @@ impl Balancer {
                     generation,
                     serving: Serving::Nothing,
                     primaries: pool.backends.iter().map(|b| b.address).collect(),
+                    slots: BTreeMap::new(),
                 },
             );
         }
@@ -227,6 +230,7 @@ impl Balancer {
                 generation: 0,
                 serving: Serving::Nothing,
                 primaries: created.keys().copied().collect(),
+                slots: BTreeMap::new(),
             },
         );
         state.backends.extend(created);

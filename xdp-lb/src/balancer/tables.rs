@@ -9,6 +9,46 @@ use xdp_lb_common::{SERVICE_F_PASS_WHEN_EMPTY, addr_words, flow_hash, source_has
 use super::{Balancer, standby, table_plan::TablePlan};
 use crate::config::{ClientAction, DEFAULT_POOL, HashMode};
 
+/// Slots per backend id in `table`.
+fn slot_counts(table: &[u32]) -> BTreeMap<u32, u32> {
+    let mut counts = BTreeMap::new();
+    for id in table {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Logs each member with a weight that gets no slot of the new table (a light weight among
+/// heavy ones in a small table), once when it happens and once when it ends.
+fn note_starved(
+    service: &str,
+    pool: &str,
+    plan: &TablePlan,
+    before: &BTreeMap<u32, u32>,
+    after: &BTreeMap<u32, u32>,
+    size: u32,
+) {
+    let had_slots = |counts: &BTreeMap<u32, u32>, id: &u32| counts.get(id).is_some_and(|n| *n > 0);
+    for (id, address, weight) in &plan.members {
+        let stood_in = plan.stand_ins.contains_key(id);
+        if stood_in {
+            continue;
+        }
+        match (
+            had_slots(before, id) || before.is_empty(),
+            had_slots(after, id),
+        ) {
+            (true, false) => log::warn!(
+                "service {service}, pool {pool}: backend {address} (weight {weight}) gets no slot of the {size}-slot Maglev table, so no new flow: raise its weight or maglev_size"
+            ),
+            (false, true) => log::info!(
+                "service {service}, pool {pool}: backend {address} has slots in the Maglev table again"
+            ),
+            _ => {}
+        }
+    }
+}
+
 impl Balancer {
     /// Builds the default pool's table from its current backends and makes it live.
     pub(super) fn publish(&mut self, name: &str) -> anyhow::Result<()> {
@@ -38,6 +78,9 @@ impl Balancer {
             .ok_or_else(|| anyhow!("service {name} has no pool {pool}"))?;
         let table = plan.build(target.maglev_size);
         target.generation = target.generation.wrapping_add(1);
+        let slots = slot_counts(&table);
+        note_starved(name, pool, &plan, &target.slots, &slots, target.maglev_size);
+        target.slots = slots;
         if table.is_empty() {
             target.live = None;
         } else {

@@ -152,8 +152,13 @@ pub struct ServiceStatus {
 pub struct BackendStatus {
     pub address: IpAddr,
     pub weight: u32,
-    /// `up`, `drain` (weight 0, still usable), `down` (health), `unresolved` (no MAC).
+    /// `up`, `drain` (weight 0, still usable), `down` (health), `unresolved` (no MAC),
+    /// `no-slot` (up with a weight, but its pool's Maglev table gave it no slot: it takes
+    /// no new flow), or its standby role while it stands in.
     pub state: String,
+    /// Slots it holds in its pool's live Maglev table.
+    #[serde(default)]
+    pub slots: u32,
     pub mac: Option<String>,
     /// Live connection-table entries naming it (idle no longer than `flow_table`'s
     /// timeout).

@@ -88,7 +88,7 @@ fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> 
     } else {
         timeouts.udp_timeout_s
     };
-    now.wrapping_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
+    now.saturating_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
 }
 
 /// Live connection-table entries per (backend id, epoch), and in all. An entry idle longer
@@ -116,14 +116,22 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let (flows, active_flows) = flows_by_backend(balancer, &observed.flow_table);
     let backend = |service: &ServiceState, b: &BackendState, role: Option<&str>| {
         let counter = dp.backend_counter(b.id);
+        let slots = service
+            .pool(service.pool_of(b.config.address))
+            .and_then(|p| p.slots.get(&b.id))
+            .copied()
+            .unwrap_or(0);
         let state = match role {
             Some(role) if b.usable() => role.to_owned(),
+            // Up with a weight, yet Maglev gave it nothing: never a plain `up`.
+            None if b.in_table() && slots == 0 => "no-slot".to_owned(),
             _ => state_word(b).to_owned(),
         };
         BackendStatus {
             address: b.config.address,
             weight: b.config.weight,
             state,
+            slots,
             mac: b.forwarding.map(|f| f.mac.to_string()),
             flows: flows.get(&(b.id, b.epoch)).copied().unwrap_or(0),
             packets: counter.packets,

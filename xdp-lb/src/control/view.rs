@@ -199,6 +199,7 @@ mod tests {
                 backends: vec![
                     BackendStatus {
                         address: "10.0.0.11".parse().unwrap(),
+                        slots: 1,
                         weight: 1,
                         state: "up".into(),
                         flows: 3,
@@ -219,6 +220,7 @@ mod tests {
                     },
                     BackendStatus {
                         address: "10.0.0.12".parse().unwrap(),
+                        slots: 1,
                         weight: 0,
                         state: "drain".into(),
                         flows: 1,
@@ -259,6 +261,7 @@ mod tests {
     fn a_service_with_pools_lists_its_backends_under_their_pool() {
         let backend = |address: &str, pool: &str| BackendStatus {
             address: address.parse().unwrap(),
+            slots: 1,
             weight: 1,
             state: "up".into(),
             mac: None,

@@ -16,11 +16,12 @@ type Gauges = Family<Labels, Gauge>;
 type Seconds = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 /// The states a backend can be in (`xdp-lb status`'s State column).
-pub const BACKEND_STATES: [&str; 5] = ["up", "drain", "down", "unresolved", "standby"];
+pub const BACKEND_STATES: [&str; 6] = ["up", "drain", "down", "unresolved", "standby", "no-slot"];
 
-/// Whether a backend in `state` may receive frames (a drained one may: its flows stay).
+/// Whether a backend in `state` may receive frames (a drained one may: its flows stay; a
+/// no-slot one too, it only gets no new flow).
 fn receives_frames(state: &str) -> bool {
-    matches!(state, "up" | "drain" | "standby")
+    matches!(state, "up" | "drain" | "standby" | "no-slot")
 }
 
 fn micros_to_seconds(us: u64) -> f64 {
@@ -69,6 +70,10 @@ pub fn render(report: &StatusReport) -> String {
         "1 for the backend's current state, 0 for the others",
     );
     let backend_weight = gauges("backend_weight", "The backend's weight (0: drained)");
+    let backend_slots = gauges(
+        "backend_maglev_slots",
+        "Slots the backend holds in its pool's live Maglev table (0 with a weight: it gets no new flow)",
+    );
     let backend_flows = gauges(
         "backend_flows",
         "Connection-table entries naming the backend",
@@ -123,6 +128,7 @@ pub fn render(report: &StatusReport) -> String {
             backend_weight
                 .get_or_create(&labels)
                 .set(i64::from(b.weight));
+            backend_slots.get_or_create(&labels).set(i64::from(b.slots));
             backend_flows
                 .get_or_create(&labels)
                 .set(gauge_value(b.flows));
@@ -196,6 +202,7 @@ mod tests {
                 backends: vec![
                     BackendStatus {
                         address: "10.0.0.11".parse().unwrap(),
+                        slots: 1,
                         weight: 1,
                         state: "up".into(),
                         mac: None,
@@ -216,6 +223,7 @@ mod tests {
                     },
                     BackendStatus {
                         address: "10.0.0.12".parse().unwrap(),
+                        slots: 1,
                         weight: 1,
                         state: "down".into(),
                         mac: None,
