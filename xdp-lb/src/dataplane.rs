@@ -364,6 +364,11 @@ impl Dataplane {
         self.pools.get(&id, 0).ok()
     }
 
+    /// Every (id, value) of `pools`, as the kernel has it.
+    pub fn all_pools(&self) -> Vec<(u32, PoolValue)> {
+        self.pools.iter().filter_map(Result::ok).collect()
+    }
+
     /// Sets (or replaces, atomically) the rule of service `service_id` for the clients in
     /// `addr`/`prefix_len`.
     pub fn set_client_rule(

@@ -159,6 +159,11 @@ pub(super) struct Inheritance {
     pub services: BTreeMap<ServiceKey, InheritedService>,
     /// Backend ids in use that no listener owns: cleared when adoption ends.
     pub orphans: Vec<u32>,
+    /// Named pools in the pinned `pools` map that no snapshot pool names, with their live
+    /// table: kept (the earlier program may still read them) until adoption ends.
+    pub unnamed_pools: BTreeMap<u32, Option<Region>>,
+    /// Snapshot pools a service did not reuse, with their regions: gone when adoption ends.
+    pub leftover_pools: Vec<(u32, Vec<Region>)>,
 }
 
 /// A service claimed back: what `add_service` reuses.
@@ -210,10 +215,13 @@ fn pinned_forwarding(entry: &BackendValue) -> Option<Forwarding> {
 /// reserved. Pure, so every path of adoption is tested without a kernel.
 pub(super) fn inherit(
     kernel_services: &[(ServiceKey, xdp_lb_common::ServiceValue)],
+    kernel_pools: &[(u32, xdp_lb_common::PoolValue)],
     kernel_backends: &[(u32, BackendValue, BackendOwner)],
     snapshot: Option<&Snapshot>,
 ) -> Inheritance {
     let mut out = Inheritance::default();
+    let live_pool =
+        |p: &xdp_lb_common::PoolValue| (p.table_size > 0).then_some((p.table_offset, p.table_size));
     for (key, value) in kernel_services {
         let from_snapshot = snapshot.and_then(|s| {
             s.services
@@ -241,9 +249,36 @@ pub(super) fn inherit(
             if consistent {
                 service.spare = spare.map(|r| (r, svc.maglev_size));
             }
-            service.pools = svc.pools.clone();
+            // A snapshot pool is claimable when the pinned map agrees with it (its live
+            // table is one of its regions), or has no such pool (maps pinned before pools
+            // were: the earlier program's own map still reads the snapshot's regions).
+            service.pools = svc
+                .pools
+                .iter()
+                .filter(
+                    |(_, p)| match kernel_pools.iter().find(|(id, _)| *id == p.id) {
+                        Some((_, v)) => {
+                            v.service_id == value.service_id
+                                && live_pool(v).is_none_or(|(offset, size)| {
+                                    size == p.maglev_size && p.regions.contains(&offset)
+                                })
+                        }
+                        None => true,
+                    },
+                )
+                .map(|(name, p)| (name.clone(), p.clone()))
+                .collect();
         }
         out.services.insert(*key, service);
+    }
+    for (id, value) in kernel_pools {
+        let named = out
+            .services
+            .values()
+            .any(|s| s.pools.values().any(|p| p.id == *id));
+        if !named {
+            out.unnamed_pools.insert(*id, live_pool(value));
+        }
     }
     for (id, entry, owner) in kernel_backends {
         let owned = if owner.service != ServiceKey::default() {
@@ -334,13 +369,19 @@ impl Balancer {
     /// claim theirs back (`claim_service`, `claim_server`) and nothing else takes them.
     pub fn adopt(&mut self, snapshot: Option<Snapshot>) {
         let kernel_services = self.dataplane.services();
+        let kernel_pools = self.dataplane.all_pools();
         let kernel_backends = self.dataplane.used_backends();
         let pinned_epochs = kernel_backends.iter().map(|(_, e, _)| e.epoch).max();
         self.next_epoch = self
             .next_epoch
             .max(snapshot.as_ref().map_or(0, |s| s.next_epoch))
             .max(pinned_epochs.unwrap_or(0));
-        let mut inheritance = inherit(&kernel_services, &kernel_backends, snapshot.as_ref());
+        let mut inheritance = inherit(
+            &kernel_services,
+            &kernel_pools,
+            &kernel_backends,
+            snapshot.as_ref(),
+        );
         for (id, _, _) in &kernel_backends {
             self.backend_ids.reserve(*id);
         }
@@ -367,6 +408,17 @@ impl Balancer {
             }
             s.pools.retain(|_, p| self.reserve_pool(p));
         }
+        inheritance.unnamed_pools.retain(|id, live| {
+            if !self.pool_ids.reserve(*id) {
+                return false;
+            }
+            if let Some((offset, size)) = *live
+                && !self.regions.reserve(offset, size)
+            {
+                *live = None;
+            }
+            true
+        });
         let servers: usize = inheritance.services.values().map(|s| s.servers.len()).sum();
         log::info!(
             "the pinned data plane serves {} listener(s) with {servers} backend(s); new epochs start after {}",
@@ -463,6 +515,27 @@ impl Balancer {
         for id in adopting.orphans {
             self.forget_backend(id);
         }
+        for (id, live) in adopting.unnamed_pools {
+            self.forget_pool(id, live.into_iter().collect());
+        }
+        for (id, regions) in adopting.leftover_pools {
+            self.forget_pool(id, regions);
+        }
+    }
+
+    /// Takes a pool the earlier agent left out of `pools` (a rule of its program still
+    /// naming it then finds no table: its clients' new flows follow `when_no_backend` until
+    /// the new program is in), then frees its id and `regions`.
+    pub(super) fn forget_pool(&mut self, id: u32, regions: Vec<Region>) {
+        if self.dataplane.pool(id).is_some()
+            && let Err(err) = self.dataplane.remove_pool(id)
+        {
+            log::warn!("pool {id} of the earlier agent: {err:#}");
+        }
+        for (offset, size) in regions {
+            self.regions.free(offset, size);
+        }
+        self.pool_ids.give_back(id);
     }
 
     /// Clears an inherited service's unclaimed servers and frees what it still holds.
@@ -474,10 +547,8 @@ impl Balancer {
             self.regions.free(offset, size);
         }
         for p in s.pools.values() {
-            for r in p.regions {
-                self.regions.free(r, p.maglev_size);
-            }
-            self.pool_ids.give_back(p.id);
+            let regions = p.regions.iter().map(|r| (*r, p.maglev_size)).collect();
+            self.forget_pool(p.id, regions);
         }
         if with_id && let Some(id) = s.id {
             self.service_ids.give_back(id);

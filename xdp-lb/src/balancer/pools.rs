@@ -143,11 +143,18 @@ impl Balancer {
         None
     }
 
+    /// An earlier agent's pool this agent does not reuse: gone once adoption ends, when
+    /// every new table is live (the earlier program may read it until then).
     fn free_claimed(&mut self, claimed: &PoolSnapshot) {
-        for r in claimed.regions {
-            self.regions.free(r, claimed.maglev_size);
+        let regions: Vec<_> = claimed
+            .regions
+            .iter()
+            .map(|r| (*r, claimed.maglev_size))
+            .collect();
+        match self.adopting.as_mut() {
+            Some(adopting) => adopting.leftover_pools.push((claimed.id, regions)),
+            None => self.forget_pool(claimed.id, regions),
         }
-        self.pool_ids.give_back(claimed.id);
     }
 
     /// Adds a named pool to a running service, with its backends (in their checks' initial

@@ -86,6 +86,7 @@ fn snapshot_of(
 fn owner_records_alone_name_every_live_backend_by_listener_and_address() {
     let got = inherit(
         &[(key(1935), value(4, 0, 251))],
+        &[],
         &[
             (0, entry(1, BACKEND_F_VALID), owner(1935, "10.0.0.11", true)),
             (
@@ -123,13 +124,18 @@ fn owner_records_alone_name_every_live_backend_by_listener_and_address() {
 #[test]
 fn the_snapshot_adds_the_name_and_the_spare_region_when_it_agrees_with_the_maps() {
     let snapshot = snapshot_of("video-rtmp", 1935, 4, 1, &[]);
-    let got = inherit(&[(key(1935), value(4, 251, 251))], &[], Some(&snapshot));
+    let got = inherit(
+        &[(key(1935), value(4, 251, 251))],
+        &[],
+        &[],
+        Some(&snapshot),
+    );
     let s = &got.services[&key(1935)];
     assert_eq!(s.name.as_deref(), Some("video-rtmp"));
     assert_eq!(s.spare, Some((0, 251)));
 
     // A snapshot whose live region is not the kernel's is stale: its spare may be live.
-    let got = inherit(&[(key(1935), value(4, 0, 251))], &[], Some(&snapshot));
+    let got = inherit(&[(key(1935), value(4, 0, 251))], &[], &[], Some(&snapshot));
     assert_eq!(got.services[&key(1935)].spare, None);
 }
 
@@ -144,6 +150,7 @@ fn maps_pinned_before_owner_records_are_named_by_a_snapshot_of_the_same_epoch_on
     );
     let got = inherit(
         &[(key(1935), value(4, 0, 251))],
+        &[],
         &[
             (0, entry(1, BACKEND_F_VALID), BackendOwner::default()),
             // The snapshot says epoch 2, the map 5: the id went to another server since.
@@ -165,6 +172,7 @@ fn maps_pinned_before_owner_records_are_named_by_a_snapshot_of_the_same_epoch_on
 fn ids_nobody_owns_and_second_ids_of_one_server_are_orphans() {
     let got = inherit(
         &[(key(1935), value(4, 0, 251))],
+        &[],
         &[
             (0, entry(1, BACKEND_F_VALID), owner(1935, "10.0.0.11", true)),
             (1, entry(2, BACKEND_F_VALID), owner(1935, "10.0.0.11", true)),
@@ -181,6 +189,7 @@ fn a_listener_known_only_from_owner_records_is_still_claimable() {
     // Its service_by_vip key is gone (a drifted map): its backends keep their ids.
     let got = inherit(
         &[],
+        &[],
         &[(0, entry(1, BACKEND_F_VALID), owner(8080, "10.0.0.11", true))],
         None,
     );
@@ -191,7 +200,7 @@ fn a_listener_known_only_from_owner_records_is_still_claimable() {
 
 #[test]
 fn an_empty_live_table_reserves_no_region() {
-    let got = inherit(&[(key(1935), value(4, 0, 0))], &[], None);
+    let got = inherit(&[(key(1935), value(4, 0, 0))], &[], &[], None);
     assert_eq!(got.services[&key(1935)].live, None);
 }
 
@@ -210,5 +219,46 @@ fn renames_pair_a_snapshot_service_with_the_config_service_on_its_listener() {
     assert_eq!(
         snapshot.renames(&config),
         vec![("video-rtmp".to_owned(), "live-rtmp".to_owned())]
+    );
+}
+
+#[test]
+fn pinned_pools_are_claimable_by_name_only_when_the_snapshot_agrees_and_kept_otherwise() {
+    let mut snapshot = snapshot_of("video-rtmp", 1935, 4, 0, &[]);
+    let pool = |id: u32| PoolSnapshot {
+        id,
+        maglev_size: 251,
+        regions: [502, 753],
+        live: Some(0),
+        generation: 3,
+    };
+    let service = snapshot.services.get_mut("video-rtmp").unwrap();
+    service.pools.insert("premium".into(), pool(1));
+    service.pools.insert("stale".into(), pool(2));
+    let pinned = |id: u32, offset: u32| {
+        (
+            id,
+            xdp_lb_common::PoolValue {
+                table_offset: offset,
+                table_size: 251,
+                service_id: 4,
+                generation: 3,
+            },
+        )
+    };
+    let got = inherit(
+        &[(key(1935), value(4, 0, 251))],
+        // Pool 1 agrees with the snapshot; pool 2's live table is not one of the snapshot's
+        // regions (the snapshot is older); pool 9 the snapshot does not know.
+        &[pinned(1, 502), pinned(2, 1004), pinned(9, 1255)],
+        &[],
+        Some(&snapshot),
+    );
+    let pools = &got.services[&key(1935)].pools;
+    assert_eq!(pools.keys().collect::<Vec<_>>(), ["premium"]);
+    assert_eq!(
+        got.unnamed_pools,
+        [(2, Some((1004, 251))), (9, Some((1255, 251)))].into(),
+        "kept, with their live tables, until adoption ends"
     );
 }
