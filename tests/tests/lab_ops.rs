@@ -475,6 +475,38 @@ fn reload_of_a_broken_yaml_changes_nothing_and_says_why() {
 }
 
 #[test]
+fn a_refused_reload_keeps_the_saved_run_time_changes() {
+    let ops = Ops::up(3, 3, "");
+    let b1 = Lab::backend_addr(0);
+    ops.ok(&["backend", "drain", "video-hls", &b1]);
+    let changes = ops.lab.runtime_file_path();
+    let saved = fs::read_to_string(&changes).expect("the change file");
+    assert!(saved.contains(&b1), "{saved}");
+    // A file that drops b1 from video-hls (making the drain moot) and changes a setting
+    // fixed at load: refused, so nothing changes, the saved drain included.
+    let good = fs::read_to_string(&ops.config).expect("the config");
+    let refused = format!(
+        "flow_hash_seed: 7\n{}",
+        good.replacen(&format!("      - address: {b1}\n"), "", 2)
+    );
+    fs::write(&ops.config, refused).expect("writing the config");
+    let err = ops.refused(&["reload"]);
+    assert!(err.contains("flow_hash_seed"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&changes).expect("the change file"),
+        saved,
+        "a refused reload rewrote the run-time changes"
+    );
+    // Back to the original file: the drain is still in force.
+    fs::write(&ops.config, good).expect("writing the config");
+    ops.ok(&["reload"]);
+    assert_eq!(
+        backend(&ops.service("video-hls"), 0).map(|b| (b.weight, b.state.clone())),
+        Some((0, "drain".to_owned()))
+    );
+}
+
+#[test]
 fn run_time_changes_outlive_the_agent_that_made_them() {
     let mut ops = Ops::up(4, 3, "");
     let (b1, b4) = (Lab::backend_addr(0), Lab::backend_addr(3));

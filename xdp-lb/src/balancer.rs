@@ -219,10 +219,9 @@ impl Balancer {
         let id = match claimed.id {
             Some(id) => id,
             None => {
-                let (id, regions) = self.new_service_space(config)?;
-                for r in regions {
-                    self.regions.free(r, size);
-                }
+                let id = self.service_ids.take().ok_or_else(|| {
+                    anyhow!("no free service id (at most {MAX_SERVICES} services)")
+                })?;
                 self.dataplane.reset_service_counter(id)?;
                 id
             }
