@@ -65,9 +65,15 @@ impl Auditor {
             };
             attached.insert(ifname.clone(), xdp);
         }
+        let started = std::time::Instant::now();
         let intent = balancer.audit_intent(&mut self.expected, interfaces);
         let kernel = balancer.dataplane().audit_view(&intent, attached);
         let drift = compare(&intent, &kernel);
+        log::debug!(
+            "data plane audit: {} difference(s), {:?}",
+            drift.len(),
+            started.elapsed()
+        );
         for (level, line) in self.note(&drift) {
             log::log!(level, "{line}");
         }
