@@ -2,7 +2,8 @@
 //! so; a map changed behind its back with `bpftool` (a service's key deleted, a backend's
 //! MAC rewritten) shows in `status` (a `DRIFT:` banner, exit status 3, the `drift` array of
 //! `--json`), in the metrics, and once in the agent's log however many audits see it. Put
-//! back by hand, the drift clears (logged once); a restart of the agent repairs it.
+//! back by hand, the drift clears (logged once); a restart of the agent repairs it. An agent
+//! that adopts the data plane after `kill -9` finds it as it means it.
 //!
 //! Every condition is waited for with a bound.
 
@@ -340,4 +341,33 @@ fn b1_mac() -> [u8; 6] {
         *byte = u8::from_str_radix(part, 16).expect("a lab MAC");
     }
     mac
+}
+
+#[test]
+fn an_agent_adopting_the_data_plane_after_kill_9_finds_no_drift() {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions {
+        backends: 2,
+        ..LabOptions::default()
+    })
+    .expect("lab");
+    let config = lab.dir().join("xdp-lb.yaml");
+    std::fs::write(&config, config_yaml()).expect("config");
+    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let mut first = lab.start_agent(&binary, &config).expect("first agent");
+    let maps = lab.pin_dir().expect("pin dir").join("maps");
+    let t = Audited { lab, binary, maps };
+    assert_eq!(t.status(&[]).0, 0);
+
+    first.signal(libc::SIGKILL).expect("kill -9");
+    first
+        .wait_with_timeout(Duration::from_secs(10))
+        .expect("the agent died");
+    let _second = t.lab.start_agent(&t.binary, &config).expect("second agent");
+    assert!(t.lab.agent_log().contains("adopted the data plane"));
+    let (code, text) = t.status(&[]);
+    assert_eq!(code, 0, "{text}");
+    thread::sleep(AUDIT_INTERVAL + AUDIT_INTERVAL / 2);
+    assert!(t.drift_log("WARN").is_empty(), "{:#?}", t.drift_log("WARN"));
+    assert!(rtmp_connects(&t.lab));
 }
