@@ -4,26 +4,29 @@
 //! can black-hole a service while every piece of the agent's own state looks right. The
 //! audit compares the balancer's intent (`balancer/audit.rs`) with what the kernel's maps
 //! hold now (`dataplane/audit.rs`) and the XDP attachment of every configured interface
-//! (`neighbour/xdp.rs`): `compare.rs` holds the rules. It runs every [`AUDIT_INTERVAL`] in
-//! the agent's loop and afresh for every `status` (so `status` never shows a stale
-//! verdict), reads no per-flow state (`flows`, `persistence`), and only reports: repairing
-//! is a restart of the agent, which writes every map again.
+//! (`neighbour/xdp.rs`), both as plain data (`views.rs`); `compare.rs` holds the rules.
+//! It runs every [`AUDIT_INTERVAL`] in the agent's loop and afresh for every `status` and
+//! metrics scrape (so neither shows a stale verdict), reads no per-flow state (`flows`,
+//! `persistence`), and only reports: repairing is a restart of the agent, which writes
+//! every map again.
 
 mod compare;
 mod drift;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-pub use compare::{
-    Attached, Attachment, BackendIntent, Intent, KernelView, PoolIntent, ServiceIntent,
-    TableDigest, TableIntent, compare, key_label,
-};
+pub use compare::{compare, key_label};
 pub use drift::Drift;
+pub use views::{
+    Attached, Attachment, BackendIntent, Intent, KernelView, PoolIntent, ServiceIntent,
+    TableDigest, TableIntent,
+};
 
 use crate::{
     balancer::{Balancer, ExpectedTables},
