@@ -1,6 +1,7 @@
 //! The agent's control loop: load, fill the maps from the config, attach, check the
 //! servers' health and apply the verdicts (`agent/failover.rs`), keep backend MACs current,
-//! reload on SIGHUP, detach on SIGINT/SIGTERM.
+//! audit the data plane against the agent's intent (`crate::audit`), reload on SIGHUP,
+//! detach on SIGINT/SIGTERM.
 
 mod control;
 mod failover;
@@ -16,6 +17,7 @@ use tokio::{
 };
 
 use crate::{
+    audit::{AUDIT_INTERVAL, Auditor},
     balancer::{Balancer, Forwarding, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     dataplane::{Dataplane, LoadOptions},
@@ -179,6 +181,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.tick().await;
+    let mut auditor = Auditor::new();
+    let mut audit = tokio::time::interval(AUDIT_INTERVAL);
+    audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leave_running = false;
     loop {
         tokio::select! {
@@ -202,6 +207,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                     interfaces: &interfaces,
                     balancer: &mut balancer,
                     health: &mut health,
+                    auditor: &mut auditor,
                 };
                 let response = ctx.handle(request).await;
                 health.sync(&file, &balancer);
@@ -209,6 +215,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             }
             Some(event) = health.events.recv() => health.apply(event, &mut balancer),
             _ = refresh.tick() => refresh_backends(&neighbours, &file, &interfaces, &mut balancer).await,
+            _ = audit.tick() => {
+                auditor.run(&balancer, &neighbours, &file.config.interfaces).await;
+            }
         }
         save_snapshot(&balancer, opts.state_file.as_deref());
     }

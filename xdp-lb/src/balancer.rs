@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub mod adopt;
+mod audit;
 mod backend;
 mod pools;
 mod rules;
@@ -32,6 +33,7 @@ mod standby;
 mod table_plan;
 mod tables;
 
+pub use audit::ExpectedTables;
 pub use backend::{BackendState, Forwarding, Owner};
 pub use pools::PoolState;
 pub use service::ServiceState;

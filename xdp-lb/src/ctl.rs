@@ -84,6 +84,10 @@ pub enum ClientCommand {
     },
 }
 
+/// Exit status of `status` when the data plane differs from the agent's intent (the report
+/// is printed all the same).
+pub const EXIT_DRIFT: u8 = 3;
+
 /// Sends a request: the agent's answer, or (reported on stderr) the exit status for a
 /// refusal or a failure to ask.
 fn ask(socket: &Path, request: &Request) -> Result<Response, ExitCode> {
@@ -250,7 +254,10 @@ pub fn status(socket: &Path, json: bool, watch: Option<f64>) -> ExitCode {
         };
         let Some(seconds) = watch else {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            if report.drift.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            return ExitCode::from(EXIT_DRIFT);
         };
         // Clear the screen and redraw, as `watch` does.
         print!("\x1b[2J\x1b[H{text}");

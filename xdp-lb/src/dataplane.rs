@@ -35,6 +35,8 @@ use crate::{
     pins::{self, PINNED_MAPS, PinDir},
 };
 
+mod audit;
+
 /// Levels of the data plane's aya-log records.
 pub use aya_log::Level as LogLevel;
 

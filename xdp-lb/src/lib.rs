@@ -3,6 +3,7 @@
 //! use the same pieces.
 
 pub mod agent;
+pub mod audit;
 pub mod balancer;
 pub mod config;
 pub mod control;

@@ -79,7 +79,9 @@ enum Command {
     /// were removed or added; touches nothing.
     Simulate(SimulateArgs),
     /// The running agent's services, backends, states, flows and counters, like
-    /// `ipvsadm -Ln --stats`.
+    /// `ipvsadm -Ln --stats`, after a fresh audit of the data plane: exits with status 3
+    /// (after printing the report, `DRIFT:` lines first) when the kernel's maps differ from
+    /// what the agent wrote.
     Status {
         /// Prints the report as JSON, for scripts.
         #[arg(long)]

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use super::{apply_config, failover::Health, reload};
 use crate::{
+    audit::Auditor,
     balancer::Balancer,
     config::{ConfigFile, MacAddr, Protocol},
     control::{
@@ -28,6 +29,7 @@ pub(super) struct Context<'a> {
     pub interfaces: &'a [Egress],
     pub balancer: &'a mut Balancer,
     pub health: &'a mut Health,
+    pub auditor: &'a mut Auditor,
 }
 
 impl Context<'_> {
@@ -35,7 +37,16 @@ impl Context<'_> {
         match request {
             Request::Status => {
                 let observed = self.health.observed(self.file.config.flow_table);
-                Response::Status(report::status(self.balancer, &observed))
+                // A fresh audit: what `status` says about drift is never older than the
+                // request.
+                let drift = self
+                    .auditor
+                    .run(self.balancer, self.neighbours, &self.file.config.interfaces)
+                    .await;
+                let mut report = report::status(self.balancer, &observed);
+                report.drift = drift;
+                report.audit_last_run_ms = self.auditor.last_run_ms();
+                Response::Status(report)
             }
             Request::Lookup {
                 client,

@@ -8,6 +8,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Drift;
+
 /// Default path of the control socket (root only, mode 0600).
 pub const DEFAULT_SOCKET: &str = "/run/xdp-lb/control.sock";
 
@@ -110,6 +112,13 @@ pub struct StatusReport {
     /// `failed`, `timeout`, `not_started`).
     #[serde(default)]
     pub notify_runs: BTreeMap<String, u64>,
+    /// Where the kernel's maps (or the XDP attachment) differ from the agent's intent, as
+    /// the audit run for this report found; empty when they agree (see `crate::audit`).
+    #[serde(default)]
+    pub drift: Vec<Drift>,
+    /// When that audit ran, in milliseconds since the Unix epoch (`None`: it did not run).
+    #[serde(default)]
+    pub audit_last_run_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

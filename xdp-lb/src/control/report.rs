@@ -194,6 +194,9 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
             .iter()
             .map(|(result, runs)| ((*result).to_owned(), *runs))
             .collect(),
+        // The audit's verdict is added by the control loop, which runs the audit.
+        drift: Vec::new(),
+        audit_last_run_ms: None,
     }
 }
 

@@ -70,9 +70,28 @@ fn last_check(b: &BackendStatus) -> String {
     format!("{verdict} {} {detail}", millis(last.duration_us))
 }
 
+/// Lines above everything else when the kernel's maps differ from the agent's intent: a
+/// summary, then one `DRIFT:` line per difference. Empty when they agree.
+fn drift_banner(report: &StatusReport) -> String {
+    let mut out = String::new();
+    if report.drift.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "DRIFT: the data plane differs from the agent's intent in {} place(s); the agent does \
+         not repair it: restart the agent",
+        report.drift.len()
+    );
+    for d in &report.drift {
+        let _ = writeln!(out, "DRIFT: {d}");
+    }
+    out
+}
+
 /// The whole table, one service per block.
 pub fn render(report: &StatusReport) -> String {
-    let mut out = String::new();
+    let mut out = drift_banner(report);
     let _ = writeln!(
         out,
         "xdp-lb: {} service(s), {} active flow(s)",
@@ -171,7 +190,10 @@ pub fn render(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{CheckResult, HealthStatus};
+    use crate::{
+        audit::Drift,
+        control::protocol::{CheckResult, HealthStatus},
+    };
 
     #[test]
     fn large_counts_are_shortened_as_ipvsadm_does() {
@@ -255,6 +277,40 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Notify command runs"), "{text}");
+    }
+
+    #[test]
+    fn drift_comes_first_as_a_banner_naming_each_difference_and_is_absent_without_drift() {
+        let mut report = StatusReport::default();
+        assert!(!render(&report).contains("DRIFT"));
+        report.drift = vec![
+            Drift::new(
+                "service video-rtmp 10.77.0.100:1935/tcp",
+                "service_by_vip",
+                "key missing from service_by_vip",
+            ),
+            Drift::new(
+                "interface eth0",
+                "xdp",
+                "the agent's XDP program is not attached",
+            ),
+        ];
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0]
+                .starts_with("DRIFT: the data plane differs from the agent's intent in 2 place(s)"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "DRIFT: service video-rtmp 10.77.0.100:1935/tcp: key missing from service_by_vip"
+        );
+        assert_eq!(
+            lines[2],
+            "DRIFT: interface eth0: the agent's XDP program is not attached"
+        );
+        assert!(lines[3].starts_with("xdp-lb: 0 service(s)"), "{text}");
     }
 
     #[test]

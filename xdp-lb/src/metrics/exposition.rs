@@ -88,6 +88,12 @@ pub fn render(report: &StatusReport) -> String {
         "Entries in the connection table",
         active_flows.clone(),
     );
+    let drift = Gauge::<i64>::default();
+    registry.register(
+        "dataplane_drift",
+        "Differences between the kernel's maps (and XDP attachment) and the agent's intent, as the audit for this scrape found",
+        drift.clone(),
+    );
     let mut seconds = |name: &str, help: &str| {
         let family = Seconds::default();
         registry.register_with_unit(name, help, Unit::Seconds, family.clone());
@@ -101,6 +107,17 @@ pub fn render(report: &StatusReport) -> String {
         "table_switch_duration",
         "How long the service's last measured table switch took",
     );
+    // Without an audit there is no time to give (a 0 would read as "1970").
+    if let Some(ms) = report.audit_last_run_ms {
+        let last_run = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last_run.set(ms as f64 / 1e3);
+        registry.register_with_unit(
+            "dataplane_audit_last_run_timestamp",
+            "When the data-plane audit last ran (Unix time)",
+            Unit::Seconds,
+            last_run,
+        );
+    }
 
     let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for s in &report.services {
@@ -163,6 +180,7 @@ pub fn render(report: &StatusReport) -> String {
             .inc_by(*runs);
     }
     active_flows.set(gauge_value(report.active_flows));
+    drift.set(gauge_value(report.drift.len() as u64));
 
     let mut text = String::new();
     // Writing to a String cannot fail; an encoding error would leave a partial text,
@@ -183,7 +201,10 @@ fn backend_labels(service: &str, b: &BackendStatus) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{CheckResult, HealthStatus, NamedCounter, ServiceStatus};
+    use crate::{
+        audit::Drift,
+        control::protocol::{CheckResult, HealthStatus, NamedCounter, ServiceStatus},
+    };
 
     fn report() -> StatusReport {
         StatusReport {
@@ -250,6 +271,12 @@ mod tests {
             }],
             active_flows: 3,
             notify_runs: [("ok".to_owned(), 2), ("failed".to_owned(), 1)].into(),
+            drift: vec![Drift::new(
+                "service video-hls 10.0.0.100:8080/tcp",
+                "service_by_vip",
+                "key missing from service_by_vip",
+            )],
+            audit_last_run_ms: Some(1_780_000_000_500),
         }
     }
 
@@ -277,6 +304,9 @@ mod tests {
             "xdp_lb_table_switches_total{service=\"video-hls\"} 7",
             "xdp_lb_table_switch_duration_seconds{service=\"video-hls\"} 0.00025",
             "xdp_lb_notify_runs_total{result=\"failed\"} 1",
+            "xdp_lb_dataplane_drift 1",
+            "# UNIT xdp_lb_dataplane_audit_last_run_timestamp_seconds seconds",
+            "xdp_lb_dataplane_audit_last_run_timestamp_seconds 1780000000.5",
             "# EOF",
         ] {
             assert!(
@@ -296,6 +326,11 @@ mod tests {
     fn an_empty_report_is_still_valid_exposition() {
         let text = render(&StatusReport::default());
         assert!(text.contains("xdp_lb_active_flows 0\n"), "{text}");
+        assert!(text.contains("\nxdp_lb_dataplane_drift 0\n"), "{text}");
+        assert!(
+            !text.contains("\nxdp_lb_dataplane_audit_last_run_timestamp_seconds "),
+            "no audit, no time: {text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -26,6 +26,7 @@ mod error;
 mod source;
 #[cfg(test)]
 mod tests;
+mod xdp;
 
 pub use error::NeighbourError;
 

@@ -1,0 +1,219 @@
+//! The data-plane audit against the real maps (root only; the data plane is loaded, not
+//! attached): after every kind of change the balancer makes (pools, client rules, backups,
+//! the fallback pool, drains, unresolved servers, new table sizes, removals) the kernel holds
+//! exactly its intent, and a change written behind its back is found and named.
+
+mod support;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use support::harness::*;
+use xdp_lb::{
+    audit::{Drift, compare},
+    balancer::ExpectedTables,
+    config::{
+        Backend, BackendFailover, ClientAction, ClientRule, FallbackServer, MacAddr, Pool,
+        Protocol, Service, ServiceFailover,
+    },
+};
+use xdp_lb_common::{BackendValue, PROTO_TCP, ServiceKey};
+
+const VIP: &str = "10.0.0.100";
+
+fn addr(a: &str) -> IpAddr {
+    a.parse().expect("test address")
+}
+
+fn backend(a: &str) -> Backend {
+    Backend {
+        address: addr(a),
+        weight: 1,
+        mac: None,
+    }
+}
+
+fn pool(name: &str, maglev_size: u32, backends: &[&str]) -> Pool {
+    Pool {
+        name: name.to_owned(),
+        maglev_size,
+        backends: backends.iter().map(|a| backend(a)).collect(),
+    }
+}
+
+fn to_pool(prefix: &str, pool: &str) -> ClientRule {
+    ClientRule {
+        prefix: prefix.parse().expect("test prefix"),
+        action: ClientAction::Pool(pool.to_owned()),
+    }
+}
+
+/// RTMP with a named pool and client rules (one of them a drop rule).
+fn video() -> Service {
+    let mut s = service(
+        "video",
+        VIP,
+        1935,
+        Protocol::Tcp,
+        &["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+    );
+    s.pools = vec![pool("premium", 65537, &["10.0.0.21", "10.0.0.22"])];
+    s.clients = vec![
+        to_pool("198.51.100.0/24", "premium"),
+        ClientRule {
+            prefix: "198.51.100.9/32".parse().unwrap(),
+            action: ClientAction::Drop,
+        },
+    ];
+    s
+}
+
+/// 10.0.0.31 backs 10.0.0.11 up; 10.0.0.41 is the fallback pool.
+fn hls_failover() -> ServiceFailover {
+    ServiceFailover {
+        check: None,
+        backends: [(
+            addr("10.0.0.11"),
+            BackendFailover {
+                check: None,
+                backup: Some(addr("10.0.0.31")),
+            },
+        )]
+        .into(),
+        fallback: vec![FallbackServer {
+            backend: backend("10.0.0.41"),
+            check: None,
+        }],
+        pools: BTreeMap::new(),
+    }
+}
+
+/// Every difference the audit finds now (no interface: the attachment is not checked).
+fn drift(h: &Harness, expected: &mut ExpectedTables) -> Vec<Drift> {
+    let intent = h.balancer.audit_intent(expected, &[]);
+    let kernel = h.balancer.dataplane().audit_view(&intent, BTreeMap::new());
+    compare(&intent, &kernel)
+}
+
+#[test]
+fn after_every_change_the_balancer_makes_the_kernel_holds_its_intent() {
+    let hls = service("hls", VIP, 8080, Protocol::Tcp, &["10.0.0.11", "10.0.0.12"]);
+    let mut h = Harness::new(&[video(), hls.clone()]);
+    let mut expected = ExpectedTables::default();
+    let mut check = |h: &Harness, after: &str| {
+        let found = drift(h, &mut expected);
+        assert!(found.is_empty(), "after {after}: {found:#?}");
+    };
+    check(&h, "adding two services, one with a pool and client rules");
+    let loopback = Harness::loopback_forwarding;
+
+    h.balancer
+        .set_failover("hls", &hls_failover(), &loopback)
+        .unwrap();
+    check(&h, "backups and a fallback pool");
+
+    h.balancer
+        .set_health("hls", addr("10.0.0.11"), false)
+        .unwrap();
+    check(&h, "a primary down, its backup standing in");
+
+    h.balancer
+        .set_health("hls", addr("10.0.0.31"), false)
+        .unwrap();
+    h.balancer
+        .set_health("hls", addr("10.0.0.12"), false)
+        .unwrap();
+    check(
+        &h,
+        "every primary and the backup down: the fallback pool serves",
+    );
+
+    for server in ["10.0.0.11", "10.0.0.12", "10.0.0.31"] {
+        h.balancer.set_health("hls", addr(server), true).unwrap();
+    }
+    check(&h, "everyone back");
+
+    h.balancer
+        .set_weight("video", addr("10.0.0.12"), 0)
+        .unwrap();
+    h.balancer
+        .set_weight("video", addr("10.0.0.21"), 3)
+        .unwrap();
+    check(&h, "a drain and a new weight");
+
+    h.balancer
+        .set_forwarding("video", addr("10.0.0.13"), None)
+        .unwrap();
+    check(&h, "a server losing its MAC");
+
+    let added = backend("10.0.0.14");
+    h.balancer
+        .add_backend("video", &added, loopback(&added))
+        .unwrap();
+    h.balancer
+        .remove_backend("video", addr("10.0.0.11"))
+        .unwrap();
+    check(&h, "a backend added and one removed");
+
+    h.balancer
+        .set_client_rule("video", &to_pool("203.0.113.0/24", "premium"))
+        .unwrap();
+    h.balancer
+        .remove_client_rule("video", "198.51.100.9/32".parse().unwrap())
+        .unwrap();
+    check(&h, "a client rule set and one removed");
+
+    let gold = pool("gold", 251, &["10.0.0.51"]);
+    h.balancer.add_pool("video", &gold, &loopback).unwrap();
+    check(&h, "a pool added");
+    h.balancer.remove_pool("video", "gold").unwrap();
+    check(&h, "a pool removed");
+
+    let smaller = Service {
+        maglev_size: 251,
+        ..hls
+    };
+    h.balancer.update_service_settings(&smaller).unwrap();
+    check(&h, "a new table size");
+
+    h.balancer.remove_service("hls").unwrap();
+    check(&h, "a service removed");
+}
+
+#[test]
+fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
+    let mut h = Harness::new(&[video()]);
+    let mut expected = ExpectedTables::default();
+    assert_eq!(drift(&h, &mut expected), Vec::<Drift>::new());
+    let key = ServiceKey::new(addr(VIP), 1935, PROTO_TCP);
+    let live = h.balancer.dataplane().service(&key).expect("video's value");
+    let b1 = h.balancer.service("video").unwrap().backends[&addr("10.0.0.11")].clone();
+    let dp = h.balancer.dataplane_mut();
+
+    let stolen = BackendValue {
+        mac: MacAddr([2, 0, 0, 0, 0, 0x99]).0,
+        ..dp.backend(b1.id).unwrap()
+    };
+    dp.set_backend(b1.id, stolen).unwrap();
+    dp.write_table(live.table_offset + 7, &[9999]).unwrap();
+    dp.set_service_port_word(0, 1 << 5).unwrap();
+    dp.remove_service(&key).unwrap();
+    let problems: Vec<String> = drift(&h, &mut expected)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "Maglev table of video pool default: 1 slot(s) name backend id 9999, which the agent does not use".to_owned(),
+            format!(
+                "backend 10.0.0.11 of video (id {}): backends entry differs: mac 02:00:00:00:00:99 (agent: {})",
+                b1.id,
+                backend_mac(addr("10.0.0.11"))
+            ),
+            "port 1935: bit missing from service_ports (a configured service listens there)"
+                .to_owned(),
+            "port 5: bit set in service_ports, but no configured service uses the port".to_owned(),
+            "service video 10.0.0.100:1935/tcp: key missing from service_by_vip".to_owned(),
+        ]
+    );
+}

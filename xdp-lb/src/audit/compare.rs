@@ -1,0 +1,376 @@
+//! The comparison itself: every rule by which the kernel's view differs from the agent's
+//! intent (`views.rs`), each difference worded for the operator.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use xdp_lb_common::{
+    BACKEND_F_VALID, BackendValue, FAMILY_IPV4, PROTO_TCP, PROTO_UDP, SERVICE_PORT_WORDS,
+    ServiceKey, ServiceValue, map_names,
+};
+
+use super::{Attached, Drift, Intent, KernelView, TableDigest};
+use crate::config::MacAddr;
+
+/// Every difference between `intent` and `kernel`, sorted.
+pub fn compare(intent: &Intent, kernel: &KernelView) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    for (map, why) in &kernel.unreadable {
+        drift.push(Drift::new(
+            format!("map {map}"),
+            map,
+            format!("could not be read: {why}"),
+        ));
+    }
+    services(intent, kernel, &mut drift);
+    service_ports(intent, kernel, &mut drift);
+    backends(intent, kernel, &mut drift);
+    pools(intent, kernel, &mut drift);
+    tables(intent, kernel, &mut drift);
+    attachments(intent, kernel, &mut drift);
+    drift.sort();
+    drift.dedup();
+    drift
+}
+
+fn services(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::SERVICE_BY_VIP;
+    for s in &intent.services {
+        match kernel.services.get(&s.key) {
+            None => drift.push(Drift::new(&s.label, map, "key missing from service_by_vip")),
+            Some(have) => {
+                let fields = service_fields(&s.value, have);
+                if !fields.is_empty() {
+                    let problem = format!("service_by_vip value differs: {}", fields.join(", "));
+                    drift.push(Drift::new(&s.label, map, problem));
+                }
+            }
+        }
+    }
+    let owned: HashSet<ServiceKey> = intent.services.iter().map(|s| s.key).collect();
+    for (key, value) in &kernel.services {
+        if !owned.contains(key) {
+            drift.push(Drift::new(
+                format!("service_by_vip key {}", key_label(key)),
+                map,
+                format!(
+                    "a key the agent does not own (service id {}, table of {} slots)",
+                    value.service_id, value.table_size
+                ),
+            ));
+        }
+    }
+}
+
+/// `field have (agent: want)` for each field that differs; the generation is bookkeeping
+/// that no packet reads, so it is not compared.
+fn service_fields(want: &ServiceValue, have: &ServiceValue) -> Vec<String> {
+    let mut out = Vec::new();
+    differ(&mut out, "service_id", want.service_id, have.service_id);
+    differ(
+        &mut out,
+        "table_offset",
+        want.table_offset,
+        have.table_offset,
+    );
+    differ(&mut out, "table_size", want.table_size, have.table_size);
+    if want.flags != have.flags {
+        out.push(format!(
+            "flags {:#x} (agent: {:#x})",
+            have.flags, want.flags
+        ));
+    }
+    differ(
+        &mut out,
+        "persist_timeout_s",
+        want.persist_timeout_s,
+        have.persist_timeout_s,
+    );
+    differ(
+        &mut out,
+        "persist_prefix_len",
+        want.persist_prefix_len,
+        have.persist_prefix_len,
+    );
+    out
+}
+
+fn differ(out: &mut Vec<String>, name: &str, want: u32, have: u32) {
+    if want != have {
+        out.push(format!("{name} {have} (agent: {want})"));
+    }
+}
+
+/// `VIP:PORT/PROTO` (and `vlan N`) of a `service_by_vip` key.
+pub fn key_label(key: &ServiceKey) -> String {
+    let bytes: Vec<u8> = key.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let addr = if key.family == FAMILY_IPV4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&bytes);
+        IpAddr::from(octets)
+    };
+    let port = port_of(key);
+    let proto = match key.proto {
+        PROTO_TCP => "tcp".to_owned(),
+        PROTO_UDP => "udp".to_owned(),
+        other => format!("proto {other}"),
+    };
+    let vlan = match key.vlan {
+        0 => String::new(),
+        v => format!(" vlan {v}"),
+    };
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}/{proto}{vlan}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}/{proto}{vlan}"),
+    }
+}
+
+/// The port of a key in host order (the key holds the packet's bytes).
+fn port_of(key: &ServiceKey) -> u16 {
+    u16::from_be_bytes(key.port.to_ne_bytes())
+}
+
+fn service_ports(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::SERVICE_PORTS;
+    let mut wanted = vec![0u64; SERVICE_PORT_WORDS as usize];
+    for s in &intent.services {
+        let port = usize::from(port_of(&s.key));
+        wanted[port / 64] |= 1 << (port % 64);
+    }
+    for (i, want) in wanted.iter().enumerate() {
+        let have = kernel.port_words.get(i).copied().unwrap_or(0);
+        if have == *want {
+            continue;
+        }
+        for bit in 0..64 {
+            let port = i * 64 + bit;
+            match (want >> bit & 1, have >> bit & 1) {
+                (1, 0) => drift.push(Drift::new(
+                    format!("port {port}"),
+                    map,
+                    "bit missing from service_ports (a configured service listens there)",
+                )),
+                (0, 1) => drift.push(Drift::new(
+                    format!("port {port}"),
+                    map,
+                    "bit set in service_ports, but no configured service uses the port",
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn backends(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::BACKENDS;
+    for (id, b) in &intent.backends {
+        let have = kernel.backends.get(id).copied().unwrap_or_default();
+        let fields = backend_fields(&b.entry, &have);
+        if !fields.is_empty() {
+            let problem = format!("backends entry differs: {}", fields.join(", "));
+            drift.push(Drift::new(&b.label, map, problem));
+        }
+    }
+    for (id, have) in &kernel.backends {
+        if !intent.backends.contains_key(id) && have.flags & BACKEND_F_VALID != 0 {
+            drift.push(Drift::new(
+                format!("backend id {id}"),
+                map,
+                format!(
+                    "VALID entry (mac {}) for an id the agent does not use",
+                    MacAddr(have.mac)
+                ),
+            ));
+        }
+    }
+}
+
+fn backend_fields(want: &BackendValue, have: &BackendValue) -> Vec<String> {
+    let mut out = Vec::new();
+    let mac = |m: [u8; 6]| MacAddr(m).to_string();
+    if want.mac != have.mac {
+        out.push(format!("mac {} (agent: {})", mac(have.mac), mac(want.mac)));
+    }
+    if want.src_mac != have.src_mac {
+        out.push(format!(
+            "src_mac {} (agent: {})",
+            mac(have.src_mac),
+            mac(want.src_mac)
+        ));
+    }
+    differ(&mut out, "ifindex", want.ifindex, have.ifindex);
+    if want.flags != have.flags {
+        out.push(format!(
+            "flags {:#x} (agent: {:#x})",
+            have.flags, want.flags
+        ));
+    }
+    differ(&mut out, "epoch", want.epoch, have.epoch);
+    out
+}
+
+fn pools(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::POOLS;
+    for p in &intent.pools {
+        match kernel.pools.get(&p.id) {
+            None => drift.push(Drift::new(&p.label, map, "key missing from pools")),
+            Some(have) => {
+                let mut fields = Vec::new();
+                let want = &p.value;
+                differ(&mut fields, "service_id", want.service_id, have.service_id);
+                differ(
+                    &mut fields,
+                    "table_offset",
+                    want.table_offset,
+                    have.table_offset,
+                );
+                differ(&mut fields, "table_size", want.table_size, have.table_size);
+                if !fields.is_empty() {
+                    let problem = format!("pools value differs: {}", fields.join(", "));
+                    drift.push(Drift::new(&p.label, map, problem));
+                }
+            }
+        }
+    }
+    let owned: HashSet<u32> = intent.pools.iter().map(|p| p.id).collect();
+    for (id, value) in &kernel.pools {
+        if !owned.contains(id) {
+            drift.push(Drift::new(
+                format!("pool id {id}"),
+                map,
+                format!(
+                    "a key the agent does not own (service id {})",
+                    value.service_id
+                ),
+            ));
+        }
+    }
+}
+
+fn tables(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::MAGLEV_TABLES;
+    for t in &intent.tables {
+        let have = match kernel.tables.get(&t.offset) {
+            Some(Ok(have)) => have,
+            Some(Err(why)) => {
+                drift.push(Drift::new(
+                    &t.label,
+                    map,
+                    format!("could not be read: {why}"),
+                ));
+                continue;
+            }
+            None => {
+                drift.push(Drift::new(&t.label, map, "was not read"));
+                continue;
+            }
+        };
+        let mut foreign = false;
+        for (id, slots) in &have.slots_by_id {
+            if t.expected.slots_by_id.contains_key(id) {
+                continue;
+            }
+            foreign = true;
+            let who = match intent.backends.get(id) {
+                Some(b) => format!("{}, which is not a usable server of this table", b.label),
+                None => format!("backend id {id}, which the agent does not use"),
+            };
+            drift.push(Drift::new(
+                &t.label,
+                map,
+                format!("{slots} slot(s) name {who}"),
+            ));
+        }
+        if !foreign && have.hash != t.expected.hash {
+            drift.push(Drift::new(
+                &t.label,
+                map,
+                format!(
+                    "the {} slots differ from the table the agent computed ({})",
+                    t.size,
+                    count_changes(&t.expected, have)
+                ),
+            ));
+        }
+    }
+}
+
+/// How the per-backend slot counts differ, e.g. `id 3: 120 slots (agent: 100)`, or that
+/// the counts agree and only the order differs.
+fn count_changes(want: &TableDigest, have: &TableDigest) -> String {
+    let changed: Vec<String> = want
+        .slots_by_id
+        .iter()
+        .filter_map(|(id, w)| {
+            let h = have.slots_by_id.get(id).copied().unwrap_or(0);
+            (h != *w).then(|| format!("id {id}: {h} slots (agent: {w})"))
+        })
+        .collect();
+    if changed.is_empty() {
+        "same slots per backend, in another order".to_owned()
+    } else {
+        changed.join(", ")
+    }
+}
+
+fn attachments(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let Some(ours) = kernel.program_id else {
+        if !intent.interfaces.is_empty() {
+            drift.push(Drift::new(
+                "program xdp_lb",
+                "xdp",
+                "the id of the agent's program could not be read",
+            ));
+        }
+        return;
+    };
+    for ifname in &intent.interfaces {
+        let subject = format!("interface {ifname}");
+        let unknown = Attached::Unknown("not read".to_owned());
+        let attachment = kernel.interfaces.get(ifname);
+        let xdp = attachment.map_or(&unknown, |a| &a.xdp);
+        match xdp {
+            Attached::Program(id) if *id == ours => {}
+            Attached::Program(id) => drift.push(Drift::new(
+                &subject,
+                "xdp",
+                format!("XDP program id {id} is attached, not the agent's (id {ours})"),
+            )),
+            Attached::Nothing => drift.push(Drift::new(
+                &subject,
+                "xdp",
+                "the agent's XDP program is not attached",
+            )),
+            Attached::Unknown(why) => drift.push(Drift::new(
+                &subject,
+                "xdp",
+                format!("its XDP program could not be read: {why}"),
+            )),
+        }
+        if !intent.pinned {
+            continue;
+        }
+        match attachment.and_then(|a| a.pinned_link.as_ref()) {
+            Some(Attached::Program(id)) if *id == ours => {}
+            Some(Attached::Program(id)) => drift.push(Drift::new(
+                &subject,
+                "links",
+                format!("its pinned link runs program id {id}, not the agent's (id {ours})"),
+            )),
+            Some(Attached::Nothing) => {
+                drift.push(Drift::new(&subject, "links", "its pinned link is missing"))
+            }
+            Some(Attached::Unknown(why)) => drift.push(Drift::new(
+                &subject,
+                "links",
+                format!("its pinned link could not be read: {why}"),
+            )),
+            None => drift.push(Drift::new(
+                &subject,
+                "links",
+                "its pinned link was not read",
+            )),
+        }
+    }
+}
