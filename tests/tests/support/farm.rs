@@ -104,6 +104,11 @@ impl Farm {
     #[track_caller]
     pub fn assert_running(&self, lab: &Lab, binary: &Path, ports: &mut Ports, after: &str) {
         let report = status(lab, binary);
+        assert!(
+            report.drift.is_empty(),
+            "after {after}: the kernel's maps differ from the agent's intent: {:?}",
+            report.drift
+        );
         let names: BTreeSet<&str> = report.services.iter().map(|s| s.name.as_str()).collect();
         let mut wanted = BTreeSet::from([self.rtmp_name]);
         if self.hls.is_some() {
