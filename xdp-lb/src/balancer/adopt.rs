@@ -311,11 +311,12 @@ pub(super) fn inherit(
             forwarding: pinned_forwarding(entry),
         };
         let service = out.services.entry(key).or_default();
-        if service.servers.contains_key(&address) {
+        match service.servers.entry(address) {
             // Two ids for one server of one listener: keep the first, clear the other.
-            out.orphans.push(*id);
-        } else {
-            service.servers.insert(address, server);
+            std::collections::btree_map::Entry::Occupied(_) => out.orphans.push(*id),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(server);
+            }
         }
     }
     out
