@@ -308,6 +308,12 @@ pub struct PoolValue {
     pub generation: u32,
 }
 
+/// Entries of `verdict_stats`: room beyond `verdict::COUNT`, so a new verdict does not
+/// change the map's layout (a pinned data plane stays adoptable across upgrades).
+pub const VERDICT_STATS_SLOTS: u32 = 32;
+/// Entries of `flow_stats`, with room beyond `flow_stat::COUNT` for the same reason.
+pub const FLOW_STATS_SLOTS: u32 = 16;
+
 /// Slots of `flow_stats`: what the connection table did.
 pub mod flow_stat {
     /// A packet of a known flow went to its remembered backend.
@@ -422,3 +428,7 @@ mod pod {
     unsafe impl aya::Pod for ClientRuleValue {}
     unsafe impl aya::Pod for PoolValue {}
 }
+
+// Every counted slot fits its map.
+const _: () = assert!(verdict::COUNT <= VERDICT_STATS_SLOTS);
+const _: () = assert!(flow_stat::COUNT <= FLOW_STATS_SLOTS);

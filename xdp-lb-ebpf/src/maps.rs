@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendOwner, BackendValue, ClientRuleKey,
-    ClientRuleValue, Counter, FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_CLIENT_RULES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE, PersistKey,
-    PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, flow_stat, verdict,
+    ClientRuleValue, Counter, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue,
+    MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE,
+    PersistKey, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -63,7 +63,8 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 
 /// Per `verdict::*` slot: what happened to frames, and why.
 #[map(name = "verdict_stats")]
-pub static VERDICT_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(verdict::COUNT, 0);
+pub static VERDICT_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(VERDICT_STATS_SLOTS, 0);
 
 /// The connection table: 5-tuple -> backend, read before the Maglev table. An LRU hash
 /// with per-CPU LRU lists (no lock shared by all CPUs on insert), one table for lookups;
@@ -80,7 +81,7 @@ pub static PERSISTENCE: LruHashMap<PersistKey, FlowValue> =
 
 /// Per `flow_stat::*` slot: what the connection table did.
 #[map(name = "flow_stats")]
-pub static FLOW_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(flow_stat::COUNT, 0);
+pub static FLOW_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_STATS_SLOTS, 0);
 
 #[inline(always)]
 pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
