@@ -172,6 +172,17 @@ fn backends(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
             drift.push(Drift::new(&b.label, map, problem));
         }
     }
+    for (id, b) in &intent.backends {
+        let have = kernel.owners.get(id).copied().unwrap_or_default();
+        if have != b.owner {
+            drift.push(Drift::new(
+                &b.label,
+                map_names::BACKEND_OWNERS,
+                "owner record differs: a flow-keeping restart would not know whose backend this id is"
+                    .to_owned(),
+            ));
+        }
+    }
     for (id, have) in &kernel.backends {
         if !intent.backends.contains_key(id) && have.flags & BACKEND_F_VALID != 0 {
             drift.push(Drift::new(

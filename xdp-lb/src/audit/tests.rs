@@ -2,8 +2,8 @@
 //! named pool, its table live, the program attached and pinned on eth0.
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, PROTO_TCP, PoolValue, SERVICE_F_PASS_WHEN_EMPTY,
-    SERVICE_PORT_WORDS, ServiceKey, ServiceValue, map_names,
+    BACKEND_F_VALID, BackendOwner, BackendValue, OWNER_F_HEALTHY, PROTO_TCP, PoolValue,
+    SERVICE_F_PASS_WHEN_EMPTY, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, map_names,
 };
 
 use super::*;
@@ -63,7 +63,19 @@ fn consistent() -> (Intent, KernelView) {
         .into_iter()
         .map(|(id, label, entry)| {
             let label = label.into();
-            (id, BackendIntent { label, entry })
+            let owner = BackendOwner {
+                service: key(),
+                addr: [id + 11, 0, 0, 0],
+                flags: OWNER_F_HEALTHY,
+            };
+            (
+                id,
+                BackendIntent {
+                    label,
+                    entry,
+                    owner,
+                },
+            )
         })
         .collect(),
         tables: vec![TableIntent {
@@ -84,6 +96,11 @@ fn consistent() -> (Intent, KernelView) {
             .backends
             .iter()
             .map(|(id, b)| (*id, b.entry))
+            .collect(),
+        owners: intent
+            .backends
+            .iter()
+            .map(|(id, b)| (*id, b.owner))
             .collect(),
         pools: [(1, pool)].into(),
         tables: [(0, Ok(TableDigest::of(&TABLE)))].into(),
@@ -329,4 +346,19 @@ fn each_new_difference_is_logged_once_at_warn_and_the_clearing_once_at_info() {
             .note(&compare(&intent, &consistent_kernel))
             .is_empty()
     );
+}
+
+#[test]
+fn a_missing_or_wrong_owner_record_is_drift_naming_the_backend() {
+    let (intent, mut kernel) = consistent();
+    kernel.owners.remove(&0);
+    kernel.owners.get_mut(&1).unwrap().flags = 0;
+    let found = lines(&intent, &kernel);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("backend 10.77.0.11 of video-rtmp (id 0)")
+            && found[0].contains("owner record differs"),
+        "{found:?}"
+    );
+    assert!(found[1].contains("(id 1)"), "{found:?}");
 }

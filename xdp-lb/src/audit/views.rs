@@ -7,7 +7,7 @@ use std::{
     hash::{DefaultHasher, Hash as _, Hasher as _},
 };
 
-use xdp_lb_common::{BackendValue, PoolValue, ServiceKey, ServiceValue};
+use xdp_lb_common::{BackendOwner, BackendValue, PoolValue, ServiceKey, ServiceValue};
 
 /// What the agent means the data plane to hold, derived from the balancer's state.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +46,8 @@ pub struct BackendIntent {
     /// `backend ADDRESS of SERVICE (id N)`.
     pub label: String,
     pub entry: BackendValue,
+    /// Its `backend_owners` record: what the next agent adopts it by.
+    pub owner: BackendOwner,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +94,8 @@ pub struct KernelView {
     pub port_words: Vec<u64>,
     /// Every `backends` entry that is not all zero, by id.
     pub backends: BTreeMap<u32, BackendValue>,
+    /// The `backend_owners` record of every id the agent uses.
+    pub owners: BTreeMap<u32, BackendOwner>,
     /// Every key of `pools` with its value.
     pub pools: BTreeMap<u32, PoolValue>,
     /// The table in each intended live region, by its offset (or why it could not be read).

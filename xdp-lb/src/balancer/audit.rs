@@ -54,6 +54,7 @@ impl Balancer {
                     BackendIntent {
                         label: format!("backend {} of {name} (id {})", b.config.address, b.id),
                         entry: b.entry(),
+                        owner: b.owner(&s.key),
                     },
                 );
             }

@@ -48,6 +48,14 @@ impl Dataplane {
                 Err(err) => unreadable(map_names::BACKENDS, err.to_string()),
             }
         }
+        for id in intent.backends.keys() {
+            match self.backend_owners.get(id, 0) {
+                Ok(owner) => {
+                    view.owners.insert(*id, owner);
+                }
+                Err(err) => unreadable(map_names::BACKEND_OWNERS, err.to_string()),
+            }
+        }
         view.services = services;
         view.pools = pools;
         view.backends = backends;
