@@ -6,36 +6,17 @@ mod support;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use support::{frames::Ipv4Frame, harness::*};
+use support::{frames::Ipv4Frame, harness::*, scratch_pins::ScratchPins};
 use xdp_lb::{
     balancer::{Balancer, adopt::Snapshot},
     config::{Backend, FlowTable, Protocol, Service},
     dataplane::{Dataplane, LoadOptions, LogLevel},
-    pins::PinDir,
 };
 use xdp_lb_common::{PROTO_TCP, ServiceKey, flow_stat, verdict};
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
 const BACKENDS: [&str; 3] = ["10.0.0.11", "10.0.0.12", "10.0.0.13"];
-
-/// A pin directory of its own, removed on drop.
-struct ScratchPins(PinDir);
-
-impl ScratchPins {
-    fn new(tag: &str) -> Self {
-        Self(PinDir::new(format!(
-            "/sys/fs/bpf/xdp-lb-adopt-{}-{tag}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for ScratchPins {
-    fn drop(&mut self) {
-        let _ = self.0.remove_all();
-    }
-}
 
 /// An agent's start on `pins`: adopt what is pinned (with `snapshot`), add `services` in
 /// name order, finish adoption, as `agent::run` does.
@@ -103,6 +84,18 @@ fn open(h: &Harness, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
     ports.map(|p| (p, mac_target(&h.run(&syn(p))))).collect()
 }
 
+/// Flows from `ports` opened through a first agent on `pins` serving video-rtmp (251 slots,
+/// the three backends); the agent then goes, leaving its pins.
+fn first_agent_flows(pins: &ScratchPins, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
+    let h = start(
+        pins,
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    open(&h, ports)
+}
+
 fn assert_flows_kept(h: &Harness, flows: &BTreeMap<u16, IpAddr>) {
     for (port, backend) in flows {
         assert_eq!(
@@ -117,15 +110,7 @@ fn assert_flows_kept(h: &Harness, flows: &BTreeMap<u16, IpAddr>) {
 #[test]
 fn a_renamed_resized_service_keeps_every_live_flow_across_a_restart_without_its_snapshot() {
     let pins = ScratchPins::new("rename");
-    let flows = {
-        let h = start(
-            &pins,
-            &[rtmp("video-rtmp", 251, &BACKENDS)],
-            None,
-            &Harness::loopback_forwarding,
-        );
-        open(&h, 30000..30200)
-    };
+    let flows = first_agent_flows(&pins, 30000..30200);
     // New name, new table size, one more backend, no snapshot: only the pinned maps say
     // whose each backend id is.
     let mut backends = BACKENDS.to_vec();
@@ -248,15 +233,7 @@ fn new_backends_after_a_restart_without_snapshot_never_take_a_pinned_epoch() {
 #[test]
 fn a_backend_whose_arp_is_slow_at_start_keeps_its_pinned_mac_and_its_flows() {
     let pins = ScratchPins::new("mac");
-    let flows = {
-        let h = start(
-            &pins,
-            &[rtmp("video-rtmp", 251, &BACKENDS)],
-            None,
-            &Harness::loopback_forwarding,
-        );
-        open(&h, 35000..35100)
-    };
+    let flows = first_agent_flows(&pins, 35000..35100);
     // Nothing resolves this time.
     let h = start(&pins, &[rtmp("video-rtmp", 251, &BACKENDS)], None, &|_| {
         None

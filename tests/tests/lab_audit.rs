@@ -16,7 +16,7 @@ use std::{
 
 use xdp_lb::{audit::AUDIT_INTERVAL, control::protocol::StatusReport};
 use xdp_lb_common::{BackendValue, PROTO_TCP, ServiceKey, map_names};
-use xdp_lb_tests::{Lab, LabOptions, is_root};
+use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
 /// The longest any awaited condition may take.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -49,10 +49,33 @@ fn config_yaml() -> String {
 struct Audited {
     lab: Lab,
     binary: PathBuf,
+    config: PathBuf,
     maps: PathBuf,
 }
 
 impl Audited {
+    /// A lab of two backends with the agent running on `config_yaml()`.
+    fn up() -> (Self, LabProcess) {
+        assert!(is_root(), "the lab needs root (cargo xtask test)");
+        let lab = Lab::up(LabOptions {
+            backends: 2,
+            ..LabOptions::default()
+        })
+        .expect("lab");
+        let config = lab.dir().join("xdp-lb.yaml");
+        std::fs::write(&config, config_yaml()).expect("config");
+        let binary = Lab::locate_agent_binary().expect("agent binary");
+        let agent = lab.start_agent(&binary, &config).expect("agent");
+        let maps = lab.pin_dir().expect("pin dir").join("maps");
+        let t = Self {
+            lab,
+            binary,
+            config,
+            maps,
+        };
+        (t, agent)
+    }
+
     /// `xdp-lb status ARGS`: its exit status and stdout.
     fn status(&self, args: &[&str]) -> (i32, String) {
         let mut argv = vec!["status"];
@@ -198,18 +221,7 @@ fn rtmp_connects(lab: &Lab) -> bool {
 
 #[test]
 fn a_map_changed_behind_the_agent_s_back_is_drift_in_status_metrics_and_once_in_the_log() {
-    assert!(is_root(), "the lab needs root (cargo xtask test)");
-    let lab = Lab::up(LabOptions {
-        backends: 2,
-        ..LabOptions::default()
-    })
-    .expect("lab");
-    let config = lab.dir().join("xdp-lb.yaml");
-    std::fs::write(&config, config_yaml()).expect("config");
-    let binary = Lab::locate_agent_binary().expect("agent binary");
-    let mut agent = lab.start_agent(&binary, &config).expect("agent");
-    let maps = lab.pin_dir().expect("pin dir").join("maps");
-    let t = Audited { lab, binary, maps };
+    let (t, mut agent) = Audited::up();
 
     // In agreement: no banner, exit 0, an empty drift array, a zero gauge.
     let (code, text) = t.status(&[]);
@@ -326,7 +338,7 @@ fn a_map_changed_behind_the_agent_s_back_is_drift_in_status_metrics_and_once_in_
         .expect("the agent stopped");
     let _agent = t
         .lab
-        .start_agent(&t.binary, &config)
+        .start_agent(&t.binary, &t.config)
         .expect("restarted agent");
     let (code, text) = t.status(&[]);
     assert_eq!(code, 0, "{text}");
@@ -345,25 +357,17 @@ fn b1_mac() -> [u8; 6] {
 
 #[test]
 fn an_agent_adopting_the_data_plane_after_kill_9_finds_no_drift() {
-    assert!(is_root(), "the lab needs root (cargo xtask test)");
-    let lab = Lab::up(LabOptions {
-        backends: 2,
-        ..LabOptions::default()
-    })
-    .expect("lab");
-    let config = lab.dir().join("xdp-lb.yaml");
-    std::fs::write(&config, config_yaml()).expect("config");
-    let binary = Lab::locate_agent_binary().expect("agent binary");
-    let mut first = lab.start_agent(&binary, &config).expect("first agent");
-    let maps = lab.pin_dir().expect("pin dir").join("maps");
-    let t = Audited { lab, binary, maps };
+    let (t, mut first) = Audited::up();
     assert_eq!(t.status(&[]).0, 0);
 
     first.signal(libc::SIGKILL).expect("kill -9");
     first
         .wait_with_timeout(Duration::from_secs(10))
         .expect("the agent died");
-    let _second = t.lab.start_agent(&t.binary, &config).expect("second agent");
+    let _second = t
+        .lab
+        .start_agent(&t.binary, &t.config)
+        .expect("second agent");
     assert!(t.lab.agent_log().contains("adopted the data plane"));
     let (code, text) = t.status(&[]);
     assert_eq!(code, 0, "{text}");

@@ -3,12 +3,11 @@
 
 mod support;
 
-use support::{frames::Ipv4Frame, harness::*};
+use support::{frames::Ipv4Frame, harness::*, scratch_pins::ScratchPins};
 use xdp_lb::{
     balancer::Balancer,
     config::{FlowTable, Protocol},
     dataplane::{Dataplane, LoadOptions, LogLevel},
-    pins::PinDir,
 };
 use xdp_lb_common::{
     FAMILY_IPV4, FlowKey, PROTO_TCP, ServiceKey, addr_words, flow_hash::ports_word, port_raw,
@@ -16,24 +15,6 @@ use xdp_lb_common::{
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
-
-/// A pin directory of its own, removed on drop.
-struct ScratchPins(PinDir);
-
-impl ScratchPins {
-    fn new(tag: &str) -> Self {
-        Self(PinDir::new(format!(
-            "/sys/fs/bpf/xdp-lb-test-{}-{tag}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for ScratchPins {
-    fn drop(&mut self) {
-        let _ = self.0.remove_all();
-    }
-}
 
 fn options(flow_table: FlowTable) -> LoadOptions {
     LoadOptions {
