@@ -6,6 +6,8 @@
 //! Every condition is waited for with a generous bound; how fast a death is detected is
 //! measured by the benchmarks, not asserted here.
 
+mod support;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -15,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use support::sessions::http_session_lands_on as session;
 use xdp_lb::{config::DEFAULT_FLOW_HASH_SEED, maglev};
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
@@ -142,16 +145,6 @@ impl Ports {
         self.0 += 1;
         self.0
     }
-}
-
-/// The backend (0-based) that answered a request from client port `port`, or the error.
-fn session(lab: &Lab, port: u16) -> Result<usize, String> {
-    let body = lab
-        .http_get_via_vip_from_port("/", port)
-        .map_err(|e| format!("{e:#}"))?;
-    (0..lab.backends())
-        .find(|&i| body.trim() == Lab::backend_name(i))
-        .ok_or_else(|| format!("unexpected answer {body:?}"))
 }
 
 /// Opens `n` sessions; each must be answered by the backend `expect` names for its port.
