@@ -188,6 +188,16 @@ impl Lab {
     /// output appended to [`Self::agent_log_path`], and waits (30 s at most) for it to log
     /// [`Self::AGENT_READY_LINE`]. Fails with its log when it exits or times out first.
     pub fn start_agent(&self, agent_binary: &Path, config: &Path) -> Result<LabProcess> {
+        self.start_agent_with_env(agent_binary, config, &[])
+    }
+
+    /// [`Self::start_agent`] with `env` added to the agent's environment.
+    pub fn start_agent_with_env(
+        &self,
+        agent_binary: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<LabProcess> {
         let binary = agent_binary
             .to_str()
             .ok_or_else(|| anyhow!("{} is not UTF-8", agent_binary.display()))?;
@@ -226,13 +236,9 @@ impl Lab {
             "--state-file",
             &state,
         ];
-        let mut agent = LabProcess::start(
-            &argv,
-            &[("RUST_LOG", "info")],
-            &log_path,
-            None,
-            &self.registry,
-        )?;
+        let mut environment = vec![("RUST_LOG", "info")];
+        environment.extend_from_slice(env);
+        let mut agent = LabProcess::start(&argv, &environment, &log_path, None, &self.registry)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = fs::read(&log_path).unwrap_or_default();

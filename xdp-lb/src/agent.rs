@@ -5,6 +5,7 @@
 
 mod control;
 mod failover;
+mod systemd;
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
@@ -95,6 +96,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         flow_table: config.flow_table,
         log_level: ebpf_log_level(),
     };
+    systemd::status("loading the data plane");
     let mut dataplane =
         Dataplane::load_pinned(&load_options, opts.pin_dir.clone().map(PinDir::new))?;
     if dataplane.adopted() {
@@ -119,6 +121,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
 
+    systemd::status("resolving the backends' MACs");
     let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
     let adopted = dataplane.adopted();
     let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);
@@ -130,6 +133,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                 "no snapshot of the earlier agent: live flows are kept from the pinned maps; named pools get new tables"
             );
         }
+        systemd::status("adopting the pinned data plane: live flows keep their backends");
         balancer.adopt(snapshot.take());
     }
     let mut services: Vec<_> = config.services.iter().collect();
@@ -185,6 +189,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leave_running = false;
+    let mut watchdog = systemd::Watchdog::new();
+    // Ready for systemd only now: attached, tables live, every listener bound.
+    systemd::ready(&serving_status(&balancer, &file.config.interfaces));
     loop {
         tokio::select! {
             _ = sigquit.recv() => {
@@ -218,10 +225,13 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             _ = audit.tick() => {
                 auditor.run(&balancer, &neighbours, &file.config.interfaces).await;
             }
+            // Fed from the loop itself: a loop stuck anywhere stops feeding it.
+            _ = watchdog.tick() => watchdog.feed(),
         }
         save_snapshot(&balancer, opts.state_file.as_deref());
     }
     if leave_running {
+        systemd::stopping("leaving the data plane running for the next agent");
         match balancer.dataplane_mut().leave_running() {
             Ok(()) => {
                 log::info!(
@@ -232,6 +242,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             Err(err) => log::error!("cannot leave the data plane running: {err:#}; detaching"),
         }
     }
+    systemd::stopping("detaching");
     balancer.dataplane_mut().detach_all();
     if let Some(path) = &opts.state_file {
         let _ = std::fs::remove_file(path);
@@ -253,10 +264,37 @@ fn save_snapshot(balancer: &Balancer, path: Option<&std::path::Path>) {
     }
 }
 
+/// What systemd's STATUS line says while the agent serves.
+fn serving_status(balancer: &Balancer, interfaces: &[String]) -> String {
+    let services = balancer.services().count();
+    let backends: usize = balancer.services().map(|s| s.active_backends()).sum();
+    format!(
+        "serving {services} service(s) on {} with {backends} backend(s) in their tables",
+        interfaces.join(", ")
+    )
+}
+
 /// Re-reads the config file, applies the run-time changes over it, and applies the
 /// difference to the running state. An invalid file, or one changing settings fixed at
-/// load, changes nothing; `Err` says why.
+/// load, changes nothing; `Err` says why. systemd hears RELOADING, then READY.
 async fn reload(
+    neighbours: &Neighbours,
+    current: &ConfigFile,
+    runtime: &mut RuntimeChanges,
+    interfaces: &[Egress],
+    balancer: &mut Balancer,
+) -> Result<(ConfigFile, String), String> {
+    systemd::reloading();
+    let result = reload_file(neighbours, current, runtime, interfaces, balancer).await;
+    let names = match &result {
+        Ok((new, _)) => &new.config.interfaces,
+        Err(_) => &current.config.interfaces,
+    };
+    systemd::ready(&serving_status(balancer, names));
+    result
+}
+
+async fn reload_file(
     neighbours: &Neighbours,
     current: &ConfigFile,
     runtime: &mut RuntimeChanges,

@@ -10,6 +10,7 @@ pub mod control;
 pub mod dataplane;
 pub mod health;
 pub mod http1;
+pub mod logging;
 pub mod maglev;
 pub mod metrics;
 pub mod neighbour;

@@ -172,7 +172,7 @@ enum ModeArg {
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    xdp_lb::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config, file }) => check(file.as_deref().unwrap_or(&config)),

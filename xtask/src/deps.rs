@@ -25,6 +25,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "libbpf-dev",
     "iputils-ping",
     "linux-perf",
+    // systemd-analyze checks the shipped unit file.
+    "systemd",
 ];
 
 /// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).
