@@ -707,6 +707,29 @@ fn the_metrics_endpoint_serves_prometheus_text_whose_counters_move_with_traffic(
         )
         .is_some()
     );
+    // The agent's own series: its build, its start, the file in force and its reloads.
+    let reloads = |samples: &[Sample], result: &str| {
+        value(
+            samples,
+            "xdp_lb_config_reloads_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(reloads(&checked, "applied"), Some(0.0));
+    assert!(value(&checked, "xdp_lb_start_time_seconds", &[]).is_some_and(|t| t > 1.7e9));
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
+    assert_eq!(value(&checked, "xdp_lb_build_info", &version), Some(1.0));
+    ops.ok(&["reload"]);
+    let reloaded = scrape(&ops);
+    assert_eq!(reloads(&reloaded, "applied"), Some(1.0));
+    assert!(
+        value(
+            &reloaded,
+            "xdp_lb_config_last_reload_success_timestamp_seconds",
+            &[]
+        )
+        .is_some()
+    );
     let other = ops
         .lab
         .exec(

@@ -5,6 +5,7 @@
 
 mod control;
 mod failover;
+mod info;
 mod systemd;
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
@@ -189,6 +190,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leave_running = false;
+    let mut info = info::started(&file.config.path);
     let mut watchdog = systemd::Watchdog::new();
     // Ready for systemd only now: attached, tables live, every listener bound.
     systemd::ready(&serving_status(&balancer, &file.config.interfaces));
@@ -201,7 +203,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                if let Ok((new, _)) = reload(&neighbours, &file, &mut runtime, &interfaces, &mut balancer).await {
+                let outcome = reload(&neighbours, &file, &mut runtime, &interfaces, &mut balancer).await;
+                info::record_reload(&mut info, &outcome, &file.config.path);
+                if let Ok((new, _)) = outcome {
                     file = new;
                     health.sync(&file, &balancer);
                 }
@@ -215,6 +219,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                     balancer: &mut balancer,
                     health: &mut health,
                     auditor: &mut auditor,
+                    info: &mut info,
                 };
                 let response = ctx.handle(request).await;
                 health.sync(&file, &balancer);

@@ -14,7 +14,7 @@ use crate::{
     balancer::Balancer,
     config::{ConfigFile, MacAddr, Protocol},
     control::{
-        protocol::{Request, Response},
+        protocol::{AgentInfo, Request, Response},
         report,
         switches::TableSwitches,
     },
@@ -30,6 +30,7 @@ pub(super) struct Context<'a> {
     pub balancer: &'a mut Balancer,
     pub health: &'a mut Health,
     pub auditor: &'a mut Auditor,
+    pub info: &'a mut AgentInfo,
 }
 
 impl Context<'_> {
@@ -46,6 +47,7 @@ impl Context<'_> {
                 let mut report = report::status(self.balancer, &observed);
                 report.drift = drift;
                 report.audit_last_run_ms = self.auditor.last_run_ms();
+                report.agent = self.info.clone();
                 Response::Status(report)
             }
             Request::Lookup {
@@ -74,15 +76,16 @@ impl Context<'_> {
                 }
             }
             Request::Reload => {
-                match reload(
+                let outcome = reload(
                     self.neighbours,
                     self.file,
                     self.runtime,
                     self.interfaces,
                     self.balancer,
                 )
-                .await
-                {
+                .await;
+                super::info::record_reload(self.info, &outcome, &self.file.config.path);
+                match outcome {
                     Ok((new, summary)) => {
                         *self.file = new;
                         Response::Ok { message: summary }

@@ -119,6 +119,27 @@ pub struct StatusReport {
     /// When that audit ran, in milliseconds since the Unix epoch (`None`: it did not run).
     #[serde(default)]
     pub audit_last_run_ms: Option<u64>,
+    /// The agent itself: its version, start, configuration and reloads.
+    #[serde(default)]
+    pub agent: AgentInfo,
+}
+
+/// What the agent reports of itself (`xdp_lb_build_info`, `xdp_lb_start_time_seconds`,
+/// `xdp_lb_config_info`, `xdp_lb_config_reloads_total`...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent's version (its crate's).
+    pub version: String,
+    /// When it started, in seconds since the Unix epoch.
+    pub started_at_s: u64,
+    /// A hash of the configuration file in force (FNV-1a, 64 bits, hex): equal on every LB
+    /// running the same file.
+    pub config_hash: String,
+    /// Reloads by outcome: `applied`, `refused` (nothing changed), `failed` (some changes
+    /// failed).
+    pub reloads: BTreeMap<String, u64>,
+    /// When the last reload was applied, in seconds since the Unix epoch.
+    pub last_reload_success_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -197,6 +197,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         // The audit's verdict is added by the control loop, which runs the audit.
         drift: Vec::new(),
         audit_last_run_ms: None,
+        // Likewise what the agent says of itself.
+        agent: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::control::protocol::{BackendStatus, StatusReport};
+use crate::control::protocol::{AgentInfo, BackendStatus, StatusReport};
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
@@ -119,6 +119,8 @@ pub fn render(report: &StatusReport) -> String {
         );
     }
 
+    agent_metrics(&mut registry, &report.agent);
+
     let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for s in &report.services {
         let service = vec![("service", s.name.clone())];
@@ -189,6 +191,59 @@ pub fn render(report: &StatusReport) -> String {
         log::error!("metrics: encoding: {err}");
     }
     text
+}
+
+/// The agent's own series: build, start, the configuration in force and its reloads.
+fn agent_metrics(registry: &mut Registry, agent: &AgentInfo) {
+    let info = |registry: &mut Registry, name: &str, help: &str, labels: Labels| {
+        let family = Gauges::default();
+        family.get_or_create(&labels).set(1);
+        registry.register(name, help, family);
+    };
+    info(
+        registry,
+        "build_info",
+        "1, labelled with the agent's version",
+        vec![("version", agent.version.clone())],
+    );
+    info(
+        registry,
+        "config_info",
+        "1, labelled with the hash of the configuration file in force (equal on LBs running the same file)",
+        vec![("hash", agent.config_hash.clone())],
+    );
+    let timestamp = |registry: &mut Registry, name: &str, help: &str, seconds: u64| {
+        let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        gauge.set(seconds as f64);
+        registry.register_with_unit(name, help, Unit::Seconds, gauge);
+    };
+    timestamp(
+        registry,
+        "start_time",
+        "When the agent started (Unix time)",
+        agent.started_at_s,
+    );
+    if let Some(at) = agent.last_reload_success_s {
+        timestamp(
+            registry,
+            "config_last_reload_success_timestamp",
+            "When a reload was last applied (Unix time)",
+            at,
+        );
+    }
+    let reloads = Counters::default();
+    // Every outcome is exported, 0 until it happens, so rate() and alerts work from start.
+    for result in ["applied", "refused", "failed"] {
+        let n = agent.reloads.get(result).copied().unwrap_or(0);
+        reloads
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc_by(n);
+    }
+    registry.register(
+        "config_reloads",
+        "Reloads of the configuration by outcome (refused: nothing changed)",
+        reloads,
+    );
 }
 
 fn backend_labels(service: &str, b: &BackendStatus) -> Labels {
@@ -277,6 +332,13 @@ mod tests {
                 "key missing from service_by_vip",
             )],
             audit_last_run_ms: Some(1_780_000_000_500),
+            agent: AgentInfo {
+                version: "0.1.0".into(),
+                started_at_s: 1_780_000_000,
+                config_hash: "af63dc4c8601ec8c".into(),
+                reloads: [("applied".to_owned(), 2), ("refused".to_owned(), 1)].into(),
+                last_reload_success_s: Some(1_780_000_100),
+            },
         }
     }
 
@@ -307,6 +369,13 @@ mod tests {
             "xdp_lb_dataplane_drift 1",
             "# UNIT xdp_lb_dataplane_audit_last_run_timestamp_seconds seconds",
             "xdp_lb_dataplane_audit_last_run_timestamp_seconds 1780000000.5",
+            "xdp_lb_build_info{version=\"0.1.0\"} 1",
+            "xdp_lb_config_info{hash=\"af63dc4c8601ec8c\"} 1",
+            "xdp_lb_start_time_seconds 1780000000.0",
+            "xdp_lb_config_last_reload_success_timestamp_seconds 1780000100.0",
+            "xdp_lb_config_reloads_total{result=\"applied\"} 2",
+            "xdp_lb_config_reloads_total{result=\"refused\"} 1",
+            "xdp_lb_config_reloads_total{result=\"failed\"} 0",
             "# EOF",
         ] {
             assert!(
