@@ -402,4 +402,58 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    /// Every `xdp_lb_*` name in `text`.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("xdp_lb_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+        names
+    }
+
+    #[test]
+    fn every_metric_the_shipped_grafana_dashboard_queries_is_exported() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/grafana-dashboard.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard"))
+                .expect("the dashboard is JSON");
+        let mut queries = String::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                queries.push_str(target["expr"].as_str().expect("an expr"));
+                queries.push('\n');
+            }
+        }
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .expect("variables")
+        {
+            if let Some(query) = variable["query"].as_str() {
+                queries.push_str(query);
+            }
+        }
+        let exported: std::collections::BTreeSet<String> = render(&report())
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+        let queried = metric_names(&queries);
+        assert!(queried.len() >= 15, "{queried:?}");
+        let missing: Vec<&String> = queried.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "queried but never exported: {missing:?}"
+        );
+    }
 }
