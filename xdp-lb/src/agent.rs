@@ -22,6 +22,7 @@ use crate::{
     audit::{AUDIT_INTERVAL, Auditor},
     balancer::{Balancer, Forwarding, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
+    control::census::FlowCensus,
     dataplane::{Dataplane, LoadOptions},
     neighbour::{Egress, Neighbours, xdp_ifindex},
     pins::PinDir,
@@ -186,11 +187,14 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.tick().await;
+    let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
+    let mut refreshing = None;
     let mut auditor = Auditor::new();
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leave_running = false;
     let mut info = info::started(&file.config.path);
+    let census = FlowCensus::start(balancer.dataplane().flows_handle()?, file.config.flow_table)?;
     let mut watchdog = systemd::Watchdog::new();
     // Ready for systemd only now: attached, tables live, every listener bound.
     systemd::ready(&serving_status(&balancer, &file.config.interfaces));
@@ -220,13 +224,25 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                     health: &mut health,
                     auditor: &mut auditor,
                     info: &mut info,
+                    census: &census,
                 };
                 let response = ctx.handle(request).await;
                 health.sync(&file, &balancer);
-                let _ = reply.send(response);
+                match response {
+                    control::Reply::Now(response) => {
+                        let _ = reply.send(response);
+                    }
+                    // Finished off the loop (a walk of the connection table, say).
+                    control::Reply::Later(response) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(response.await);
+                        });
+                    }
+                }
             }
             Some(event) = health.events.recv() => health.apply(event, &mut balancer),
-            _ = refresh.tick() => refresh_backends(&neighbours, &file, &interfaces, &mut balancer).await,
+            _ = refresh.tick() => start_refresh(&neighbours, &file, &mut refreshing, &refreshed_tx),
+            Some(found) = refreshed_rx.recv() => apply_refresh(found, &interfaces, &mut balancer),
             _ = audit.tick() => {
                 auditor.run(&balancer, &neighbours, &file.config.interfaces).await;
             }
@@ -716,16 +732,39 @@ fn note_egress(dataplane: &mut Dataplane, interfaces: &[Egress], address: IpAddr
     }
 }
 
-/// Retries unresolved backends and picks up MAC changes of resolved ones.
-async fn refresh_backends(
+/// What a round of re-resolution found, for each server.
+type Resolutions = Vec<(Backend, Result<Forwarding, String>)>;
+
+/// Starts a round of re-resolution (ARP/ND waits up to `RESOLVE_TIMEOUT` on a silent
+/// server) on a task of its own, so the control loop never waits on the network; the
+/// results come back on `done`. One round at a time: a tick while one runs starts none.
+fn start_refresh(
     neighbours: &Neighbours,
     file: &ConfigFile,
-    interfaces: &[Egress],
-    balancer: &mut Balancer,
+    running: &mut Option<tokio::task::JoinHandle<()>>,
+    done: &mpsc::Sender<Resolutions>,
 ) {
-    let backends = failover::distinct_servers(file);
-    let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
-    for (backend, result) in backends.values().zip(results) {
+    if running.as_ref().is_some_and(|task| !task.is_finished()) {
+        return;
+    }
+    let servers: Vec<Backend> = failover::distinct_servers(file).into_values().collect();
+    let (neighbours, done) = (neighbours.clone(), done.clone());
+    *running = Some(tokio::spawn(async move {
+        let results = join_all(servers.iter().map(|b| forwarding_for(&neighbours, b))).await;
+        let found = servers
+            .into_iter()
+            .zip(results)
+            .map(|(b, r)| (b, r.map_err(|err| format!("{err:#}"))))
+            .collect();
+        let _ = done.send(found).await;
+    }));
+}
+
+/// Applies a round of re-resolution: unresolved backends that answered get their entries,
+/// resolved ones a new MAC when theirs changed.
+fn apply_refresh(found: Resolutions, interfaces: &[Egress], balancer: &mut Balancer) {
+    for (backend, result) in &found {
+        let backend = backend.clone();
         let users: Vec<(String, Option<Forwarding>)> = balancer
             .services()
             .filter_map(|s| {
@@ -735,6 +774,7 @@ async fn refresh_backends(
             .collect();
         match result {
             Ok(f) => {
+                let f = *f;
                 if users.iter().any(|(_, old)| *old != Some(f)) {
                     note_egress(balancer.dataplane_mut(), interfaces, backend.address, &f);
                     log::info!(
@@ -754,10 +794,10 @@ async fn refresh_backends(
                 // A resolved backend keeps its last MAC: one missed ARP reply must not
                 // withdraw a server that may be fine (health checks decide that).
                 if users.iter().any(|(_, old)| old.is_none()) {
-                    log::error!("backend {} is still unreachable: {err:#}", backend.address);
+                    log::error!("backend {} is still unreachable: {err}", backend.address);
                 } else {
                     log::warn!(
-                        "backend {} did not re-resolve, keeping its last MAC: {err:#}",
+                        "backend {} did not re-resolve, keeping its last MAC: {err}",
                         backend.address
                     );
                 }

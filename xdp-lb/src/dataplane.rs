@@ -516,6 +516,21 @@ impl Dataplane {
             .context("updating the connection table")
     }
 
+    /// A handle of its own on the connection table, for a thread that walks it (see
+    /// `control/census.rs`).
+    pub fn flows_handle(&self) -> anyhow::Result<HashMap<MapData, FlowKey, FlowValue>> {
+        use aya::maps::IterableMap as _;
+        let fd = self
+            .flows
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the connection table's fd")?;
+        let data = MapData::from_fd(fd).context("opening the connection table again")?;
+        HashMap::try_from(Map::LruHashMap(data)).context("the connection table's type")
+    }
+
     /// Every entry of the connection table (a snapshot; the table changes meanwhile).
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().filter_map(Result::ok).collect()

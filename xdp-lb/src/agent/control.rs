@@ -13,6 +13,7 @@ use crate::{
     audit::Auditor,
     balancer::Balancer,
     config::{ConfigFile, MacAddr, Protocol},
+    control::census::FlowCensus,
     control::{
         protocol::{AgentInfo, Request, Response},
         report,
@@ -31,25 +32,49 @@ pub(super) struct Context<'a> {
     pub health: &'a mut Health,
     pub auditor: &'a mut Auditor,
     pub info: &'a mut AgentInfo,
+    pub census: &'a FlowCensus,
+}
+
+/// An answer now, or one finished off the control loop.
+pub(super) enum Reply {
+    Now(Response),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>),
 }
 
 impl Context<'_> {
-    pub async fn handle(&mut self, request: Request) -> Response {
+    pub async fn handle(&mut self, request: Request) -> Reply {
         match request {
-            Request::Status => {
-                let observed = self.health.observed(self.file.config.flow_table);
-                // A fresh audit: what `status` says about drift is never older than the
-                // request.
-                let drift = self
-                    .auditor
-                    .run(self.balancer, self.neighbours, &self.file.config.interfaces)
-                    .await;
-                let mut report = report::status(self.balancer, &observed);
-                report.drift = drift;
-                report.audit_last_run_ms = self.auditor.last_run_ms();
-                report.agent = self.info.clone();
-                Response::Status(report)
+            Request::Status => Reply::Later(Box::pin(self.status().await)),
+            other => Reply::Now(self.handle_now(other).await),
+        }
+    }
+
+    /// The status report, built in the loop but for the connection table's figures, which
+    /// the census thread counts meanwhile.
+    async fn status(&mut self) -> impl std::future::Future<Output = Response> + Send + use<> {
+        let observed = self.health.observed(self.file.config.flow_table);
+        // A fresh audit: what `status` says about drift is never older than the request.
+        let drift = self
+            .auditor
+            .run(self.balancer, self.neighbours, &self.file.config.interfaces)
+            .await;
+        let mut report = report::status(self.balancer, &observed);
+        report.drift = drift;
+        report.audit_last_run_ms = self.auditor.last_run_ms();
+        report.agent = self.info.clone();
+        let counted = self.census.count();
+        async move {
+            if let Some(census) = counted.await {
+                report::fill_flows(&mut report, &census);
             }
+            Response::Status(report)
+        }
+    }
+
+    async fn handle_now(&mut self, request: Request) -> Response {
+        match request {
+            // `handle` answers it off the loop; in full here all the same.
+            Request::Status => self.status().await.await,
             Request::Lookup {
                 client,
                 vip,

@@ -116,6 +116,7 @@ impl Health {
             last_switch: self.switches.last().clone(),
             notify_runs: self.notify_runs.counts().to_vec(),
             flow_table,
+            census: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! (`server`), spoken by the `xdp-lb` subcommands (`client`), and the status table (`view`).
 //! The status report (`report`) also feeds the metrics; `switches` times table switches.
 
+pub mod census;
 pub mod client;
 pub mod protocol;
 pub mod report;

@@ -180,6 +180,11 @@ pub struct ServiceStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
+    /// Its id and epoch in the data plane (what connection-table entries name).
+    #[serde(default)]
+    pub id: u32,
+    #[serde(default)]
+    pub epoch: u32,
     pub address: IpAddr,
     pub weight: u32,
     /// `up`, `drain` (weight 0, still usable), `down` (health), `unresolved` (no MAC),

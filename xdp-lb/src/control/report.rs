@@ -2,16 +2,17 @@
 //! data plane's maps and what the agent observed (health checks, switch times, alerts).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, FlowValue, PROTO_TCP, addr_words,
-    flow_hash::ports_word, flow_stat, port_raw, verdict,
+    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, addr_words, flow_hash::ports_word,
+    flow_stat, port_raw, verdict,
 };
 
+use super::census::{Census, expired, monotonic_ns};
 use super::protocol::{
     BackendStatus, CheckResult, HealthStatus, LookupAnswer, NamedCounter, PoolStatus,
     ServiceStatus, StatusReport,
@@ -33,6 +34,8 @@ pub struct Observed {
     pub notify_runs: Vec<(&'static str, u64)>,
     /// The connection table's idle timeouts: older entries are not counted.
     pub flow_table: FlowTable,
+    /// The connection table counted by `census.rs` (`None`: not counted, every figure 0).
+    pub census: Option<std::sync::Arc<Census>>,
 }
 
 fn health_status(record: &CheckRecord) -> HealthStatus {
@@ -65,55 +68,11 @@ pub fn state_word(b: &BackendState) -> &'static str {
     }
 }
 
-/// `bpf_ktime_get_ns()` now: the clock of the connection table's last-seen times.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime(2) writes into the timespec we own; CLOCK_MONOTONIC exists on
-    // every Linux.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
-}
-
-/// Whether the data plane would ignore this entry as idle for too long.
-fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> bool {
-    let seconds = if key.proto == PROTO_TCP {
-        timeouts.tcp_timeout_s
-    } else {
-        timeouts.udp_timeout_s
-    };
-    now.saturating_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
-}
-
-/// Live connection-table entries per (backend id, epoch), and in all. An entry idle longer
-/// than its protocol's timeout is not counted: the data plane ignores it (and replaces it
-/// at its flow's next packet), so a drained backend's count falls to 0 once its flows
-/// have ended and their timeout has passed.
-fn flows_by_backend(balancer: &Balancer, timeouts: &FlowTable) -> (HashMap<(u32, u32), u64>, u64) {
-    let now = monotonic_ns();
-    let mut counts = HashMap::new();
-    let mut total = 0;
-    for (key, value) in balancer.dataplane().flows() {
-        if expired(&key, &value, now, timeouts) {
-            continue;
-        }
-        total += 1;
-        *counts
-            .entry((value.backend_id, value.backend_epoch))
-            .or_insert(0) += 1;
-    }
-    (counts, total)
-}
-
 pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let dp = balancer.dataplane();
-    let (flows, active_flows) = flows_by_backend(balancer, &observed.flow_table);
+    let empty = Census::default();
+    let census = observed.census.as_deref().unwrap_or(&empty);
+    let (flows, active_flows) = (&census.by_backend, census.total);
     let backend = |service: &ServiceState, b: &BackendState, role: Option<&str>| {
         let counter = dp.backend_counter(b.id);
         let slots = service
@@ -128,6 +87,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
             _ => state_word(b).to_owned(),
         };
         BackendStatus {
+            id: b.id,
+            epoch: b.epoch,
             address: b.config.address,
             weight: b.config.weight,
             state,
@@ -304,30 +265,18 @@ pub fn lookup(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_idle_beyond_its_protocol_s_timeout_is_expired() {
-        let timeouts = FlowTable {
-            tcp_timeout_s: 10,
-            udp_timeout_s: 2,
-            ..FlowTable::default()
-        };
-        let key = |proto| FlowKey {
-            proto,
-            ..FlowKey::default()
-        };
-        let seen = |s: u64| FlowValue {
-            last_seen_ns: s * 1_000_000_000,
-            ..FlowValue::default()
-        };
-        let now = 100 * 1_000_000_000;
-        assert!(!expired(&key(PROTO_TCP), &seen(95), now, &timeouts));
-        assert!(expired(&key(PROTO_TCP), &seen(89), now, &timeouts));
-        assert!(expired(&key(17), &seen(95), now, &timeouts));
-        assert!(!expired(&key(17), &seen(99), now, &timeouts));
-        assert!(monotonic_ns() > 0);
+/// Puts a census's figures into a report made without one.
+pub fn fill_flows(report: &mut StatusReport, census: &Census) {
+    report.active_flows = census.total;
+    for b in report
+        .services
+        .iter_mut()
+        .flat_map(|s| s.backends.iter_mut())
+    {
+        b.flows = census
+            .by_backend
+            .get(&(b.id, b.epoch))
+            .copied()
+            .unwrap_or(0);
     }
 }

@@ -220,6 +220,8 @@ mod tests {
                 bytes: 4200,
                 backends: vec![
                     BackendStatus {
+                        id: 0,
+                        epoch: 0,
                         address: "10.0.0.11".parse().unwrap(),
                         slots: 1,
                         weight: 1,
@@ -241,6 +243,8 @@ mod tests {
                         pool: "default".into(),
                     },
                     BackendStatus {
+                        id: 0,
+                        epoch: 0,
                         address: "10.0.0.12".parse().unwrap(),
                         slots: 1,
                         weight: 0,
@@ -316,6 +320,8 @@ mod tests {
     #[test]
     fn a_service_with_pools_lists_its_backends_under_their_pool() {
         let backend = |address: &str, pool: &str| BackendStatus {
+            id: 0,
+            epoch: 0,
             address: address.parse().unwrap(),
             slots: 1,
             weight: 1,

@@ -277,6 +277,8 @@ mod tests {
                 bytes: 4200,
                 backends: vec![
                     BackendStatus {
+                        id: 0,
+                        epoch: 0,
                         address: "10.0.0.11".parse().unwrap(),
                         slots: 1,
                         weight: 1,
@@ -298,6 +300,8 @@ mod tests {
                         pool: "default".into(),
                     },
                     BackendStatus {
+                        id: 0,
+                        epoch: 0,
                         address: "10.0.0.12".parse().unwrap(),
                         slots: 1,
                         weight: 1,
