@@ -351,7 +351,7 @@ mod tests {
             "{unit}"
         );
         assert!(
-            unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+            unit.contains("ExecReload=/usr/local/sbin/xdp-lb reload"),
             "{unit}"
         );
         assert_eq!(
@@ -417,6 +417,10 @@ mod tests {
         let unit = fs::read_to_string(&layout.unit).unwrap();
         assert!(
             unit.contains("ExecStart=/opt/xdp-lb/sbin/xdp-lb --config"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("ExecReload=/opt/xdp-lb/sbin/xdp-lb reload"),
             "{unit}"
         );
         assert!(!unit.contains(UNIT_BINARY), "{unit}");
