@@ -145,6 +145,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
 
     balancer.finish_adoption();
     save_snapshot(&balancer, opts.state_file.as_deref());
+    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved)?;
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -657,6 +658,31 @@ async fn resolve_all(
         out.insert(backend.address, forwarding);
     }
     out
+}
+
+/// Tells the program which destination MACs are the LB's on each interface it attaches to:
+/// the interface's own, and the source MAC of every backend reached through it (a VLAN
+/// device on it may have another). Frames to any other MAC (promiscuous mode, flooded
+/// unknown unicast) are then passed, not balanced.
+fn register_local_macs(
+    dataplane: &mut Dataplane,
+    interfaces: &[Egress],
+    resolved: &BTreeMap<IpAddr, Option<Forwarding>>,
+) -> anyhow::Result<()> {
+    for egress in interfaces {
+        let mut macs = vec![egress.mac.0];
+        macs.extend(
+            resolved
+                .values()
+                .flatten()
+                .filter(|f| f.ifindex == egress.ifindex)
+                .map(|f| f.src_mac.0),
+        );
+        dataplane
+            .set_local_macs(egress.ifindex, &macs)
+            .with_context(|| format!("interface {}", egress.ifname))?;
+    }
+    Ok(())
 }
 
 /// Makes the backend's interface a redirect target when it is not where frames come in.
