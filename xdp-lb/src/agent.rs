@@ -119,6 +119,13 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
 
+    // Before anything is written: a NIC that strips VLAN tags would never match a
+    // VLAN-bound service.
+    if config.services.iter().any(|s| s.vlan.is_some()) {
+        for name in &config.interfaces {
+            crate::dataplane::rx_vlan::check_tags_visible(name)?;
+        }
+    }
     let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
     let adopted = dataplane.adopted();
     let mut balancer = Balancer::new(dataplane, config.flow_hash_seed);

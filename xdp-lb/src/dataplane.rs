@@ -36,6 +36,7 @@ use crate::{
 };
 
 mod audit;
+pub mod rx_vlan;
 
 /// Levels of the data plane's aya-log records.
 pub use aya_log::Level as LogLevel;
