@@ -2,8 +2,9 @@
 //! into the RX descriptor (`rx-vlan-offload`, `NETIF_F_HW_VLAN_CTAG_RX`): native XDP then
 //! sees an untagged frame and no VLAN-bound service would ever match. The tag is still
 //! readable through the XDP rx-metadata kfunc `bpf_xdp_metadata_rx_vlan_tag` (Linux 6.8+;
-//! mlx5, ice, veth implement it), but aya-ebpf 0.2 cannot call kfuncs yet, so the offload
-//! must be off on such an interface.
+//! ice and veth implement it, others list `vlan-tag` in their netdev
+//! `xdp-rx-metadata-features`), but aya-ebpf 0.2 cannot call kfuncs yet, so the offload must
+//! be off on such an interface.
 
 use std::io;
 
