@@ -152,7 +152,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
 
     balancer.finish_adoption();
     save_snapshot(&balancer, opts.state_file.as_deref());
-    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved)?;
+    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved);
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -675,7 +675,7 @@ fn register_local_macs(
     dataplane: &mut Dataplane,
     interfaces: &[Egress],
     resolved: &BTreeMap<IpAddr, Option<Forwarding>>,
-) -> anyhow::Result<()> {
+) {
     for egress in interfaces {
         let mut macs = vec![egress.mac.0];
         macs.extend(
@@ -685,11 +685,14 @@ fn register_local_macs(
                 .filter(|f| f.ifindex == egress.ifindex)
                 .map(|f| f.src_mac.0),
         );
-        dataplane
-            .set_local_macs(egress.ifindex, &macs)
-            .with_context(|| format!("interface {}", egress.ifname))?;
+        // Too many to register: the interface is left unchecked rather than refused.
+        if let Err(err) = dataplane.set_local_macs(egress.ifindex, &macs) {
+            log::warn!(
+                "interface {}: {err:#}; frames there are balanced whatever their destination MAC",
+                egress.ifname
+            );
+        }
     }
-    Ok(())
 }
 
 /// Makes the backend's interface a redirect target when it is not where frames come in.
