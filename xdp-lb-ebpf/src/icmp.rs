@@ -6,7 +6,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
-use xdp_lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, verdict};
+use xdp_lb_common::{FAMILY_IPV4, PROTO_TCP, PROTO_UDP, verdict};
 
 use crate::parse::{Flow, Frame, ptr_at, read_word, words};
 

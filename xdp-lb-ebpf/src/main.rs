@@ -12,6 +12,7 @@
 #![no_main]
 
 mod flows;
+mod forward;
 mod fragments;
 mod icmp;
 mod maps;
@@ -20,19 +21,17 @@ mod pools;
 
 use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
-use network_types::eth::EthHdr;
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, FlowKey, MAX_LOCAL_MACS, SERVICE_F_HASH_SOURCE,
-    SERVICE_F_PASS_WHEN_EMPTY, ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, source_hash,
-    verdict,
+    BACKEND_F_VALID, BackendValue, FlowKey, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY,
+    ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
 };
 
 use crate::{
     maps::{
-        BACKEND_STATS, BACKENDS, LOCAL_MACS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS,
-        SERVICE_STATS, TX_PORTS, VERDICT_STATS, count,
+        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
+        VERDICT_STATS, count,
     },
-    parse::{Flow, Frame, parse_frame, ptr_at},
+    parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
 };
 
@@ -87,7 +86,7 @@ fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
     if !port_has_service(flow) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     }
-    if !addressed_to_us(ctx) {
+    if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
@@ -108,7 +107,7 @@ fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
             }
         }
     };
-    let action = match send(ctx, backend_id, &backend) {
+    let action = match forward::send(ctx, backend_id, &backend) {
         Ok(action) => action,
         Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
@@ -134,7 +133,7 @@ fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32
     if !port_has_service(flow) {
         return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
     }
-    if !addressed_to_us(ctx) {
+    if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
     }
     let now = flows::now_ns();
@@ -154,7 +153,7 @@ fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32
             }
         }
     };
-    match send(ctx, backend_id, &backend) {
+    match forward::send(ctx, backend_id, &backend) {
         Ok(action) if too_big => (action, verdict::ICMP_TOO_BIG_FORWARDED),
         Ok(action) => (action, verdict::ICMP_UNREACHABLE_FORWARDED),
         Err(reason) => (xdp_action::XDP_PASS, reason),
@@ -186,7 +185,7 @@ fn predict_backend(
 /// backend's datagram. Anything else is the host's own and passes.
 #[inline(always)]
 fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
-    if !addressed_to_us(ctx) {
+    if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
     }
     let now = flows::now_ns();
@@ -198,7 +197,7 @@ fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u3
             (xdp_action::XDP_PASS, verdict::PASS_FRAGMENT)
         };
     };
-    match send(ctx, backend_id, &backend) {
+    match forward::send(ctx, backend_id, &backend) {
         Ok(action) => {
             count(&SERVICE_STATS, service_id, bytes);
             count(&BACKEND_STATS, backend_id, bytes);
@@ -207,65 +206,6 @@ fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u3
         Err(reason) => (xdp_action::XDP_PASS, reason),
     }
 }
-
-/// Rewrites the two MACs and sends the frame to `backend`: XDP_TX out of the ingress
-/// interface, or XDP_REDIRECT through `tx_ports`; `Err` is the pass verdict when neither
-/// can be used.
-#[inline(always)]
-fn send(ctx: &XdpContext, backend_id: u32, backend: &BackendValue) -> Result<u32, u32> {
-    let redirect = backend.ifindex != ctx.ingress_ifindex() as u32;
-    if redirect && TX_PORTS.get_ifindex(backend.ifindex).is_none() {
-        warn!(
-            ctx,
-            "backend {} is behind ifindex {} missing from tx_ports", backend_id, backend.ifindex
-        );
-        return Err(verdict::PASS_REDIRECT_FAILED);
-    }
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(verdict::PASS_MALFORMED)?;
-    // SAFETY: checked by `ptr_at`; this is the only write to the frame.
-    unsafe {
-        (*eth).dst_addr = backend.mac;
-        (*eth).src_addr = backend.src_mac;
-    }
-    if !redirect {
-        return Ok(xdp_action::XDP_TX);
-    }
-    // Present in tx_ports (checked above); fall back to passing if it vanished since.
-    TX_PORTS
-        .redirect(backend.ifindex, 0)
-        .map_err(|_| verdict::PASS_REDIRECT_FAILED)
-}
-
-/// Whether the frame's destination MAC is one the receiving interface owns
-/// (`local_macs`); an interface the agent registered nothing for is not checked.
-#[inline(always)]
-fn addressed_to_us(ctx: &XdpContext) -> bool {
-    // The destination MAC and the first two bytes of the source, read as one word.
-    let Some(head) = ptr_at::<[u8; 8]>(ctx, 0) else {
-        return false;
-    };
-    // SAFETY: checked by `ptr_at`.
-    let dst = u64::from_le_bytes(unsafe { *head }) & MAC_WORD_MASK;
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(local) = LOCAL_MACS.get_ptr(ifindex) else {
-        return true;
-    };
-    // SAFETY: a map value, valid for the program run; read word by word, never copied
-    // whole (a copy would be spilled byte by byte onto the small stack).
-    let count = unsafe { (*local).count } as usize;
-    let mut i = 0;
-    while i < MAX_LOCAL_MACS {
-        // SAFETY: as above; `i` is in bounds.
-        if i < count && unsafe { (*local).macs[i] } == dst {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-/// The bytes of `mac_word` a MAC fills.
-const MAC_WORD_MASK: u64 = 0x0000_ffff_ffff_ffff;
 
 /// Whether some service listens on the frame's destination port (`service_ports`).
 #[inline(always)]
