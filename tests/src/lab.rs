@@ -37,6 +37,13 @@ pub struct LabOptions {
     /// The agent binary used when `lb_agent` is set; `None` means
     /// [`Lab::locate_agent_binary`].
     pub agent_binary: Option<PathBuf>,
+    /// Puts the client behind a router namespace: the client is
+    /// [`Lab::ROUTED_CLIENT_ADDR`] on a link of its own, whose router end has this MTU (the
+    /// client's end keeps 1500, so the client's MSS does not reveal it); the router is
+    /// [`Lab::ROUTER_ADDR`] on the segment, where the client would be, and the LB and the
+    /// backends route the client's subnet through it. `None` (the default): the client is
+    /// on the segment.
+    pub client_behind_router: Option<u32>,
 }
 
 impl Default for LabOptions {
@@ -45,6 +52,7 @@ impl Default for LabOptions {
             backends: 3,
             lb_agent: false,
             agent_binary: None,
+            client_behind_router: None,
         }
     }
 }
@@ -62,6 +70,9 @@ pub struct Lab {
     pub(crate) ns_client: String,
     pub(crate) ns_lb: String,
     pub(crate) ns_backends: Vec<String>,
+    /// The router namespace and the MTU of its link toward the client, with
+    /// `client_behind_router`.
+    pub(crate) router: Option<(String, u32)>,
     /// Namespaces created so far, in creation order.
     pub(crate) created: Vec<String>,
     pub(crate) registry: Registry,
@@ -82,6 +93,13 @@ impl Lab {
     pub const LB_ADDR: &str = "10.77.0.1";
     /// The prefix length of the lab's segment, 10.77.0.0/24.
     pub const PREFIX_LEN: u8 = 24;
+    /// With `client_behind_router`: the router's address on the segment.
+    pub const ROUTER_ADDR: &str = "10.77.0.3";
+    /// With `client_behind_router`: the client's subnet, the router's and the client's
+    /// addresses on it.
+    pub const ROUTED_CLIENT_NET: &str = "10.77.1.0/24";
+    pub const ROUTER_CLIENT_SIDE_ADDR: &str = "10.77.1.1";
+    pub const ROUTED_CLIENT_ADDR: &str = "10.77.1.2";
     /// The client's eth0 MAC.
     pub const CLIENT_MAC: &str = "02:77:00:00:00:02";
     /// The LB's eth0 MAC.
@@ -129,7 +147,7 @@ impl Lab {
             Ok(_) => {}
             Err(err) => eprintln!("xdp-lb lab: tearing down labs left behind: {err:#}"),
         }
-        let mut lab = Self::allocate(opts.backends)?;
+        let mut lab = Self::allocate(opts.backends, opts.client_behind_router)?;
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
         if opts.lb_agent {
@@ -145,14 +163,14 @@ impl Lab {
 
     /// Picks a free lab id, creates the switch namespace (claiming the id) and the lab's
     /// directory.
-    fn allocate(backends: usize) -> Result<Lab> {
+    fn allocate(backends: usize, router_mtu: Option<u32>) -> Result<Lab> {
         for _ in 0..1000 {
             let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
             let id = format!("xl{:04}{n}", std::process::id() % 10000);
             let ns = |suffix: &str| format!("{id}-{suffix}");
             let ns_backends: Vec<String> =
                 (0..backends).map(|i| ns(&Self::backend_name(i))).collect();
-            let all = [ns("sw"), ns("cl"), ns("lb")];
+            let all = [ns("sw"), ns("cl"), ns("lb"), ns("rt")];
             if !stale::claim(&id)? {
                 continue;
             }
@@ -178,6 +196,7 @@ impl Lab {
                 ns_client: all[1].clone(),
                 ns_lb: all[2].clone(),
                 ns_backends,
+                router: router_mtu.map(|mtu| (all[3].clone(), mtu)),
                 created: vec![all[0].clone()],
                 registry: Registry::default(),
                 nginx: Vec::new(),
@@ -197,7 +216,12 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<()> {
-        let hosts: Vec<(String, String)> = [&self.ns_client, &self.ns_lb]
+        // On the segment: the client (or, behind it, the router), the LB, the backends.
+        let first = match &self.router {
+            Some((router, _)) => router,
+            None => &self.ns_client,
+        };
+        let hosts: Vec<(String, String)> = [first, &self.ns_lb]
             .into_iter()
             .chain(&self.ns_backends)
             .map(|ns| (ns.clone(), ns.rsplit('-').next().unwrap_or(ns).to_owned()))
@@ -205,6 +229,10 @@ impl Lab {
         for (ns, _) in &hosts {
             netns::add(ns)?;
             self.created.push(ns.clone());
+        }
+        if self.router.is_some() {
+            netns::add(&self.ns_client)?;
+            self.created.push(self.ns_client.clone());
         }
         for ns in self.created.clone() {
             self.ip(&ns, &["link", "set", "lo", "up"])?;
@@ -225,6 +253,9 @@ impl Lab {
         self.ip(&sw, &["link", "set", "br0", "up"])?;
         for (i, (ns, port)) in hosts.iter().enumerate() {
             let (addr, mac) = match i {
+                0 if self.router.is_some() => {
+                    (Self::ROUTER_ADDR.to_owned(), Self::CLIENT_MAC.to_owned())
+                }
                 0 => (Self::CLIENT_ADDR.to_owned(), Self::CLIENT_MAC.to_owned()),
                 1 => (Self::LB_ADDR.to_owned(), Self::LB_MAC.to_owned()),
                 _ => (Self::backend_addr(i - 2), Self::backend_mac(i - 2)),
@@ -271,11 +302,15 @@ impl Lab {
                 self.exec_ok(&ns, &["sysctl", "-q", "-w", setting])?;
             }
         }
+        if let Some((router, mtu)) = self.router.clone() {
+            self.build_router(&router, mtu)?;
+        }
         // veth leaves TCP checksums to be completed later; a frame that went through XDP
         // loses that, so every host that sends through the LB's path computes them itself.
         for ns in [&self.ns_client, &self.ns_lb]
             .into_iter()
             .chain(&self.ns_backends)
+            .chain(self.router.as_ref().map(|(router, _)| router))
         {
             self.exec_ok(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
         }
@@ -297,6 +332,77 @@ impl Lab {
             Self::LB_SERVICE_PORT,
         )?);
         self.nginx.last_mut().map(Nginx::start).transpose()?;
+        Ok(())
+    }
+
+    /// The router of `client_behind_router`: its link to the client (the router's end with
+    /// MTU `mtu`, the client's with 1500), forwarding on, and the routes both ways.
+    fn build_router(&self, router: &str, mtu: u32) -> Result<()> {
+        let client = self.ns_client.clone();
+        self.ip(
+            router,
+            &[
+                "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &client,
+            ],
+        )?;
+        self.ip(
+            router,
+            &["link", "set", "eth1", "mtu", &mtu.to_string(), "up"],
+        )?;
+        self.ip(
+            router,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", Self::ROUTER_CLIENT_SIDE_ADDR),
+                "dev",
+                "eth1",
+            ],
+        )?;
+        self.ip(&client, &["link", "set", "lo", "up"])?;
+        self.ip(&client, &["link", "set", "eth0", "up"])?;
+        self.ip(
+            &client,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", Self::ROUTED_CLIENT_ADDR),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        self.ip(
+            &client,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                Self::ROUTER_CLIENT_SIDE_ADDR,
+            ],
+        )?;
+        self.exec_ok(router, &["ethtool", "-K", "eth1", "tx", "off"])?;
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            self.exec_ok(router, &["sysctl", "-q", "-w", setting])?;
+        }
+        for ns in std::iter::once(&self.ns_lb).chain(&self.ns_backends) {
+            self.ip(
+                ns,
+                &[
+                    "route",
+                    "add",
+                    Self::ROUTED_CLIENT_NET,
+                    "via",
+                    Self::ROUTER_ADDR,
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
         Ok(())
     }
 

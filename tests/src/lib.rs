@@ -17,6 +17,13 @@
 //! have TX checksum offload off on eth0 (a frame that went through XDP loses the "checksum
 //! still to be completed" state veth relies on).
 //!
+//! With `LabOptions::client_behind_router: Some(mtu)` the segment's first port is a router
+//! (`<id>-rt`, 10.77.0.3, forwarding on) instead, and the client sits behind it on a link
+//! of its own: `<id>-rt eth1` 10.77.1.1/24 with MTU `mtu`, `<id>-cl eth0` 10.77.1.2/24 with
+//! 1500 and a default route through the router; the LB and the backends route 10.77.1.0/24
+//! through 10.77.0.3. The backends' full-size packets then draw "fragmentation needed"
+//! from the router, to the VIP (`tests/tests/lab_pmtu.rs`).
+//!
 //! Every namespace name starts with the lab's id (`xl` + 4 digits of the pid + a counter),
 //! so labs can run in parallel; [`Lab`] is a guard that tears everything down on drop.
 //! Building a lab needs root.

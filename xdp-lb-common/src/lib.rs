@@ -360,7 +360,8 @@ pub mod verdict {
     pub const PASS_NOT_SERVICE: u32 = 2;
     /// Passed: the frame is shorter than its headers claim, or a header is invalid.
     pub const PASS_MALFORMED: u32 = 3;
-    /// Passed: an IP fragment (no ports to hash on); the host stack handles it.
+    /// Passed: an IP fragment not to a VIP (the host's own traffic), or an IPv6 fragment
+    /// whose first fragment does not carry TCP or UDP right after the fragment header.
     pub const PASS_FRAGMENT: u32 = 4;
     /// Passed: a service with no backend available, configured to pass.
     pub const PASS_NO_BACKEND: u32 = 5;
@@ -370,8 +371,31 @@ pub mod verdict {
     pub const PASS_REDIRECT_FAILED: u32 = 7;
     /// Dropped: the client matches a `drop` client rule of the service.
     pub const DROP_CLIENT_RULE: u32 = 8;
+    /// Sent to a backend: an ICMPv4 "fragmentation needed" or ICMPv6 "packet too big" about
+    /// a packet a backend sent from a VIP (path MTU discovery), to the backend owning the
+    /// client's flow.
+    pub const ICMP_TOO_BIG_FORWARDED: u32 = 9;
+    /// Sent to a backend: another ICMP(v6) destination-unreachable about a service's packet.
+    pub const ICMP_UNREACHABLE_FORWARDED: u32 = 10;
+    /// Passed: an ICMP error whose embedded packet is not a service's (or whose service has
+    /// no backend to tell); the host may own the address it is about.
+    pub const PASS_ICMP_NOT_SERVICE: u32 = 11;
+    /// Passed: an ICMP error whose embedded packet is shorter than its IP header and 8
+    /// bytes of L4 header (no ports to find the flow by).
+    pub const PASS_ICMP_TRUNCATED: u32 = 12;
+    /// Sent to a backend: the first fragment of a service's packet, balanced by its ports
+    /// (its backend is remembered in `fragments` for the later ones).
+    pub const FRAGMENT_FIRST_FORWARDED: u32 = 13;
+    /// Sent to a backend: a later fragment, to the backend its first fragment went to.
+    pub const FRAGMENT_LATER_FORWARDED: u32 = 14;
+    /// Dropped: a later fragment to a VIP whose first fragment was not seen (it comes late,
+    /// or its entry expired): no backend is known, and the host must not get it.
+    pub const DROP_FRAGMENT_UNKNOWN: u32 = 15;
+    /// Passed: the destination MAC is not one of the receiving interface's own (a frame
+    /// seen in promiscuous mode, or flooded unknown unicast): it is not addressed to the LB.
+    pub const PASS_NOT_OUR_MAC: u32 = 16;
     /// Number of slots.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 17;
 
     /// Names of the slots, in slot order, for status and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -384,7 +408,70 @@ pub mod verdict {
         "drop_no_backend",
         "pass_redirect_failed",
         "drop_client_rule",
+        "icmp_too_big_forwarded",
+        "icmp_unreachable_forwarded",
+        "pass_icmp_not_service",
+        "pass_icmp_truncated",
+        "fragment_first_forwarded",
+        "fragment_later_forwarded",
+        "drop_fragment_unknown",
+        "pass_not_our_mac",
     ];
+}
+
+/// Entries of `fragments` (IP datagram -> the backend its first fragment went to).
+pub const FRAGMENT_TABLE_SIZE: u32 = 8192;
+/// A `fragments` entry is used this long after its first fragment (ns): a datagram's
+/// fragments arrive within milliseconds, and an IP id is reused soon on a busy path.
+pub const FRAGMENT_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Entries of `vips` (distinct service addresses).
+pub const MAX_VIPS: u32 = MAX_SERVICES;
+/// Entries of `local_macs` (interfaces the program is attached to).
+pub const MAX_LOCAL_INTERFACES: u32 = 64;
+/// MACs one interface may own in `local_macs` (its own, and its VLAN devices' when they
+/// differ).
+pub const MAX_LOCAL_MACS: usize = 4;
+
+/// Key of `fragments`: one IP datagram, as RFC 791/8200 identify it (source, destination,
+/// protocol, identification), and the frame's outer VLAN id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// The IPv4 (16-bit) or IPv6 (32-bit) identification, as read from the packet.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub vlan: u16,
+}
+
+/// Key of `vips`: a service address (any port, protocol or VLAN), so a later fragment,
+/// which has no ports, can tell a VIP's datagram from the host's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `local_macs`, keyed by ifindex: the destination MACs frames addressed to the
+/// LB carry on that interface, each as [`mac_word`] makes it (one 8-byte compare on the
+/// packet path).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalMacs {
+    pub count: u32,
+    pub _pad: u32,
+    pub macs: [u64; MAX_LOCAL_MACS],
+}
+
+/// A MAC as the data plane compares it: its six bytes, then two zero bytes, read as a
+/// little-endian word (BPF's byte order on every host xdp-lb runs on).
+#[inline(always)]
+pub fn mac_word(mac: [u8; 6]) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
 }
 
 /// Map names, shared so the agent and tests never spell them twice.
@@ -403,6 +490,9 @@ pub mod map_names {
     pub const FLOW_STATS: &str = "flow_stats";
     pub const POOLS: &str = "pools";
     pub const CLIENT_RULES: &str = "client_rules";
+    pub const FRAGMENTS: &str = "fragments";
+    pub const VIPS: &str = "vips";
+    pub const LOCAL_MACS: &str = "local_macs";
 }
 
 /// Name of the XDP program in the object file.
@@ -427,6 +517,9 @@ mod pod {
     unsafe impl aya::Pod for ClientRuleKey {}
     unsafe impl aya::Pod for ClientRuleValue {}
     unsafe impl aya::Pod for PoolValue {}
+    unsafe impl aya::Pod for FragmentKey {}
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for LocalMacs {}
 }
 
 // Every counted slot fits its map.

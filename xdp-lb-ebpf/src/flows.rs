@@ -3,12 +3,12 @@
 
 use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use xdp_lb_common::{
-    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FlowKey, FlowValue,
-    PROTO_TCP, PersistKey, ServiceValue, flow_stat,
+    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS,
+    FlowKey, FlowValue, FragmentKey, PROTO_TCP, PersistKey, ServiceValue, flow_stat,
 };
 
 use crate::{
-    maps::{BACKENDS, FLOW_STATS, FLOWS, PERSISTENCE, count},
+    maps::{BACKENDS, FLOW_STATS, FLOWS, FRAGMENTS, PERSISTENCE, count},
     parse::Flow,
 };
 
@@ -111,6 +111,58 @@ pub fn lookup_flow(key: &FlowKey, syn: bool, now: u64) -> Option<(u32, u32, Back
     let timeout = timeout_ns(key.proto);
     let (value, backend) = remembered(&FLOWS, key, now, timeout, syn, flow_stat::HIT)?;
     Some((value.service_id, value.backend_id, backend))
+}
+
+/// The backend a live entry of `map` names, read only: no touch, no count (an ICMP error
+/// about a flow is no sign of the flow's life).
+#[inline(always)]
+fn peek<K>(map: &LruHashMap<K, FlowValue>, key: &K, now: u64, timeout: u64) -> Option<FlowValue> {
+    // SAFETY: LRU entries stay valid (RCU) for the whole program run; copied out at once.
+    let value = unsafe { *map.get_ptr(key)? };
+    (now.saturating_sub(value.last_seen_ns) <= timeout).then_some(value)
+}
+
+/// The flow's remembered service id, backend id and backend, as `lookup_flow` but read
+/// only.
+#[inline(always)]
+pub fn peek_flow(key: &FlowKey, now: u64) -> Option<(u32, u32, BackendValue)> {
+    let value = peek(&FLOWS, key, now, timeout_ns(key.proto))?;
+    let backend = usable(&value, false)?;
+    Some((value.service_id, value.backend_id, backend))
+}
+
+/// The client's persistent backend, as `lookup_persistent` but read only.
+#[inline(always)]
+pub fn peek_persistent(
+    key: &PersistKey,
+    service: &ServiceValue,
+    now: u64,
+) -> Option<(u32, BackendValue)> {
+    let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
+    let value = peek(&PERSISTENCE, key, now, timeout)?;
+    Some((value.backend_id, usable(&value, true)?))
+}
+
+/// The backend a datagram's first fragment went to, if it is fresh and still usable.
+#[inline(always)]
+pub fn fragment_backend(key: &FragmentKey, now: u64) -> Option<(u32, u32, BackendValue)> {
+    let value = peek(&FRAGMENTS, key, now, FRAGMENT_TIMEOUT_NS)?;
+    let backend = usable(&value, false)?;
+    Some((value.service_id, value.backend_id, backend))
+}
+
+/// Remembers where a datagram's first fragment went, for its later fragments.
+#[inline(always)]
+pub fn remember_fragment(
+    key: &FragmentKey,
+    service_id: u32,
+    backend_id: u32,
+    backend: &BackendValue,
+    now: u64,
+) {
+    // A full table evicts its oldest entry; a failure costs the later fragments, which are
+    // then dropped and counted.
+    let _ = FRAGMENTS.insert(key, entry(service_id, backend_id, backend, now), 0);
 }
 
 /// Counts a TCP segment of a service that found no usable entry although it is not a

@@ -3,19 +3,24 @@
 //! A frame to a configured (VIP, port, protocol) gets a backend from its service's Maglev
 //! table (or, when a client rule places its client in another pool, that pool's), its
 //! destination MAC rewritten to the backend's and its source MAC to the LB's own, and
-//! leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte changes. Every
-//! other frame is passed untouched.
+//! leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte changes. The
+//! later fragments of its datagrams follow their first (`fragments.rs`), and ICMP errors
+//! about the packets the backends send from the VIP go to the backend of the flow they are
+//! about (`icmp.rs`). Every other frame, and every frame not addressed to this host's MAC,
+//! is passed untouched.
 #![no_std]
 #![no_main]
 
 mod flows;
+mod forward;
+mod fragments;
+mod icmp;
 mod maps;
 mod parse;
 mod pools;
 
 use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
-use network_types::eth::EthHdr;
 use xdp_lb_common::{
     BACKEND_F_VALID, BackendValue, FlowKey, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY,
     ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
@@ -24,9 +29,9 @@ use xdp_lb_common::{
 use crate::{
     maps::{
         BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
-        TX_PORTS, VERDICT_STATS, count,
+        VERDICT_STATS, count,
     },
-    parse::{Flow, parse_flow, ptr_at},
+    parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
 };
 
@@ -37,73 +42,169 @@ static FLOW_HASH_SEED: Global<u32> = Global::new(0);
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (action, reason) = balance(&ctx, bytes);
+    let mut flow = Flow::default();
+    match parse_frame(&ctx, &mut flow) {
+        Ok(Frame::Flow) => flow_frame(&ctx, &flow, bytes),
+        Ok(Frame::IcmpError { too_big }) => icmp_error_frame(&ctx, &flow, too_big, bytes),
+        Ok(Frame::LaterFragment) => later_fragment_frame(&ctx, &flow, bytes),
+        Err(reason) => counted((xdp_action::XDP_PASS, reason), bytes),
+    }
+}
+
+// The three kinds of frame are handled in functions of their own (BPF-to-BPF calls): each
+// gets its own stack frame, where inlined together they would pass the verifier's 512
+// bytes.
+
+#[inline(never)]
+fn flow_frame(ctx: &XdpContext, flow: &Flow, bytes: u64) -> u32 {
+    counted(balance_flow(ctx, flow, bytes), bytes)
+}
+
+#[inline(never)]
+fn icmp_error_frame(ctx: &XdpContext, flow: &Flow, too_big: bool, bytes: u64) -> u32 {
+    counted(forward_icmp_error(ctx, flow, too_big), bytes)
+}
+
+#[inline(never)]
+fn later_fragment_frame(ctx: &XdpContext, flow: &Flow, bytes: u64) -> u32 {
+    counted(forward_later_fragment(ctx, flow, bytes), bytes)
+}
+
+/// Counts the frame under its `verdict` slot; returns the XDP action.
+#[inline(always)]
+fn counted((action, reason): (u32, u32), bytes: u64) -> u32 {
     count(&VERDICT_STATS, reason, bytes);
     action
 }
 
-/// Returns the XDP action and the `verdict` slot to count it under.
+/// A TCP or UDP packet (or a datagram's first fragment): to its remembered backend, else
+/// to a new one.
 #[inline(always)]
-fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
-    let flow = match parse_flow(ctx) {
-        Ok(flow) => flow,
-        Err(reason) => return (xdp_action::XDP_PASS, reason),
-    };
+fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
     // Most frames that are not for a service are to ports no service uses: one array read
     // settles them without hashing a key.
-    if !port_has_service(&flow) {
+    if !port_has_service(flow) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
+    }
+    if !forward::addressed_to_us(ctx) {
+        return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
-    let key = flows::flow_key(&flow);
+    let key = flows::flow_key(flow);
     let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow.syn, now) {
         Some(hit) => hit,
         None => {
-            let Some(service) = find_service(&flow) else {
+            let Some(service) = find_service(flow) else {
                 return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
             };
-            flows::count_miss(&flow);
-            match choose_backend(ctx, &flow, &service, &key, now) {
+            flows::count_miss(flow);
+            match choose_backend(ctx, flow, &service, &key, now) {
                 Choice::Backend(id, backend) => (service.service_id, id, backend),
                 Choice::NoBackend => return no_backend(&service),
                 Choice::Refused => return (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
             }
         }
     };
-
-    let (action, reason) = if backend.ifindex == ctx.ingress_ifindex() as u32 {
-        (xdp_action::XDP_TX, verdict::TX)
-    } else if TX_PORTS.get_ifindex(backend.ifindex).is_some() {
-        (xdp_action::XDP_REDIRECT, verdict::REDIRECT)
-    } else {
-        warn!(
-            ctx,
-            "backend {} is behind ifindex {} missing from tx_ports", backend_id, backend.ifindex
-        );
-        return (xdp_action::XDP_PASS, verdict::PASS_REDIRECT_FAILED);
+    let action = match forward::send(ctx, backend_id, &backend) {
+        Ok(action) => action,
+        Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
-
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return (xdp_action::XDP_PASS, verdict::PASS_MALFORMED);
-    };
-    // SAFETY: checked by `ptr_at`; this is the only write to the frame.
-    unsafe {
-        (*eth).dst_addr = backend.mac;
-        (*eth).src_addr = backend.src_mac;
-    }
     count(&SERVICE_STATS, service_id, bytes);
     count(&BACKEND_STATS, backend_id, bytes);
-
-    if action == xdp_action::XDP_REDIRECT {
-        // Present in tx_ports (checked above); fall back to passing if it vanished since.
-        return match TX_PORTS.redirect(backend.ifindex, 0) {
-            Ok(action) => (action, reason),
-            Err(_) => (xdp_action::XDP_PASS, verdict::PASS_REDIRECT_FAILED),
-        };
+    if flow.fragment_id.is_some() {
+        let fragment = fragments::key(flow);
+        flows::remember_fragment(&fragment, service_id, backend_id, &backend, now);
+        return (action, verdict::FRAGMENT_FIRST_FORWARDED);
     }
-    (action, reason)
+    if action == xdp_action::XDP_TX {
+        (action, verdict::TX)
+    } else {
+        (action, verdict::REDIRECT)
+    }
+}
+
+/// An ICMP error about a service's packet: to the backend owning the client's flow (its
+/// connection-table entry, else the backend a new flow of that 5-tuple would get, as every
+/// LB of the farm computes it), untouched but for the MACs. It creates no entry.
+#[inline(always)]
+fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32) {
+    if !port_has_service(flow) {
+        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
+    }
+    if !forward::addressed_to_us(ctx) {
+        return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
+    }
+    let now = flows::now_ns();
+    let key = flows::flow_key(flow);
+    let (backend_id, backend) = match flows::peek_flow(&key, now) {
+        Some((_, id, backend)) => (id, backend),
+        None => {
+            let found =
+                find_service(flow).and_then(|service| match pools::placement(flow, &service) {
+                    Placement::Table(table) => predict_backend(ctx, flow, &service, &table, now),
+                    Placement::Refused => None,
+                });
+            match found {
+                Some(found) => found,
+                // Not a service's flow after all, or no backend to tell: the host's.
+                None => return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE),
+            }
+        }
+    };
+    match forward::send(ctx, backend_id, &backend) {
+        Ok(action) if too_big => (action, verdict::ICMP_TOO_BIG_FORWARDED),
+        Ok(action) => (action, verdict::ICMP_UNREACHABLE_FORWARDED),
+        Err(reason) => (xdp_action::XDP_PASS, reason),
+    }
+}
+
+/// The backend a new flow would get (the client's persistent one, else the Maglev
+/// table's), read only.
+#[inline(always)]
+fn predict_backend(
+    ctx: &XdpContext,
+    flow: &Flow,
+    service: &ServiceValue,
+    table: &Table,
+    now: u64,
+) -> Option<(u32, BackendValue)> {
+    if service.persist_timeout_s != 0 {
+        let pkey = flows::persist_key(flow, service, table.pool_id);
+        if let Some(found) = flows::peek_persistent(&pkey, service, now) {
+            return Some(found);
+        }
+    }
+    pick_backend(ctx, flow, service, table)
+}
+
+/// A fragment after the first: to where its datagram's first fragment went. Without one
+/// (it comes late, or expired) a TCP or UDP datagram to a VIP is dropped: no backend is
+/// known, and the LB host's stack, which owns the VIP too, must not get a piece of a
+/// backend's datagram. Anything else is the host's own and passes.
+#[inline(always)]
+fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
+    if !forward::addressed_to_us(ctx) {
+        return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
+    }
+    let now = flows::now_ns();
+    let key = fragments::key(flow);
+    let Some((service_id, backend_id, backend)) = flows::fragment_backend(&key, now) else {
+        return if fragments::to_vip(flow) {
+            (xdp_action::XDP_DROP, verdict::DROP_FRAGMENT_UNKNOWN)
+        } else {
+            (xdp_action::XDP_PASS, verdict::PASS_FRAGMENT)
+        };
+    };
+    match forward::send(ctx, backend_id, &backend) {
+        Ok(action) => {
+            count(&SERVICE_STATS, service_id, bytes);
+            count(&BACKEND_STATS, backend_id, bytes);
+            (action, verdict::FRAGMENT_LATER_FORWARDED)
+        }
+        Err(reason) => (xdp_action::XDP_PASS, reason),
+    }
 }
 
 /// Whether some service listens on the frame's destination port (`service_ports`).

@@ -7,9 +7,11 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendOwner, BackendValue, ClientRuleKey,
-    ClientRuleValue, Counter, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FlowKey, FlowValue,
-    MAX_BACKENDS, MAX_CLIENT_RULES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, PERSIST_TABLE_SIZE,
+    ClientRuleValue, Counter, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FRAGMENT_TABLE_SIZE,
+    FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES,
+    MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE,
     PersistKey, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
+    VipKey,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -82,6 +84,25 @@ pub static PERSISTENCE: LruHashMap<PersistKey, FlowValue> =
 /// Per `flow_stat::*` slot: what the connection table did.
 #[map(name = "flow_stats")]
 pub static FLOW_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_STATS_SLOTS, 0);
+
+/// IP datagram -> the backend (id, epoch, service) its first fragment went to, and when:
+/// its later fragments, which carry no ports, follow it there. Small and short-lived
+/// (`FRAGMENT_TIMEOUT_NS`); not pinned.
+#[map(name = "fragments")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FlowValue> =
+    LruHashMap::with_max_entries(FRAGMENT_TABLE_SIZE, 0);
+
+/// Every service address (any port, protocol, VLAN), kept by the agent with
+/// `service_by_vip`: a later fragment without a known first is dropped only when it is to
+/// a VIP. Not pinned (the agent rebuilds it from `service_by_vip`).
+#[map(name = "vips")]
+pub static VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// ifindex -> the MACs frames addressed to the LB carry there, written by the agent before
+/// it attaches. A frame to another MAC is not balanced; an interface missing here is not
+/// checked. Not pinned.
+#[map(name = "local_macs")]
+pub static LOCAL_MACS: HashMap<u32, LocalMacs> = HashMap::with_max_entries(MAX_LOCAL_INTERFACES, 0);
 
 #[inline(always)]
 pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {

@@ -11,6 +11,8 @@ use network_types::{
 };
 use xdp_lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, ServiceKey, verdict};
 
+use crate::icmp::{self, PROTO_ICMP, PROTO_ICMPV6};
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1Q (C-tag) and 802.1ad (S-tag) ethertypes.
@@ -19,18 +21,38 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_TAG_LEN: usize = 4;
 const VLAN_VID_MASK: u16 = 0x0fff;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
-/// IPv4 "more fragments" flag and fragment offset.
-const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
+/// IPv4 "more fragments" flag, and the fragment offset.
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+/// The IPv6 fragment header: next header, reserved, offset (13 bits) and flags, id.
+const IPV6_FRAGMENT_HEADER_LEN: usize = 8;
+const IPV6_OFFSET_MASK: u16 = 0xfff8;
 
 /// What the balancer needs from a frame it may forward.
+#[derive(Default)]
 pub struct Flow {
     pub service: ServiceKey,
     /// Source and destination address words, as in the packet (IPv4 uses word 0).
     pub src: [u32; 4],
-    /// Both ports as one word (see `xdp_lb_common::flow_hash`).
+    /// Both ports as one word (see `xdp_lb_common::flow_hash`); 0 in a later fragment.
     pub ports: u32,
     /// A TCP segment with SYN set (a connection's first packet).
     pub syn: bool,
+    /// The IP identification of a fragmented datagram (its first fragment or a later one).
+    pub fragment_id: Option<u32>,
+}
+
+/// What kind of frame `parse_frame` found.
+pub enum Frame {
+    /// A TCP or UDP packet, or the first fragment of one (it carries the ports).
+    Flow,
+    /// A fragment after the first: no L4 header, only the datagram's identity (the flow's
+    /// addresses, protocol and `fragment_id`).
+    LaterFragment,
+    /// An ICMP(v6) error about a packet sent from a VIP; the flow is the client's it is
+    /// about (client -> VIP, as the client's own packets have it). `too_big`: it asks for
+    /// a smaller MTU.
+    IcmpError { too_big: bool },
 }
 
 /// One VLAN tag: tag control information, then the next ethertype.
@@ -52,17 +74,19 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 }
 
 #[inline(always)]
-fn read_word(ctx: &XdpContext, offset: usize) -> Option<u32> {
+pub fn read_word(ctx: &XdpContext, offset: usize) -> Option<u32> {
     let p = ptr_at::<[u8; 4]>(ctx, offset)?;
     // SAFETY: `ptr_at` checked the four bytes lie inside the frame.
     Some(u32::from_ne_bytes(unsafe { *p }))
 }
 
-/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, TCP or UDP. `Err` carries the
-/// `verdict` slot explaining why the frame is not one to balance (it is then passed
-/// untouched).
+/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, then TCP or UDP, an IP
+/// fragment, or an ICMP error. `Err` carries the `verdict` slot explaining why the frame is
+/// not one to balance (it is then passed untouched).
+/// The frame's flow is written into `flow` (one value on the program's small stack, not a
+/// copy per parsing step).
 #[inline(always)]
-pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
+pub fn parse_frame(ctx: &XdpContext, flow: &mut Flow) -> Result<Frame, u32> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(verdict::PASS_MALFORMED)?;
     // SAFETY: checked by `ptr_at`.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -84,81 +108,97 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, u32> {
             offset += VLAN_TAG_LEN;
         }
     }
-    let mut flow = match ether_type {
-        ETH_P_IP => parse_ipv4(ctx, offset)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, offset)?,
-        _ => return Err(verdict::PASS_NOT_SERVICE),
-    };
     flow.service.vlan = vlan;
-    Ok(flow)
+    match ether_type {
+        ETH_P_IP => parse_ipv4(ctx, offset, flow),
+        ETH_P_IPV6 => parse_ipv6(ctx, offset, flow),
+        _ => Err(verdict::PASS_NOT_SERVICE),
+    }
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
+fn parse_ipv4(ctx: &XdpContext, offset: usize, flow: &mut Flow) -> Result<Frame, u32> {
     let ip = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
     // SAFETY: checked by `ptr_at`.
-    let (vihl, frags, proto) = unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto) };
+    let (vihl, frags, proto, id, src, dst) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).frags,
+            (*ip).proto,
+            (*ip).id,
+            u32::from_ne_bytes((*ip).src_addr),
+            u32::from_ne_bytes((*ip).dst_addr),
+        )
+    };
     let header_len = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
         return Err(verdict::PASS_MALFORMED);
     }
-    if u16::from_be_bytes(frags) & IPV4_FRAGMENT_MASK != 0 {
-        return Err(verdict::PASS_FRAGMENT);
+    let frags = u16::from_be_bytes(frags);
+    let l4 = offset + header_len;
+    if proto == PROTO_ICMP && frags & (IPV4_MORE_FRAGMENTS | IPV4_OFFSET_MASK) == 0 {
+        return icmp::parse_icmpv4(ctx, l4, dst, flow);
     }
-    let (ports, syn) = l4_ports(ctx, offset + header_len, proto)?;
-    let src = read_word(ctx, offset + 12).ok_or(verdict::PASS_MALFORMED)?;
-    let dst = read_word(ctx, offset + 16).ok_or(verdict::PASS_MALFORMED)?;
-    Ok(Flow {
-        service: ServiceKey {
-            addr: [dst, 0, 0, 0],
-            port: (ports >> 16) as u16,
-            proto,
-            family: FAMILY_IPV4,
-            vlan: 0,
-            _pad: 0,
-        },
-        src: [src, 0, 0, 0],
-        ports,
-        syn,
-    })
+    flow.service.addr = [dst, 0, 0, 0];
+    flow.service.proto = proto;
+    flow.service.family = FAMILY_IPV4;
+    flow.src = [src, 0, 0, 0];
+    if frags & (IPV4_MORE_FRAGMENTS | IPV4_OFFSET_MASK) != 0 {
+        flow.fragment_id = Some(u32::from(u16::from_ne_bytes(id)));
+        if frags & IPV4_OFFSET_MASK != 0 {
+            return Ok(Frame::LaterFragment);
+        }
+    }
+    l4_ports(ctx, l4, proto, flow)?;
+    Ok(Frame::Flow)
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
+fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut Flow) -> Result<Frame, u32> {
     let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
     // SAFETY: checked by `ptr_at`; the header is 40 bytes and all of it lies in the frame.
-    let (version, next, src, dst) = unsafe {
-        (
-            (*ip).vcf[0] >> 4,
-            (*ip).next_hdr,
-            words(&(*ip).src_addr),
-            words(&(*ip).dst_addr),
-        )
-    };
+    let (version, mut next) = unsafe { ((*ip).vcf[0] >> 4, (*ip).next_hdr) };
     if version != 6 {
         return Err(verdict::PASS_MALFORMED);
     }
-    if next == IPV6_NEXT_FRAGMENT {
-        return Err(verdict::PASS_FRAGMENT);
+    // The addresses go straight into `flow`: held in registers they would be spilled
+    // byte by byte onto the stack.
+    // SAFETY: as above.
+    flow.service.addr = words(unsafe { &(*ip).dst_addr });
+    flow.service.family = FAMILY_IPV6;
+    let mut l4 = offset + Ipv6Hdr::LEN;
+    if next == PROTO_ICMPV6 {
+        return icmp::parse_icmpv6(ctx, l4, flow);
     }
-    let (ports, syn) = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
-    Ok(Flow {
-        service: ServiceKey {
-            addr: dst,
-            port: (ports >> 16) as u16,
-            proto: next,
-            family: FAMILY_IPV6,
-            vlan: 0,
-            _pad: 0,
-        },
-        src,
-        ports,
-        syn,
-    })
+    // SAFETY: as above.
+    flow.src = words(unsafe { &(*ip).src_addr });
+    // Only a fragment header right after the fixed header is understood; one behind other
+    // extension headers is not TCP or UDP as far as this parser can tell, and is passed.
+    if next == IPV6_NEXT_FRAGMENT {
+        let header =
+            ptr_at::<[u8; IPV6_FRAGMENT_HEADER_LEN]>(ctx, l4).ok_or(verdict::PASS_MALFORMED)?;
+        // SAFETY: checked by `ptr_at`.
+        let header = unsafe { *header };
+        next = header[0];
+        flow.service.proto = next;
+        flow.fragment_id = Some(u32::from_ne_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
+        if u16::from_be_bytes([header[2], header[3]]) & IPV6_OFFSET_MASK != 0 {
+            return Ok(Frame::LaterFragment);
+        }
+        if next != PROTO_TCP && next != PROTO_UDP {
+            return Err(verdict::PASS_FRAGMENT);
+        }
+        l4 += IPV6_FRAGMENT_HEADER_LEN;
+    }
+    flow.service.proto = next;
+    l4_ports(ctx, l4, next, flow)?;
+    Ok(Frame::Flow)
 }
 
 #[inline(always)]
-fn words(addr: &[u8; 16]) -> [u32; 4] {
+pub fn words(addr: &[u8; 16]) -> [u32; 4] {
     [
         u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
         u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
@@ -175,7 +215,7 @@ const TCP_SYN: u8 = 0x02;
 /// four bytes), after checking the whole fixed header is in the frame; and whether it is a
 /// TCP SYN.
 #[inline(always)]
-fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, bool), u32> {
+fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8, flow: &mut Flow) -> Result<(), u32> {
     let header_len = match proto {
         PROTO_TCP => TcpHdr::LEN,
         PROTO_UDP => UdpHdr::LEN,
@@ -185,9 +225,11 @@ fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, bool), u
         return Err(verdict::PASS_MALFORMED);
     }
     let ports = read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
-    let syn = proto == PROTO_TCP
+    flow.syn = proto == PROTO_TCP
         && ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET)
             // SAFETY: checked by `ptr_at`.
             .is_some_and(|flags| unsafe { *flags } & TCP_SYN != 0);
-    Ok((ports, syn))
+    flow.ports = ports;
+    flow.service.port = (ports >> 16) as u16;
+    Ok(())
 }

@@ -123,6 +123,13 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
 
+    // Before anything is written: a NIC that strips VLAN tags would never match a
+    // VLAN-bound service.
+    if config.services.iter().any(|s| s.vlan.is_some()) {
+        for name in &config.interfaces {
+            crate::dataplane::rx_vlan::check_tags_visible(name)?;
+        }
+    }
     systemd::status("resolving the backends' MACs");
     let resolved = resolve_all(&neighbours, &file, &interfaces, &mut dataplane).await;
     let adopted = dataplane.adopted();
@@ -151,6 +158,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
 
     balancer.finish_adoption();
     save_snapshot(&balancer, opts.state_file.as_deref());
+    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved);
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -716,6 +724,34 @@ async fn resolve_all(
         out.insert(backend.address, forwarding);
     }
     out
+}
+
+/// Tells the program which destination MACs are the LB's on each interface it attaches to:
+/// the interface's own, and the source MAC of every backend reached through it (a VLAN
+/// device on it may have another). Frames to any other MAC (promiscuous mode, flooded
+/// unknown unicast) are then passed, not balanced.
+fn register_local_macs(
+    dataplane: &mut Dataplane,
+    interfaces: &[Egress],
+    resolved: &BTreeMap<IpAddr, Option<Forwarding>>,
+) {
+    for egress in interfaces {
+        let mut macs = vec![egress.mac.0];
+        macs.extend(
+            resolved
+                .values()
+                .flatten()
+                .filter(|f| f.ifindex == egress.ifindex)
+                .map(|f| f.src_mac.0),
+        );
+        // Too many to register: the interface is left unchecked rather than refused.
+        if let Err(err) = dataplane.set_local_macs(egress.ifindex, &macs) {
+            log::warn!(
+                "interface {}: {err:#}; frames there are balanced whatever their destination MAC",
+                egress.ifname
+            );
+        }
+    }
 }
 
 /// Makes the backend's interface a redirect target when it is not where frames come in.

@@ -26,8 +26,8 @@ use aya::{
 use xdp_lb_common::{
     BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
-    MAGLEV_SLOT_STRIDE, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue,
-    flow_stat, map_names, verdict,
+    LocalMacs, MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS,
+    ServiceKey, ServiceValue, VipKey, flow_stat, mac_word, map_names, verdict,
 };
 
 use crate::{
@@ -36,6 +36,7 @@ use crate::{
 };
 
 mod audit;
+pub mod rx_vlan;
 
 /// Levels of the data plane's aya-log records.
 pub use aya_log::Level as LogLevel;
@@ -62,6 +63,10 @@ pub struct Dataplane {
     /// Every key in `service_by_vip`, and the `service_ports` bitmap as last written.
     service_keys: std::collections::HashSet<ServiceKey>,
     port_words: Vec<u64>,
+    /// `vips`, kept as the distinct addresses of `service_keys`.
+    vips: HashMap<MapData, VipKey, u32>,
+    vip_keys: std::collections::HashSet<VipKey>,
+    local_macs: HashMap<MapData, u32, LocalMacs>,
     tx_ports: DevMapHash<MapData>,
     service_stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
@@ -160,6 +165,9 @@ impl Dataplane {
             backend_owners: take(&mut ebpf, map_names::BACKEND_OWNERS)?,
             service_ports: take(&mut ebpf, map_names::SERVICE_PORTS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
+            vips: take(&mut ebpf, map_names::VIPS)?,
+            vip_keys: std::collections::HashSet::new(),
+            local_macs: take(&mut ebpf, map_names::LOCAL_MACS)?,
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
@@ -177,6 +185,7 @@ impl Dataplane {
         };
         // `port_words` starts unknown (all ones), so every word is written once.
         dataplane.sync_service_ports()?;
+        dataplane.sync_vips()?;
         Ok(dataplane)
     }
 
@@ -310,6 +319,7 @@ impl Dataplane {
     pub fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> anyhow::Result<()> {
         if self.service_keys.insert(key) {
             self.sync_service_ports()?;
+            self.sync_vips()?;
         }
         self.service_by_vip
             .insert(key, value, 0)
@@ -323,6 +333,7 @@ impl Dataplane {
             .context("removing from service_by_vip")?;
         if self.service_keys.remove(key) {
             self.sync_service_ports()?;
+            self.sync_vips()?;
         }
         Ok(())
     }
@@ -343,6 +354,55 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// Brings `vips` to the distinct addresses of `service_keys`.
+    fn sync_vips(&mut self) -> anyhow::Result<()> {
+        let wanted: std::collections::HashSet<VipKey> = self
+            .service_keys
+            .iter()
+            .map(|key| VipKey {
+                addr: key.addr,
+                family: key.family,
+                _pad: [0; 3],
+            })
+            .collect();
+        for gone in self.vip_keys.difference(&wanted) {
+            self.vips.remove(gone).context("removing from vips")?;
+        }
+        for new in wanted.difference(&self.vip_keys) {
+            self.vips.insert(new, 0, 0).context("updating vips")?;
+        }
+        self.vip_keys = wanted;
+        Ok(())
+    }
+
+    /// Registers the MACs frames addressed to the LB carry on interface `ifindex` (its own,
+    /// and its VLAN devices'): frames there to any other MAC are not balanced. At most
+    /// `MAX_LOCAL_MACS`; more is an error.
+    pub fn set_local_macs(&mut self, ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<()> {
+        let mut distinct: Vec<[u8; 6]> = Vec::new();
+        for mac in macs {
+            if !distinct.contains(mac) {
+                distinct.push(*mac);
+            }
+        }
+        if distinct.len() > MAX_LOCAL_MACS {
+            bail!(
+                "ifindex {ifindex} has {} MACs, more than the {MAX_LOCAL_MACS} local_macs holds",
+                distinct.len()
+            );
+        }
+        let mut value = LocalMacs {
+            count: distinct.len() as u32,
+            ..LocalMacs::default()
+        };
+        for (slot, mac) in value.macs.iter_mut().zip(&distinct) {
+            *slot = mac_word(*mac);
+        }
+        self.local_macs
+            .insert(ifindex, value, 0)
+            .with_context(|| format!("updating local_macs for ifindex {ifindex}"))
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {

@@ -197,3 +197,105 @@ pub fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
     out.extend_from_slice(&frame[12..]);
     out
 }
+
+pub const ICMPV6: u8 = 58;
+
+/// The IP packet of a frame (the Ethernet header cut off): what an ICMP error embeds.
+pub fn ip_packet(frame: &[u8]) -> Vec<u8> {
+    frame[14..].to_vec()
+}
+
+/// An ICMPv4 error from `router` to `to` (type `kind`, code `code`, next-hop MTU `mtu`)
+/// embedding `embedded` (an IP packet, possibly cut short), with valid checksums.
+pub fn icmpv4_error(
+    router: &str,
+    to: &str,
+    kind: u8,
+    code: u8,
+    mtu: u16,
+    embedded: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(embedded);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    ipv4_raw(router, to, ICMP, 0x4000, 0x0bad, &icmp)
+}
+
+/// An ICMPv6 error from `router` to `to` (type `kind`: 1 unreachable, 2 packet too big)
+/// embedding `embedded`. The ICMPv6 checksum is left 0: XDP never reads it.
+pub fn icmpv6_error(router: &str, to: &str, kind: u8, mtu: u32, embedded: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(embedded);
+    ipv6_raw(router, to, ICMPV6, &icmp)
+}
+
+/// Ethernet + an IPv4 header (valid checksum, the given flags/fragment offset field and
+/// id) + `payload` as it is.
+pub fn ipv4_raw(src: &str, dst: &str, proto: u8, frag: u16, id: u16, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[64, proto, 0, 0]);
+    ip.extend_from_slice(&src.parse::<Ipv4Addr>().expect("test address").octets());
+    ip.extend_from_slice(&dst.parse::<Ipv4Addr>().expect("test address").octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = ethernet(0x0800);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Ethernet + an IPv6 header with next header `next` + `payload` as it is.
+pub fn ipv6_raw(src: &str, dst: &str, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(0x86dd);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    frame.push(next);
+    frame.push(64);
+    frame.extend_from_slice(&src.parse::<Ipv6Addr>().expect("test address").octets());
+    frame.extend_from_slice(&dst.parse::<Ipv6Addr>().expect("test address").octets());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The L4 bytes (header and payload) of a frame built by `Ipv4Frame` without options.
+pub fn ipv4_l4(frame: &[u8]) -> Vec<u8> {
+    frame[14 + 20..].to_vec()
+}
+
+/// A service datagram cut in two IPv4 fragments at byte `at` of its L4 bytes (a multiple
+/// of 8): the first carries the L4 header, the second the rest; both with IP id `id`.
+pub fn ipv4_fragments(datagram: &Ipv4Frame, id: u16, at: usize) -> (Vec<u8>, Vec<u8>) {
+    let l4 = ipv4_l4(&datagram.build());
+    let (src, dst) = (datagram.src.to_string(), datagram.dst.to_string());
+    let first = ipv4_raw(&src, &dst, datagram.proto, 0x2000, id, &l4[..at]);
+    let later = ipv4_raw(&src, &dst, datagram.proto, (at / 8) as u16, id, &l4[at..]);
+    (first, later)
+}
+
+/// A service datagram cut in two IPv6 fragments (fragment header right after the fixed
+/// header) at byte `at` of its L4 bytes (a multiple of 8), with identification `id`.
+pub fn ipv6_fragments(datagram: &Ipv6Frame, id: u32, at: usize) -> (Vec<u8>, Vec<u8>) {
+    let l4 = datagram.build()[14 + 40..].to_vec();
+    let (src, dst) = (datagram.src.to_string(), datagram.dst.to_string());
+    let header = |offset: usize, more: bool| {
+        let mut h = vec![datagram.next_header, 0];
+        h.extend_from_slice(&(((offset / 8) << 3) as u16 | u16::from(more)).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h
+    };
+    let mut first = header(0, true);
+    first.extend_from_slice(&l4[..at]);
+    let mut later = header(at, false);
+    later.extend_from_slice(&l4[at..]);
+    (
+        ipv6_raw(&src, &dst, 44, &first),
+        ipv6_raw(&src, &dst, 44, &later),
+    )
+}

@@ -123,6 +123,12 @@ impl Harness {
         })
         .expect("loading the data plane");
         let mut balancer = Balancer::new(dataplane, SEED);
+        // The fixtures' frames are addressed to LB_MAC, as the agent registers the MAC of
+        // every interface it attaches to.
+        balancer
+            .dataplane_mut()
+            .set_local_macs(LOOPBACK_IFINDEX, &[LB_MAC])
+            .expect("registering the LB's MAC");
         for s in services {
             balancer
                 .add_service(s, forwarding)

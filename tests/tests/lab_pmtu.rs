@@ -1,0 +1,138 @@
+//! Path MTU discovery through the LB, in the namespace lab (root only). The client sits
+//! behind a router whose link toward it has an MTU of 1400 while everything else has 1500:
+//! the backends' full-size packets (sent from the VIP, straight to the router) make the
+//! router answer "fragmentation needed" to the VIP, i.e. to the LB. Only if the LB hands
+//! that to the backend serving the download does the backend lower its path MTU; otherwise
+//! the download stalls as soon as its segments grow to the full MSS.
+
+use std::{fs, time::Duration};
+
+use xdp_lb_tests::{Lab, LabOptions, is_root};
+
+/// The MTU of the router's link toward the client.
+const NARROW_MTU: u32 = 1400;
+/// The file the client downloads: several megabytes, so many full-size segments.
+const SEGMENT: &str = "pmtu-segment.ts";
+const SEGMENT_LEN: usize = 4 << 20;
+
+fn lab_behind_router() -> Lab {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions {
+        lb_agent: true,
+        client_behind_router: Some(NARROW_MTU),
+        ..LabOptions::default()
+    })
+    .expect("bringing the lab up");
+    let body: Vec<u8> = (0..SEGMENT_LEN).map(|i| (i % 251) as u8).collect();
+    for i in 0..lab.backends() {
+        let path = lab.backend_www(i).unwrap().join(SEGMENT);
+        fs::write(&path, &body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    lab
+}
+
+/// Downloads the segment through the VIP from the client with curl, giving up after
+/// `seconds`; the bytes received and curl's exit status.
+fn download(lab: &Lab, seconds: u32) -> (usize, Option<i32>) {
+    let url = format!("http://{}:{}/{SEGMENT}", Lab::VIP, Lab::HTTP_PORT);
+    let max_time = seconds.to_string();
+    let out = lab
+        .exec_timeout(
+            lab.ns_client(),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                &max_time,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                &url,
+            ],
+            Duration::from_secs(u64::from(seconds) + 10),
+        )
+        .expect("running curl");
+    let size = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (size, out.status.code())
+}
+
+/// The `verdict` counter `name` from `xdp-lb status --json`.
+fn verdict_packets(lab: &Lab, name: &str) -> u64 {
+    let binary = Lab::locate_agent_binary().expect("the agent binary");
+    let out = lab
+        .agent_command(&binary, &["status", "--json"])
+        .expect("xdp-lb status");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json parses");
+    report["verdicts"]
+        .as_array()
+        .expect("a verdicts array")
+        .iter()
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_download_over_a_narrower_link_completes_because_frag_needed_reaches_the_backend() {
+    let lab = lab_behind_router();
+    let (size, status) = download(&lab, 30);
+    assert_eq!(
+        (size, status),
+        (SEGMENT_LEN, Some(0)),
+        "the whole segment arrived"
+    );
+    assert!(
+        verdict_packets(&lab, "icmp_too_big_forwarded") >= 1,
+        "the router's frag-needed went through the LB to a backend"
+    );
+    // The backend that served it learned the narrower path (the LB host never sent it
+    // anything big, so a learned MTU can only be the backends').
+    let learned = (0..lab.backends()).any(|i| {
+        lab.exec_ok(
+            lab.ns_backend(i),
+            &["ip", "route", "get", Lab::ROUTED_CLIENT_ADDR],
+        )
+        .is_ok_and(|route| route.contains(&format!("mtu {NARROW_MTU}")))
+    });
+    assert!(learned, "no backend has the 1400-byte path MTU cached");
+}
+
+#[test]
+fn without_frag_needed_reaching_the_backend_the_same_download_stalls() {
+    let lab = lab_behind_router();
+    // What the backends see when the LB keeps the ICMP errors to itself: none arrive. A
+    // policy rule ahead of the local table blackholes every ICMP packet coming in on eth0
+    // (this host has no iptables, and tc lacks its action modules).
+    for i in 0..lab.backends() {
+        let ns = lab.ns_backend(i);
+        for rule in [
+            &[
+                "rule",
+                "add",
+                "pref",
+                "10",
+                "iif",
+                "eth0",
+                "ipproto",
+                "icmp",
+                "blackhole",
+            ][..],
+            &["rule", "add", "pref", "100", "lookup", "local"],
+            &["rule", "del", "pref", "0", "lookup", "local"],
+        ] {
+            let mut argv = vec!["ip"];
+            argv.extend_from_slice(rule);
+            lab.exec_ok(ns, &argv).unwrap();
+        }
+    }
+    let (size, status) = download(&lab, 8);
+    assert!(
+        size < SEGMENT_LEN && status != Some(0),
+        "the download stalls: {size} bytes, curl exit {status:?}"
+    );
+}
