@@ -238,7 +238,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                 health.sync(&file, &balancer);
                 match response {
                     control::Reply::Now(response) => {
-                        let _ = reply.send(response);
+                        let _ = reply.send(*response);
                     }
                     // Finished off the loop (a walk of the connection table, say).
                     control::Reply::Later(response) => {

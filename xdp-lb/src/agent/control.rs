@@ -37,7 +37,7 @@ pub(super) struct Context<'a> {
 
 /// An answer now, or one finished off the control loop.
 pub(super) enum Reply {
-    Now(Response),
+    Now(Box<Response>),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>),
 }
 
@@ -45,7 +45,7 @@ impl Context<'_> {
     pub async fn handle(&mut self, request: Request) -> Reply {
         match request {
             Request::Status => Reply::Later(Box::pin(self.status().await)),
-            other => Reply::Now(self.handle_now(other).await),
+            other => Reply::Now(Box::new(self.handle_now(other).await)),
         }
     }
 
