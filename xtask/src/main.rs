@@ -4,6 +4,7 @@
 mod bench;
 mod deps;
 mod install;
+mod manual;
 mod process;
 
 use std::{
@@ -58,7 +59,8 @@ enum Cmd {
         quick: bool,
     },
     /// Build the release agent and install it with its systemd unit, /etc/xdp-lb/xdp-lb.yaml
-    /// (only where none is) and the notify script; --uninstall takes them away. Needs root
+    /// (only where none is), the notify script, bash/zsh/fish completions and the man page;
+    /// --uninstall takes them away. Needs root
     /// unless --root.
     Install(InstallArgs),
 }

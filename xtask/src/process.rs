@@ -100,6 +100,11 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
 /// Runs `cmd` with its output captured and returns its stdout; fails with its stderr (and
 /// stdout) when it exits non-zero.
 pub fn capture_ok(cmd: &mut Command) -> Result<String> {
+    capture_bytes_ok(cmd).map(|stdout| String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// [`capture_ok`], keeping stdout as bytes.
+pub fn capture_bytes_ok(cmd: &mut Command) -> Result<Vec<u8>> {
     let output = capture(cmd)?;
     if !output.status.success() {
         bail!(
@@ -110,7 +115,7 @@ pub fn capture_ok(cmd: &mut Command) -> Result<String> {
             tail(&output.stdout)
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }
 
 /// Runs `cmd` attached to the terminal; its exit status.
