@@ -8,7 +8,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::process::{capture, capture_ok, command, step, tool_path};
 
 /// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
-/// network tools the lab and the tests use, and perf for the benchmarks' profiles.
+/// network tools the lab and the tests use, perf for the benchmarks' profiles, and
+/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps).
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -25,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "libbpf-dev",
     "iputils-ping",
     "linux-perf",
+    "dpkg-dev",
 ];
 
 /// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).

@@ -89,7 +89,7 @@ pub struct Sources {
 }
 
 impl Sources {
-    fn of_workspace(root: &Path, target: &Path) -> Self {
+    pub fn of_workspace(root: &Path, target: &Path) -> Self {
         let examples = root.join("examples");
         Self {
             binary: target.join("release/xdp-lb"),

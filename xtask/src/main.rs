@@ -2,6 +2,7 @@
 //! the tests, run the agent on this host or in the namespace lab, measure it, install it.
 
 mod bench;
+mod deb;
 mod deps;
 mod install;
 mod manual;
@@ -63,6 +64,17 @@ enum Cmd {
     /// --uninstall takes them away. Needs root
     /// unless --root.
     Install(InstallArgs),
+    /// Build a Debian package, target/debian/xdp-lb_VERSION_ARCH.deb, with dpkg-deb: the
+    /// release agent in /usr/sbin, its unit, the example config and notify script as
+    /// conffiles, completions and man page.
+    Deb {
+        /// Package this agent binary instead of building the release one.
+        #[arg(long, value_name = "FILE")]
+        binary: Option<PathBuf>,
+        /// Where the .deb goes (default: target/debian).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -139,6 +151,9 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run { once, args } => run_agent(&root, once, &args),
         Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Install(args) => install::run(&root, &target_dir(&root), &args.into()),
+        Cmd::Deb { binary, out } => {
+            deb::run(&root, &target_dir(&root), &deb::Options { binary, out })
+        }
     }
 }
 
@@ -152,7 +167,10 @@ fn test(root: &Path, args: &[String]) -> Result<i32> {
     step("test");
     let mut test_args = vec!["test", "--workspace", "--exclude", "xdp-lb-ebpf"];
     test_args.extend(args.iter().map(String::as_str));
-    let status = attached(&mut cargo(root, &test_args))?;
+    let mut cargo_test = cargo(root, &test_args);
+    // The package test wraps the debug agent just built (xtask's deb.rs).
+    cargo_test.env("XDP_LB_AGENT_BINARY", target_dir(root).join("debug/xdp-lb"));
+    let status = attached(&mut cargo_test)?;
     Ok(exit_code(status))
 }
 
