@@ -4,6 +4,11 @@
 use std::env;
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+    unistd::geteuid,
+};
 
 use crate::process::{capture, capture_ok, command, step, tool_path};
 
@@ -34,8 +39,7 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 pub fn run() -> Result<()> {
     step("deps");
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !geteuid().is_root() {
         bail!("`cargo xtask deps` needs root (apt-get, mounting bpffs; the lab needs it too)");
     }
     apt()?;
@@ -135,12 +139,20 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// Mounts bpffs on /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`) unless it is there.
 fn bpffs() -> Result<()> {
-    let mounted = capture(&mut command("mountpoint", &["-q", "/sys/fs/bpf"]))?;
-    if mounted.status.success() {
+    const BPFFS: &str = "/sys/fs/bpf";
+    if statfs(BPFFS).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
     }
-    capture_ok(&mut command("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
-    println!("mounted bpffs on /sys/fs/bpf");
+    mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mount -t bpf bpf {BPFFS}"))?;
+    println!("mounted bpffs on {BPFFS}");
     Ok(())
 }

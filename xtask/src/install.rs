@@ -103,8 +103,7 @@ impl Sources {
 pub fn run(workspace: &Path, target: &Path, opts: &Options) -> Result<i32> {
     let layout = Layout::new(&opts.root, &opts.prefix)?;
     let on_this_system = opts.root == Path::new("/");
-    // SAFETY: geteuid(2) has no preconditions.
-    if on_this_system && unsafe { libc::geteuid() } != 0 {
+    if on_this_system && !nix::unistd::geteuid().is_root() {
         bail!("installing into the system needs root (or --root DIR to install under DIR)");
     }
     if opts.uninstall {

@@ -16,6 +16,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 /// Prints a step header.
 pub fn step(what: &str) {
@@ -152,7 +156,7 @@ pub fn forwarding_signals(cmd: &mut Command) -> Result<i32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
-    let pid = libc::pid_t::try_from(child.id()).context("a pid out of range")?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("a pid out of range")?);
     loop {
         if let Some(status) = child
             .try_wait()
@@ -160,13 +164,13 @@ pub fn forwarding_signals(cmd: &mut Command) -> Result<i32> {
         {
             return Ok(exit_code(status));
         }
-        for (flag, signal) in [(&interrupted, libc::SIGINT), (&terminated, libc::SIGTERM)] {
+        for (flag, signal) in [
+            (&interrupted, Signal::SIGINT),
+            (&terminated, Signal::SIGTERM),
+        ] {
             if flag.swap(false, Ordering::Relaxed) {
-                // SAFETY: kill(2) has no memory-safety preconditions; the child is not
-                // reaped yet, so its pid is still its own.
-                unsafe {
-                    libc::kill(pid, signal);
-                }
+                // The child is not reaped yet, so its pid is still its own.
+                let _ = kill(pid, signal);
             }
         }
         thread::sleep(Duration::from_millis(100));
