@@ -5,6 +5,11 @@
 //! keepalived (seconds) was silently wrong. Every key holding a time is read as a
 //! [`RawDuration`] and checked with [`Checker::duration`] against its [`DurationRule`];
 //! [`parse_duration`] reads the text and [`format_duration`] writes it back.
+//!
+//! A new key: declare it `Option<Spanned<RawDuration>>` in its raw type, give it a
+//! [`DurationRule`] (or reuse one, e.g. `validate::FLOW_TIMEOUTS` for a flow-table timeout),
+//! check it with `self.duration(value, "flow_table.fin_timeout", &RULE)`, and render it with
+//! [`format_duration`].
 
 use std::{fmt, ops::RangeInclusive, time::Duration};
 
@@ -133,7 +138,7 @@ impl Checker<'_> {
             }
         };
         let message = match parsed {
-            Ok(d) if !self::whole(d, rule.resolution) => format!(
+            Ok(d) if !rule.resolution.counts(d) => format!(
                 "{} is not a whole number of seconds (this key counts seconds)",
                 shown(text)
             ),
@@ -157,10 +162,13 @@ impl Checker<'_> {
     }
 }
 
-fn whole(d: Duration, resolution: Resolution) -> bool {
-    match resolution {
-        Resolution::Millis => true,
-        Resolution::Seconds => d.subsec_nanos() == 0,
+impl Resolution {
+    /// Whether `d` is a whole number of this unit (every parsed duration is of `Millis`).
+    fn counts(self, d: Duration) -> bool {
+        match self {
+            Resolution::Millis => true,
+            Resolution::Seconds => d.subsec_nanos() == 0,
+        }
     }
 }
 
