@@ -20,5 +20,7 @@ fn main() -> anyhow::Result<()> {
         root_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([ebpf_package], Toolchain::default())
+    // Pinned by date so a build a year from now uses the same compiler; `cargo xtask deps`
+    // installs it (xtask/src/deps.rs, EBPF_NIGHTLY, which a test keeps equal to this).
+    aya_build::build_ebpf([ebpf_package], Toolchain::Custom("nightly-2026-05-20"))
 }

@@ -15,6 +15,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use nix::{
+    sys::signal::{Signal, kill, killpg},
+    unistd::Pid,
+};
 
 /// How long [`run`] and `Lab::exec` let a command run before killing it.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -157,12 +161,10 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
 /// Sends `signal` to the process group led by `pid` and to `pid` itself. Errors (the
 /// process is already gone) are of no interest to a caller that wants it gone.
 pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let (Ok(pid), Ok(signal)) = (i32::try_from(pid), Signal::try_from(signal)) else {
         return;
     };
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(-pid, signal);
-        libc::kill(pid, signal);
-    }
+    let pid = Pid::from_raw(pid);
+    let _ = killpg(pid, signal);
+    let _ = kill(pid, signal);
 }

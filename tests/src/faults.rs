@@ -4,7 +4,6 @@
 use std::{
     fs::File,
     net::{Ipv4Addr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,6 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
+
+use nix::sched::{CloneFlags, setns};
 
 use crate::{Lab, netns};
 
@@ -109,9 +110,8 @@ impl HungListener {
         let thread = thread::Builder::new()
             .name(format!("hung-{ns}-{port}"))
             .spawn(move || {
-                // SAFETY: setns(2) on an open namespace fd; it moves only this thread.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let err = std::io::Error::last_os_error();
+                // setns(2) moves only this thread.
+                if let Err(err) = setns(&file, CloneFlags::CLONE_NEWNET) {
                     let _ =
                         ready_tx.send(Err(anyhow!("setns into the backend's namespace: {err}")));
                     return;

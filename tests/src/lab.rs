@@ -130,9 +130,8 @@ impl Lab {
 
     /// Builds a lab. Needs root. On any failure whatever was built is torn down again.
     pub fn up(opts: LabOptions) -> Result<Lab> {
-        // SAFETY: geteuid(2) has no preconditions.
         ensure!(
-            unsafe { libc::geteuid() } == 0,
+            crate::is_root(),
             "the lab needs root (network namespaces, XDP)"
         );
         ensure!(

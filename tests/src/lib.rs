@@ -55,6 +55,5 @@ pub use process::LabProcess;
 
 /// Whether this process runs as root (labs need it; tests skip without it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }

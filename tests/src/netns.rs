@@ -3,7 +3,6 @@
 
 use std::{
     fs::File,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -13,6 +12,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     programs::{Xdp, XdpMode},
+};
+
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::signal::{Signal, kill},
+    unistd::Pid,
 };
 
 use crate::cmd::{self, EXEC_TIMEOUT};
@@ -77,10 +82,7 @@ pub fn kill_all_inside(ns: &str) -> Result<()> {
             bail!("processes {left:?} are still inside namespace {ns} after SIGKILL");
         }
         for pid in left {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -89,13 +91,9 @@ pub fn kill_all_inside(ns: &str) -> Result<()> {
 /// Moves the CALLING THREAD into namespace `ns`. Only ever call this on a thread of its own.
 fn enter(ns: &str) -> Result<()> {
     let file = File::open(path(ns)).with_context(|| format!("opening {}", path(ns).display()))?;
-    // SAFETY: setns(2) on a valid, open namespace fd; it changes only this thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("setns into network namespace {ns}"));
-    }
-    Ok(())
+    // setns(2) changes only the calling thread.
+    setns(&file, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("setns into network namespace {ns}"))
 }
 
 /// Runs `f` on a new thread that has entered namespace `ns`, and returns its result.

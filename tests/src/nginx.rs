@@ -10,6 +10,11 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
 use crate::cmd::{self, quote_output};
 
 /// The nginx-rtmp dynamic module (Debian's libnginx-mod-rtmp).
@@ -216,19 +221,13 @@ impl Nginx {
         if !alive() {
             return;
         }
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while alive() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
         if alive() {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

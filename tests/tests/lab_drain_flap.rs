@@ -57,7 +57,7 @@ fn publish(lab: &Lab, stream: &str) -> (LabProcess, u16, usize) {
 /// video-rtmp with client persistence and video-hls without, both on every server.
 fn drain_config() -> String {
     let all: Vec<(usize, u32)> = (0..BACKENDS).map(|i| (i, 1)).collect();
-    let mut yaml = rtmp_config(&all, "    persistence: 300\n");
+    let mut yaml = rtmp_config(&all, "    persistence: 5m\n");
     let _ = write!(
         yaml,
         "  - name: video-hls\n    vip: {}\n    port: {}\n    protocol: tcp\n    backends:\n",

@@ -95,7 +95,7 @@ fn a_live_rtmp_publish_keeps_its_server_while_backends_are_added_reweighted_and_
 fn with_persistence_a_players_successive_requests_land_on_one_backend() {
     let lab = lab(3);
     let yaml = format!(
-        "interfaces: [eth0]\nservices:\n  - name: video-hls\n    vip: {}\n    port: {}\n    protocol: tcp\n    persistence: 300\n    backends:\n{}",
+        "interfaces: [eth0]\nservices:\n  - name: video-hls\n    vip: {}\n    port: {}\n    protocol: tcp\n    persistence: 5m\n    backends:\n{}",
         Lab::VIP,
         Lab::HTTP_PORT,
         (0..3)

@@ -308,7 +308,7 @@ fn a_backend_added_at_run_time_gets_traffic_and_a_removed_one_none() {
 fn a_drained_backend_keeps_its_flows_gets_no_new_session_and_enable_brings_it_back() {
     // Flows are forgotten 8 s after their last packet: the drained backend's count then
     // falls to 0 within the test's patience.
-    let mut ops = Ops::up(3, 3, "flow_table:\n  tcp_timeout: 8\n");
+    let mut ops = Ops::up(3, 3, "flow_table:\n  tcp_timeout: 8s\n");
     let answered = ops.sessions(30);
     assert!(
         answered.get(&0).is_some_and(|&n| n > 0),

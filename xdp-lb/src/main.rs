@@ -1,6 +1,7 @@
 //! `xdp-lb`: the agent and its command line.
 
 mod ctl;
+mod manual;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -137,6 +138,15 @@ enum Command {
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
+    /// Prints the completion script for SHELL (installed by `cargo xtask install`).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: manual::Shell,
+    },
+    /// Prints the man page, xdp-lb(8), as roff (installed by `cargo xtask install`).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,6 +178,17 @@ enum ModeArg {
     Generic,
 }
 
+/// The exit status of a command that only prints.
+fn printed(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Exit status for an invalid config (nothing was attached or changed).
 const EXIT_BAD_CONFIG: u8 = 2;
 
@@ -194,6 +215,8 @@ fn main() -> ExitCode {
         }) => ctl::lookup(&socket.socket, client, vip, &protocol),
         Some(Command::Reload { socket }) => ctl::reload(&socket.socket),
         Some(Command::Cleanup { pin_dir }) => ctl::cleanup(pin_dir),
+        Some(Command::Completions { shell }) => printed(manual::completions::<Cli>(shell)),
+        Some(Command::Man) => printed(manual::man::<Cli>()),
         None => run(cli.run),
     }
 }

@@ -8,11 +8,14 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::MapInfo;
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
 use xdp_lb_common::{BPF_F_NO_COMMON_LRU, map_names};
 
 /// Map flag (linux/bpf.h) the kernel adds to devmaps on its own.
@@ -234,35 +237,27 @@ pub fn expected_shapes(
     Ok(out)
 }
 
+/// Where bpffs is mounted on every systemd machine (and where the agent mounts it).
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
 /// Whether `path` lies on a bpf file system.
 fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid C string and a zeroed out-parameter.
-    unsafe {
-        let mut stat: libc::statfs = std::mem::zeroed();
-        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
-    }
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }
 
+/// Mounts bpffs on /sys/fs/bpf unless it is there (`mount -t bpf bpf /sys/fs/bpf`).
 fn ensure_bpffs() -> anyhow::Result<()> {
-    let mounted = Command::new("mountpoint")
-        .args(["-q", "/sys/fs/bpf"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if mounted {
+    if is_bpffs(Path::new(BPFFS_MOUNT)) {
         return Ok(());
     }
-    let status = Command::new("mount")
-        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-        .status()
-        .context("running mount -t bpf")?;
-    if !status.success() {
-        bail!(
-            "bpffs is not mounted on /sys/fs/bpf and `mount -t bpf bpf /sys/fs/bpf` failed ({status})"
-        );
-    }
-    Ok(())
+    mount(
+        Some("bpf"),
+        BPFFS_MOUNT,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!("bpffs is not mounted on {BPFFS_MOUNT} and `mount -t bpf bpf {BPFFS_MOUNT}` failed")
+    })
 }

@@ -4,11 +4,17 @@
 use std::env;
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+    unistd::geteuid,
+};
 
 use crate::process::{capture, capture_ok, command, step, tool_path};
 
 /// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
-/// network tools the lab and the tests use, and perf for the benchmarks' profiles.
+/// network tools the lab and the tests use, perf for the benchmarks' profiles, and
+/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps).
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,15 +33,24 @@ pub const APT_PACKAGES: &[&str] = &[
     "linux-perf",
     // systemd-analyze checks the shipped unit file.
     "systemd",
+    "dpkg-dev",
 ];
+
+/// The nightly the data plane is built with: `xdp-lb/build.rs` passes the same name to
+/// aya-build (a test keeps the two in step), so a fresh machine a year from now builds
+/// what this one does. rustc 1.97.0-nightly (e50aa6fba 2026-05-19) is the nightly of
+/// 2026-05-20: a nightly's name is the day it was published, its rustc's the day before.
+pub const EBPF_NIGHTLY: &str = "nightly-2026-05-20";
+
+/// The bpf-linker installed (with `--locked`: the dependency versions it was released with).
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Where Debian's LLVM 22 keeps llvm-config (bpf-linker's build finds LLVM through it).
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 pub fn run() -> Result<()> {
     step("deps");
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !geteuid().is_root() {
         bail!("`cargo xtask deps` needs root (apt-get, mounting bpffs; the lab needs it too)");
     }
     apt()?;
@@ -78,16 +93,24 @@ fn apt() -> Result<()> {
 fn nightly() -> Result<()> {
     let toolchains = capture_ok(&mut command("rustup", &["toolchain", "list"]))
         .context("listing rust toolchains (is rustup installed?)")?;
-    if !toolchains.lines().any(|line| line.starts_with("nightly")) {
+    // Listed as `nightly-2026-05-20-x86_64-unknown-linux-gnu`.
+    let dated = format!("{EBPF_NIGHTLY}-");
+    if !toolchains.lines().any(|line| line.starts_with(&dated)) {
         capture_ok(&mut command(
             "rustup",
-            &["toolchain", "install", "nightly", "--profile", "minimal"],
+            &["toolchain", "install", EBPF_NIGHTLY, "--profile", "minimal"],
         ))?;
-        println!("installed the rust nightly toolchain (rustup)");
+        println!("installed the rust toolchain {EBPF_NIGHTLY} (rustup)");
     }
     let components = capture_ok(&mut command(
         "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
+        &[
+            "component",
+            "list",
+            "--toolchain",
+            EBPF_NIGHTLY,
+            "--installed",
+        ],
     ))?;
     if !components
         .lines()
@@ -95,22 +118,37 @@ fn nightly() -> Result<()> {
     {
         capture_ok(&mut command(
             "rustup",
-            &["component", "add", "rust-src", "--toolchain", "nightly"],
+            &["component", "add", "rust-src", "--toolchain", EBPF_NIGHTLY],
         ))?;
-        println!("installed rust-src for nightly (rustup)");
+        println!("installed rust-src for {EBPF_NIGHTLY} (rustup)");
     }
     Ok(())
 }
 
-fn bpf_linker_works() -> bool {
-    capture(&mut command("bpf-linker", &["--version"])).is_ok_and(|output| output.status.success())
+/// `bpf-linker --version`'s version (`bpf-linker 0.13.0`), or `None` when it does not run.
+fn bpf_linker_version() -> Option<String> {
+    let output = capture(&mut command("bpf-linker", &["--version"])).ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    output.status.success().then(|| {
+        text.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
 }
 
 fn bpf_linker() -> Result<()> {
-    if bpf_linker_works() {
+    let installed = bpf_linker_version();
+    if installed.as_deref() == Some(BPF_LINKER_VERSION) {
         return Ok(());
     }
-    println!("installing bpf-linker (a few minutes)");
+    match &installed {
+        Some(other) => {
+            println!("replacing bpf-linker {other} with {BPF_LINKER_VERSION} (a few minutes)")
+        }
+        None => println!("installing bpf-linker {BPF_LINKER_VERSION} (a few minutes)"),
+    }
     let mut path = env::split_paths(&tool_path()).collect::<Vec<_>>();
     path.insert(0, LLVM_BIN.into());
     let path = env::join_paths(path).context("building PATH for the bpf-linker build")?;
@@ -121,6 +159,10 @@ fn bpf_linker() -> Result<()> {
             &[
                 "install",
                 "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
                 "--no-default-features",
                 "--features",
                 "llvm-22",
@@ -128,19 +170,43 @@ fn bpf_linker() -> Result<()> {
         )
         .env("PATH", path),
     )?;
-    if !bpf_linker_works() {
-        bail!("`cargo install bpf-linker` succeeded but `bpf-linker --version` still fails");
+    if bpf_linker_version().as_deref() != Some(BPF_LINKER_VERSION) {
+        bail!(
+            "`cargo install bpf-linker --version {BPF_LINKER_VERSION}` succeeded but `bpf-linker --version` does not say {BPF_LINKER_VERSION}"
+        );
     }
-    println!("installed bpf-linker (cargo install)");
+    println!("installed bpf-linker {BPF_LINKER_VERSION} (cargo install --locked)");
     Ok(())
 }
 
+/// Mounts bpffs on /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`) unless it is there.
 fn bpffs() -> Result<()> {
-    let mounted = capture(&mut command("mountpoint", &["-q", "/sys/fs/bpf"]))?;
-    if mounted.status.success() {
+    const BPFFS: &str = "/sys/fs/bpf";
+    if statfs(BPFFS).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
     }
-    capture_ok(&mut command("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
-    println!("mounted bpffs on /sys/fs/bpf");
+    mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mount -t bpf bpf {BPFFS}"))?;
+    println!("mounted bpffs on {BPFFS}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_builds_its_data_plane_with_the_nightly_deps_installs() {
+        let build_rs = include_str!("../../xdp-lb/build.rs");
+        assert!(
+            build_rs.contains(&format!("Toolchain::Custom(\"{EBPF_NIGHTLY}\")")),
+            "xdp-lb/build.rs must pass {EBPF_NIGHTLY} to aya-build"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! the tests, run the agent on this host or in the namespace lab, measure it, install it.
 
 mod bench;
+mod deb;
 mod deps;
 mod install;
+mod manual;
 mod process;
 
 use std::{
@@ -58,9 +60,21 @@ enum Cmd {
         quick: bool,
     },
     /// Build the release agent and install it with its systemd unit, /etc/xdp-lb/xdp-lb.yaml
-    /// (only where none is) and the notify script; --uninstall takes them away. Needs root
+    /// (only where none is), the notify script, bash/zsh/fish completions and the man page;
+    /// --uninstall takes them away. Needs root
     /// unless --root.
     Install(InstallArgs),
+    /// Build a Debian package, target/debian/xdp-lb_VERSION_ARCH.deb, with dpkg-deb: the
+    /// release agent in /usr/sbin, its unit, the example config and notify script as
+    /// conffiles, completions and man page.
+    Deb {
+        /// Package this agent binary instead of building the release one.
+        #[arg(long, value_name = "FILE")]
+        binary: Option<PathBuf>,
+        /// Where the .deb goes (default: target/debian).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -137,6 +151,9 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run { once, args } => run_agent(&root, once, &args),
         Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Install(args) => install::run(&root, &target_dir(&root), &args.into()),
+        Cmd::Deb { binary, out } => {
+            deb::run(&root, &target_dir(&root), &deb::Options { binary, out })
+        }
     }
 }
 
@@ -150,7 +167,10 @@ fn test(root: &Path, args: &[String]) -> Result<i32> {
     step("test");
     let mut test_args = vec!["test", "--workspace", "--exclude", "xdp-lb-ebpf"];
     test_args.extend(args.iter().map(String::as_str));
-    let status = attached(&mut cargo(root, &test_args))?;
+    let mut cargo_test = cargo(root, &test_args);
+    // The package test wraps the debug agent just built (xtask's deb.rs).
+    cargo_test.env("XDP_LB_AGENT_BINARY", target_dir(root).join("debug/xdp-lb"));
+    let status = attached(&mut cargo_test)?;
     Ok(exit_code(status))
 }
 

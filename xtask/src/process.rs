@@ -16,6 +16,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 /// Prints a step header.
 pub fn step(what: &str) {
@@ -100,6 +104,11 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
 /// Runs `cmd` with its output captured and returns its stdout; fails with its stderr (and
 /// stdout) when it exits non-zero.
 pub fn capture_ok(cmd: &mut Command) -> Result<String> {
+    capture_bytes_ok(cmd).map(|stdout| String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// [`capture_ok`], keeping stdout as bytes.
+pub fn capture_bytes_ok(cmd: &mut Command) -> Result<Vec<u8>> {
     let output = capture(cmd)?;
     if !output.status.success() {
         bail!(
@@ -110,7 +119,7 @@ pub fn capture_ok(cmd: &mut Command) -> Result<String> {
             tail(&output.stdout)
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }
 
 /// Runs `cmd` attached to the terminal; its exit status.
@@ -147,7 +156,7 @@ pub fn forwarding_signals(cmd: &mut Command) -> Result<i32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
-    let pid = libc::pid_t::try_from(child.id()).context("a pid out of range")?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("a pid out of range")?);
     loop {
         if let Some(status) = child
             .try_wait()
@@ -155,13 +164,13 @@ pub fn forwarding_signals(cmd: &mut Command) -> Result<i32> {
         {
             return Ok(exit_code(status));
         }
-        for (flag, signal) in [(&interrupted, libc::SIGINT), (&terminated, libc::SIGTERM)] {
+        for (flag, signal) in [
+            (&interrupted, Signal::SIGINT),
+            (&terminated, Signal::SIGTERM),
+        ] {
             if flag.swap(false, Ordering::Relaxed) {
-                // SAFETY: kill(2) has no memory-safety preconditions; the child is not
-                // reaped yet, so its pid is still its own.
-                unsafe {
-                    libc::kill(pid, signal);
-                }
+                // The child is not reaped yet, so its pid is still its own.
+                let _ = kill(pid, signal);
             }
         }
         thread::sleep(Duration::from_millis(100));

@@ -299,13 +299,3 @@ pub struct Notify {
     /// Killed when it runs longer.
     pub timeout: Duration,
 }
-
-/// A duration as the file writes it: `2s` when a whole number of seconds, else `800ms`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}

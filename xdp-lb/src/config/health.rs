@@ -1,5 +1,5 @@
 //! Validation of `health_check` blocks (a service's, and a server's overrides of it) and
-//! of durations.
+//! of their durations' ranges.
 
 use std::{ops::RangeInclusive, time::Duration};
 
@@ -7,19 +7,23 @@ use serde_saphyr::Spanned;
 
 use super::{
     CheckKind, HealthCheck, HealthState, HttpCheck, Protocol,
+    duration::{DurationRule, Resolution, format_duration},
     errors::shown,
-    failover::format_duration,
     raw::at,
-    raw_failover::{RawDuration, RawHealthCheck, parse_duration_text},
+    raw_failover::RawHealthCheck,
     validate::Checker,
 };
 
 /// Shortest and longest `interval`: ten checks a second at most, one an hour at least.
-pub(crate) const CHECK_INTERVALS: RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(3600);
+pub(crate) const CHECK_INTERVALS: DurationRule = DurationRule {
+    range: Duration::from_millis(100)..=Duration::from_secs(3600),
+    resolution: Resolution::Millis,
+};
 /// Shortest and longest `timeout` (it must also be shorter than the interval).
-pub(crate) const CHECK_TIMEOUTS: RangeInclusive<Duration> =
-    Duration::from_millis(10)..=Duration::from_secs(3600);
+pub(crate) const CHECK_TIMEOUTS: DurationRule = DurationRule {
+    range: Duration::from_millis(10)..=Duration::from_secs(3600),
+    resolution: Resolution::Millis,
+};
 /// `rise`: one good check may bring a server back.
 const RISE: RangeInclusive<i128> = 1..=10;
 /// `fall`: one lost check never takes a server out.
@@ -200,53 +204,5 @@ impl Checker<'_> {
                 http.expect_body = (!b.is_empty()).then(|| b.clone());
             }
         }
-    }
-
-    /// A duration within `range`.
-    pub(super) fn duration(
-        &mut self,
-        value: &Spanned<RawDuration>,
-        field: &str,
-        range: &RangeInclusive<Duration>,
-    ) -> Option<Duration> {
-        let allowed = format!(
-            "{}..={}",
-            format_duration(*range.start()),
-            format_duration(*range.end())
-        );
-        let form = "500ms, 2s or a whole number of milliseconds";
-        let millis = match &value.value {
-            RawDuration::Millis(ms) => u128::try_from(*ms).ok(),
-            RawDuration::Text(text) => match parse_duration_text(text) {
-                Some(ms) => Some(ms),
-                None => {
-                    let message = format!("{} is not a duration (write {form})", shown(text));
-                    self.error(at(value), field, message);
-                    return None;
-                }
-            },
-            RawDuration::Other(what) => {
-                let message = format!("expected a duration ({form}), found {what}");
-                self.error(at(value), field, message);
-                return None;
-            }
-        };
-        let d = millis
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis)
-            .filter(|d| range.contains(d));
-        if d.is_none() {
-            let written = match &value.value {
-                RawDuration::Millis(ms) => format!("{ms}ms"),
-                RawDuration::Text(text) => shown(text),
-                RawDuration::Other(what) => what.clone(),
-            };
-            self.error(
-                at(value),
-                field,
-                format!("{written} is out of range ({allowed})"),
-            );
-        }
-        d
     }
 }

@@ -9,6 +9,7 @@
 //! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
 //! the balancing half only (for tools that need no more). [`render_file`] prints the
 //! effective configuration back as YAML.
+mod duration;
 mod edit;
 mod errors;
 mod failover;
@@ -32,6 +33,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_durations;
+#[cfg(test)]
 mod tests_failover;
 #[cfg(test)]
 mod tests_pools;
@@ -43,6 +46,7 @@ use std::{
     path::{Component, Path},
 };
 
+pub use duration::format_duration;
 pub use edit::{with_service_added, with_service_removed};
 pub use errors::{ConfigError, ConfigErrors};
 pub use failover::*;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, de};
 use serde_saphyr::{Location, Spanned};
 
 use super::{
+    duration::RawDuration,
     raw_failover::{RawHealthCheck, RawNotify},
     raw_ops::{RawMetrics, RawRegistration},
     raw_pools::{RawClientRule, RawPools},
@@ -45,9 +46,9 @@ pub(crate) struct RawFlowTable {
     #[serde(default)]
     pub size: Option<Spanned<Number>>,
     #[serde(default)]
-    pub tcp_timeout: Option<Spanned<Number>>,
+    pub tcp_timeout: Option<Spanned<RawDuration>>,
     #[serde(default)]
-    pub udp_timeout: Option<Spanned<Number>>,
+    pub udp_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,7 +65,7 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub when_backend_down: Option<Spanned<String>>,
     #[serde(default)]
-    pub persistence: Option<Spanned<Number>>,
+    pub persistence: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub persistence_netmask: Option<Spanned<Number>>,
     #[serde(default)]

@@ -1,12 +1,17 @@
 //! The effective configuration as YAML, every default filled in (`xdp-lb check` prints it).
 //! Reading the output back gives the same configuration.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr, time::Duration};
 
 use super::{
     Config, ConfigFile, DownAction, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
-    errors::escape_controls, ops, render_failover, render_pools,
+    duration::format_duration, errors::escape_controls, ops, render_failover, render_pools,
 };
+
+/// A count of seconds (the flow table's and persistence's unit), written with its unit.
+fn seconds(s: u32) -> String {
+    format_duration(Duration::from_secs(s.into()))
+}
 
 /// The effective configuration as YAML: services and backends in file order, each default
 /// written out, a backend without a MAC shown as `mac: null` with a comment saying it is
@@ -59,8 +64,16 @@ fn write_config(
     writeln!(out, "maglev_table_slots: {}", c.maglev_table_slots)?;
     writeln!(out, "flow_table:")?;
     writeln!(out, "  size: {}", c.flow_table.size)?;
-    writeln!(out, "  tcp_timeout: {}", c.flow_table.tcp_timeout_s)?;
-    writeln!(out, "  udp_timeout: {}", c.flow_table.udp_timeout_s)?;
+    writeln!(
+        out,
+        "  tcp_timeout: {}",
+        seconds(c.flow_table.tcp_timeout_s)
+    )?;
+    writeln!(
+        out,
+        "  udp_timeout: {}",
+        seconds(c.flow_table.udp_timeout_s)
+    )?;
     render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
     if let Some((_, ops)) = extras {
         ops::render(out, ops)?;
@@ -93,9 +106,9 @@ fn write_config(
             writeln!(out, "    vlan: {vlan}")?;
         }
         match s.persistence {
-            None => writeln!(out, "    persistence: 0")?,
+            None => writeln!(out, "    persistence: 0s")?,
             Some(p) => {
-                writeln!(out, "    persistence: {}", p.timeout_s)?;
+                writeln!(out, "    persistence: {}", seconds(p.timeout_s))?;
                 writeln!(out, "    persistence_netmask: {}", p.prefix_len)?;
             }
         }

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use super::{
     CheckKind, HealthCheck, Notify, ServiceFailover,
-    failover::format_duration,
+    duration::format_duration,
     render::{address, string},
 };
 

@@ -3,6 +3,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr},
+    time::Duration,
 };
 
 use serde_saphyr::{Location, Spanned};
@@ -10,12 +11,16 @@ use xdp_lb_common::{
     MAGLEV_DEFAULT_SIZE, MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAX_VLAN_ID, MAX_WEIGHT,
 };
 
-/// Longest client persistence: a day.
-const MAX_PERSISTENCE_S: u32 = 86_400;
+/// Client persistence: whole seconds (0 = off), up to a day.
+const PERSISTENCE: DurationRule = DurationRule {
+    range: Duration::ZERO..=Duration::from_secs(86_400),
+    resolution: Resolution::Seconds,
+};
 
 use super::{
     Backend, DEFAULT_POOL, DownAction, HashMode, MacAddr, NoBackendAction, Persistence, Protocol,
     Service, ServiceFailover,
+    duration::{DurationRule, Resolution},
     errors::shown,
     pools::PoolContext,
     raw::{Number, RawBackend, RawService, at},
@@ -172,7 +177,7 @@ impl Checker<'_> {
         Some((service, failover))
     }
 
-    /// `persistence` (seconds, 0 = off) and `persistence_netmask` (a prefix length of the
+    /// `persistence` (a duration, 0s = off) and `persistence_netmask` (a prefix length of the
     /// VIP's family; the whole address by default).
     fn persistence(
         &mut self,
@@ -183,8 +188,8 @@ impl Checker<'_> {
         let timeout = match &s.persistence {
             None => 0,
             Some(t) => {
-                let t = self.number(t, &field("persistence"), 0..=i128::from(MAX_PERSISTENCE_S))?;
-                u32::try_from(t).ok()?
+                let t = self.duration(t, &field("persistence"), &PERSISTENCE)?;
+                u32::try_from(t.as_secs()).ok()?
             }
         };
         let full = if vip.is_some_and(|v| v.is_ipv6()) {
@@ -198,7 +203,7 @@ impl Checker<'_> {
                 self.error(
                     at(mask),
                     field("persistence_netmask"),
-                    "persistence_netmask needs persistence (seconds > 0) on the same service",
+                    "persistence_netmask needs persistence (more than 0s) on the same service",
                 );
                 return None;
             }

@@ -12,6 +12,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::{
     BackendFailover, FallbackServer, HostFacts, Notify, Protocol, ServiceFailover,
+    duration::{DurationRule, Resolution},
     errors::shown,
     failover::DEFAULT_NOTIFY_TIMEOUT,
     raw::{RawBackend, RawService, at},
@@ -20,8 +21,10 @@ use super::{
 };
 
 /// Shortest and longest time a notify command may run.
-const NOTIFY_TIMEOUTS: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(3600);
+const NOTIFY_TIMEOUTS: DurationRule = DurationRule {
+    range: Duration::from_millis(100)..=Duration::from_secs(3600),
+    resolution: Resolution::Millis,
+};
 
 /// What the failover checks need to know of the service (and the pool) besides the raw
 /// form.

@@ -1,7 +1,7 @@
 //! From the file as written ([`RawConfig`]) to the validated [`Config`]: every rule is checked
 //! and every violation collected, each with its location and field path.
 
-use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive, path::Path};
+use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive, path::Path, time::Duration};
 
 use serde_saphyr::{Location, Spanned};
 use xdp_lb_common::{
@@ -12,6 +12,7 @@ use xdp_lb_common::{
 use super::{
     Config, ConfigFile, DEFAULT_FLOW_HASH_SEED, Failover, FlowTable, HostFacts, Protocol, Service,
     XdpAttachMode,
+    duration::{DurationRule, Resolution},
     errors::{ConfigError, ConfigErrors, shown},
     raw::{Number, RawConfig, RawFlowTable, RawService, at},
 };
@@ -19,8 +20,11 @@ use super::{
 /// Smallest and largest `flow_table.size` (the largest is about 7 GiB of kernel memory).
 pub(crate) const MIN_FLOW_TABLE: u32 = 1024;
 pub(crate) const MAX_FLOW_TABLE: u32 = 64 * 1024 * 1024;
-/// Longest flow idle timeout: a week.
-pub(crate) const MAX_FLOW_TIMEOUT_S: u32 = 604_800;
+/// Flow idle timeouts: the table counts whole seconds, up to a week.
+pub(crate) const FLOW_TIMEOUTS: DurationRule = DurationRule {
+    range: Duration::from_secs(1)..=Duration::from_secs(604_800),
+    resolution: Resolution::Seconds,
+};
 
 /// Largest `maglev_table_slots`: 64 Mi slots (512 MiB of map at 8 bytes a slot).
 pub(crate) const MAX_TABLE_SLOTS: u64 = 64 * 1024 * 1024;
@@ -319,34 +323,34 @@ impl Checker<'_> {
         let Some(raw) = raw else { return Some(table) };
         let raw = &raw.value;
         let before = self.errors.len();
-        let mut get = |value: &Option<Spanned<Number>>,
-                       field: &str,
-                       range: RangeInclusive<i128>,
-                       out: &mut u32| {
+        if let Some(size) = &raw.size
+            && let Some(v) = self.number(
+                size,
+                "flow_table.size",
+                i128::from(MIN_FLOW_TABLE)..=i128::from(MAX_FLOW_TABLE),
+            )
+        {
+            table.size = u32::try_from(v).unwrap_or(table.size);
+        }
+        let timeouts = [
+            (
+                &raw.tcp_timeout,
+                "flow_table.tcp_timeout",
+                &mut table.tcp_timeout_s,
+            ),
+            (
+                &raw.udp_timeout,
+                "flow_table.udp_timeout",
+                &mut table.udp_timeout_s,
+            ),
+        ];
+        for (value, field, out) in timeouts {
             if let Some(v) = value
-                && let Some(v) = self.number(v, field, range)
+                && let Some(d) = self.duration(v, field, &FLOW_TIMEOUTS)
             {
-                *out = u32::try_from(v).unwrap_or(*out);
+                *out = u32::try_from(d.as_secs()).unwrap_or(*out);
             }
-        };
-        get(
-            &raw.size,
-            "flow_table.size",
-            i128::from(MIN_FLOW_TABLE)..=i128::from(MAX_FLOW_TABLE),
-            &mut table.size,
-        );
-        get(
-            &raw.tcp_timeout,
-            "flow_table.tcp_timeout",
-            1..=i128::from(MAX_FLOW_TIMEOUT_S),
-            &mut table.tcp_timeout_s,
-        );
-        get(
-            &raw.udp_timeout,
-            "flow_table.udp_timeout",
-            1..=i128::from(MAX_FLOW_TIMEOUT_S),
-            &mut table.udp_timeout_s,
-        );
+        }
         (self.errors.len() == before).then_some(table)
     }
 

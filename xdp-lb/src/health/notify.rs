@@ -14,6 +14,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use jiff::Timestamp;
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
 use tokio::{io::AsyncReadExt as _, process::Command, task::JoinHandle};
 
 use super::Event;
@@ -183,12 +188,10 @@ async fn execute(
         }
         Ok((Err(e), _)) => Err(Failure::Failed(format!("waiting for it: {e}"))),
         Err(_) => {
-            if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-                // SAFETY: kill(2) has no memory-safety preconditions; the group is the
-                // command's own (process_group(0)) and has not been reaped yet.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // The group is the command's own (process_group(0)) and its leader has not
+                // been reaped yet, so the id is still theirs.
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
             let _ = child.wait().await;
             Err(Failure::TimedOut(format!(
@@ -199,31 +202,16 @@ async fn execute(
     }
 }
 
-/// `t` as RFC 3339 in UTC, to the second: `2026-05-01T12:34:56Z`.
+/// `t` as RFC 3339 in UTC, to the second: `2026-05-01T12:34:56Z`. A time before 1970 (a
+/// clock gone wrong) is written as the epoch.
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(Timestamp::MAX)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -293,6 +281,11 @@ mod tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_700_000_000_999)),
+            "2023-11-14T22:13:20Z",
+            "cut to the second, not rounded"
         );
     }
 

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -75,9 +74,8 @@ impl Scratch {
         let path = format!("/var/run/netns/{}", self.lb);
         let thread = std::thread::spawn(move || {
             let ns = File::open(&path).expect("open the namespace");
-            // SAFETY: setns on a file descriptor we own; it only changes this thread's netns.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // setns(2) changes only this thread's namespace.
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
