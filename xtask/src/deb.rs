@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     install::{self, Layout, Sources},
-    process::{attached_ok, capture_ok, command, step},
+    process::{capture_ok, command, step},
 };
 
 /// Where the package installs its files, as `cargo xtask install --prefix /usr` does but
@@ -48,13 +48,7 @@ pub fn run(workspace: &Path, target: &Path, opts: &Options) -> Result<i32> {
     let binary = match &opts.binary {
         Some(binary) => binary.clone(),
         None => {
-            step("build the agent (release)");
-            let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut build = command(&program, &["build", "--release", "-p", "xdp-lb"]);
-            build.current_dir(workspace);
-            attached_ok(&mut build).context(
-                "building the release agent (on a fresh machine, run `cargo xtask deps` first)",
-            )?;
+            crate::install::build_release_agent(workspace)?;
             target.join("release/xdp-lb")
         }
     };

@@ -116,13 +116,7 @@ pub fn run(workspace: &Path, target: &Path, opts: &Options) -> Result<i32> {
         }
     } else {
         if !opts.no_build {
-            step("build the agent (release)");
-            let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut build = command(&program, &["build", "--release", "-p", "xdp-lb"]);
-            build.current_dir(workspace);
-            attached_ok(&mut build).context(
-                "building the release agent (on a fresh machine, run `cargo xtask deps` first)",
-            )?;
+            build_release_agent(workspace)?;
         }
         step("install");
         for line in install(&layout, &Sources::of_workspace(workspace, target))? {
@@ -140,6 +134,18 @@ pub fn run(workspace: &Path, target: &Path, opts: &Options) -> Result<i32> {
 }
 
 /// Whether this machine runs systemd (as `sd_booted()` tells).
+/// `cargo build --release -p xdp-lb` in the workspace (install and deb ship that binary).
+pub fn build_release_agent(workspace: &Path) -> Result<()> {
+    step("build the agent (release)");
+    let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = command(&program, &["build", "--release", "-p", "xdp-lb"]);
+    build.current_dir(workspace);
+    attached_ok(&mut build).context(
+        "building the release agent (on a fresh machine, run `cargo xtask deps` first)",
+    )?;
+    Ok(())
+}
+
 fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
