@@ -140,9 +140,8 @@ pub fn build_release_agent(workspace: &Path) -> Result<()> {
     let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = command(&program, &["build", "--release", "-p", "xdp-lb"]);
     build.current_dir(workspace);
-    attached_ok(&mut build).context(
-        "building the release agent (on a fresh machine, run `cargo xtask deps` first)",
-    )?;
+    attached_ok(&mut build)
+        .context("building the release agent (on a fresh machine, run `cargo xtask deps` first)")?;
     Ok(())
 }
 
