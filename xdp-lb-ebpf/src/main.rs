@@ -58,7 +58,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> (u32, u32) {
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
     let key = flows::flow_key(&flow);
-    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow.syn, now) {
+    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, &flow, now) {
         Some(hit) => hit,
         None => {
             let Some(service) = find_service(&flow) else {
@@ -161,13 +161,15 @@ fn choose_backend(
         Placement::Table(table) => table,
         Placement::Refused => return Choice::Refused,
     };
+    // A SYN (or RST) writes no persistence entry either: see `flows::remembers`.
+    let remember = flows::remembers(flow);
     let chosen = if service.persist_timeout_s != 0 {
         let pkey = flows::persist_key(flow, service, table.pool_id);
         match flows::lookup_persistent(&pkey, service, now) {
             Some(found) => Some(found),
             None => {
                 let picked = pick_backend(ctx, flow, service, &table);
-                if let Some((id, backend)) = &picked {
+                if let Some((id, backend)) = picked.as_ref().filter(|_| remember) {
                     flows::remember_persistent(&pkey, *id, backend, now);
                 }
                 picked
@@ -178,7 +180,7 @@ fn choose_backend(
     };
     match chosen {
         Some((id, backend)) => {
-            flows::remember_flow(key, service.service_id, id, &backend, now);
+            flows::remember_flow(key, flow, service.service_id, id, &backend, now);
             Choice::Backend(id, backend)
         }
         None => Choice::NoBackend,

@@ -29,8 +29,28 @@ pub struct Flow {
     pub src: [u32; 4],
     /// Both ports as one word (see `xdp_lb_common::flow_hash`).
     pub ports: u32,
-    /// A TCP segment with SYN set (a connection's first packet).
-    pub syn: bool,
+    /// The TCP flags byte (0 for UDP): SYN, FIN and RST drive the connection table.
+    pub tcp_flags: u8,
+}
+
+impl Flow {
+    /// A TCP segment with SYN set: a connection's first packet (or its retransmission).
+    #[inline(always)]
+    pub fn syn(&self) -> bool {
+        self.tcp_flags & TCP_SYN != 0
+    }
+
+    /// A TCP segment with RST set: the connection is over.
+    #[inline(always)]
+    pub fn rst(&self) -> bool {
+        self.tcp_flags & TCP_RST != 0
+    }
+
+    /// A TCP segment with FIN set: the client is closing.
+    #[inline(always)]
+    pub fn fin(&self) -> bool {
+        self.tcp_flags & TCP_FIN != 0
+    }
 }
 
 /// One VLAN tag: tag control information, then the next ethertype.
@@ -105,7 +125,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
     if u16::from_be_bytes(frags) & IPV4_FRAGMENT_MASK != 0 {
         return Err(verdict::PASS_FRAGMENT);
     }
-    let (ports, syn) = l4_ports(ctx, offset + header_len, proto)?;
+    let (ports, tcp_flags) = l4_ports(ctx, offset + header_len, proto)?;
     let src = read_word(ctx, offset + 12).ok_or(verdict::PASS_MALFORMED)?;
     let dst = read_word(ctx, offset + 16).ok_or(verdict::PASS_MALFORMED)?;
     Ok(Flow {
@@ -119,7 +139,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
         },
         src: [src, 0, 0, 0],
         ports,
-        syn,
+        tcp_flags,
     })
 }
 
@@ -141,7 +161,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
     if next == IPV6_NEXT_FRAGMENT {
         return Err(verdict::PASS_FRAGMENT);
     }
-    let (ports, syn) = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
+    let (ports, tcp_flags) = l4_ports(ctx, offset + Ipv6Hdr::LEN, next)?;
     Ok(Flow {
         service: ServiceKey {
             addr: dst,
@@ -153,7 +173,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow, u32> {
         },
         src,
         ports,
-        syn,
+        tcp_flags,
     })
 }
 
@@ -167,15 +187,17 @@ fn words(addr: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// TCP flags byte offset and SYN bit.
+/// TCP flags byte offset and the bits the connection table reads.
 const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 
 /// Source and destination port of a TCP or UDP header at `offset` (both sit in its first
-/// four bytes), after checking the whole fixed header is in the frame; and whether it is a
-/// TCP SYN.
+/// four bytes), after checking the whole fixed header is in the frame; and the TCP flags
+/// byte (0 for UDP).
 #[inline(always)]
-fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, bool), u32> {
+fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, u8), u32> {
     let header_len = match proto {
         PROTO_TCP => TcpHdr::LEN,
         PROTO_UDP => UdpHdr::LEN,
@@ -185,9 +207,12 @@ fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8) -> Result<(u32, bool), u
         return Err(verdict::PASS_MALFORMED);
     }
     let ports = read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
-    let syn = proto == PROTO_TCP
-        && ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET)
-            // SAFETY: checked by `ptr_at`.
-            .is_some_and(|flags| unsafe { *flags } & TCP_SYN != 0);
-    Ok((ports, syn))
+    let tcp_flags = if proto == PROTO_TCP {
+        let flags = ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET).ok_or(verdict::PASS_MALFORMED)?;
+        // SAFETY: checked by `ptr_at`.
+        unsafe { *flags }
+    } else {
+        0
+    };
+    Ok((ports, tcp_flags))
 }

@@ -25,9 +25,10 @@ use aya::{
 };
 use xdp_lb_common::{
     BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
-    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
-    MAGLEV_SLOT_STRIDE, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue,
-    flow_stat, map_names, verdict,
+    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, FLOW_TCP_FIN_TIMEOUT_GLOBAL,
+    FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue, MAGLEV_SLOT_STRIDE,
+    PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, flow_stat, map_names,
+    verdict,
 };
 
 use crate::{
@@ -99,6 +100,8 @@ impl Dataplane {
         let level = opts.log_level as u8;
         let tcp_timeout_ns = u64::from(opts.flow_table.tcp_timeout_s) * 1_000_000_000;
         let udp_timeout_ns = u64::from(opts.flow_table.udp_timeout_s) * 1_000_000_000;
+        let fin_timeout_ns = u64::from(opts.flow_table.tcp_fin_timeout_s) * 1_000_000_000;
+        let close_timeout_ns = u64::from(opts.flow_table.tcp_close_timeout_s) * 1_000_000_000;
         let table_slots = adopted_table_slots(opts, pins.as_ref())?;
         let sizes = [
             (map_names::MAGLEV_TABLES, table_slots),
@@ -109,6 +112,8 @@ impl Dataplane {
             .override_global(FLOW_HASH_SEED_GLOBAL, &opts.flow_hash_seed, true)
             .override_global(FLOW_TCP_TIMEOUT_GLOBAL, &tcp_timeout_ns, true)
             .override_global(FLOW_UDP_TIMEOUT_GLOBAL, &udp_timeout_ns, true)
+            .override_global(FLOW_TCP_FIN_TIMEOUT_GLOBAL, &fin_timeout_ns, true)
+            .override_global(FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, &close_timeout_ns, true)
             .override_global(aya_log::LEVEL, &level, false);
         for (name, size) in sizes {
             loader.map_max_entries(name, size);

@@ -8,8 +8,8 @@ use std::{
 };
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, FlowValue, PROTO_TCP, addr_words,
-    flow_hash::ports_word, flow_stat, port_raw, verdict,
+    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue,
+    PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw, verdict,
 };
 
 use super::protocol::{
@@ -83,10 +83,14 @@ fn monotonic_ns() -> u64 {
 
 /// Whether the data plane would ignore this entry as idle for too long.
 fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> bool {
-    let seconds = if key.proto == PROTO_TCP {
-        timeouts.tcp_timeout_s
-    } else {
+    let seconds = if key.proto != PROTO_TCP {
         timeouts.udp_timeout_s
+    } else if value.flags & FLOW_F_RST != 0 {
+        timeouts.tcp_close_timeout_s
+    } else if value.flags & FLOW_F_FIN != 0 {
+        timeouts.tcp_fin_timeout_s
+    } else {
+        timeouts.tcp_timeout_s
     };
     now.saturating_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
 }
