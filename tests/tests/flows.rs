@@ -598,3 +598,28 @@ fn a_syn_or_a_rst_without_an_entry_creates_none() {
     assert!(h.balancer.dataplane().flow(&key(CLIENT, 28001)).is_none());
     assert_eq!(h.flow_stats()[flow_stat::NEW as usize].packets, 0);
 }
+
+#[test]
+fn status_reports_the_tables_real_entries_and_each_cpus_share_of_them() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable {
+        size: 4097,
+        ..FlowTable::default()
+    };
+    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    let observed = xdp_lb::control::report::Observed {
+        flow_table: table,
+        ..Default::default()
+    };
+    let size = xdp_lb::control::report::status(&h.balancer, &observed).flow_table;
+    let possible = aya::util::nr_cpus().unwrap() as u32;
+    // The kernel rounds the size up to equal per-CPU lists.
+    assert_eq!(size.configured, 4097);
+    assert_eq!(size.entries, 4097u32.div_ceil(possible) * possible);
+    assert_eq!(size.possible_cpus, possible);
+    assert_eq!(size.per_cpu, size.entries / possible);
+    assert_eq!(
+        size.usable,
+        u64::from(size.per_cpu) * u64::from(size.online_cpus)
+    );
+}

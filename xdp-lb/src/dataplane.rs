@@ -521,6 +521,18 @@ impl Dataplane {
             .context("updating the connection table")
     }
 
+    /// The connection table's entries as the kernel sized it: `flow_table.size` rounded
+    /// up to a multiple of the possible CPUs (its per-CPU LRU lists hold equal shares).
+    pub fn flow_table_entries(&self) -> anyhow::Result<u32> {
+        use aya::maps::IterableMap as _;
+        let info = self
+            .flows
+            .map()
+            .info()
+            .context("reading the connection table's info")?;
+        Ok(info.max_entries())
+    }
+
     /// Every entry of the connection table (a snapshot; the table changes meanwhile).
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().filter_map(Result::ok).collect()
