@@ -42,18 +42,22 @@ pub fn flow_key(flow: &Flow) -> FlowKey {
     }
 }
 
-/// The idle timeout of an entry: its protocol's, or a closing TCP flow's shorter one.
+/// The idle timeout of an entry: its protocol's, or a closing TCP flow's (never longer than
+/// an open one's).
 #[inline(always)]
 fn timeout_ns(proto: u8, flags: u32) -> u64 {
     if proto != PROTO_TCP {
-        FLOW_UDP_TIMEOUT_NS.load()
-    } else if flags & FLOW_F_RST != 0 {
+        return FLOW_UDP_TIMEOUT_NS.load();
+    }
+    let open = FLOW_TCP_TIMEOUT_NS.load();
+    let closing = if flags & FLOW_F_RST != 0 {
         FLOW_TCP_CLOSE_TIMEOUT_NS.load()
     } else if flags & FLOW_F_FIN != 0 {
         FLOW_TCP_FIN_TIMEOUT_NS.load()
     } else {
-        FLOW_TCP_TIMEOUT_NS.load()
-    }
+        open
+    };
+    if closing < open { closing } else { open }
 }
 
 /// The `FLOW_F_*` closing state a TCP segment's FIN or RST puts its flow in.

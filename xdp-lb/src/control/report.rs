@@ -86,9 +86,9 @@ fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> 
     let seconds = if key.proto != PROTO_TCP {
         timeouts.udp_timeout_s
     } else if value.flags & FLOW_F_RST != 0 {
-        timeouts.tcp_close_timeout_s
+        timeouts.tcp_close_timeout_s.min(timeouts.tcp_timeout_s)
     } else if value.flags & FLOW_F_FIN != 0 {
-        timeouts.tcp_fin_timeout_s
+        timeouts.tcp_fin_timeout_s.min(timeouts.tcp_timeout_s)
     } else {
         timeouts.tcp_timeout_s
     };
