@@ -43,11 +43,34 @@ static FLOW_HASH_SEED: Global<u32> = Global::new(0);
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let mut flow = Flow::default();
-    match parse_frame(&ctx, &mut flow) {
-        Ok(Frame::Flow) => flow_frame(&ctx, &flow, bytes),
-        Ok(Frame::IcmpError { too_big }) => icmp_error_frame(&ctx, &flow, too_big, bytes),
-        Ok(Frame::LaterFragment) => later_fragment_frame(&ctx, &flow, bytes),
-        Err(reason) => counted((xdp_action::XDP_PASS, reason), bytes),
+    match parse(&ctx, &mut flow) {
+        PARSED_FLOW => flow_frame(&ctx, &flow, bytes),
+        PARSED_ICMP => icmp_error_frame(&ctx, &flow, false, bytes),
+        PARSED_ICMP_TOO_BIG => icmp_error_frame(&ctx, &flow, true, bytes),
+        PARSED_LATER_FRAGMENT => later_fragment_frame(&ctx, &flow, bytes),
+        failed => counted((xdp_action::XDP_PASS, failed & !PARSE_FAILED), bytes),
+    }
+}
+
+/// What `parse` found, as one scalar (a BPF-to-BPF call returns one register): a kind of
+/// frame, or `PARSE_FAILED` with the `verdict` slot to count.
+const PARSED_FLOW: u32 = 0;
+const PARSED_LATER_FRAGMENT: u32 = 1;
+const PARSED_ICMP: u32 = 2;
+const PARSED_ICMP_TOO_BIG: u32 = 3;
+const PARSE_FAILED: u32 = 1 << 16;
+
+/// Parses the frame into `flow` in a stack frame of its own: the parser's locals are gone
+/// before the balancing below takes its own (the verifier allows 512 bytes along a call
+/// chain).
+#[inline(never)]
+fn parse(ctx: &XdpContext, flow: &mut Flow) -> u32 {
+    match parse_frame(ctx, flow) {
+        Ok(Frame::Flow) => PARSED_FLOW,
+        Ok(Frame::LaterFragment) => PARSED_LATER_FRAGMENT,
+        Ok(Frame::IcmpError { too_big: false }) => PARSED_ICMP,
+        Ok(Frame::IcmpError { too_big: true }) => PARSED_ICMP_TOO_BIG,
+        Err(reason) => PARSE_FAILED | reason,
     }
 }
 
@@ -93,7 +116,7 @@ fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
     let key = flows::flow_key(flow);
-    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow.syn, now) {
+    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow, now) {
         Some(hit) => hit,
         None => {
             let Some(service) = find_service(flow) else {
@@ -262,13 +285,15 @@ fn choose_backend(
         Placement::Table(table) => table,
         Placement::Refused => return Choice::Refused,
     };
+    // A SYN (or RST) writes no persistence entry either: see `flows::remembers`.
+    let remember = flows::remembers(flow);
     let chosen = if service.persist_timeout_s != 0 {
         let pkey = flows::persist_key(flow, service, table.pool_id);
         match flows::lookup_persistent(&pkey, service, now) {
             Some(found) => Some(found),
             None => {
                 let picked = pick_backend(ctx, flow, service, &table);
-                if let Some((id, backend)) = &picked {
+                if let Some((id, backend)) = picked.as_ref().filter(|_| remember) {
                     flows::remember_persistent(&pkey, *id, backend, now);
                 }
                 picked
@@ -279,7 +304,7 @@ fn choose_backend(
     };
     match chosen {
         Some((id, backend)) => {
-            flows::remember_flow(key, service.service_id, id, &backend, now);
+            flows::remember_flow(key, flow, service.service_id, id, &backend, now);
             Choice::Backend(id, backend)
         }
         None => Choice::NoBackend,

@@ -48,6 +48,10 @@ pub(crate) struct RawFlowTable {
     pub tcp_timeout: Option<Spanned<Number>>,
     #[serde(default)]
     pub udp_timeout: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub tcp_fin_timeout: Option<Spanned<Number>>,
+    #[serde(default)]
+    pub tcp_close_timeout: Option<Spanned<Number>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,12 @@ fn write_config(
     writeln!(out, "  size: {}", c.flow_table.size)?;
     writeln!(out, "  tcp_timeout: {}", c.flow_table.tcp_timeout_s)?;
     writeln!(out, "  udp_timeout: {}", c.flow_table.udp_timeout_s)?;
+    writeln!(out, "  tcp_fin_timeout: {}", c.flow_table.tcp_fin_timeout_s)?;
+    writeln!(
+        out,
+        "  tcp_close_timeout: {}",
+        c.flow_table.tcp_close_timeout_s
+    )?;
     render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
     if let Some((_, ops)) = extras {
         ops::render(out, ops)?;

@@ -347,6 +347,18 @@ impl Checker<'_> {
             1..=i128::from(MAX_FLOW_TIMEOUT_S),
             &mut table.udp_timeout_s,
         );
+        get(
+            &raw.tcp_fin_timeout,
+            "flow_table.tcp_fin_timeout",
+            1..=i128::from(MAX_FLOW_TIMEOUT_S),
+            &mut table.tcp_fin_timeout_s,
+        );
+        get(
+            &raw.tcp_close_timeout,
+            "flow_table.tcp_close_timeout",
+            1..=i128::from(MAX_FLOW_TIMEOUT_S),
+            &mut table.tcp_close_timeout_s,
+        );
         (self.errors.len() == before).then_some(table)
     }
 
