@@ -1,5 +1,6 @@
 //! Faults a test injects into a running [`Lab`]: a backend's nginx stopped gracefully and
-//! started again, and a listener that accepts TCP but never says a word (a hung server).
+//! started again, a listener that accepts TCP but never says a word (a hung server), and a
+//! backend that lost the VIP from its `lo` (the classic LVS/DR mistake).
 
 use std::{
     fs::File,
@@ -58,6 +59,18 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// Removes the VIP from backend `i`'s `lo`: the server still answers on its own address
+    /// (every check of it passes) but drops every frame a client sends through the LB.
+    pub fn remove_backend_vip(&self, i: usize) -> Result<()> {
+        ensure!(i < self.backends, "lab {} has no backend {i}", self.id);
+        let vip = format!("{}/32", Self::VIP);
+        self.exec_ok(
+            &self.ns_backends[i],
+            &["ip", "addr", "del", &vip, "dev", "lo"],
+        )?;
         Ok(())
     }
 

@@ -96,7 +96,7 @@ impl Nginx {
              pid {p}/logs/nginx.pid;\n\
              lock_file {p}/logs/nginx.lock;\n\
              error_log {p}/logs/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
+             events {{ worker_connections 1024; }}\n\
              http {{\n\
              \x20   access_log {p}/logs/access.log;\n\
              \x20   client_body_temp_path {p}/tmp/body;\n\

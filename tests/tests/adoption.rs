@@ -81,7 +81,14 @@ fn mac_target(run: &Run) -> IpAddr {
 
 /// Opens flows from `ports`; where each went.
 fn open(h: &Harness, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
-    ports.map(|p| (p, mac_target(&h.run(&syn(p))))).collect()
+    ports
+        .map(|p| {
+            let to = mac_target(&h.run(&syn(p)));
+            // The handshake's ACK creates the entry.
+            assert_eq!(mac_target(&h.run(&ack(p))), to);
+            (p, to)
+        })
+        .collect()
 }
 
 /// Flows from `ports` opened through a first agent on `pins` serving video-rtmp (251 slots,

@@ -86,11 +86,14 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
     let new = results.case("new").unwrap();
     assert_eq!(
         (new.method.as_str(), new.confirmed.as_str()),
-        ("single", "tx 100/100, flow new 100/100")
+        (
+            "single",
+            "tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"
+        )
     );
     assert_eq!(
         results.case("ipv6_new").unwrap().confirmed,
-        "tx 100/100, flow new 100/100"
+        "tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"
     );
     let other = results.case("not_service").unwrap();
     assert_eq!(
@@ -99,7 +102,7 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
     );
     assert_eq!(
         results.case("new_evicting").unwrap().confirmed,
-        "tx 100/100, flow new 100/100"
+        "tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"
     );
     // The reason the new-flow path is no longer timed with a timeout of 0, from the counters
     // of a real run: every iteration was a hit or a new flow, and few were new.
@@ -223,8 +226,16 @@ fn the_lru_comparison_times_the_real_program_on_each_variant_map_with_its_path_c
             confirmed,
             vec![
                 ("hit", "repeat", "tx 1000/1000, flow hit 1000/1000"),
-                ("new", "single", "tx 100/100, flow new 100/100"),
-                ("new_evicting", "single", "tx 100/100, flow new 100/100"),
+                (
+                    "new",
+                    "single",
+                    "tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"
+                ),
+                (
+                    "new_evicting",
+                    "single",
+                    "tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"
+                ),
             ],
             "{}",
             v.id
@@ -245,7 +256,8 @@ fn the_lru_comparison_times_the_real_program_on_each_variant_map_with_its_path_c
                     pair.to_vec()
                 );
                 assert!(
-                    c.confirmed.contains("tx 100/100, flow new 100/100"),
+                    c.confirmed
+                        .contains("tx 100/100, flow tcp_miss_no_syn 100/100, flow new 100/100"),
                     "{}",
                     c.confirmed
                 );

@@ -46,24 +46,34 @@ fn addr(a: &str) -> IpAddr {
     a.parse().unwrap()
 }
 
+/// A connection's handshake as the LB sees it: the SYN, then the client's ACK, both to the
+/// same backend; where it went.
+fn connect(h: &Harness, client: &str, port: u16) -> Option<IpAddr> {
+    let to = h.sent_to(&h.run(&syn(client, port)));
+    assert_eq!(h.sent_to(&h.run(&ack(client, port))), to, "ACK after SYN");
+    to
+}
+
 /// Opens `ports` flows from CLIENT; where each one went.
 fn open_flows(h: &Harness, ports: std::ops::Range<u16>) -> BTreeMap<u16, IpAddr> {
     ports
-        .map(|p| {
-            (
-                p,
-                h.sent_to(&h.run(&syn(CLIENT, p)))
-                    .expect("sent to a backend"),
-            )
-        })
+        .map(|p| (p, connect(h, CLIENT, p).expect("sent to a backend")))
         .collect()
 }
 
 #[test]
-fn a_flows_first_packet_creates_its_entry_naming_the_chosen_backend() {
+fn a_connections_handshake_ack_creates_its_entry_naming_the_backend_its_syn_went_to() {
     let h = rtmp(&BACKENDS);
-    assert!(h.balancer.dataplane().flow(&key(CLIENT, 5000)).is_none());
     let to = h.sent_to(&h.run(&syn(CLIENT, 5000))).unwrap();
+    assert!(
+        h.balancer.dataplane().flow(&key(CLIENT, 5000)).is_none(),
+        "a SYN writes no entry"
+    );
+    assert_eq!(
+        h.flow_stats()[flow_stat::SYN_NOT_REMEMBERED as usize].packets,
+        1
+    );
+    assert_eq!(h.sent_to(&h.run(&ack(CLIENT, 5000))), Some(to));
     let entry = h
         .balancer
         .dataplane()
@@ -71,6 +81,7 @@ fn a_flows_first_packet_creates_its_entry_naming_the_chosen_backend() {
         .expect("entry created");
     let backend_id = h.balancer.service("video-rtmp").unwrap().backends[&to].id;
     assert_eq!(entry.backend_id, backend_id);
+    assert_eq!(entry.flags, 0, "an open flow");
     assert_eq!(h.flow_stats()[flow_stat::NEW as usize].packets, 1);
     h.run(&ack(CLIENT, 5000));
     assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, 1);
@@ -245,7 +256,7 @@ fn an_idle_flow_is_forgotten_after_its_timeout() {
         ..FlowTable::default()
     };
     let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
-    h.run(&syn(CLIENT, 13000));
+    connect(&h, CLIENT, 13000);
     h.run(&ack(CLIENT, 13000));
     assert_eq!(h.flow_stats()[flow_stat::EXPIRED as usize].packets, 0);
     thread::sleep(Duration::from_millis(1500));
@@ -265,21 +276,22 @@ fn persistent(prefix_len: u8) -> Harness {
 #[test]
 fn with_persistence_every_connection_of_a_client_lands_on_one_backend() {
     let h = persistent(32);
-    let first = h.sent_to(&h.run(&syn(CLIENT, 14000))).unwrap();
+    let first = connect(&h, CLIENT, 14000).unwrap();
     for port in 14001..14100 {
         assert_eq!(
-            h.sent_to(&h.run(&syn(CLIENT, port))),
+            connect(&h, CLIENT, port),
             Some(first),
             "connection from port {port}"
         );
     }
-    assert_eq!(h.flow_stats()[flow_stat::PERSIST_HIT as usize].packets, 99);
+    // Its SYN and its ACK each find the client's backend.
+    assert_eq!(
+        h.flow_stats()[flow_stat::PERSIST_HIT as usize].packets,
+        2 * 99
+    );
     // Other clients are still spread.
     let others: std::collections::BTreeSet<IpAddr> = (1..60u8)
-        .map(|i| {
-            h.sent_to(&h.run(&syn(&format!("192.168.7.{i}"), 14000)))
-                .unwrap()
-        })
+        .map(|i| connect(&h, &format!("192.168.7.{i}"), 14000).unwrap())
         .collect();
     assert_eq!(others.len(), 3);
 }
@@ -287,25 +299,22 @@ fn with_persistence_every_connection_of_a_client_lands_on_one_backend() {
 #[test]
 fn a_persistence_netmask_keeps_a_whole_client_network_on_one_backend() {
     let h = persistent(24);
-    let first = h.sent_to(&h.run(&syn("192.168.9.1", 15000))).unwrap();
+    let first = connect(&h, "192.168.9.1", 15000).unwrap();
     for i in 2..100u8 {
-        assert_eq!(
-            h.sent_to(&h.run(&syn(&format!("192.168.9.{i}"), 15000))),
-            Some(first)
-        );
+        assert_eq!(connect(&h, &format!("192.168.9.{i}"), 15000), Some(first));
     }
 }
 
 #[test]
 fn a_persistent_client_whose_backend_died_is_moved() {
     let mut h = persistent(32);
-    let first = h.sent_to(&h.run(&syn(CLIENT, 16000))).unwrap();
+    let first = connect(&h, CLIENT, 16000).unwrap();
     h.balancer.set_health("video-hls", first, false).unwrap();
-    let moved = h.sent_to(&h.run(&syn(CLIENT, 16001))).unwrap();
+    let moved = connect(&h, CLIENT, 16001).unwrap();
     assert_ne!(moved, first);
     for port in 16002..16020 {
         assert_eq!(
-            h.sent_to(&h.run(&syn(CLIENT, port))),
+            connect(&h, CLIENT, port),
             Some(moved),
             "the client stays on its new backend"
         );
@@ -385,21 +394,21 @@ fn a_syn_reusing_the_5_tuple_of_a_drained_backends_flow_gets_a_fresh_choice() {
 #[test]
 fn a_persistent_client_of_a_drained_backend_keeps_its_streams_and_opens_new_ones_elsewhere() {
     let mut h = persistent(32);
-    let first = h.sent_to(&h.run(&syn(CLIENT, 21000))).unwrap();
+    let first = connect(&h, CLIENT, 21000).unwrap();
     h.balancer.set_weight("video-hls", first, 0).unwrap();
     assert_eq!(
         h.sent_to(&h.run(&ack(CLIENT, 21000))),
         Some(first),
         "the live stream stays"
     );
-    let moved = h.sent_to(&h.run(&syn(CLIENT, 21001))).unwrap();
+    let moved = connect(&h, CLIENT, 21001).unwrap();
     assert_ne!(
         moved, first,
         "persistence must not send a new connection to a drained server"
     );
     for port in 21002..21020 {
         assert_eq!(
-            h.sent_to(&h.run(&syn(CLIENT, port))),
+            connect(&h, CLIENT, port),
             Some(moved),
             "the client persists on its new server"
         );
@@ -409,7 +418,7 @@ fn a_persistent_client_of_a_drained_backend_keeps_its_streams_and_opens_new_ones
 #[test]
 fn an_entry_touched_by_another_cpu_with_a_later_clock_is_not_expired() {
     let mut h = rtmp(&BACKENDS);
-    let to = h.sent_to(&h.run(&syn(CLIENT, 22000))).unwrap();
+    let to = connect(&h, CLIENT, 22000).unwrap();
     let k = key(CLIENT, 22000);
     let mut entry = h.balancer.dataplane().flow(&k).unwrap();
     // Another CPU read the clock after this one and touched the entry first.
@@ -428,7 +437,7 @@ fn a_flow_with_packets_more_often_than_its_short_timeout_never_expires() {
         ..FlowTable::default()
     };
     let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
-    h.run(&syn(CLIENT, 23000));
+    connect(&h, CLIENT, 23000);
     for _ in 0..6 {
         thread::sleep(Duration::from_millis(400));
         h.run(&ack(CLIENT, 23000));
@@ -460,5 +469,157 @@ fn a_backend_with_a_weight_but_no_maglev_slot_is_reported_as_no_slot_and_gets_no
     assert!(
         (24000..24300).all(|p| h.sent_to(&h.run(&syn(CLIENT, p))) != Some(light)),
         "it really gets no new flow"
+    );
+}
+
+/// A segment of the flow with these TCP flags.
+fn segment(client: &str, port: u16, flags: u8) -> Vec<u8> {
+    let mut f = syn(client, port);
+    f[14 + 20 + 13] = flags;
+    f
+}
+
+const FIN_ACK: u8 = 0x11;
+const RST_ACK: u8 = 0x14;
+
+#[test]
+fn a_flood_of_spoofed_syns_several_times_the_table_evicts_no_established_flow() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable {
+        size: 4096,
+        ..FlowTable::default()
+    };
+    let mut h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    let established = open_flows(&h, 25000..25200);
+    // Four times the table from 16384 spoofed sources, each a SYN never followed by an ACK.
+    let flood = 4 * 4096u32;
+    for i in 0..flood {
+        let source = format!("100.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+        assert_eq!(
+            h.run(&syn(&source, 1024 + (i % 60000) as u16)).action,
+            XDP_TX
+        );
+    }
+    assert!(
+        h.flow_stats()[flow_stat::SYN_NOT_REMEMBERED as usize].packets >= u64::from(flood),
+        "every spoofed SYN counted"
+    );
+    // A backend joins during the flood: Maglev alone would now move some established flows.
+    let fourth = Backend {
+        address: addr("10.0.0.14"),
+        weight: 1,
+        mac: None,
+    };
+    h.balancer
+        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
+        .unwrap();
+    let would_move = established
+        .iter()
+        .filter(|(port, old)| h.predict("video-rtmp", CLIENT, **port) != **old)
+        .count();
+    assert!(would_move > 20, "the new table moves {would_move} of 200");
+    for (port, old) in &established {
+        assert_eq!(
+            h.sent_to(&h.run(&ack(CLIENT, *port))),
+            Some(*old),
+            "established flow {port} moved after the flood"
+        );
+    }
+    assert_eq!(
+        h.flow_stats()[flow_stat::TCP_MISS_NO_SYN as usize].packets,
+        200,
+        "only the 200 handshakes' ACKs missed"
+    );
+}
+
+#[test]
+fn a_closed_flows_entry_expires_after_its_short_timeout_while_a_live_one_stays() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable {
+        tcp_fin_timeout_s: 1,
+        tcp_close_timeout_s: 1,
+        ..FlowTable::default()
+    };
+    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    let (finished, reset, live) = (26000, 26001, 26002);
+    for port in [finished, reset, live] {
+        connect(&h, CLIENT, port);
+    }
+    h.run(&segment(CLIENT, finished, FIN_ACK));
+    h.run(&segment(CLIENT, reset, RST_ACK));
+    let flags = |port| {
+        h.balancer
+            .dataplane()
+            .flow(&key(CLIENT, port))
+            .unwrap()
+            .flags
+    };
+    assert_eq!(flags(finished), xdp_lb_common::FLOW_F_FIN);
+    assert_eq!(flags(reset), xdp_lb_common::FLOW_F_RST);
+    assert_eq!(flags(live), 0);
+    // The close's last ACK changes nothing more.
+    h.run(&ack(CLIENT, finished));
+    assert_eq!(h.flow_stats()[flow_stat::CLOSED as usize].packets, 2);
+
+    thread::sleep(Duration::from_millis(1500));
+    let expired = h.flow_stats()[flow_stat::EXPIRED as usize].packets;
+    let hits = h.flow_stats()[flow_stat::HIT as usize].packets;
+    h.run(&ack(CLIENT, live));
+    assert_eq!(h.flow_stats()[flow_stat::HIT as usize].packets, hits + 1);
+    h.run(&ack(CLIENT, finished));
+    h.run(&ack(CLIENT, reset));
+    assert_eq!(
+        h.flow_stats()[flow_stat::EXPIRED as usize].packets,
+        expired + 2,
+        "both closed flows were forgotten"
+    );
+}
+
+#[test]
+fn a_syn_reusing_a_closed_flows_5_tuple_opens_its_entry_again() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let h = Harness::new(&[svc]);
+    let to = connect(&h, CLIENT, 27000);
+    h.run(&segment(CLIENT, 27000, FIN_ACK));
+    assert_eq!(connect(&h, CLIENT, 27000), to);
+    let entry = h.balancer.dataplane().flow(&key(CLIENT, 27000)).unwrap();
+    assert_eq!(
+        entry.flags, 0,
+        "the new connection has the long timeout again"
+    );
+}
+
+#[test]
+fn a_syn_or_a_rst_without_an_entry_creates_none() {
+    let h = rtmp(&BACKENDS);
+    h.run(&syn(CLIENT, 28000));
+    h.run(&segment(CLIENT, 28001, RST_ACK));
+    assert!(h.balancer.dataplane().flow(&key(CLIENT, 28000)).is_none());
+    assert!(h.balancer.dataplane().flow(&key(CLIENT, 28001)).is_none());
+    assert_eq!(h.flow_stats()[flow_stat::NEW as usize].packets, 0);
+}
+
+#[test]
+fn status_reports_the_tables_real_entries_and_each_cpus_share_of_them() {
+    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+    let table = FlowTable {
+        size: 4097,
+        ..FlowTable::default()
+    };
+    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+    let observed = xdp_lb::control::report::Observed {
+        flow_table: table,
+        ..Default::default()
+    };
+    let size = xdp_lb::control::report::status(&h.balancer, &observed).flow_table;
+    let possible = aya::util::nr_cpus().unwrap() as u32;
+    // The kernel rounds the size up to equal per-CPU lists.
+    assert_eq!(size.configured, 4097);
+    assert_eq!(size.entries, 4097u32.div_ceil(possible) * possible);
+    assert_eq!(size.possible_cpus, possible);
+    assert_eq!(size.per_cpu, size.entries / possible);
+    assert_eq!(
+        size.usable,
+        u64::from(size.per_cpu) * u64::from(size.online_cpus)
     );
 }

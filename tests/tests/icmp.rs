@@ -88,6 +88,10 @@ fn frag_needed_about_a_known_flow_goes_to_that_flows_backend_with_only_the_macs_
     let mut h = video_lb();
     let syn = Ipv4Frame::tcp(CLIENT, 40000, VIP, 8080).build();
     let first = h.sent_to(&h.run(&syn)).expect("the flow is balanced");
+    // The handshake's ACK creates the flow's entry (a SYN creates none).
+    let mut ack = syn.clone();
+    ack[14 + 20 + 13] = 0x10;
+    assert_eq!(h.sent_to(&h.run(&ack)), Some(first), "ACK after SYN");
     // Put the flow on another backend than the one Maglev names, as a flow placed before a
     // table change is: only its connection-table entry knows where it is.
     let other: IpAddr = BACKENDS

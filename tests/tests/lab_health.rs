@@ -272,6 +272,53 @@ fn a_backend_that_accepts_tcp_on_1935_but_never_answers_the_rtmp_handshake_is_do
 }
 
 #[test]
+fn a_backend_without_the_vip_on_lo_is_down_for_the_dsr_check_and_up_for_tcp() {
+    let lab = lab(3);
+    // b1 answers on its own address, but clients' frames to the VIP find no VIP there.
+    lab.remove_backend_vip(0)
+        .expect("removing the VIP from b1's lo");
+    let timing = "interval: 500ms, timeout: 400ms";
+    let yaml = format!(
+        "interfaces: [eth0]\nservices:\n\
+         \x20 - name: video-rtmp\n    vip: {vip}\n    port: 1935\n    protocol: tcp\n    health_check: {{kind: dsr, {timing}}}\n    backends: &servers\n\
+         \x20     - address: {b1}\n      - address: {b2}\n      - address: {b3}\n\
+         \x20 - name: video-tcp\n    vip: {vip}\n    port: 8080\n    protocol: tcp\n    health_check: {{kind: tcp, port: 1935, {timing}}}\n    backends: *servers\n",
+        vip = Lab::VIP,
+        b1 = Lab::backend_addr(0),
+        b2 = Lab::backend_addr(1),
+        b3 = Lab::backend_addr(2),
+    );
+    let _agent = start_agent(&lab, &yaml);
+    let dsr_down = format!(
+        "service=video-rtmp backend={} role=primary old=up new=down",
+        Lab::backend_addr(0)
+    );
+    wait_log(&lab, 0, &dsr_down);
+    let log = lab.agent_log();
+    assert!(
+        log.contains("is the VIP on the server's lo?"),
+        "the reason says what to look at:\n{log}"
+    );
+    // Eight more checks of each kind: the tcp check keeps b1 up, and b2 and b3 (VIP on lo,
+    // nginx listening) pass the dsr check.
+    thread::sleep(Duration::from_secs(4));
+    let log = lab.agent_log();
+    let downs: Vec<&str> = log.lines().filter(|l| l.contains("new=down")).collect();
+    assert_eq!(downs.len(), 1, "only b1 for dsr went down: {downs:#?}");
+
+    // Publishes through the VIP land on the servers that hold it.
+    for n in 0..3 {
+        let stream = format!("dsr{n}");
+        lab.rtmp_publish_ok(2, &stream)
+            .expect("publishing through the VIP");
+        let backend = lab
+            .wait_rtmp_publish(&stream, Duration::from_secs(15))
+            .expect("one backend logged it");
+        assert_ne!(backend, 0, "b1 without the VIP is out of the RTMP table");
+    }
+}
+
+#[test]
 fn an_http_check_answered_with_a_wrong_status_takes_the_backend_out() {
     let lab = lab(3);
     let check = "    health_check: {kind: http, path: /health, interval: 500ms, timeout: 400ms}\n";

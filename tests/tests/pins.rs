@@ -53,11 +53,11 @@ fn a_second_data_plane_on_the_same_pins_keeps_the_services_and_the_live_flows() 
             .add_service(&svc, &Harness::loopback_forwarding)
             .unwrap();
         let h = Harness { balancer };
-        assert_eq!(
-            h.run(&Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build())
-                .action,
-            XDP_TX
-        );
+        let mut segment = Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build();
+        assert_eq!(h.run(&segment).action, XDP_TX);
+        // The handshake's ACK creates the entry.
+        segment[14 + 20 + 13] = 0x10;
+        assert_eq!(h.run(&segment).action, XDP_TX);
         let dp = h.balancer.dataplane();
         let key_svc = ServiceKey::new(VIP.parse().unwrap(), 1935, PROTO_TCP);
         (

@@ -120,6 +120,14 @@ fn ack(client: &str, port: u16) -> Vec<u8> {
     f
 }
 
+/// A connection's SYN, then its handshake-completing ACK (which creates its entry); where it
+/// went.
+fn connect(h: &Harness, client: &str, port: u16) -> Option<IpAddr> {
+    let to = h.sent_to(&h.run(&syn(client, port)));
+    assert_eq!(h.sent_to(&h.run(&ack(client, port))), to, "ACK after SYN");
+    to
+}
+
 fn rewritten(input: &[u8], backend: IpAddr) -> Vec<u8> {
     let mut out = input.to_vec();
     out[0..6].copy_from_slice(&backend_mac(backend).0);
@@ -267,7 +275,7 @@ fn a_flow_placed_before_a_rule_change_keeps_its_backend_while_new_flows_follow_t
     let mut h = Harness::new(&[video()]);
     let client = "192.0.2.1";
     let before: BTreeMap<u16, IpAddr> = (44000..44100)
-        .map(|p| (p, h.sent_to(&h.run(&syn(client, p))).unwrap()))
+        .map(|p| (p, connect(&h, client, p).unwrap()))
         .collect();
     let own = servers(&["10.0.0.11", "10.0.0.12", "10.0.0.13"]);
     assert!(before.values().all(|b| own.contains(b)));
@@ -391,7 +399,7 @@ fn a_drained_pool_server_keeps_its_flows_and_gets_no_new_ones() {
     let mut h = Harness::new(&[video()]);
     let client = "198.51.100.50";
     let before: BTreeMap<u16, IpAddr> = (48000..48200)
-        .map(|p| (p, h.sent_to(&h.run(&syn(client, p))).unwrap()))
+        .map(|p| (p, connect(&h, client, p).unwrap()))
         .collect();
     let drained = addr("10.0.0.21");
     h.balancer.set_weight("video", drained, 0).unwrap();
@@ -413,11 +421,11 @@ fn persistence_and_source_hashing_hold_within_a_clients_pool() {
     });
     let mut h = Harness::new(&[persistent]);
     let client = "192.0.2.1";
-    let first = h.sent_to(&h.run(&syn(client, 50000))).unwrap();
+    let first = connect(&h, client, 50000).unwrap();
     assert!(servers(&["10.0.0.11", "10.0.0.12", "10.0.0.13"]).contains(&first));
     for port in 50001..50050 {
         assert_eq!(
-            h.sent_to(&h.run(&syn(client, port))),
+            connect(&h, client, port),
             Some(first),
             "persistent in its pool"
         );
@@ -425,13 +433,13 @@ fn persistence_and_source_hashing_hold_within_a_clients_pool() {
     h.balancer
         .set_client_rule("video", &to_pool("192.0.2.1/32", "premium"))
         .unwrap();
-    let moved = h.sent_to(&h.run(&syn(client, 50100))).unwrap();
+    let moved = connect(&h, client, 50100).unwrap();
     assert!(
         servers(&["10.0.0.21", "10.0.0.22"]).contains(&moved),
         "a client moved to another pool does not follow its old persistent server"
     );
     for port in 50101..50150 {
-        assert_eq!(h.sent_to(&h.run(&syn(client, port))), Some(moved));
+        assert_eq!(connect(&h, client, port), Some(moved));
     }
 
     let mut sourced = video();
@@ -471,7 +479,7 @@ fn a_server_moved_to_another_pool_keeps_its_running_flows() {
     let mut h = Harness::new(&[video()]);
     let client = "192.0.2.1";
     let before: BTreeMap<u16, IpAddr> = (52000..52300)
-        .map(|p| (p, h.sent_to(&h.run(&syn(client, p))).unwrap()))
+        .map(|p| (p, connect(&h, client, p).unwrap()))
         .collect();
     let moved = addr("10.0.0.13");
     assert!(before.values().any(|b| *b == moved));

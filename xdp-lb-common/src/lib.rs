@@ -39,6 +39,13 @@ pub const PERSIST_TABLE_SIZE: u32 = 1 << 18;
 pub const FLOW_TCP_TIMEOUT_DEFAULT_S: u32 = 900;
 /// A UDP flow with no packet for this long is forgotten (IPVS's default `udp` timeout).
 pub const FLOW_UDP_TIMEOUT_DEFAULT_S: u32 = 300;
+/// A TCP flow that sent a FIN is forgotten after this long without a packet (IPVS's
+/// `fin_wait`): the rest of its close needs the entry, a closed flow must not crowd out
+/// live ones.
+pub const FLOW_TCP_FIN_TIMEOUT_DEFAULT_S: u32 = 120;
+/// A TCP flow that sent a RST is forgotten after this long without a packet (IPVS's
+/// `close`).
+pub const FLOW_TCP_CLOSE_TIMEOUT_DEFAULT_S: u32 = 10;
 /// A flow's last-seen time is rewritten at most this often (ns): timeouts are coarse, and
 /// fewer writes keep the entry's cache line from bouncing between CPUs.
 pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
@@ -226,11 +233,18 @@ pub struct FlowValue {
     /// service lookup. Valid while the backend is (a removed service's backends are
     /// invalidated).
     pub service_id: u32,
-    pub _pad: u32,
+    /// `FLOW_F_*`: how far the connection has closed, which picks its idle timeout. (The
+    /// field was padding before; older entries hold 0, an open flow.)
+    pub flags: u32,
     /// `bpf_ktime_get_ns()` of the last packet (refreshed at most every
     /// `FLOW_TOUCH_INTERVAL_NS`).
     pub last_seen_ns: u64,
 }
+
+/// [`FlowValue::flags`]: the client sent a FIN; the entry lives `tcp_fin_timeout` idle.
+pub const FLOW_F_FIN: u32 = 1 << 0;
+/// [`FlowValue::flags`]: the client sent a RST; the entry lives `tcp_close_timeout` idle.
+pub const FLOW_F_RST: u32 = 1 << 1;
 
 /// Key of `persistence`: a service, the pool the client was placed in and the (masked)
 /// client address. The pool is part of the key so that a client moved to another pool by a
@@ -324,14 +338,20 @@ pub mod flow_stat {
     /// SYN, or a persistent client's new flow) whose remembered backend takes no new ones
     /// (drained or down): chosen afresh.
     pub const STALE: u32 = 2;
-    /// A TCP packet without SYN that found no entry: its entry was evicted under pressure
-    /// (or the flow began before this table existed).
+    /// A TCP packet without SYN that found no entry: a connection's handshake-completing
+    /// ACK (its entry is created then), or a flow whose entry was evicted under pressure
+    /// (or that began before this table existed).
     pub const TCP_MISS_NO_SYN: u32 = 3;
     /// A new flow sent to its client's persistent backend.
     pub const PERSIST_HIT: u32 = 4;
     /// A remembered flow idle past its timeout: chosen afresh.
     pub const EXPIRED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A TCP SYN with no usable entry, sent where the table says and not remembered: the
+    /// entry waits for the handshake's ACK, so a flood of spoofed SYNs evicts nothing.
+    pub const SYN_NOT_REMEMBERED: u32 = 6;
+    /// A flow's entry switched to its short timeout by the client's FIN or RST.
+    pub const CLOSED: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const NAMES: [&str; COUNT as usize] = [
         "hit",
         "new",
@@ -339,6 +359,8 @@ pub mod flow_stat {
         "tcp_miss_no_syn",
         "persist_hit",
         "expired",
+        "syn_not_remembered",
+        "closed",
     ];
 }
 
@@ -502,6 +524,8 @@ pub const FLOW_HASH_SEED_GLOBAL: &str = "FLOW_HASH_SEED";
 /// Globals holding the flow idle timeouts in ns, set by the agent at load time.
 pub const FLOW_TCP_TIMEOUT_GLOBAL: &str = "FLOW_TCP_TIMEOUT_NS";
 pub const FLOW_UDP_TIMEOUT_GLOBAL: &str = "FLOW_UDP_TIMEOUT_NS";
+pub const FLOW_TCP_FIN_TIMEOUT_GLOBAL: &str = "FLOW_TCP_FIN_TIMEOUT_NS";
+pub const FLOW_TCP_CLOSE_TIMEOUT_GLOBAL: &str = "FLOW_TCP_CLOSE_TIMEOUT_NS";
 
 #[cfg(feature = "user")]
 mod pod {

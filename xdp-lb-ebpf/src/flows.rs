@@ -3,8 +3,9 @@
 
 use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use xdp_lb_common::{
-    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS,
-    FlowKey, FlowValue, FragmentKey, PROTO_TCP, PersistKey, ServiceValue, flow_stat,
+    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_RST,
+    FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowKey, FlowValue, FragmentKey, PROTO_TCP,
+    PersistKey, ServiceValue, flow_stat,
 };
 
 use crate::{
@@ -17,6 +18,10 @@ use crate::{
 static FLOW_TCP_TIMEOUT_NS: Global<u64> = Global::new(900_000_000_000);
 #[unsafe(no_mangle)]
 static FLOW_UDP_TIMEOUT_NS: Global<u64> = Global::new(300_000_000_000);
+#[unsafe(no_mangle)]
+static FLOW_TCP_FIN_TIMEOUT_NS: Global<u64> = Global::new(120_000_000_000);
+#[unsafe(no_mangle)]
+static FLOW_TCP_CLOSE_TIMEOUT_NS: Global<u64> = Global::new(10_000_000_000);
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
@@ -38,13 +43,35 @@ pub fn flow_key(flow: &Flow) -> FlowKey {
     }
 }
 
+/// The idle timeout of an entry: its protocol's, or a closing TCP flow's (never longer than
+/// an open one's).
 #[inline(always)]
-fn timeout_ns(proto: u8) -> u64 {
-    if proto == PROTO_TCP {
-        FLOW_TCP_TIMEOUT_NS.load()
-    } else {
-        FLOW_UDP_TIMEOUT_NS.load()
+fn timeout_ns(proto: u8, flags: u32) -> u64 {
+    if proto != PROTO_TCP {
+        return FLOW_UDP_TIMEOUT_NS.load();
     }
+    let open = FLOW_TCP_TIMEOUT_NS.load();
+    let closing = if flags & FLOW_F_RST != 0 {
+        FLOW_TCP_CLOSE_TIMEOUT_NS.load()
+    } else if flags & FLOW_F_FIN != 0 {
+        FLOW_TCP_FIN_TIMEOUT_NS.load()
+    } else {
+        open
+    };
+    if closing < open { closing } else { open }
+}
+
+/// The `FLOW_F_*` closing state a TCP segment's FIN or RST puts its flow in.
+#[inline(always)]
+fn closing_flags(flow: &Flow) -> u32 {
+    let mut flags = 0;
+    if flow.fin() {
+        flags |= FLOW_F_FIN;
+    }
+    if flow.rst() {
+        flags |= FLOW_F_RST;
+    }
+    flags
 }
 
 /// The backend a remembered entry names, if it may still be used: by a packet of the
@@ -71,62 +98,88 @@ fn touch_after(timeout: u64) -> u64 {
     }
 }
 
-/// A fresh, usable entry of `map` at `key`, touched; counts why there was none.
+/// The backend of an entry that is neither idle past `timeout` nor unusable; counts why
+/// not otherwise.
 #[inline(always)]
-fn remembered<K>(
-    map: &LruHashMap<K, FlowValue>,
-    key: &K,
-    now: u64,
-    timeout: u64,
-    new_conn: bool,
-    hit_stat: u32,
-) -> Option<(FlowValue, BackendValue)> {
-    let entry = map.get_ptr_mut(key)?;
-    // SAFETY: LRU entries stay valid (RCU) for the whole program run.
-    let value = unsafe { *entry };
+fn fresh(value: &FlowValue, now: u64, timeout: u64, new_conn: bool) -> Option<BackendValue> {
     // Another CPU may have touched the entry with a later clock reading than ours: that
     // is no idleness at all (a wrapping difference would read as ages).
-    let idle = now.saturating_sub(value.last_seen_ns);
-    if idle > timeout {
+    if now.saturating_sub(value.last_seen_ns) > timeout {
         count(&FLOW_STATS, flow_stat::EXPIRED, 0);
         return None;
     }
-    let Some(backend) = usable(&value, new_conn) else {
+    let backend = usable(value, new_conn);
+    if backend.is_none() {
         count(&FLOW_STATS, flow_stat::STALE, 0);
-        return None;
-    };
-    if idle > touch_after(timeout) {
-        // SAFETY: as above; a racing writer can only store another recent time.
+    }
+    backend
+}
+
+/// Rewrites an entry's last-seen time when it is due.
+#[inline(always)]
+fn touch(entry: *mut FlowValue, value: &FlowValue, now: u64, timeout: u64) {
+    if now.saturating_sub(value.last_seen_ns) > touch_after(timeout) {
+        // SAFETY: LRU entries stay valid (RCU) for the whole program run; a racing writer
+        // can only store another recent time.
         unsafe { (*entry).last_seen_ns = now };
     }
-    count(&FLOW_STATS, hit_stat, 0);
-    Some((value, backend))
 }
 
 /// The flow's remembered service id, backend id and backend, if that backend is still
 /// usable: a TCP SYN (a new connection on a reused 5-tuple) only while its backend takes
-/// new connections.
+/// new connections. A FIN or RST moves the entry to its short timeout; a SYN reusing the
+/// 5-tuple opens it again. Nothing here costs more than the one lookup on a hit.
 #[inline(always)]
-pub fn lookup_flow(key: &FlowKey, syn: bool, now: u64) -> Option<(u32, u32, BackendValue)> {
-    let timeout = timeout_ns(key.proto);
-    let (value, backend) = remembered(&FLOWS, key, now, timeout, syn, flow_stat::HIT)?;
+pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, u32, BackendValue)> {
+    let entry = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: LRU entries stay valid (RCU) for the whole program run.
+    let value = unsafe { *entry };
+    let syn = flow.syn();
+    let timeout = timeout_ns(key.proto, value.flags);
+    let Some(backend) = fresh(&value, now, timeout, syn) else {
+        if syn {
+            // The new connection is placed by the table alone until its ACK; an entry left
+            // here would send that ACK to the old backend.
+            let _ = FLOWS.remove(key);
+        }
+        return None;
+    };
+    let flags = if syn {
+        0
+    } else {
+        value.flags | closing_flags(flow)
+    };
+    if flags != value.flags {
+        if flags != 0 {
+            count(&FLOW_STATS, flow_stat::CLOSED, 0);
+        }
+        // SAFETY: as above; only FIN, RST and SYN segments ever write here.
+        unsafe { (*entry).flags = flags };
+    }
+    touch(entry, &value, now, timeout);
+    count(&FLOW_STATS, flow_stat::HIT, 0);
     Some((value.service_id, value.backend_id, backend))
 }
 
 /// The backend a live entry of `map` names, read only: no touch, no count (an ICMP error
 /// about a flow is no sign of the flow's life).
 #[inline(always)]
-fn peek<K>(map: &LruHashMap<K, FlowValue>, key: &K, now: u64, timeout: u64) -> Option<FlowValue> {
+fn peek<K>(
+    map: &LruHashMap<K, FlowValue>,
+    key: &K,
+    now: u64,
+    timeout: impl Fn(&FlowValue) -> u64,
+) -> Option<FlowValue> {
     // SAFETY: LRU entries stay valid (RCU) for the whole program run; copied out at once.
     let value = unsafe { *map.get_ptr(key)? };
-    (now.saturating_sub(value.last_seen_ns) <= timeout).then_some(value)
+    (now.saturating_sub(value.last_seen_ns) <= timeout(&value)).then_some(value)
 }
 
 /// The flow's remembered service id, backend id and backend, as `lookup_flow` but read
 /// only.
 #[inline(always)]
 pub fn peek_flow(key: &FlowKey, now: u64) -> Option<(u32, u32, BackendValue)> {
-    let value = peek(&FLOWS, key, now, timeout_ns(key.proto))?;
+    let value = peek(&FLOWS, key, now, |v| timeout_ns(key.proto, v.flags))?;
     let backend = usable(&value, false)?;
     Some((value.service_id, value.backend_id, backend))
 }
@@ -139,14 +192,14 @@ pub fn peek_persistent(
     now: u64,
 ) -> Option<(u32, BackendValue)> {
     let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
-    let value = peek(&PERSISTENCE, key, now, timeout)?;
+    let value = peek(&PERSISTENCE, key, now, |_| timeout)?;
     Some((value.backend_id, usable(&value, true)?))
 }
 
 /// The backend a datagram's first fragment went to, if it is fresh and still usable.
 #[inline(always)]
 pub fn fragment_backend(key: &FragmentKey, now: u64) -> Option<(u32, u32, BackendValue)> {
-    let value = peek(&FRAGMENTS, key, now, FRAGMENT_TIMEOUT_NS)?;
+    let value = peek(&FRAGMENTS, key, now, |_| FRAGMENT_TIMEOUT_NS)?;
     let backend = usable(&value, false)?;
     Some((value.service_id, value.backend_id, backend))
 }
@@ -162,39 +215,65 @@ pub fn remember_fragment(
 ) {
     // A full table evicts its oldest entry; a failure costs the later fragments, which are
     // then dropped and counted.
-    let _ = FRAGMENTS.insert(key, entry(service_id, backend_id, backend, now), 0);
+    let _ = FRAGMENTS.insert(key, entry(service_id, backend_id, backend, 0, now), 0);
+}
+
+/// Whether a flow without an entry gets one now. Not a TCP SYN: the entry is created by
+/// the handshake's ACK, which a spoofed SYN never sends, so a SYN flood cannot evict the
+/// entries of established streams; a SYN (and its retransmissions) goes where the Maglev
+/// table says, as its ACK will while the table is unchanged. Not a RST either: nothing
+/// follows it.
+#[inline(always)]
+pub fn remembers(flow: &Flow) -> bool {
+    !(flow.syn() || flow.rst())
 }
 
 /// Counts a TCP segment of a service that found no usable entry although it is not a
-/// connection's first: its entry was evicted (or the flow began before the table).
+/// connection's first: a connection's handshake-completing ACK, or a flow whose entry was
+/// evicted (or that began before the table).
 #[inline(always)]
 pub fn count_miss(flow: &Flow) {
-    if flow.service.proto == PROTO_TCP && !flow.syn {
+    if flow.service.proto == PROTO_TCP && !flow.syn() {
         count(&FLOW_STATS, flow_stat::TCP_MISS_NO_SYN, 0);
     }
 }
 
-fn entry(service_id: u32, backend_id: u32, backend: &BackendValue, now: u64) -> FlowValue {
+fn entry(
+    service_id: u32,
+    backend_id: u32,
+    backend: &BackendValue,
+    flags: u32,
+    now: u64,
+) -> FlowValue {
     FlowValue {
         backend_id,
         backend_epoch: backend.epoch,
         service_id,
-        _pad: 0,
+        flags,
         last_seen_ns: now,
     }
 }
 
-/// Remembers the backend chosen for a new flow of service `service_id`.
+/// Remembers the backend chosen for a new flow of service `service_id`, unless the packet
+/// is one that creates no entry (see `remembers`).
 #[inline(always)]
 pub fn remember_flow(
     key: &FlowKey,
+    flow: &Flow,
     service_id: u32,
     backend_id: u32,
     backend: &BackendValue,
     now: u64,
 ) {
+    if !remembers(flow) {
+        if flow.syn() {
+            count(&FLOW_STATS, flow_stat::SYN_NOT_REMEMBERED, 0);
+        }
+        return;
+    }
+    let value = entry(service_id, backend_id, backend, closing_flags(flow), now);
     // A full table evicts its least recently used entry; a failure only costs stickiness.
-    let _ = FLOWS.insert(key, entry(service_id, backend_id, backend, now), 0);
+    let _ = FLOWS.insert(key, value, 0);
     count(&FLOW_STATS, flow_stat::NEW, 0);
 }
 
@@ -216,21 +295,19 @@ pub fn lookup_persistent(
     now: u64,
 ) -> Option<(u32, BackendValue)> {
     let timeout = service.persist_timeout_s as u64 * 1_000_000_000;
+    let entry = PERSISTENCE.get_ptr_mut(key)?;
+    // SAFETY: LRU entries stay valid (RCU) for the whole program run.
+    let value = unsafe { *entry };
     // Only new flows ask: a backend taking no new connections is not followed.
-    remembered(
-        &PERSISTENCE,
-        key,
-        now,
-        timeout,
-        true,
-        flow_stat::PERSIST_HIT,
-    )
-    .map(|(value, backend)| (value.backend_id, backend))
+    let backend = fresh(&value, now, timeout, true)?;
+    touch(entry, &value, now, timeout);
+    count(&FLOW_STATS, flow_stat::PERSIST_HIT, 0);
+    Some((value.backend_id, backend))
 }
 
 #[inline(always)]
 pub fn remember_persistent(key: &PersistKey, backend_id: u32, backend: &BackendValue, now: u64) {
-    let _ = PERSISTENCE.insert(key, entry(key.service_id, backend_id, backend, now), 0);
+    let _ = PERSISTENCE.insert(key, entry(key.service_id, backend_id, backend, 0, now), 0);
 }
 
 /// The first `prefix_len` bits of an address in packet byte order (the rest zeroed).

@@ -22,8 +22,8 @@ mod pools;
 use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, FlowKey, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY,
-    ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
+    BACKEND_F_VALID, BackendValue, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY, ServiceKey,
+    ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
 };
 
 use crate::{
@@ -44,20 +44,37 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let mut flow = Flow::default();
     match parse_frame(&ctx, &mut flow) {
-        Ok(Frame::Flow) => flow_frame(&ctx, &flow, bytes),
+        Ok(Frame::Flow) => match flow_frame(&ctx, &flow, bytes) {
+            FLOW_MISS => new_flow_frame(&ctx, &flow, bytes),
+            action => action,
+        },
         Ok(Frame::IcmpError { too_big }) => icmp_error_frame(&ctx, &flow, too_big, bytes),
         Ok(Frame::LaterFragment) => later_fragment_frame(&ctx, &flow, bytes),
         Err(reason) => counted((xdp_action::XDP_PASS, reason), bytes),
     }
 }
 
-// The three kinds of frame are handled in functions of their own (BPF-to-BPF calls): each
-// gets its own stack frame, where inlined together they would pass the verifier's 512
-// bytes.
+// The kinds of frame are handled in functions of their own (BPF-to-BPF calls): each gets
+// its own stack frame, where inlined together they would pass the verifier's 512 bytes
+// along a call chain. A flow's packet takes two of them, called one after the other from
+// `xdp_lb` (siblings, whose frames do not add up): the connection table's hit, and only
+// when it misses, the new flow's placement.
+
+/// What `flow_frame` returns when the connection table has no usable entry for the packet:
+/// no XDP action, and nothing counted yet; `new_flow_frame` places it.
+const FLOW_MISS: u32 = u32::MAX;
 
 #[inline(never)]
 fn flow_frame(ctx: &XdpContext, flow: &Flow, bytes: u64) -> u32 {
-    counted(balance_flow(ctx, flow, bytes), bytes)
+    match known_flow(ctx, flow, bytes) {
+        Some(result) => counted(result, bytes),
+        None => FLOW_MISS,
+    }
+}
+
+#[inline(never)]
+fn new_flow_frame(ctx: &XdpContext, flow: &Flow, bytes: u64) -> u32 {
+    counted(new_flow(ctx, flow, bytes), bytes)
 }
 
 #[inline(never)]
@@ -77,37 +94,58 @@ fn counted((action, reason): (u32, u32), bytes: u64) -> u32 {
     action
 }
 
-/// A TCP or UDP packet (or a datagram's first fragment): to its remembered backend, else
-/// to a new one.
+/// A TCP or UDP packet (or a datagram's first fragment) of a known flow: to its remembered
+/// backend; `None` when the connection table has no usable entry (see `new_flow`).
 #[inline(always)]
-fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
+fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     // Most frames that are not for a service are to ports no service uses: one array read
     // settles them without hashing a key.
     if !port_has_service(flow) {
-        return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
+        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
     }
     if !forward::addressed_to_us(ctx) {
-        return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
+        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC));
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
-    let key = flows::flow_key(flow);
-    let (service_id, backend_id, backend) = match flows::lookup_flow(&key, flow.syn, now) {
-        Some(hit) => hit,
-        None => {
-            let Some(service) = find_service(flow) else {
-                return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
-            };
-            flows::count_miss(flow);
-            match choose_backend(ctx, flow, &service, &key, now) {
-                Choice::Backend(id, backend) => (service.service_id, id, backend),
-                Choice::NoBackend => return no_backend(&service),
-                Choice::Refused => return (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
-            }
-        }
+    let (service_id, backend_id, backend) = flows::lookup_flow(&flows::flow_key(flow), flow, now)?;
+    Some(forward_flow(
+        ctx, flow, service_id, backend_id, &backend, bytes, now,
+    ))
+}
+
+/// A packet of a flow the connection table has no usable entry for (`known_flow` said so):
+/// to the backend its service places it on.
+#[inline(always)]
+fn new_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
+    let Some(service) = find_service(flow) else {
+        return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     };
-    let action = match forward::send(ctx, backend_id, &backend) {
+    flows::count_miss(flow);
+    let now = flows::now_ns();
+    match choose_backend(ctx, flow, &service, now) {
+        Choice::Backend(id, backend) => {
+            forward_flow(ctx, flow, service.service_id, id, &backend, bytes, now)
+        }
+        Choice::NoBackend => no_backend(&service),
+        Choice::Refused => (xdp_action::XDP_DROP, verdict::DROP_CLIENT_RULE),
+    }
+}
+
+/// Sends a flow's packet to its backend and counts it; a datagram's first fragment leaves
+/// its backend for the later ones.
+#[inline(always)]
+fn forward_flow(
+    ctx: &XdpContext,
+    flow: &Flow,
+    service_id: u32,
+    backend_id: u32,
+    backend: &BackendValue,
+    bytes: u64,
+    now: u64,
+) -> (u32, u32) {
+    let action = match forward::send(ctx, backend_id, backend) {
         Ok(action) => action,
         Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
@@ -115,7 +153,7 @@ fn balance_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
     count(&BACKEND_STATS, backend_id, bytes);
     if flow.fragment_id.is_some() {
         let fragment = fragments::key(flow);
-        flows::remember_fragment(&fragment, service_id, backend_id, &backend, now);
+        flows::remember_fragment(&fragment, service_id, backend_id, backend, now);
         return (action, verdict::FRAGMENT_FIRST_FORWARDED);
     }
     if action == xdp_action::XDP_TX {
@@ -251,24 +289,20 @@ enum Choice {
 /// one (services with persistence), else the one the pool's Maglev table names; the choice
 /// is remembered.
 #[inline(always)]
-fn choose_backend(
-    ctx: &XdpContext,
-    flow: &Flow,
-    service: &ServiceValue,
-    key: &FlowKey,
-    now: u64,
-) -> Choice {
+fn choose_backend(ctx: &XdpContext, flow: &Flow, service: &ServiceValue, now: u64) -> Choice {
     let table = match pools::placement(flow, service) {
         Placement::Table(table) => table,
         Placement::Refused => return Choice::Refused,
     };
+    // A SYN (or RST) writes no persistence entry either: see `flows::remembers`.
+    let remember = flows::remembers(flow);
     let chosen = if service.persist_timeout_s != 0 {
         let pkey = flows::persist_key(flow, service, table.pool_id);
         match flows::lookup_persistent(&pkey, service, now) {
             Some(found) => Some(found),
             None => {
                 let picked = pick_backend(ctx, flow, service, &table);
-                if let Some((id, backend)) = &picked {
+                if let Some((id, backend)) = picked.as_ref().filter(|_| remember) {
                     flows::remember_persistent(&pkey, *id, backend, now);
                 }
                 picked
@@ -279,7 +313,14 @@ fn choose_backend(
     };
     match chosen {
         Some((id, backend)) => {
-            flows::remember_flow(key, service.service_id, id, &backend, now);
+            flows::remember_flow(
+                &flows::flow_key(flow),
+                flow,
+                service.service_id,
+                id,
+                &backend,
+                now,
+            );
             Choice::Backend(id, backend)
         }
         None => Choice::NoBackend,

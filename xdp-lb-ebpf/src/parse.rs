@@ -36,8 +36,8 @@ pub struct Flow {
     pub src: [u32; 4],
     /// Both ports as one word (see `xdp_lb_common::flow_hash`); 0 in a later fragment.
     pub ports: u32,
-    /// A TCP segment with SYN set (a connection's first packet).
-    pub syn: bool,
+    /// The TCP flags byte (0 for UDP): SYN, FIN and RST drive the connection table.
+    pub tcp_flags: u8,
     /// The IP identification of a fragmented datagram (its first fragment or a later one).
     pub fragment_id: Option<u32>,
 }
@@ -53,6 +53,26 @@ pub enum Frame {
     /// about (client -> VIP, as the client's own packets have it). `too_big`: it asks for
     /// a smaller MTU.
     IcmpError { too_big: bool },
+}
+
+impl Flow {
+    /// A TCP segment with SYN set: a connection's first packet (or its retransmission).
+    #[inline(always)]
+    pub fn syn(&self) -> bool {
+        self.tcp_flags & TCP_SYN != 0
+    }
+
+    /// A TCP segment with RST set: the connection is over.
+    #[inline(always)]
+    pub fn rst(&self) -> bool {
+        self.tcp_flags & TCP_RST != 0
+    }
+
+    /// A TCP segment with FIN set: the client is closing.
+    #[inline(always)]
+    pub fn fin(&self) -> bool {
+        self.tcp_flags & TCP_FIN != 0
+    }
 }
 
 /// One VLAN tag: tag control information, then the next ethertype.
@@ -207,13 +227,15 @@ pub fn words(addr: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// TCP flags byte offset and SYN bit.
+/// TCP flags byte offset and the bits the connection table reads.
 const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 
 /// Source and destination port of a TCP or UDP header at `offset` (both sit in its first
-/// four bytes), after checking the whole fixed header is in the frame; and whether it is a
-/// TCP SYN.
+/// four bytes), after checking the whole fixed header is in the frame; and the TCP flags
+/// byte (0 for UDP).
 #[inline(always)]
 fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8, flow: &mut Flow) -> Result<(), u32> {
     let header_len = match proto {
@@ -225,10 +247,13 @@ fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8, flow: &mut Flow) -> Resu
         return Err(verdict::PASS_MALFORMED);
     }
     let ports = read_word(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
-    flow.syn = proto == PROTO_TCP
-        && ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET)
-            // SAFETY: checked by `ptr_at`.
-            .is_some_and(|flags| unsafe { *flags } & TCP_SYN != 0);
+    flow.tcp_flags = if proto == PROTO_TCP {
+        let flags = ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET).ok_or(verdict::PASS_MALFORMED)?;
+        // SAFETY: checked by `ptr_at`.
+        unsafe { *flags }
+    } else {
+        0
+    };
     flow.ports = ports;
     flow.service.port = (ports >> 16) as u16;
     Ok(())

@@ -25,9 +25,10 @@ use aya::{
 };
 use xdp_lb_common::{
     BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
-    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue,
-    LocalMacs, MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS,
-    ServiceKey, ServiceValue, VipKey, flow_stat, mac_word, map_names, verdict,
+    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, FLOW_TCP_FIN_TIMEOUT_GLOBAL,
+    FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue, LocalMacs,
+    MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey,
+    ServiceValue, VipKey, flow_stat, mac_word, map_names, verdict,
 };
 
 use crate::{
@@ -104,6 +105,8 @@ impl Dataplane {
         let level = opts.log_level as u8;
         let tcp_timeout_ns = u64::from(opts.flow_table.tcp_timeout_s) * 1_000_000_000;
         let udp_timeout_ns = u64::from(opts.flow_table.udp_timeout_s) * 1_000_000_000;
+        let fin_timeout_ns = u64::from(opts.flow_table.tcp_fin_timeout_s) * 1_000_000_000;
+        let close_timeout_ns = u64::from(opts.flow_table.tcp_close_timeout_s) * 1_000_000_000;
         let table_slots = adopted_table_slots(opts, pins.as_ref())?;
         let sizes = [
             (map_names::MAGLEV_TABLES, table_slots),
@@ -114,6 +117,8 @@ impl Dataplane {
             .override_global(FLOW_HASH_SEED_GLOBAL, &opts.flow_hash_seed, true)
             .override_global(FLOW_TCP_TIMEOUT_GLOBAL, &tcp_timeout_ns, true)
             .override_global(FLOW_UDP_TIMEOUT_GLOBAL, &udp_timeout_ns, true)
+            .override_global(FLOW_TCP_FIN_TIMEOUT_GLOBAL, &fin_timeout_ns, true)
+            .override_global(FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, &close_timeout_ns, true)
             .override_global(aya_log::LEVEL, &level, false);
         for (name, size) in sizes {
             loader.map_max_entries(name, size);
@@ -589,6 +594,18 @@ impl Dataplane {
             .context("duplicating the connection table's fd")?;
         let data = MapData::from_fd(fd).context("opening the connection table again")?;
         HashMap::try_from(Map::LruHashMap(data)).context("the connection table's type")
+    }
+
+    /// The connection table's entries as the kernel sized it: `flow_table.size` rounded
+    /// up to a multiple of the possible CPUs (its per-CPU LRU lists hold equal shares).
+    pub fn flow_table_entries(&self) -> anyhow::Result<u32> {
+        use aya::maps::IterableMap as _;
+        let info = self
+            .flows
+            .map()
+            .info()
+            .context("reading the connection table's info")?;
+        Ok(info.max_entries())
     }
 
     /// Every entry of the connection table (a snapshot; the table changes meanwhile).

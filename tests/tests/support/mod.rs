@@ -1,4 +1,5 @@
 pub mod farm;
+pub mod flood;
 pub mod frames;
 pub mod harness;
 pub mod predict;

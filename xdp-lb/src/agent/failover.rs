@@ -16,7 +16,7 @@ use crate::{
     balancer::Balancer,
     config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
     control::{report::Observed, switches::TableSwitches},
-    health::{self, Checks, Event, Notifier, NotifyRuns, SourceAddress, Target},
+    health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
 };
 
@@ -39,6 +39,26 @@ impl SourceAddress for LbSource {
                 .source_for(backend, &vips)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn link_for(&self, backend: IpAddr) -> BoxFuture<'_, Result<Link, String>> {
+        let source = self.source_for(backend);
+        Box::pin(async move {
+            let source = source.await?;
+            // The neighbour table, as the balancer resolves a backend (ARP if missing);
+            // the checker's timeout bounds the wait.
+            let resolved = self
+                .neighbours
+                .resolve(backend, std::time::Duration::from_secs(3600))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Link {
+                ifindex: resolved.egress.ifindex,
+                src_mac: resolved.egress.mac,
+                mac: resolved.mac,
+                source,
+            })
         })
     }
 }

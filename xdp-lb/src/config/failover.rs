@@ -236,15 +236,19 @@ pub enum CheckKind {
     Http(HttpCheck),
     /// An RTMP handshake: C0+C1 out, a valid S0+S1 back.
     Rtmp,
+    /// The path clients take: a SYN to VIP:port framed to the server's MAC, answered by a
+    /// SYN-ACK from the VIP (IPv4 services).
+    Dsr,
 }
 
 impl CheckKind {
-    /// `tcp`, `http` or `rtmp`.
+    /// `tcp`, `http`, `rtmp` or `dsr`.
     pub fn name(&self) -> &'static str {
         match self {
             CheckKind::Tcp => "tcp",
             CheckKind::Http(_) => "http",
             CheckKind::Rtmp => "rtmp",
+            CheckKind::Dsr => "dsr",
         }
     }
 }

@@ -86,12 +86,13 @@ impl Checker<'_> {
         let mut check = base.clone();
         let mut kind_known = true;
         if let Some(kind) = &raw.kind {
-            let words = [("tcp", 0), ("http", 1), ("rtmp", 2)];
+            let words = [("tcp", 0), ("http", 1), ("rtmp", 2), ("dsr", 3)];
             match self.word(kind, &sub("kind"), "a check kind", &words) {
                 Some(_) if kind.value == base.kind.name() => {}
                 Some(0) => check.kind = CheckKind::Tcp,
                 Some(1) => check.kind = CheckKind::Http(HttpCheck::default()),
-                Some(_) => check.kind = CheckKind::Rtmp,
+                Some(2) => check.kind = CheckKind::Rtmp,
+                Some(_) => check.kind = CheckKind::Dsr,
                 None => kind_known = false,
             }
         }

@@ -47,6 +47,10 @@ pub struct FlowTable {
     pub tcp_timeout_s: u32,
     /// Seconds a UDP flow is remembered after its last packet.
     pub udp_timeout_s: u32,
+    /// Seconds a TCP flow whose client sent a FIN is remembered after its last packet.
+    pub tcp_fin_timeout_s: u32,
+    /// Seconds a TCP flow whose client sent a RST is remembered after its last packet.
+    pub tcp_close_timeout_s: u32,
 }
 
 impl Default for FlowTable {
@@ -55,6 +59,8 @@ impl Default for FlowTable {
             size: xdp_lb_common::FLOW_TABLE_DEFAULT_SIZE,
             tcp_timeout_s: xdp_lb_common::FLOW_TCP_TIMEOUT_DEFAULT_S,
             udp_timeout_s: xdp_lb_common::FLOW_UDP_TIMEOUT_DEFAULT_S,
+            tcp_fin_timeout_s: xdp_lb_common::FLOW_TCP_FIN_TIMEOUT_DEFAULT_S,
+            tcp_close_timeout_s: xdp_lb_common::FLOW_TCP_CLOSE_TIMEOUT_DEFAULT_S,
         }
     }
 }

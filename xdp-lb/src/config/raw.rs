@@ -49,6 +49,10 @@ pub(crate) struct RawFlowTable {
     pub tcp_timeout: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub udp_timeout: Option<Spanned<RawDuration>>,
+    #[serde(default)]
+    pub tcp_fin_timeout: Option<Spanned<RawDuration>>,
+    #[serde(default)]
+    pub tcp_close_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,16 @@ fn write_config(
         "  udp_timeout: {}",
         seconds(c.flow_table.udp_timeout_s)
     )?;
+    writeln!(
+        out,
+        "  tcp_fin_timeout: {}",
+        seconds(c.flow_table.tcp_fin_timeout_s)
+    )?;
+    writeln!(
+        out,
+        "  tcp_close_timeout: {}",
+        seconds(c.flow_table.tcp_close_timeout_s)
+    )?;
     render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
     if let Some((_, ops)) = extras {
         ops::render(out, ops)?;

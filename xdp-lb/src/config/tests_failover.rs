@@ -211,7 +211,7 @@ fn an_unknown_check_kind_is_refused_with_its_line() {
     );
     assert_eq!(
         e.message,
-        "`icmp` is not a check kind (expected tcp or http or rtmp)"
+        "`icmp` is not a check kind (expected tcp or http or rtmp or dsr)"
     );
 }
 

@@ -343,6 +343,16 @@ impl Checker<'_> {
                 "flow_table.udp_timeout",
                 &mut table.udp_timeout_s,
             ),
+            (
+                &raw.tcp_fin_timeout,
+                "flow_table.tcp_fin_timeout",
+                &mut table.tcp_fin_timeout_s,
+            ),
+            (
+                &raw.tcp_close_timeout,
+                "flow_table.tcp_close_timeout",
+                &mut table.tcp_close_timeout_s,
+            ),
         ];
         for (value, field, out) in timeouts {
             if let Some(v) = value

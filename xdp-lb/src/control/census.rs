@@ -12,7 +12,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tokio::sync::oneshot;
-use xdp_lb_common::{FlowKey, FlowValue, PROTO_TCP};
+use xdp_lb_common::{FLOW_F_FIN, FLOW_F_RST, FlowKey, FlowValue, PROTO_TCP};
 
 use crate::config::FlowTable;
 
@@ -78,10 +78,14 @@ pub fn monotonic_ns() -> u64 {
 
 /// Whether the data plane would ignore this entry as idle for too long.
 pub fn expired(key: &FlowKey, value: &FlowValue, now: u64, timeouts: &FlowTable) -> bool {
-    let seconds = if key.proto == PROTO_TCP {
-        timeouts.tcp_timeout_s
-    } else {
+    let seconds = if key.proto != PROTO_TCP {
         timeouts.udp_timeout_s
+    } else if value.flags & FLOW_F_RST != 0 {
+        timeouts.tcp_close_timeout_s.min(timeouts.tcp_timeout_s)
+    } else if value.flags & FLOW_F_FIN != 0 {
+        timeouts.tcp_fin_timeout_s.min(timeouts.tcp_timeout_s)
+    } else {
+        timeouts.tcp_timeout_s
     };
     now.saturating_sub(value.last_seen_ns) > u64::from(seconds) * 1_000_000_000
 }

@@ -108,6 +108,9 @@ pub struct StatusReport {
     pub flow_events: Vec<NamedCounter>,
     /// Entries in the connection table now.
     pub active_flows: u64,
+    /// How big the connection table really is (see `FlowTableSize`).
+    #[serde(default)]
+    pub flow_table: FlowTableSize,
     /// Runs of the notify command since the agent started, by how they ended (`ok`,
     /// `failed`, `timeout`, `not_started`).
     #[serde(default)]
@@ -140,6 +143,40 @@ pub struct AgentInfo {
     pub reloads: BTreeMap<String, u64>,
     /// When the last reload was applied, in seconds since the Unix epoch.
     pub last_reload_success_s: Option<u64>,
+}
+
+/// The connection table's effective size. Its LRU lists are per CPU: the kernel rounds the
+/// configured size up to a multiple of the *possible* CPUs and gives each CPU's list an
+/// equal share, and a flow's entry lives on the list of the CPU that created it. A CPU
+/// whose share is full evicts its own least recently used flow while the table as a whole
+/// may be far from full; CPUs that are possible but not online never use their share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTableSize {
+    /// `flow_table.size` as configured.
+    pub configured: u32,
+    /// Entries the kernel made (`bpftool map show`).
+    pub entries: u32,
+    pub possible_cpus: u32,
+    pub online_cpus: u32,
+    /// Entries each CPU's LRU list holds: `entries / possible_cpus`.
+    pub per_cpu: u32,
+    /// Flows the online CPUs can hold together when the traffic is spread evenly:
+    /// `per_cpu * online_cpus`.
+    pub usable: u64,
+}
+
+impl FlowTableSize {
+    pub fn new(configured: u32, entries: u32, possible_cpus: u32, online_cpus: u32) -> Self {
+        let per_cpu = entries / possible_cpus.max(1);
+        Self {
+            configured,
+            entries,
+            possible_cpus,
+            online_cpus,
+            per_cpu,
+            usable: u64::from(per_cpu) * u64::from(online_cpus),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use xdp_lb_common::{
 
 use super::census::{Census, expired, monotonic_ns};
 use super::protocol::{
-    BackendStatus, CheckResult, HealthStatus, LookupAnswer, NamedCounter, PoolStatus,
-    ServiceStatus, StatusReport,
+    BackendStatus, CheckResult, FlowTableSize, HealthStatus, LookupAnswer, NamedCounter,
+    PoolStatus, ServiceStatus, StatusReport,
 };
 use crate::{
     balancer::{BackendState, Balancer, ServiceState},
@@ -150,6 +150,7 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         verdicts: named(&verdict::NAMES, dp.verdict_counters()),
         flow_events: named(&flow_stat::NAMES, dp.flow_counters()),
         active_flows,
+        flow_table: flow_table_size(balancer, &observed.flow_table),
         notify_runs: observed
             .notify_runs
             .iter()
@@ -161,6 +162,14 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         // Likewise what the agent says of itself.
         agent: Default::default(),
     }
+}
+
+/// The connection table's effective size (0 for what cannot be read).
+fn flow_table_size(balancer: &Balancer, table: &FlowTable) -> FlowTableSize {
+    let entries = balancer.dataplane().flow_table_entries().unwrap_or(0);
+    let possible = aya::util::nr_cpus().map_or(0, |n| n as u32);
+    let online = aya::util::online_cpus().map_or(0, |cpus| cpus.len() as u32);
+    FlowTableSize::new(table.size, entries, possible, online)
 }
 
 /// A service's pools for `status`: none for a service without named pools or rules.

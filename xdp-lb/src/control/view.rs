@@ -98,6 +98,14 @@ pub fn render(report: &StatusReport) -> String {
         report.services.len(),
         report.active_flows
     );
+    let t = &report.flow_table;
+    if t.entries != 0 {
+        let _ = writeln!(
+            out,
+            "flow table: {} entries ({} configured) in {} per-CPU LRU lists of {}: {} usable by the {} online CPU(s)",
+            t.entries, t.configured, t.possible_cpus, t.per_cpu, t.usable, t.online_cpus
+        );
+    }
     let _ = writeln!(
         out,
         "{:<4} {:<28} {:<34} {:>9} {:>9}  Name",
@@ -192,7 +200,7 @@ mod tests {
     use super::*;
     use crate::{
         audit::Drift,
-        control::protocol::{CheckResult, HealthStatus},
+        control::protocol::{CheckResult, FlowTableSize, HealthStatus},
     };
 
     #[test]
@@ -262,9 +270,14 @@ mod tests {
                 pools: Vec::new(),
             }],
             active_flows: 4,
+            flow_table: FlowTableSize::new(4096, 4096, 4, 2),
             ..StatusReport::default()
         };
         let text = render(&report);
+        assert!(
+            text.contains("flow table: 4096 entries (4096 configured) in 4 per-CPU LRU lists of 1024: 2048 usable by the 2 online CPU(s)"),
+            "{text}"
+        );
         assert!(text.contains("TCP  10.0.0.100:1935"), "{text}");
         assert!(text.contains("maglev(65537) persistent 300"), "{text}");
         let drained = text.lines().find(|l| l.contains("10.0.0.12:1935")).unwrap();

@@ -14,10 +14,12 @@ use tokio::{
 };
 
 use super::{
-    CheckRecord, Event, LastCheck, SourceAddress, Target, hysteresis::Hysteresis, probe::probe,
+    CheckRecord, Event, LastCheck, SourceAddress, Target,
+    hysteresis::Hysteresis,
+    probe::{probe, probe_path},
     random_u64,
 };
-use crate::config::HealthState;
+use crate::config::{CheckKind, HealthState};
 
 /// Checks `target` until the task is aborted or nobody listens to `events` any more.
 /// `run` tags its events (see `Checks::is_current`); every check's result and the state
@@ -46,23 +48,33 @@ pub(super) async fn run(
     let mut from: Option<IpAddr> = None;
     loop {
         ticks.tick().await;
-        let source_now = match from {
-            Some(address) => Ok(address),
-            None => {
-                match tokio::time::timeout(check.timeout, source.source_for(target.address)).await {
-                    Ok(found) => found,
-                    Err(_) => Err("looking it up timed out".to_owned()),
-                }
-            }
-        };
         let started = Instant::now();
-        let outcome = match source_now {
-            Ok(address) => {
-                let outcome = probe(check, target.address, Some(address)).await;
-                from = outcome.is_ok().then_some(address);
-                outcome
+        let outcome = if check.kind == CheckKind::Dsr {
+            // The path clients take: framed to the server's MAC, to the VIP.
+            match tokio::time::timeout(check.timeout, source.link_for(target.address)).await {
+                Ok(Ok(link)) => probe_path(check, &link, target.vip).await,
+                Ok(Err(why)) => Err(format!("no link-layer path: {why}")),
+                Err(_) => Err("looking up the server's MAC timed out".to_owned()),
             }
-            Err(why) => Err(format!("no source address: {why}")),
+        } else {
+            let source_now = match from {
+                Some(address) => Ok(address),
+                None => {
+                    let lookup = source.source_for(target.address);
+                    match tokio::time::timeout(check.timeout, lookup).await {
+                        Ok(found) => found,
+                        Err(_) => Err("looking it up timed out".to_owned()),
+                    }
+                }
+            };
+            match source_now {
+                Ok(address) => {
+                    let outcome = probe(check, target.address, Some(address)).await;
+                    from = outcome.is_ok().then_some(address);
+                    outcome
+                }
+                Err(why) => Err(format!("no source address: {why}")),
+            }
         };
         log::trace!(
             "health: service={} backend={} check: {outcome:?}",
@@ -155,6 +167,7 @@ mod tests {
         check.interval = Duration::from_millis(100);
         let target = Target {
             service: "video-rtmp".into(),
+            vip: LOCAL,
             address: LOCAL,
             role: Role::Primary,
             check,
@@ -205,6 +218,7 @@ mod tests {
         check.interval = Duration::from_millis(100);
         let target = Target {
             service: "s".into(),
+            vip: LOCAL,
             address: LOCAL,
             role: Role::Backup,
             check,
@@ -252,6 +266,7 @@ mod tests {
         check.interval = Duration::from_millis(100);
         let target = Target {
             service: "s".into(),
+            vip: LOCAL,
             address: LOCAL,
             role: Role::Primary,
             check,

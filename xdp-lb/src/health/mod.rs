@@ -16,6 +16,7 @@
 //! = 2.8 s after its death; the table switch that follows takes milliseconds.
 
 mod checker;
+mod dsr;
 mod http;
 mod hysteresis;
 pub mod notify;
@@ -46,12 +47,14 @@ pub use hysteresis::{Flip, Hysteresis};
 pub use notify::{Notifier, NotifyRuns};
 pub use rtmp::{HANDSHAKE_SIZE, RTMP_VERSION};
 
-use crate::config::{ConfigFile, HealthCheck, HealthState, Role};
+use crate::config::{ConfigFile, HealthCheck, HealthState, MacAddr, Role};
 
 /// One server of one service to check, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub service: String,
+    /// The service's VIP (what a `dsr` check connects to).
+    pub vip: IpAddr,
     pub address: IpAddr,
     pub role: Role,
     pub check: HealthCheck,
@@ -100,6 +103,27 @@ pub struct LastCheck {
 pub trait SourceAddress: Send + Sync {
     /// The LB's own address to check `backend` from, or why there is none.
     fn source_for(&self, backend: IpAddr) -> BoxFuture<'_, Result<IpAddr, String>>;
+
+    /// The link-layer path to `backend` a `dsr` check frames its SYN for, or why there is
+    /// none.
+    fn link_for(&self, backend: IpAddr) -> BoxFuture<'_, Result<Link, String>> {
+        let _ = backend;
+        Box::pin(async { Err("no link-layer path to the server here".to_owned()) })
+    }
+}
+
+/// The LB's way to a server on the wire: what the data plane would frame a client's packet
+/// with, and the LB's own address on that interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The LB's interface towards the server.
+    pub ifindex: u32,
+    /// That interface's MAC.
+    pub src_mac: MacAddr,
+    /// The server's MAC.
+    pub mac: MacAddr,
+    /// The LB's own address to send from.
+    pub source: IpAddr,
 }
 
 /// Always the same source (tests on one host).
@@ -126,6 +150,7 @@ pub fn targets(file: &ConfigFile) -> Vec<Target> {
             if let Some(check) = failover.check_for(address, role) {
                 out.push(Target {
                     service: service.name.clone(),
+                    vip: service.vip,
                     address,
                     role,
                     check: check.clone(),

@@ -14,7 +14,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{http, rtmp, tcp};
+use super::{Link, dsr, http, rtmp, tcp};
 use crate::config::{CheckKind, HealthCheck, format_duration};
 
 /// What one check concluded: what it saw when good, why not when bad.
@@ -29,7 +29,15 @@ pub async fn probe(check: &HealthCheck, address: IpAddr, source: Option<IpAddr>)
         CheckKind::Tcp => tcp::probe(&deadline, source, to).await,
         CheckKind::Http(http) => http::probe(&deadline, source, to, http).await,
         CheckKind::Rtmp => rtmp::probe(&deadline, source, to).await,
+        CheckKind::Dsr => Err("the dsr check needs the server's link-layer path".to_owned()),
     }
+}
+
+/// Runs one `dsr` check: a SYN to `vip`:`check.port` framed for the server at `link`,
+/// within `check.timeout`.
+pub async fn probe_path(check: &HealthCheck, link: &Link, vip: IpAddr) -> Outcome {
+    let deadline = Deadline::after(check.timeout);
+    dsr::probe(&deadline, link, vip, check.port).await
 }
 
 /// The end of one check: every step is cut off there, and says which step it was.

@@ -8,8 +8,9 @@ use xdp_lb_common::{flow_stat, verdict};
 
 use super::{
     CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, PORT, PacketOptions, PacketResults, Path,
-    RepeatCase, Rig, SingleCase, TimeoutZero, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX, distinct_syn,
-    distinct_syn6, possible_cpus, run_repeat_cases, run_single_cases, time_repeat, time_single,
+    RepeatCase, Rig, SingleCase, TimeoutZero, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX,
+    distinct_first_ack, distinct_first_ack6, possible_cpus, run_repeat_cases, run_single_cases,
+    time_repeat, time_single,
 };
 use crate::bench::{frames, profile};
 
@@ -38,9 +39,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         ..FlowTable::default()
     })?;
 
-    let syn4 = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
     let ack4 = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
-    let syn6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, true);
     let ack6 = frames::tcp_v6(CLIENT6, 40_000, VIP6, PORT, false);
     let repeat_cases = [
         RepeatCase {
@@ -71,7 +70,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             id: "hit",
             title: "known flow: connection-table hit (IPv4)",
             rig: &main,
-            warmup: Some(syn4),
+            warmup: Some(ack4.clone()),
             frame: ack4,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
         },
@@ -79,7 +78,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             id: "ipv6_hit",
             title: "IPv6 service packet: connection-table hit",
             rig: &main,
-            warmup: Some(syn6),
+            warmup: Some(ack6.clone()),
             frame: ack6,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
         },
@@ -111,28 +110,28 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     // distinct new flows into a full table (eviction).
     time_repeat(
         main.program(),
-        &frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, true),
+        &frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, false),
         1,
     )?;
     let ack = frames::tcp_v4(CLIENT4, 40_001, VIP4, PORT, false);
     time_repeat(
         main.program(),
-        &frames::tcp_v6(CLIENT6, 40_001, VIP6, PORT, true),
+        &frames::tcp_v6(CLIENT6, 40_001, VIP6, PORT, false),
         1,
     )?;
     let ack6 = frames::tcp_v6(CLIENT6, 40_001, VIP6, PORT, false);
 
     let prefilled = u64::from(opts.evict_table) + u64::from(opts.evict_table / 4);
-    let first_key_frame = distinct_syn(1);
+    let first_key_frame = distinct_first_ack(1);
     for m in 1..=prefilled {
-        time_repeat(small.program(), &distinct_syn(m), 1)?;
+        time_repeat(small.program(), &distinct_first_ack(m), 1)?;
     }
     let entries_after_prefill = small.balancer.dataplane().flows().len() as u64;
 
     // The table with room is emptied before every run; use it once first, so that every
     // run sees free entries in the order a used table has them (not as allocated).
     for n in 1..=u64::from(opts.single_packets) {
-        time_repeat(fresh.program(), &distinct_syn(n), 1)?;
+        time_repeat(fresh.program(), &distinct_first_ack(n), 1)?;
     }
     let clear_fresh = || fresh.clear_flows();
     let (mut n4, mut n6, mut m) = (0u64, 0u64, prefilled);
@@ -156,36 +155,36 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         },
         SingleCase {
             id: "new",
-            title: "first packet of a new flow (IPv4 SYN, distinct 5-tuples, table with room)",
+            title: "first remembered packet of a new flow (IPv4 handshake ACK, distinct 5-tuples, table with room)",
             rig: &fresh,
-            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            path: tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
             before_run: Some(&clear_fresh),
             next_frame: Box::new(|| {
                 n4 += 1;
-                distinct_syn(n4)
+                distinct_first_ack(n4)
             }),
         },
         SingleCase {
             id: "ipv6_new",
             title: "IPv6 first packet of a new flow (distinct 5-tuples, table with room)",
             rig: &fresh,
-            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            path: tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
             before_run: Some(&clear_fresh),
             next_frame: Box::new(|| {
                 n6 += 1;
-                distinct_syn6(n6)
+                distinct_first_ack6(n6)
             }),
         },
         SingleCase {
             id: "new_evicting",
             title: "first packet of a new flow, distinct 5-tuples, table full (evicts)",
             rig: &small,
-            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            path: tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
             before_run: None,
             next_frame: Box::new(|| {
                 m += 1;
                 evicting_counter.set(evicting_counter.get() + 1);
-                distinct_syn(m)
+                distinct_first_ack(m)
             }),
         },
     ];
@@ -250,10 +249,11 @@ fn timeout_zero(opts: &PacketOptions) -> Result<TimeoutZero> {
         udp_timeout_s: 0,
         ..FlowTable::default()
     })?;
-    let syn = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, true);
-    time_repeat(rig.program(), &syn, 1)?;
+    // The handshake's ACK: the packet that creates an entry.
+    let first = frames::tcp_v4(CLIENT4, 40_000, VIP4, PORT, false);
+    time_repeat(rig.program(), &first, 1)?;
     let before = rig.counters();
-    time_repeat(rig.program(), &syn, opts.repeat)?;
+    time_repeat(rig.program(), &first, opts.repeat)?;
     let d = rig.counters().since(&before);
     Ok(TimeoutZero {
         iterations: u64::from(opts.repeat),
@@ -315,7 +315,7 @@ fn profiles(opts: &PacketOptions, main: &Rig) -> Result<Vec<profile::Profile>> {
             let frames: Vec<Vec<u8>> = (0..1000)
                 .map(|_| {
                     n += 1;
-                    distinct_syn(n)
+                    distinct_first_ack(n)
                 })
                 .collect();
             time_single(rig.program(), &frames, XDP_TX).map(drop)
@@ -325,9 +325,10 @@ fn profiles(opts: &PacketOptions, main: &Rig) -> Result<Vec<profile::Profile>> {
             ..p
         });
         // Every profiled packet must have been a new flow into a table with room.
-        rig.counters()
-            .since(&before)
-            .confirm(n, &tx_path(vec![(flow_stat::NEW, 1)]))?;
+        rig.counters().since(&before).confirm(
+            n,
+            &tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
+        )?;
         let entries = rig.balancer.dataplane().flows().len() as u64;
         if entries != n || n >= capacity {
             bail!(

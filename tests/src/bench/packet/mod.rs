@@ -503,15 +503,17 @@ pub fn run_repeat_cases(
         .collect())
 }
 
-/// A SYN from a distinct client for every `n` (addresses from 100.64.0.0, ports cycling).
-pub fn distinct_syn(n: u64) -> Vec<u8> {
+/// The handshake-completing ACK (the packet that creates a flow's entry; a SYN creates
+/// none) of a distinct client for every `n` (addresses from 100.64.0.0, ports cycling).
+pub fn distinct_first_ack(n: u64) -> Vec<u8> {
     let client = Ipv4Addr::from(0x6440_0000u32.wrapping_add((n / 50_000) as u32));
     let port = 10_000 + (n % 50_000) as u16;
-    frames::tcp_v4(client, port, VIP4, PORT, true)
+    frames::tcp_v4(client, port, VIP4, PORT, false)
 }
 
-/// An IPv6 SYN from a distinct client for every `n` (addresses in 2001:db8:c2::/64).
-pub fn distinct_syn6(n: u64) -> Vec<u8> {
+/// An IPv6 handshake-completing ACK from a distinct client for every `n` (addresses in
+/// 2001:db8:c2::/64).
+pub fn distinct_first_ack6(n: u64) -> Vec<u8> {
     let client = Ipv6Addr::new(
         0x2001,
         0xdb8,
@@ -523,7 +525,7 @@ pub fn distinct_syn6(n: u64) -> Vec<u8> {
         ((n / 50_000) >> 16) as u16,
     );
     let port = 10_000 + (n % 50_000) as u16;
-    frames::tcp_v6(client, port, VIP6, PORT, true)
+    frames::tcp_v6(client, port, VIP6, PORT, false)
 }
 
 /// A single-method case: every run times `single_packets` frames from `next_frame`, after
