@@ -9,12 +9,12 @@ use xdp_lb_tests::{Lab, LabProcess};
 const SCRIPT: &str = include_str!("syn_flood.py");
 const HOLD_SCRIPT: &str = include_str!("hold_connections.py");
 
-/// Opens `count` quiet connections to the VIP's RTMP port from the client, pinned to `cpu`,
-/// and holds them for `seconds`. It prints how many it opened once they are all open.
-pub fn hold_connections(lab: &Lab, cpu: usize, count: usize, seconds: u32) -> LabProcess {
-    let script = lab.dir().join("hold_connections.py");
-    std::fs::write(&script, HOLD_SCRIPT).expect("writing the holder script");
-    let args = [
+/// Runs the Python script `body` (written to the lab's directory as `name`) on the client,
+/// pinned to `cpu`, with `args` after the VIP and its RTMP port.
+fn run_on_client(lab: &Lab, cpu: usize, name: &str, body: &str, args: &[String]) -> LabProcess {
+    let script = lab.dir().join(name);
+    std::fs::write(&script, body).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    let mut argv = vec![
         "taskset".to_owned(),
         "-c".to_owned(),
         cpu.to_string(),
@@ -22,12 +22,18 @@ pub fn hold_connections(lab: &Lab, cpu: usize, count: usize, seconds: u32) -> La
         script.display().to_string(),
         Lab::VIP.to_owned(),
         Lab::RTMP_PORT.to_string(),
-        count.to_string(),
-        seconds.to_string(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(lab.ns_client(), &args)
-        .expect("starting the connection holder")
+    argv.extend_from_slice(args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn(lab.ns_client(), &argv)
+        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
+}
+
+/// Opens `count` quiet connections to the VIP's RTMP port from the client, pinned to `cpu`,
+/// and holds them for `seconds`. It prints how many it opened once they are all open.
+pub fn hold_connections(lab: &Lab, cpu: usize, count: usize, seconds: u32) -> LabProcess {
+    let args = [count.to_string(), seconds.to_string()];
+    run_on_client(lab, cpu, "hold_connections.py", HOLD_SCRIPT, &args)
 }
 
 /// Starts one flood sender on the client, pinned to `cpu` (XDP on a veth runs on the
@@ -41,22 +47,11 @@ pub fn start_syn_flood(
     rate: u64,
     seed: u64,
 ) -> LabProcess {
-    let script = lab.dir().join("syn_flood.py");
-    std::fs::write(&script, SCRIPT).expect("writing the flood script");
     let args = [
-        "taskset".to_owned(),
-        "-c".to_owned(),
-        cpu.to_string(),
-        "python3".to_owned(),
-        script.display().to_string(),
-        Lab::VIP.to_owned(),
-        Lab::RTMP_PORT.to_string(),
         seconds.to_string(),
         limit.to_string(),
         rate.to_string(),
         seed.to_string(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(lab.ns_client(), &args)
-        .expect("starting the flood")
+    run_on_client(lab, cpu, "syn_flood.py", SCRIPT, &args)
 }
