@@ -15,7 +15,7 @@ use support::{
     flood::{hold_connections, start_syn_flood},
     predict::lab_owner,
     sessions::status,
-    stream::{addr, assert_one_uninterrupted_publish, rtmp_config, wait_for},
+    stream::{addr, assert_one_uninterrupted_publish, publish_ports, rtmp_config, wait_for},
 };
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
@@ -40,28 +40,6 @@ fn start_quiet_publish(lab: &Lab, stream: &str, seconds: u32) -> LabProcess {
         .collect();
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     lab.spawn(lab.ns_client(), &args).expect("starting ffmpeg")
-}
-
-/// The client's source ports of its established connections to the VIP's RTMP port (the
-/// quiet ones too).
-fn publish_ports(lab: &Lab) -> Vec<u16> {
-    let out = lab
-        .exec_ok(
-            lab.ns_client(),
-            &[
-                "ss",
-                "-Htn",
-                "state",
-                "established",
-                "dst",
-                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
-            ],
-        )
-        .unwrap_or_default();
-    out.split_whitespace()
-        .filter(|f| f.starts_with(Lab::CLIENT_ADDR))
-        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
-        .collect()
 }
 
 /// The backend holding the client's connection from `port`.

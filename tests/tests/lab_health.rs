@@ -224,6 +224,22 @@ fn a_backend_whose_nginx_stops_gets_no_new_session_none_to_the_others_fails_and_
     );
 }
 
+/// The three backends as `video-rtmp` (port 1935, checked by `kind`) and as `video-tcp`
+/// (port 8080, checked by a plain TCP connect to 1935), both checked twice a second.
+fn rtmp_checked_by(kind: &str) -> String {
+    let timing = "interval: 500ms, timeout: 400ms";
+    format!(
+        "interfaces: [eth0]\nservices:\n\
+         \x20 - name: video-rtmp\n    vip: {vip}\n    port: 1935\n    protocol: tcp\n    health_check: {{kind: {kind}, {timing}}}\n    backends: &servers\n\
+         \x20     - address: {b1}\n      - address: {b2}\n      - address: {b3}\n\
+         \x20 - name: video-tcp\n    vip: {vip}\n    port: 8080\n    protocol: tcp\n    health_check: {{kind: tcp, port: 1935, {timing}}}\n    backends: *servers\n",
+        vip = Lab::VIP,
+        b1 = Lab::backend_addr(0),
+        b2 = Lab::backend_addr(1),
+        b3 = Lab::backend_addr(2),
+    )
+}
+
 #[test]
 fn a_backend_that_accepts_tcp_on_1935_but_never_answers_the_rtmp_handshake_is_down_for_rtmp_and_not_for_tcp()
  {
@@ -233,17 +249,7 @@ fn a_backend_that_accepts_tcp_on_1935_but_never_answers_the_rtmp_handshake_is_do
     let _hung = lab
         .hung_listener(0, Lab::RTMP_PORT)
         .expect("a hung listener on b1:1935");
-    let timing = "interval: 500ms, timeout: 400ms";
-    let yaml = format!(
-        "interfaces: [eth0]\nservices:\n\
-         \x20 - name: video-rtmp\n    vip: {vip}\n    port: 1935\n    protocol: tcp\n    health_check: {{kind: rtmp, {timing}}}\n    backends: &servers\n\
-         \x20     - address: {b1}\n      - address: {b2}\n      - address: {b3}\n\
-         \x20 - name: video-tcp\n    vip: {vip}\n    port: 8080\n    protocol: tcp\n    health_check: {{kind: tcp, port: 1935, {timing}}}\n    backends: *servers\n",
-        vip = Lab::VIP,
-        b1 = Lab::backend_addr(0),
-        b2 = Lab::backend_addr(1),
-        b3 = Lab::backend_addr(2),
-    );
+    let yaml = rtmp_checked_by("rtmp");
     let _agent = start_agent(&lab, &yaml);
     let rtmp_down = format!(
         "service=video-rtmp backend={} role=primary old=up new=down",
@@ -277,17 +283,7 @@ fn a_backend_without_the_vip_on_lo_is_down_for_the_dsr_check_and_up_for_tcp() {
     // b1 answers on its own address, but clients' frames to the VIP find no VIP there.
     lab.remove_backend_vip(0)
         .expect("removing the VIP from b1's lo");
-    let timing = "interval: 500ms, timeout: 400ms";
-    let yaml = format!(
-        "interfaces: [eth0]\nservices:\n\
-         \x20 - name: video-rtmp\n    vip: {vip}\n    port: 1935\n    protocol: tcp\n    health_check: {{kind: dsr, {timing}}}\n    backends: &servers\n\
-         \x20     - address: {b1}\n      - address: {b2}\n      - address: {b3}\n\
-         \x20 - name: video-tcp\n    vip: {vip}\n    port: 8080\n    protocol: tcp\n    health_check: {{kind: tcp, port: 1935, {timing}}}\n    backends: *servers\n",
-        vip = Lab::VIP,
-        b1 = Lab::backend_addr(0),
-        b2 = Lab::backend_addr(1),
-        b3 = Lab::backend_addr(2),
-    );
+    let yaml = rtmp_checked_by("dsr");
     let _agent = start_agent(&lab, &yaml);
     let dsr_down = format!(
         "service=video-rtmp backend={} role=primary old=up new=down",

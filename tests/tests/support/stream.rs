@@ -64,8 +64,8 @@ pub fn start_publish(lab: &Lab, stream: &str, seconds: u32) -> LabProcess {
     lab.spawn(lab.ns_client(), &args).expect("starting ffmpeg")
 }
 
-/// The client's source port of its established connection to the VIP's RTMP port.
-pub fn publish_port(lab: &Lab) -> Option<u16> {
+/// The client's source ports of its established connections to the VIP's RTMP port.
+pub fn publish_ports(lab: &Lab) -> Vec<u16> {
     let out = lab
         .exec_ok(
             lab.ns_client(),
@@ -78,11 +78,16 @@ pub fn publish_port(lab: &Lab) -> Option<u16> {
                 &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
             ],
         )
-        .ok()?;
-    let local = out
-        .split_whitespace()
-        .find(|f| f.starts_with(Lab::CLIENT_ADDR))?;
-    local.rsplit(':').next()?.parse().ok()
+        .unwrap_or_default();
+    out.split_whitespace()
+        .filter(|f| f.starts_with(Lab::CLIENT_ADDR))
+        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect()
+}
+
+/// The client's source port of its (first) established connection to the VIP's RTMP port.
+pub fn publish_port(lab: &Lab) -> Option<u16> {
+    publish_ports(lab).first().copied()
 }
 
 /// Which of the first `backends` backends holds an established RTMP connection from the
