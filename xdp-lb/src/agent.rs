@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use crate::{
+    announce::{self, Announcer},
     audit::{AUDIT_INTERVAL, Auditor},
     balancer::{Balancer, Forwarding, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
@@ -34,6 +35,9 @@ use crate::{
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often unresolved backends are retried and resolved ones re-checked for a new MAC.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often, with `announce:`, the agent checks that its program is still attached (a
+/// detached data plane withdraws the VIPs).
+pub const ATTACH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -189,6 +193,16 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
 
+    let mut announcer = Announcer::start(file.announce.as_ref(), adopted)
+        .await
+        .context("announce: the VIP routes")?;
+    if file.announce.is_some() {
+        let attached = announce::attachment(&balancer, &neighbours, &file.config.interfaces).await;
+        announcer.set_attached(attached);
+    }
+    announcer.sync(file.announce.as_ref(), &balancer).await;
+    let mut attach_check = tokio::time::interval(ATTACH_CHECK_INTERVAL);
+    attach_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -207,6 +221,10 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     // Ready for systemd only now: attached, tables live, every listener bound.
     systemd::ready(&serving_status(&balancer, &file.config.interfaces));
     loop {
+        // A warm-up or restore_after ending changes a verdict with no other event.
+        let announce_deadline = announcer
+            .next_deadline(file.announce.as_ref())
+            .map_or_else(far_future, tokio::time::Instant::from_std);
         tokio::select! {
             _ = sigquit.recv() => {
                 leave_running = true;
@@ -233,6 +251,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                     auditor: &mut auditor,
                     info: &mut info,
                     census: &census,
+                    announcer: &announcer,
                 };
                 let response = ctx.handle(request).await;
                 health.sync(&file, &balancer);
@@ -254,12 +273,20 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             _ = audit.tick() => {
                 auditor.run(&balancer, &neighbours, &file.config.interfaces).await;
             }
+            _ = attach_check.tick(), if file.announce.is_some() => {
+                let attached = announce::attachment(&balancer, &neighbours, &file.config.interfaces).await;
+                announcer.set_attached(attached);
+            }
+            _ = tokio::time::sleep_until(announce_deadline) => {}
             // Fed from the loop itself: a loop stuck anywhere stops feeding it.
             _ = watchdog.tick() => watchdog.feed(),
         }
         save_snapshot(&balancer, opts.state_file.as_deref());
+        announcer.sync(file.announce.as_ref(), &balancer).await;
     }
     if leave_running {
+        // The routes stay too: the pinned data plane forwards, and the next agent takes
+        // them over.
         systemd::stopping("leaving the data plane running for the next agent");
         match balancer.dataplane_mut().leave_running() {
             Ok(()) => {
@@ -269,6 +296,19 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                 return Ok(());
             }
             Err(err) => log::error!("cannot leave the data plane running: {err:#}; detaching"),
+        }
+    }
+    if let Some(settings) = &file.announce {
+        systemd::stopping("withdrawing the VIP routes");
+        announcer.withdraw_all().await;
+        if !settings.stop_grace.is_zero() {
+            // The routers move the VIPs' traffic meanwhile; what still arrives is
+            // forwarded as before.
+            log::info!(
+                "announce: forwarding for {} more (stop_grace) before detaching",
+                config::format_duration(settings.stop_grace)
+            );
+            tokio::time::sleep(settings.stop_grace).await;
         }
     }
     systemd::stopping("detaching");
@@ -281,6 +321,11 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         file.config.interfaces.join(", ")
     );
     Ok(())
+}
+
+/// A deadline that never comes (no announce timer pending).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Saves the bookkeeping the next agent needs to adopt the pinned data plane.

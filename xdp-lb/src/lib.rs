@@ -3,6 +3,7 @@
 //! use the same pieces.
 
 pub mod agent;
+pub mod announce;
 pub mod audit;
 pub mod balancer;
 pub mod config;

@@ -235,6 +235,7 @@ impl RuntimeChanges {
             config: yaml.clone(),
             failover: Default::default(),
             ops: Default::default(),
+            announce: None,
         };
         let (file, dropped) = self.apply_file(&file, &LiveHost)?;
         if !dropped.is_empty() {

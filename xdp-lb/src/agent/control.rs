@@ -33,6 +33,7 @@ pub(super) struct Context<'a> {
     pub auditor: &'a mut Auditor,
     pub info: &'a mut AgentInfo,
     pub census: &'a FlowCensus,
+    pub announcer: &'a crate::announce::Announcer,
 }
 
 /// An answer now, or one finished off the control loop.
@@ -62,6 +63,7 @@ impl Context<'_> {
         report.drift = drift;
         report.audit_last_run_ms = self.auditor.last_run_ms();
         report.agent = self.info.clone();
+        report.announce = self.announcer.status(self.file.announce.as_ref());
         let counted = self.census.count();
         async move {
             if let Some(census) = counted.await {

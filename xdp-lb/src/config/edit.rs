@@ -54,5 +54,8 @@ pub fn with_service_removed(file: &ConfigFile, name: &str) -> Option<ConfigFile>
         return None;
     }
     edited.failover.services.remove(name);
+    if let Some(announce) = &mut edited.announce {
+        announce.service_min_healthy.remove(name);
+    }
     Some(edited)
 }

@@ -37,6 +37,8 @@ pub struct ConfigFile {
     pub config: Config,
     pub failover: Failover,
     pub ops: Ops,
+    /// When this LB announces its VIPs through BIRD; `None`: never.
+    pub announce: Option<super::Announce>,
 }
 
 /// Health checks, backups, fallback pools and alerts of every service.

@@ -5,10 +5,12 @@
 //! ([`Config`], with their named pools and client rules: `pools.rs`, `prefix.rs`) and their
 //! health checks, backups, fallback pools and alerts ([`Failover`],
 //! `failover.rs`; checked in `health.rs` and `standby.rs`) and the metrics and registration
-//! endpoints ([`Ops`], `ops.rs`), or every error found, each with
+//! endpoints ([`Ops`], `ops.rs`) and when VIPs are announced to the routers ([`Announce`],
+//! `announce.rs`), or every error found, each with
 //! its file, line, column and field path ([`ConfigErrors`]). [`load`] / [`parse_str`] give
 //! the balancing half only (for tools that need no more). [`render_file`] prints the
 //! effective configuration back as YAML.
+mod announce;
 mod duration;
 mod edit;
 mod errors;
@@ -46,6 +48,10 @@ use std::{
     path::{Component, Path},
 };
 
+pub use announce::{
+    ANNOUNCE_ROUTE_PROTOCOL, Announce, DEFAULT_ANNOUNCE_TABLE, DEFAULT_MIN_HEALTHY,
+    DEFAULT_RESTORE_AFTER, DEFAULT_STOP_GRACE,
+};
 pub use duration::format_duration;
 pub use edit::{with_service_added, with_service_removed};
 pub use errors::{ConfigError, ConfigErrors};

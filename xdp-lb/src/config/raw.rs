@@ -15,7 +15,7 @@ use serde_saphyr::{Location, Spanned};
 use super::{
     duration::RawDuration,
     raw_failover::{RawHealthCheck, RawNotify},
-    raw_ops::{RawMetrics, RawRegistration},
+    raw_ops::{RawAnnounce, RawMetrics, RawRegistration},
     raw_pools::{RawClientRule, RawPools},
 };
 
@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub registration: Option<Spanned<RawRegistration>>,
+    #[serde(default)]
+    pub announce: Option<Spanned<RawAnnounce>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
 }
 
@@ -85,6 +87,9 @@ pub(crate) struct RawService {
     pub pools: Option<Spanned<RawPools>>,
     #[serde(default)]
     pub clients: Option<Spanned<Vec<Spanned<RawClientRule>>>>,
+    /// Read with `announce:` (`announce.rs`).
+    #[serde(default)]
+    pub min_healthy: Option<Spanned<Number>>,
 }
 
 #[derive(Debug, Deserialize)]

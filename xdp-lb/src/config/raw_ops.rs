@@ -1,4 +1,4 @@
-//! The operations keys as written (`metrics`, `registration`): the serde schema, read
+//! The operations keys as written (`metrics`, `registration`, `announce`): the serde schema, read
 //! loosely as in `raw.rs` and checked in `ops.rs`.
 
 use serde::Deserialize;
@@ -15,4 +15,20 @@ pub(crate) struct RawMetrics {
 pub(crate) struct RawRegistration {
     pub listen: Spanned<String>,
     pub token_file: Spanned<String>,
+}
+
+/// `announce:` (`announce.rs` checks it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnnounce {
+    #[serde(default)]
+    pub table: Option<Spanned<super::raw::Number>>,
+    #[serde(default)]
+    pub min_healthy: Option<Spanned<super::raw::Number>>,
+    #[serde(default)]
+    pub restore_after: Option<Spanned<super::duration::RawDuration>>,
+    #[serde(default)]
+    pub warm_up: Option<Spanned<super::duration::RawDuration>>,
+    #[serde(default)]
+    pub stop_grace: Option<Spanned<super::duration::RawDuration>>,
 }

@@ -4,8 +4,9 @@
 use std::{fmt::Write as _, net::IpAddr, time::Duration};
 
 use super::{
-    Config, ConfigFile, DownAction, Failover, HashMode, NoBackendAction, Ops, XdpAttachMode,
-    duration::format_duration, errors::escape_controls, ops, render_failover, render_pools,
+    Announce, Config, ConfigFile, DownAction, Failover, HashMode, NoBackendAction, Ops,
+    XdpAttachMode, announce, duration::format_duration, errors::escape_controls, ops,
+    render_failover, render_pools,
 };
 
 /// A count of seconds (the flow table's and persistence's unit), written with its unit.
@@ -28,16 +29,18 @@ pub fn render(config: &Config) -> String {
 pub fn render_file(file: &ConfigFile) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = write_config(&mut out, &file.config, Some((&file.failover, &file.ops)));
+    let extras = (&file.failover, &file.ops, file.announce.as_ref());
+    let _ = write_config(&mut out, &file.config, Some(extras));
     out
 }
 
 fn write_config(
     out: &mut String,
     c: &Config,
-    extras: Option<(&Failover, &Ops)>,
+    extras: Option<(&Failover, &Ops, Option<&Announce>)>,
 ) -> std::fmt::Result {
-    let failover = extras.map(|(f, _)| f);
+    let failover = extras.map(|(f, _, _)| f);
+    let announced = extras.and_then(|(_, _, a)| a);
     writeln!(
         out,
         "# Effective xdp-lb configuration (all defaults filled in)"
@@ -85,9 +88,10 @@ fn write_config(
         seconds(c.flow_table.tcp_close_timeout_s)
     )?;
     render_failover::notify(out, failover.and_then(|f| f.notify.as_ref()))?;
-    if let Some((_, ops)) = extras {
+    if let Some((_, ops, _)) = extras {
         ops::render(out, ops)?;
     }
+    announce::render(out, announced)?;
     if c.services.is_empty() {
         return writeln!(out, "services: []");
     }
@@ -122,6 +126,7 @@ fn write_config(
                 writeln!(out, "    persistence_netmask: {}", p.prefix_len)?;
             }
         }
+        announce::render_service(out, announced, &s.name)?;
         let service_failover = failover.and_then(|f| f.services.get(&s.name));
         render_failover::service(out, service_failover)?;
         if s.backends.is_empty() {

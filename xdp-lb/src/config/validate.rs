@@ -123,6 +123,7 @@ pub(crate) fn validate(
     }
     let notify = check.notify(raw.notify.as_ref(), host);
     let ops = check.ops(raw, host);
+    let announce = check.announce(raw);
 
     let total_backends: usize = raw
         .services
@@ -151,6 +152,7 @@ pub(crate) fn validate(
         flow_table,
         notify,
         ops,
+        announce,
     ) {
         (
             Some(flow_hash_seed),
@@ -160,6 +162,7 @@ pub(crate) fn validate(
             Some(flow_table),
             Some(notify),
             Some(ops),
+            Some(announce),
         ) if check.errors.is_empty() => Ok(ConfigFile {
             config: Config {
                 path: path.to_path_buf(),
@@ -172,6 +175,7 @@ pub(crate) fn validate(
             },
             failover: Failover { notify, ..failover },
             ops,
+            announce,
         }),
         _ => Err(ConfigErrors(check.errors)),
     }

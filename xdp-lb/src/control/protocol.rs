@@ -125,6 +125,26 @@ pub struct StatusReport {
     /// The agent itself: its version, start, configuration and reloads.
     #[serde(default)]
     pub agent: AgentInfo,
+    /// Which VIPs this LB announces to the routers, and why (`None`: no `announce:`).
+    #[serde(default)]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// The VIP routes BIRD exports (see `crate::announce`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceStatus {
+    /// The kernel table holding them.
+    pub table: u32,
+    pub vips: Vec<VipAnnouncement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnnouncement {
+    pub vip: std::net::IpAddr,
+    /// Its route is in the table: BIRD announces it.
+    pub announced: bool,
+    /// Why it is (or is not).
+    pub reason: String,
 }
 
 /// What the agent reports of itself (`xdp_lb_build_info`, `xdp_lb_start_time_seconds`,

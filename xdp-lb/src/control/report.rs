@@ -161,6 +161,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         audit_last_run_ms: None,
         // Likewise what the agent says of itself.
         agent: Default::default(),
+        // And what it announces.
+        announce: None,
     }
 }
 

@@ -106,6 +106,23 @@ pub fn render(report: &StatusReport) -> String {
             t.entries, t.configured, t.possible_cpus, t.per_cpu, t.usable, t.online_cpus
         );
     }
+    if let Some(a) = &report.announce {
+        for v in &a.vips {
+            let word = if v.announced {
+                "announced"
+            } else {
+                "withdrawn"
+            };
+            let _ = writeln!(
+                out,
+                "announce: {}/{} {word} (table {}): {}",
+                v.vip,
+                crate::announce::host_prefix(v.vip),
+                a.table,
+                v.reason
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "{:<4} {:<28} {:<34} {:>9} {:>9}  Name",

@@ -132,6 +132,19 @@ pub fn render(report: &StatusReport) -> String {
     }
 
     agent_metrics(&mut registry, &report.agent);
+    if let Some(announce) = &report.announce {
+        let announced = Gauges::default();
+        registry.register(
+            "vip_announced",
+            "1 while this LB's route to the VIP is in its announce table (BIRD exports it), 0 while withdrawn",
+            announced.clone(),
+        );
+        for v in &announce.vips {
+            announced
+                .get_or_create(&vec![("vip", v.vip.to_string())])
+                .set(i64::from(v.announced));
+        }
+    }
 
     let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for s in &report.services {
@@ -360,6 +373,21 @@ mod tests {
                 reloads: [("applied".to_owned(), 2), ("refused".to_owned(), 1)].into(),
                 last_reload_success_s: Some(1_780_000_100),
             },
+            announce: Some(crate::control::protocol::AnnounceStatus {
+                table: 100,
+                vips: vec![
+                    crate::control::protocol::VipAnnouncement {
+                        vip: "10.0.0.100".parse().unwrap(),
+                        announced: true,
+                        reason: "every service on it has its min_healthy".into(),
+                    },
+                    crate::control::protocol::VipAnnouncement {
+                        vip: "2001:db8::100".parse().unwrap(),
+                        announced: false,
+                        reason: "warming up: announced in 3.0s".into(),
+                    },
+                ],
+            }),
         }
     }
 
@@ -399,6 +427,8 @@ mod tests {
             "xdp_lb_config_reloads_total{result=\"applied\"} 2",
             "xdp_lb_config_reloads_total{result=\"refused\"} 1",
             "xdp_lb_config_reloads_total{result=\"failed\"} 0",
+            "xdp_lb_vip_announced{vip=\"10.0.0.100\"} 1",
+            "xdp_lb_vip_announced{vip=\"2001:db8::100\"} 0",
             "# EOF",
         ] {
             assert!(
