@@ -17,6 +17,16 @@ use crate::{
     cmd::{self, EXEC_TIMEOUT},
 };
 
+/// Where one agent runs and keeps its files.
+pub(crate) struct AgentSite {
+    pub ns: String,
+    pub log: PathBuf,
+    pub socket: PathBuf,
+    pub runtime: PathBuf,
+    pub pins: PathBuf,
+    pub state: PathBuf,
+}
+
 impl Lab {
     /// The lab's id, the prefix of all its namespace names (e.g. `xl12340`).
     pub fn id(&self) -> &str {
@@ -198,6 +208,18 @@ impl Lab {
         config: &Path,
         env: &[(&str, &str)],
     ) -> Result<LabProcess> {
+        let site = self.agent_site(0)?;
+        self.start_agent_at(&site, agent_binary, config, env)
+    }
+
+    /// Starts an agent where `site` says, as [`Self::start_agent`] does.
+    pub(crate) fn start_agent_at(
+        &self,
+        site: &AgentSite,
+        agent_binary: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<LabProcess> {
         let binary = agent_binary
             .to_str()
             .ok_or_else(|| anyhow!("{} is not UTF-8", agent_binary.display()))?;
@@ -205,25 +227,21 @@ impl Lab {
             .to_str()
             .ok_or_else(|| anyhow!("{} is not UTF-8", config.display()))?;
         ensure!(agent_binary.is_file(), "no agent binary at {binary}");
-        let log_path = self.agent_log_path();
+        let log_path = site.log.clone();
         let start = fs::metadata(&log_path)
             .map(|m| m.len() as usize)
             .unwrap_or(0);
-        let socket = self.control_socket();
-        let runtime = self.runtime_file_path();
-        let pins = self.pin_dir()?;
-        let state = self.agent_state_path();
         let (socket, runtime, pins, state) = (
-            socket.to_string_lossy().into_owned(),
-            runtime.to_string_lossy().into_owned(),
-            pins.to_string_lossy().into_owned(),
-            state.to_string_lossy().into_owned(),
+            site.socket.to_string_lossy().into_owned(),
+            site.runtime.to_string_lossy().into_owned(),
+            site.pins.to_string_lossy().into_owned(),
+            site.state.to_string_lossy().into_owned(),
         );
         let argv = [
             "ip",
             "netns",
             "exec",
-            &self.ns_lb,
+            &site.ns,
             binary,
             "--config",
             config,

@@ -44,6 +44,12 @@ pub struct LabOptions {
     /// backends route the client's subnet through it. `None` (the default): the client is
     /// on the segment.
     pub client_behind_router: Option<u32>,
+    /// With 2 or 3: that many LBs on the segment, each running BIRD, behind a router
+    /// running BIRD with ECMP (`bgp.rs`): the client is behind the router (as with
+    /// `client_behind_router: Some(1500)`), the LBs do not hold the VIP, and the router
+    /// reaches it through the routes the LBs' agents announce. 0 (the default): one LB
+    /// holding the VIP, no BIRD.
+    pub bgp_lbs: usize,
 }
 
 impl Default for LabOptions {
@@ -53,6 +59,7 @@ impl Default for LabOptions {
             lb_agent: false,
             agent_binary: None,
             client_behind_router: None,
+            bgp_lbs: 0,
         }
     }
 }
@@ -69,6 +76,10 @@ pub struct Lab {
     pub(crate) ns_switch: String,
     pub(crate) ns_client: String,
     pub(crate) ns_lb: String,
+    /// With `bgp_lbs`: the second and third LBs' namespaces (`<id>-lb2`, `<id>-lb3`).
+    pub(crate) ns_extra_lbs: Vec<String>,
+    /// With `bgp_lbs`: the BIRD daemons, the router's first, then each LB's.
+    pub(crate) birds: Vec<(String, LabProcess)>,
     pub(crate) ns_backends: Vec<String>,
     /// The router namespace and the MTU of its link toward the client, with
     /// `client_behind_router`.
@@ -77,7 +88,8 @@ pub struct Lab {
     pub(crate) created: Vec<String>,
     pub(crate) registry: Registry,
     pub(crate) nginx: Vec<Nginx>,
-    pub(crate) xdp_pass: Option<Ebpf>,
+    /// `xdp_pass` on the switch side of each LB's veth.
+    pub(crate) xdp_pass: Vec<Ebpf>,
     pub(crate) agent: Option<LabProcess>,
     pub(crate) spawned: AtomicUsize,
 }
@@ -123,6 +135,23 @@ impl Lab {
         format!("b{}", i + 1)
     }
 
+    /// LB `k`'s (0-based) address: 10.77.0.1 ([`Self::LB_ADDR`]), then 10.77.0.5, .6 (the
+    /// BGP lab's further LBs).
+    pub fn lb_addr(k: usize) -> String {
+        match k {
+            0 => Self::LB_ADDR.to_owned(),
+            k => format!("10.77.0.{}", 4 + k),
+        }
+    }
+
+    /// LB `k`'s (0-based) eth0 MAC.
+    pub fn lb_mac(k: usize) -> String {
+        match k {
+            0 => Self::LB_MAC.to_owned(),
+            k => format!("02:77:00:00:00:{:02x}", 4 + k),
+        }
+    }
+
     /// Backend `i`'s (0-based) eth0 MAC.
     pub fn backend_mac(i: usize) -> String {
         format!("02:77:00:00:00:{:02x}", 11 + i)
@@ -146,9 +175,22 @@ impl Lab {
             Ok(_) => {}
             Err(err) => eprintln!("xdp-lb lab: tearing down labs left behind: {err:#}"),
         }
-        let mut lab = Self::allocate(opts.backends, opts.client_behind_router)?;
+        ensure!(
+            opts.bgp_lbs == 0 || (2..=3).contains(&opts.bgp_lbs),
+            "a BGP lab has 2 or 3 LBs, not {}",
+            opts.bgp_lbs
+        );
+        let router_mtu = match opts.bgp_lbs {
+            0 => opts.client_behind_router,
+            _ => Some(opts.client_behind_router.unwrap_or(1500)),
+        };
+        let mut lab = Self::allocate(opts.backends, router_mtu, opts.bgp_lbs)?;
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
+        if opts.bgp_lbs > 0 {
+            lab.start_birds()
+                .with_context(|| format!("starting BIRD in lab {}", lab.id))?;
+        }
         if opts.lb_agent {
             let binary = match opts.agent_binary {
                 Some(path) => path,
@@ -162,7 +204,7 @@ impl Lab {
 
     /// Picks a free lab id, creates the switch namespace (claiming the id) and the lab's
     /// directory.
-    fn allocate(backends: usize, router_mtu: Option<u32>) -> Result<Lab> {
+    fn allocate(backends: usize, router_mtu: Option<u32>, bgp_lbs: usize) -> Result<Lab> {
         for _ in 0..1000 {
             let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
             let id = format!("xl{:04}{n}", std::process::id() % 10000);
@@ -170,12 +212,14 @@ impl Lab {
             let ns_backends: Vec<String> =
                 (0..backends).map(|i| ns(&Self::backend_name(i))).collect();
             let all = [ns("sw"), ns("cl"), ns("lb"), ns("rt")];
+            let ns_extra_lbs: Vec<String> = (2..=bgp_lbs).map(|k| ns(&format!("lb{k}"))).collect();
             if !stale::claim(&id)? {
                 continue;
             }
             if all
                 .iter()
                 .chain(&ns_backends)
+                .chain(&ns_extra_lbs)
                 .any(|name| netns::exists(name))
             {
                 // Namespaces nobody has a record for: not ours to touch.
@@ -194,12 +238,14 @@ impl Lab {
                 ns_switch: all[0].clone(),
                 ns_client: all[1].clone(),
                 ns_lb: all[2].clone(),
+                ns_extra_lbs,
+                birds: Vec::new(),
                 ns_backends,
                 router: router_mtu.map(|mtu| (all[3].clone(), mtu)),
                 created: vec![all[0].clone()],
                 registry: Registry::default(),
                 nginx: Vec::new(),
-                xdp_pass: None,
+                xdp_pass: Vec::new(),
                 agent: None,
                 spawned: AtomicUsize::new(0),
             };
@@ -220,8 +266,9 @@ impl Lab {
             Some((router, _)) => router,
             None => &self.ns_client,
         };
-        let hosts: Vec<(String, String)> = [first, &self.ns_lb]
-            .into_iter()
+        let lbs = self.lb_namespaces();
+        let hosts: Vec<(String, String)> = std::iter::once(first)
+            .chain(&lbs)
             .chain(&self.ns_backends)
             .map(|ns| (ns.clone(), ns.rsplit('-').next().unwrap_or(ns).to_owned()))
             .collect();
@@ -256,8 +303,11 @@ impl Lab {
                     (Self::ROUTER_ADDR.to_owned(), Self::CLIENT_MAC.to_owned())
                 }
                 0 => (Self::CLIENT_ADDR.to_owned(), Self::CLIENT_MAC.to_owned()),
-                1 => (Self::LB_ADDR.to_owned(), Self::LB_MAC.to_owned()),
-                _ => (Self::backend_addr(i - 2), Self::backend_mac(i - 2)),
+                i if i <= lbs.len() => (Self::lb_addr(i - 1), Self::lb_mac(i - 1)),
+                _ => (
+                    Self::backend_addr(i - 1 - lbs.len()),
+                    Self::backend_mac(i - 1 - lbs.len()),
+                ),
             };
             self.ip(
                 &sw,
@@ -279,10 +329,13 @@ impl Lab {
             )?;
         }
         let lb = self.ns_lb.clone();
-        self.ip(
-            &lb,
-            &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"],
-        )?;
+        // Behind BGP the router reaches the VIP through the LBs' announcements.
+        if self.ns_extra_lbs.is_empty() {
+            self.ip(
+                &lb,
+                &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"],
+            )?;
+        }
         for ns in self.ns_backends.clone() {
             self.ip(
                 &ns,
@@ -306,8 +359,8 @@ impl Lab {
         }
         // veth leaves TCP checksums to be completed later; a frame that went through XDP
         // loses that, so every host that sends through the LB's path computes them itself.
-        for ns in [&self.ns_client, &self.ns_lb]
-            .into_iter()
+        for ns in std::iter::once(&self.ns_client)
+            .chain(&lbs)
             .chain(&self.ns_backends)
             .chain(self.router.as_ref().map(|(router, _)| router))
         {
@@ -315,7 +368,10 @@ impl Lab {
         }
         // A frame XDP_TX-ed out of the LB's eth0 reaches the switch only when the switch's
         // end of that veth runs an XDP program itself.
-        self.xdp_pass = Some(netns::attach_xdp_pass(&sw, "lb")?);
+        for ns in &lbs {
+            let port = ns.rsplit('-').next().unwrap_or(ns);
+            self.xdp_pass.push(netns::attach_xdp_pass(&sw, port)?);
+        }
         for i in 0..self.backends {
             let name = Self::backend_name(i);
             let prefix = self.dir_path.join(format!("nginx-{name}"));
@@ -388,7 +444,14 @@ impl Lab {
         ] {
             self.exec_ok(router, &["sysctl", "-q", "-w", setting])?;
         }
-        for ns in std::iter::once(&self.ns_lb).chain(&self.ns_backends) {
+        if !self.ns_extra_lbs.is_empty() {
+            // ECMP by the L4 hash: each connection of one client takes its own path.
+            self.exec_ok(
+                router,
+                &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+            )?;
+        }
+        for ns in self.lb_namespaces().iter().chain(&self.ns_backends) {
             self.ip(
                 ns,
                 &[
@@ -433,10 +496,10 @@ impl Lab {
         for nginx in &mut self.nginx {
             nginx.stop();
         }
-        if let Some(ebpf) = self.xdp_pass.take()
-            && let Err(err) = netns::drop_inside(&self.ns_switch, ebpf)
-        {
-            report("detaching xdp_pass", err);
+        for ebpf in std::mem::take(&mut self.xdp_pass) {
+            if let Err(err) = netns::drop_inside(&self.ns_switch, ebpf) {
+                report("detaching xdp_pass", err);
+            }
         }
         let mut all_deleted = true;
         for ns in self.created.iter().rev() {

@@ -37,6 +37,7 @@
 //! ```
 
 pub mod bench;
+mod bgp;
 mod cmd;
 pub mod demo;
 mod exec;
@@ -48,6 +49,7 @@ mod process;
 pub mod stale;
 mod traffic;
 
+pub use bgp::{ANNOUNCE_TABLE, HOLD_TIME_S};
 pub use cmd::{EXEC_TIMEOUT, check, describe, quote_output, run, run_env, run_ok, status_text};
 pub use lab::{KEEP_DIR_ENV, Lab, LabOptions, MAX_BACKENDS};
 pub use nginx::{RTMP_MODULE, playlist};

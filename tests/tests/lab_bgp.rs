@@ -1,0 +1,287 @@
+//! Several LBs behind ECMP (root only): two LB namespaces, each running BIRD and an agent
+//! with the same YAML and `announce:`, behind a router running BIRD with `merge paths` and
+//! the L4 multipath hash (`LabOptions::bgp_lbs`, `tests/src/bgp.rs`). New sessions spread
+//! over both LBs; a clean stop of one LB withdraws its route and every live publish that
+//! went through it continues through the other LB to the same backend; a service whose
+//! backends all fail as one LB sees them withdraws that LB's route only.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use support::stream::wait_for;
+use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
+
+const BACKENDS: usize = 3;
+const STREAM_SECONDS: u32 = 20;
+const PUBLISHES: usize = 6;
+
+/// The lab's two services with `announce:` (a short restore_after and stop_grace).
+fn announce_config(lab: &Lab) -> PathBuf {
+    let yaml = lab.lab_config().replacen(
+        "services:\n",
+        "announce:\n  restore_after: 1s\n  stop_grace: 2s\nservices:\n",
+        1,
+    );
+    let path = lab.dir().join("xdp-lb-bgp.yaml");
+    std::fs::write(&path, yaml).expect("writing the config");
+    path
+}
+
+/// A BGP lab with both agents running and both routes in the router.
+fn two_lbs() -> (Lab, PathBuf, Vec<LabProcess>) {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions {
+        backends: BACKENDS,
+        bgp_lbs: 2,
+        ..LabOptions::default()
+    })
+    .expect("lab");
+    let config = announce_config(&lab);
+    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let agents = (0..2)
+        .map(|k| lab.start_agent_on(k, &binary, &config).expect("agent"))
+        .collect();
+    let took = lab
+        .wait_router_nexthops(&[0, 1], Duration::from_secs(30))
+        .unwrap_or_else(|err| {
+            panic!(
+                "{err:#}\nrouter: {}\nlb1 log:\n{}",
+                lab.birdc(lab.ns_router().unwrap(), &["show", "protocols"])
+                    .unwrap_or_default(),
+                lab.agent_log_on(0)
+            )
+        });
+    eprintln!("both LBs' routes reached the router {took:?} after the second agent was ready");
+    (lab, binary, agents)
+}
+
+/// LB `k`'s counter `name` (a flow event) from `status --json`.
+fn flow_event(lab: &Lab, binary: &Path, k: usize, name: &str) -> u64 {
+    let out = lab
+        .agent_command_on(k, binary, &["status", "--json"])
+        .expect("status");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    report["flow_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// What LB `k`'s `status` says about the VIP: (announced, the line).
+fn announce_line(lab: &Lab, binary: &Path, k: usize) -> String {
+    let out = lab
+        .agent_command_on(k, binary, &["status"])
+        .expect("status");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("announce: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The client's source ports of its established RTMP connections to the VIP.
+fn publish_ports(lab: &Lab) -> Vec<u16> {
+    let out = lab
+        .exec_ok(
+            lab.ns_client(),
+            &[
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                "dst",
+                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
+            ],
+        )
+        .unwrap_or_default();
+    out.split_whitespace()
+        .filter(|f| f.starts_with(Lab::ROUTED_CLIENT_ADDR))
+        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect()
+}
+
+/// Whether LB `k` holds a connection-table entry for the client's flow from `port`: the
+/// flow went through it.
+fn went_through(lab: &Lab, binary: &Path, k: usize, port: u16) -> bool {
+    let client = format!("{}:{port}", Lab::ROUTED_CLIENT_ADDR);
+    let vip = format!("{}:{}", Lab::VIP, Lab::RTMP_PORT);
+    let out = lab
+        .agent_command_on(k, binary, &["lookup", &client, &vip, "tcp"])
+        .expect("lookup");
+    String::from_utf8_lossy(&out.stdout).contains("from the connection table")
+}
+
+#[test]
+fn new_sessions_spread_over_both_lbs() {
+    let (lab, binary, _agents) = two_lbs();
+    let before: Vec<u64> = (0..2)
+        .map(|k| flow_event(&lab, &binary, k, "syn_not_remembered"))
+        .collect();
+    let sessions = 40u16;
+    for i in 0..sessions {
+        let body = lab
+            .http_get_via_vip_from_port("/", 42000 + i)
+            .expect("a session through the VIP");
+        assert!(body.starts_with('b'), "a backend answered: {body:?}");
+    }
+    let took: Vec<u64> = (0..2)
+        .map(|k| flow_event(&lab, &binary, k, "syn_not_remembered") - before[k])
+        .collect();
+    eprintln!("new sessions per LB: {took:?} of {sessions}");
+    assert_eq!(
+        took.iter().sum::<u64>(),
+        u64::from(sessions),
+        "every session's SYN went through one LB"
+    );
+    for (k, n) in took.iter().enumerate() {
+        assert!(
+            *n >= u64::from(sessions) / 5,
+            "LB {} took {n} of {sessions} new sessions (both take a share): {took:?}",
+            k + 1
+        );
+    }
+    for k in 0..2 {
+        let line = announce_line(&lab, &binary, k);
+        assert!(
+            line.contains(" announced (table 100)"),
+            "LB {}: {line}",
+            k + 1
+        );
+    }
+}
+
+#[test]
+fn a_clean_stop_of_one_lb_moves_its_live_publishes_to_the_other_lb_and_the_same_backend() {
+    let (lab, binary, mut agents) = two_lbs();
+    let mut publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
+        .map(|i| {
+            let stream = format!("bgp{i}");
+            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
+            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let ffmpeg = lab.spawn(lab.ns_client(), &args).expect("ffmpeg");
+            (stream, ffmpeg)
+        })
+        .collect();
+    let ports = wait_for(Duration::from_secs(15), || {
+        let ports = publish_ports(&lab);
+        (ports.len() == PUBLISHES).then_some(ports)
+    })
+    .expect("every publish is established");
+    let through_first: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| went_through(&lab, &binary, 0, *p))
+        .collect();
+    eprintln!(
+        "publishes through LB 1: {} of {PUBLISHES} (client ports {through_first:?})",
+        through_first.len()
+    );
+    assert!(
+        !through_first.is_empty(),
+        "some publish goes through the LB that stops (ports {ports:?})"
+    );
+    // Let them run a while on their first path.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let stopped = Instant::now();
+    agents[0].signal(libc::SIGTERM).expect("SIGTERM");
+    let moved = lab
+        .wait_router_nexthops(&[1], Duration::from_secs(10))
+        .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
+    eprintln!(
+        "failover: the router's route moved to LB 2 alone {:.0} ms after SIGTERM to LB 1's agent",
+        moved.as_secs_f64() * 1000.0
+    );
+    let status = agents[0]
+        .wait_with_timeout(Duration::from_secs(15))
+        .expect("the agent stops");
+    assert!(status.status.success(), "a clean stop");
+    let log = lab.agent_log_on(0);
+    assert!(log.contains("announce: withdrew 10.77.0.100"), "{log}");
+    eprintln!(
+        "LB 1's agent exited {:.0} ms after SIGTERM (stop_grace 2s)",
+        stopped.elapsed().as_secs_f64() * 1000.0
+    );
+    // The moved flows reach LB 2 without an entry there: Maglev places them on the
+    // backend LB 1 chose.
+    for port in &through_first {
+        assert!(
+            wait_for(Duration::from_secs(5), || went_through(
+                &lab, &binary, 1, *port
+            )
+            .then_some(()))
+            .is_some(),
+            "LB 2 took over the flow from port {port}"
+        );
+    }
+
+    for (stream, ffmpeg) in &mut publishes {
+        let output = ffmpeg
+            .wait_with_timeout(Duration::from_secs(u64::from(STREAM_SECONDS) + 40))
+            .expect("ffmpeg ends");
+        assert!(
+            output.status.success(),
+            "publish {stream} went on to its end: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (stream, _) in &publishes {
+        let holder = lab
+            .wait_rtmp_publish(stream, Duration::from_secs(15))
+            .expect("one backend logged the publish");
+        let lines = lab
+            .rtmp_publishes(holder)
+            .expect("rtmp log")
+            .iter()
+            .filter(|l| l.contains(&format!("\"{stream}\"")))
+            .count();
+        assert_eq!(
+            lines,
+            1,
+            "{stream} was one uninterrupted session on {}",
+            Lab::backend_name(holder)
+        );
+    }
+}
+
+#[test]
+fn a_service_whose_backends_all_fail_on_one_lb_withdraws_that_lbs_route_only() {
+    let (lab, binary, _agents) = two_lbs();
+    // LB 1 loses its path to every backend (its checks fail); LB 2 still reaches them.
+    let cut = ["ip", "route", "add", "prohibit", "10.77.0.8/29"];
+    lab.exec_ok(&lab.ns_lb_k(0), &cut)
+        .expect("cutting LB 1 off");
+    let took = lab
+        .wait_router_nexthops(&[1], Duration::from_secs(15))
+        .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
+    eprintln!("LB 1's route left the router {took:?} after its backends became unreachable");
+    let first = announce_line(&lab, &binary, 0);
+    assert!(
+        first.contains("withdrawn") && first.contains("has 0 of the 1 backend(s)"),
+        "LB 1 says why: {first}"
+    );
+    let second = announce_line(&lab, &binary, 1);
+    assert!(
+        second.contains(" announced "),
+        "LB 2 still announces: {second}"
+    );
+    for i in 0..10 {
+        lab.http_get_via_vip_from_port("/", 43000 + i)
+            .expect("sessions go through LB 2");
+    }
+
+    let heal = ["ip", "route", "del", "prohibit", "10.77.0.8/29"];
+    lab.exec_ok(&lab.ns_lb_k(0), &heal).expect("healing LB 1");
+    let back = lab
+        .wait_router_nexthops(&[0, 1], Duration::from_secs(20))
+        .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
+    eprintln!("LB 1's route was back {back:?} after its backends became reachable");
+}
