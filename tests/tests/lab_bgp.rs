@@ -285,3 +285,56 @@ fn a_service_whose_backends_all_fail_on_one_lb_withdraws_that_lbs_route_only() {
         .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
     eprintln!("LB 1's route was back {back:?} after its backends became reachable");
 }
+
+#[test]
+fn a_flow_keeping_restart_keeps_the_route_and_the_next_agent_takes_it_over() {
+    let (lab, binary, mut agents) = two_lbs();
+    agents[0].signal(libc::SIGQUIT).expect("SIGQUIT");
+    agents[0]
+        .wait_with_timeout(Duration::from_secs(15))
+        .expect("the agent exits");
+    // No agent on LB 1: its pinned data plane forwards, and its route stays, past the
+    // BGP hold time.
+    std::thread::sleep(Duration::from_secs(
+        u64::from(xdp_lb_tests::HOLD_TIME_S) + 1,
+    ));
+    assert_eq!(
+        sorted(lab.router_nexthops().expect("router")),
+        [Lab::lb_addr(0), Lab::lb_addr(1)],
+        "LB 1's route stays while its data plane forwards"
+    );
+    for i in 0..10 {
+        lab.http_get_via_vip_from_port("/", 44000 + i)
+            .expect("sessions go on through both LBs");
+    }
+    // The next agent, even with a warm-up, takes the route over at once: the data plane
+    // it adopts never stopped.
+    let warm = lab.dir().join("xdp-lb-warm.yaml");
+    let yaml = std::fs::read_to_string(announce_config(&lab))
+        .unwrap()
+        .replacen("announce:\n", "announce:\n  warm_up: 60s\n", 1);
+    std::fs::write(&warm, yaml).unwrap();
+    let _next = lab
+        .start_agent_on(0, &binary, &warm)
+        .expect("the next agent");
+    let log = lab.agent_log_on(0);
+    assert!(
+        log.contains("the earlier agent's, kept with its data plane"),
+        "{log}"
+    );
+    for _ in 0..25 {
+        assert_eq!(
+            sorted(lab.router_nexthops().expect("router")),
+            [Lab::lb_addr(0), Lab::lb_addr(1)],
+            "the route never left the router"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = announce_line(&lab, &binary, 0);
+    assert!(line.contains(" announced "), "{line}");
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
