@@ -269,6 +269,43 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// [`Self::lab_config`] with `announce:` (`restore_after: 1s`, `stop_grace: 2s`).
+    pub fn announce_config(&self) -> String {
+        self.lab_config().replacen(
+            "services:\n",
+            "announce:\n  restore_after: 1s\n  stop_grace: 2s\nservices:\n",
+            1,
+        )
+    }
+
+    /// Writes [`Self::announce_config`] to `xdp-lb-bgp.yaml` in the lab directory.
+    pub fn write_announce_config(&self) -> Result<PathBuf> {
+        let path = self.dir().join("xdp-lb-bgp.yaml");
+        fs::write(&path, self.announce_config())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// LB `k`'s connection-table event counter `name` (`syn_not_remembered`: the new
+    /// connections it placed) from `status --json`.
+    pub fn flow_event_on(&self, k: usize, agent_binary: &Path, name: &str) -> Result<u64> {
+        let out = self.agent_command_on(k, agent_binary, &["status", "--json"])?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "LB {}'s status is not JSON: {}",
+                k + 1,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok(report["flow_events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["packets"].as_u64())
+            .unwrap_or(0))
+    }
+
     /// `xdp-lb ARGS --socket <LB k's socket>`; its output whatever its exit status.
     pub fn agent_command_on(
         &self,

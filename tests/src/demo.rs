@@ -222,16 +222,26 @@ fn print_howto(lab: &Lab, config: &Path) {
     }
 }
 
-/// The `xdp-lb-lab` command line: `xdp-lb-lab --agent PATH [--once]`.
+/// The `xdp-lb-lab` command line: `xdp-lb-lab --agent PATH [--once] [--lbs N]` (N of 2 or
+/// 3: the BGP demo of `demo_bgp.rs`).
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
     let mut agent = None;
     let mut once = false;
+    let mut lbs = 1;
     let mut args = args.into_iter();
+    let usage = "usage: xdp-lb-lab --agent PATH [--once] [--lbs 1|2|3]";
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--once" => once = true,
             "--agent" => agent = Some(args.next().context("--agent needs a path")?),
-            other => bail!("unknown argument `{other}` (usage: xdp-lb-lab --agent PATH [--once])"),
+            "--lbs" => {
+                let n = args.next().context("--lbs needs a number")?;
+                lbs = match n.parse::<usize>() {
+                    Ok(n @ 1..=3) => n,
+                    _ => bail!("--lbs takes 1, 2 or 3, not `{n}` ({usage})"),
+                };
+            }
+            other => bail!("unknown argument `{other}` ({usage})"),
         }
     }
     let agent = match agent {
@@ -239,5 +249,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
         None => Lab::locate_agent_binary()?,
     };
     let stop = stop_flag()?;
+    if lbs > 1 {
+        return crate::demo_bgp::run(&agent, lbs, once, &stop);
+    }
     run(&agent, once, &stop)
 }

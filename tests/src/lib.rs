@@ -40,6 +40,7 @@ pub mod bench;
 mod bgp;
 mod cmd;
 pub mod demo;
+pub mod demo_bgp;
 mod exec;
 pub mod faults;
 mod lab;

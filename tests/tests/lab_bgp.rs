@@ -21,14 +21,7 @@ const PUBLISHES: usize = 6;
 
 /// The lab's two services with `announce:` (a short restore_after and stop_grace).
 fn announce_config(lab: &Lab) -> PathBuf {
-    let yaml = lab.lab_config().replacen(
-        "services:\n",
-        "announce:\n  restore_after: 1s\n  stop_grace: 2s\nservices:\n",
-        1,
-    );
-    let path = lab.dir().join("xdp-lb-bgp.yaml");
-    std::fs::write(&path, yaml).expect("writing the config");
-    path
+    lab.write_announce_config().expect("writing the config")
 }
 
 /// A BGP lab with both agents running and both routes in the router.
@@ -61,17 +54,7 @@ fn two_lbs() -> (Lab, PathBuf, Vec<LabProcess>) {
 
 /// LB `k`'s counter `name` (a flow event) from `status --json`.
 fn flow_event(lab: &Lab, binary: &Path, k: usize, name: &str) -> u64 {
-    let out = lab
-        .agent_command_on(k, binary, &["status", "--json"])
-        .expect("status");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    report["flow_events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["name"] == name)
-        .and_then(|e| e["packets"].as_u64())
-        .unwrap_or(0)
+    lab.flow_event_on(k, binary, name).expect("status")
 }
 
 /// What LB `k`'s `status` says about the VIP: (announced, the line).

@@ -48,6 +48,10 @@ enum Cmd {
         /// Tear the lab down right after the demo instead of waiting for Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Several LBs behind a BIRD router (2 or 3): sessions spread over them, one stopped
+        /// cleanly while live publishes go on.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        lbs: u8,
         /// The agent's arguments (must include --config FILE).
         #[arg(last = true)]
         args: Vec<String>,
@@ -148,7 +152,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Deps => deps::run().map(|()| 0),
         Cmd::Test { args } => test(&root, &args),
-        Cmd::Run { once, args } => run_agent(&root, once, &args),
+        Cmd::Run { once, lbs, args } => run_agent(&root, once, lbs, &args),
         Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Install(args) => install::run(&root, &target_dir(&root), &args.into()),
         Cmd::Deb { binary, out } => {
@@ -174,7 +178,7 @@ fn test(root: &Path, args: &[String]) -> Result<i32> {
     Ok(exit_code(status))
 }
 
-fn run_agent(root: &Path, once: bool, args: &[String]) -> Result<i32> {
+fn run_agent(root: &Path, once: bool, lbs: u8, args: &[String]) -> Result<i32> {
     let host_mode = !args.is_empty();
     // The agent's own --help and --version need no config.
     let passes = |a: &String| {
@@ -185,8 +189,10 @@ fn run_agent(root: &Path, once: bool, args: &[String]) -> Result<i32> {
     if host_mode && !args.iter().any(passes) {
         bail!("arguments after `--` go to the agent and must include --config FILE");
     }
-    if host_mode && once {
-        bail!("--once is for the lab demo; it does not go with the agent's own arguments");
+    if host_mode && (once || lbs > 1) {
+        bail!(
+            "--once and --lbs are for the lab demo; they do not go with the agent's own arguments"
+        );
     }
     deps::run()?;
     step("build the agent (release)");
@@ -218,7 +224,8 @@ fn run_agent(root: &Path, once: bool, args: &[String]) -> Result<i32> {
     let lab = lab
         .to_str()
         .context("the target directory's path is not UTF-8")?;
-    let mut lab_args = vec!["--agent", agent];
+    let lbs = lbs.to_string();
+    let mut lab_args = vec!["--agent", agent, "--lbs", &lbs];
     if once {
         lab_args.push("--once");
     }
