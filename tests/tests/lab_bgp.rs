@@ -158,51 +158,66 @@ fn a_clean_stop_of_one_lb_moves_its_live_publishes_to_the_other_lb_and_the_same_
         (ports.len() == PUBLISHES).then_some(ports)
     })
     .expect("every publish is established");
-    let through_first: Vec<u16> = ports
-        .iter()
-        .copied()
-        .filter(|p| went_through(&lab, &binary, 0, *p))
+    // The LB that stops is the one carrying more of the publishes (never none of them).
+    let through: Vec<Vec<u16>> = (0..2)
+        .map(|k| {
+            ports
+                .iter()
+                .copied()
+                .filter(|p| went_through(&lab, &binary, k, *p))
+                .collect()
+        })
         .collect();
+    let (gone, stays) = if through[0].len() >= through[1].len() {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let moving = through[gone].clone();
     eprintln!(
-        "publishes through LB 1: {} of {PUBLISHES} (client ports {through_first:?})",
-        through_first.len()
+        "publishes through LB {}: {} of {PUBLISHES} (client ports {moving:?}); it stops",
+        gone + 1,
+        moving.len()
     );
-    assert!(
-        !through_first.is_empty(),
-        "some publish goes through the LB that stops (ports {ports:?})"
+    assert_eq!(
+        through[0].len() + through[1].len(),
+        PUBLISHES,
+        "every publish went through exactly one LB: {through:?}"
     );
     // Let them run a while on their first path.
     std::thread::sleep(Duration::from_secs(3));
 
     let stopped = Instant::now();
-    agents[0].signal(libc::SIGTERM).expect("SIGTERM");
+    agents[gone].signal(libc::SIGTERM).expect("SIGTERM");
     let moved = lab
-        .wait_router_nexthops(&[1], Duration::from_secs(10))
-        .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
+        .wait_router_nexthops(&[stays], Duration::from_secs(10))
+        .unwrap_or_else(|err| panic!("{err:#}\nits log:\n{}", lab.agent_log_on(gone)));
     eprintln!(
-        "failover: the router's route moved to LB 2 alone {:.0} ms after SIGTERM to LB 1's agent",
-        moved.as_secs_f64() * 1000.0
+        "failover: the router's route moved to LB {} alone {:.0} ms after SIGTERM to LB {}'s agent",
+        stays + 1,
+        moved.as_secs_f64() * 1000.0,
+        gone + 1
     );
-    let status = agents[0]
+    let status = agents[gone]
         .wait_with_timeout(Duration::from_secs(15))
         .expect("the agent stops");
     assert!(status.status.success(), "a clean stop");
-    let log = lab.agent_log_on(0);
+    let log = lab.agent_log_on(gone);
     assert!(log.contains("announce: withdrew 10.77.0.100"), "{log}");
     eprintln!(
-        "LB 1's agent exited {:.0} ms after SIGTERM (stop_grace 2s)",
+        "the stopped agent exited {:.0} ms after SIGTERM (stop_grace 2s)",
         stopped.elapsed().as_secs_f64() * 1000.0
     );
-    // The moved flows reach LB 2 without an entry there: Maglev places them on the
-    // backend LB 1 chose.
-    for port in &through_first {
+    // The moved flows reach the other LB without an entry there: Maglev places them on
+    // the backend the first LB chose.
+    for port in &moving {
         assert!(
-            wait_for(Duration::from_secs(5), || went_through(
-                &lab, &binary, 1, *port
-            )
-            .then_some(()))
+            wait_for(Duration::from_secs(5), || {
+                went_through(&lab, &binary, stays, *port).then_some(())
+            })
             .is_some(),
-            "LB 2 took over the flow from port {port}"
+            "LB {} took over the flow from port {port}",
+            stays + 1
         );
     }
 
