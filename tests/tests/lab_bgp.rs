@@ -336,3 +336,116 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Starts `PUBLISHES` publishes named `{prefix}N` and waits until all are established.
+fn start_publishes(lab: &Lab, prefix: &str) -> Vec<(String, LabProcess)> {
+    let publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
+        .map(|i| {
+            let stream = format!("{prefix}{i}");
+            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
+            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            (stream, lab.spawn(lab.ns_client(), &args).expect("ffmpeg"))
+        })
+        .collect();
+    wait_for(Duration::from_secs(15), || {
+        (publish_ports(lab).len() == PUBLISHES).then_some(())
+    })
+    .expect("every publish is established");
+    publishes
+}
+
+/// Waits for every publish to end and asserts each was one unbroken session on one backend.
+fn assert_unbroken(lab: &Lab, publishes: &mut [(String, LabProcess)]) {
+    for (stream, ffmpeg) in publishes.iter_mut() {
+        let output = ffmpeg
+            .wait_with_timeout(Duration::from_secs(u64::from(STREAM_SECONDS) + 40))
+            .expect("ffmpeg ends");
+        assert!(
+            output.status.success(),
+            "publish {stream} went on to its end: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (stream, _) in publishes.iter() {
+        let holder = lab
+            .wait_rtmp_publish(stream, Duration::from_secs(15))
+            .expect("one backend logged the publish");
+        let lines = lab
+            .rtmp_publishes(holder)
+            .expect("rtmp log")
+            .iter()
+            .filter(|l| l.contains(&format!("\"{stream}\"")))
+            .count();
+        assert_eq!(lines, 1, "{stream} was one uninterrupted session");
+    }
+}
+
+#[test]
+fn an_lb_joining_takes_new_sessions_and_breaks_no_live_publish() {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions {
+        backends: BACKENDS,
+        bgp_lbs: 2,
+        ..LabOptions::default()
+    })
+    .expect("lab");
+    let config = announce_config(&lab);
+    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let _first = lab.start_agent_on(0, &binary, &config).expect("agent");
+    lab.wait_router_nexthops(&[0], Duration::from_secs(30))
+        .expect("LB 1 alone");
+    let mut publishes = start_publishes(&lab, "join");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let _second = lab.start_agent_on(1, &binary, &config).expect("agent");
+    let took = lab
+        .wait_router_nexthops(&[0, 1], Duration::from_secs(15))
+        .expect("LB 2 joins the route");
+    eprintln!("LB 2's route reached the router {took:?} after its agent was ready");
+    std::thread::sleep(Duration::from_secs(2));
+    let moved: Vec<u16> = publish_ports(&lab)
+        .into_iter()
+        .filter(|p| went_through(&lab, &binary, 1, *p))
+        .collect();
+    eprintln!(
+        "live publishes the router moved to the joining LB: {} of {PUBLISHES}",
+        moved.len()
+    );
+    let before = flow_event(&lab, &binary, 1, "syn_not_remembered");
+    for i in 0..20 {
+        lab.http_get_via_vip_from_port("/", 45000 + i)
+            .expect("a session through the VIP");
+    }
+    let taken = flow_event(&lab, &binary, 1, "syn_not_remembered") - before;
+    assert!(taken > 0, "the joining LB takes a share of new sessions");
+    assert_unbroken(&lab, &mut publishes);
+}
+
+#[test]
+fn an_lb_whose_link_goes_down_leaves_the_route_after_the_hold_time_and_its_publishes_continue() {
+    let (lab, binary, _agents) = two_lbs();
+    let mut publishes = start_publishes(&lab, "link");
+    let on_first = publish_ports(&lab)
+        .into_iter()
+        .filter(|p| went_through(&lab, &binary, 0, *p))
+        .count();
+    eprintln!("publishes through LB 1: {on_first} of {PUBLISHES}");
+    std::thread::sleep(Duration::from_secs(2));
+    // LB 1's link goes down: nothing withdraws; BGP notices after the hold time.
+    lab.exec_ok(&lab.ns_lb_k(0), &["ip", "link", "set", "eth0", "down"])
+        .expect("link down");
+    let took = lab
+        .wait_router_nexthops(&[1], Duration::from_secs(15))
+        .expect("LB 1 leaves the route");
+    eprintln!(
+        "failover by the BGP hold time ({} s): LB 1's next hop left {:.0} ms after its link went down",
+        xdp_lb_tests::HOLD_TIME_S,
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "only the hold time takes the route out ({took:?})"
+    );
+    assert_unbroken(&lab, &mut publishes);
+}
