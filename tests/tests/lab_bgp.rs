@@ -449,3 +449,33 @@ fn an_lb_whose_link_goes_down_leaves_the_route_after_the_hold_time_and_its_publi
     );
     assert_unbroken(&lab, &mut publishes);
 }
+
+#[test]
+fn the_example_and_lab_bird_configurations_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lab_lb = std::env::temp_dir().join(format!("bird-lab-lb-{}.conf", std::process::id()));
+    let lab_router =
+        std::env::temp_dir().join(format!("bird-lab-router-{}.conf", std::process::id()));
+    std::fs::write(&lab_lb, Lab::bird_lb_config(1)).unwrap();
+    std::fs::write(&lab_router, Lab::bird_router_config(3)).unwrap();
+    for conf in [
+        root.join("examples/bird-lb.conf"),
+        root.join("examples/bird-router.conf"),
+        lab_lb.clone(),
+        lab_router.clone(),
+    ] {
+        let out = std::process::Command::new("bird")
+            .args(["-p", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("bird (cargo xtask deps installs bird2)");
+        assert!(
+            out.status.success(),
+            "{} parses: {}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(lab_lb);
+    let _ = std::fs::remove_file(lab_router);
+}
