@@ -181,8 +181,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
+    health.timeline.observe(&balancer);
     let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx)?;
+    let _metrics = crate::metrics::start(file.ops.metrics.as_ref(), &control_tx)?;
     let _registration = crate::register::start(file.ops.registration.as_ref(), &control_tx)?;
     let _control_socket = match &opts.socket {
         Some(path) => Some(crate::control::server::serve(path, control_tx)?),
@@ -257,6 +258,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             // Fed from the loop itself: a loop stuck anywhere stops feeding it.
             _ = watchdog.tick() => watchdog.feed(),
         }
+        health.timeline.observe(&balancer);
         save_snapshot(&balancer, opts.state_file.as_deref());
     }
     if leave_running {
