@@ -37,6 +37,7 @@
 //! ```
 
 pub mod bench;
+pub mod browser;
 mod cmd;
 pub mod demo;
 mod exec;
