@@ -42,6 +42,7 @@ mod cmd;
 pub mod demo;
 mod exec;
 pub mod faults;
+pub mod forward;
 mod lab;
 pub mod netns;
 mod nginx;
