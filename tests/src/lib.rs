@@ -43,10 +43,12 @@
 //! ```
 
 pub mod bench;
+pub mod browser;
 mod cmd;
 pub mod demo;
 mod exec;
 pub mod faults;
+pub mod forward;
 mod lab;
 pub mod netns;
 mod nginx;

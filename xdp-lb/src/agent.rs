@@ -111,7 +111,8 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     // Requests that arrive before the loop runs wait for it.
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let conflict = |e: anyhow::Error| anyhow::Error::new(Conflict(format!("{e:#}")));
-    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx).map_err(conflict)?;
+    let _metrics =
+        crate::metrics::start(file.ops.metrics.as_ref(), &control_tx).map_err(conflict)?;
     let _registration =
         crate::register::start(file.ops.registration.as_ref(), &control_tx).map_err(conflict)?;
     let _control_socket = match &opts.socket {
@@ -201,6 +202,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
+    health.timeline.observe(&balancer);
 
     let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -279,6 +281,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             // Fed from the loop itself: a loop stuck anywhere stops feeding it.
             _ = watchdog.tick() => watchdog.feed(),
         }
+        health.timeline.observe(&balancer);
         save_snapshot(&balancer, opts.state_file.as_deref());
     }
     if leave_running {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod audit;
 pub mod balancer;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod dataplane;
 pub mod files;

@@ -241,7 +241,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 }
 
 /// Whether `header` is `Bearer <token>` (the scheme in any case).
-fn authorized(header: Option<&str>, token: &str) -> bool {
+pub(crate) fn authorized(header: Option<&str>, token: &str) -> bool {
     let Some((scheme, given)) = header.and_then(|h| h.split_once(' ')) else {
         return false;
     };

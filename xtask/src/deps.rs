@@ -14,7 +14,8 @@ use crate::process::{capture, capture_ok, command, step, tool_path};
 
 /// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
 /// network tools the lab and the tests use, perf for the benchmarks' profiles, and
-/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps).
+/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps), and chromium, the headless browser that
+/// loads the web console in `tests/tests/lab_web.rs`.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -34,6 +35,7 @@ pub const APT_PACKAGES: &[&str] = &[
     // systemd-analyze checks the shipped unit file.
     "systemd",
     "dpkg-dev",
+    "chromium",
 ];
 
 /// The nightly the data plane is built with: `xdp-lb/build.rs` passes the same name to

@@ -1,7 +1,8 @@
 //! The agent's side of failover: where checks leave from, the checkers kept in step with
 //! the config, verdicts applied to the balancer, logged and notified, and the standbys
 //! resolved like backends. It also keeps what `status` and the metrics show of it: the
-//! checkers' last results, the notify command's runs and the table switches' times.
+//! checkers' last results, the notify command's runs, the table switches' times and the
+//! timeline of recent events.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::{
     balancer::Balancer,
     config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
-    control::{report::Observed, switches::TableSwitches},
+    control::{report::Observed, switches::TableSwitches, timeline::Timeline},
     health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
 };
@@ -76,6 +77,8 @@ pub(super) struct Health {
     /// How long table switches took (those of verdicts here, of control requests in
     /// `agent/control.rs`).
     pub switches: TableSwitches,
+    /// Recent verdicts (recorded here) and changes (the agent's loop looks after each step).
+    pub timeline: Timeline,
 }
 
 impl Health {
@@ -96,6 +99,7 @@ impl Health {
             vips,
             logged: None,
             switches: TableSwitches::default(),
+            timeline: Timeline::default(),
         };
         health.sync(file, balancer);
         health
@@ -150,6 +154,7 @@ impl Health {
             notify_runs: self.notify_runs.counts().to_vec(),
             flow_table,
             census: None,
+            events: self.timeline.events(),
         }
     }
 
@@ -163,6 +168,7 @@ impl Health {
             );
             return;
         }
+        self.timeline.health(&event);
         let watch = TableSwitches::start(balancer);
         let applied = balancer.set_health(&event.service, event.address, event.to.is_up());
         self.switches.stop(watch, balancer);

@@ -48,7 +48,7 @@ pub use edit::{with_service_added, with_service_removed};
 pub use errors::{ConfigError, ConfigErrors};
 pub use failover::*;
 pub use model::*;
-pub use ops::{MAX_TOKEN_BYTES, Ops, Registration, read_token_file};
+pub use ops::{MAX_TOKEN_BYTES, Metrics, Ops, Registration, read_token_file};
 pub use render::{render, render_file};
 
 /// Largest configuration file read (a full one, 16384 backends, is about 1 MiB).

@@ -1,6 +1,7 @@
-//! The operations endpoints: the Prometheus metrics listener and the remote registration
-//! API (`metrics.rs` and `register.rs` serve them). Both are off unless the file names
-//! them, and both are bound at start: changing either needs a restart.
+//! The operations endpoints: the management listener (the Prometheus metrics, the web
+//! console and its status report) and the remote registration API (`metrics.rs`,
+//! `console.rs` and `register.rs` serve them). Both are off unless the file names them, and
+//! both are bound at start: changing either needs a restart.
 
 use std::{
     fmt::Write as _,
@@ -27,10 +28,19 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// The operations endpoints; `None` for an endpoint that is off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ops {
-    /// Where `GET /metrics` is served.
-    pub metrics: Option<SocketAddr>,
+    /// Where `GET /metrics`, the web console and `GET /status.json` are served.
+    pub metrics: Option<Metrics>,
     /// Where backends may be added and removed over HTTP with a bearer token.
     pub registration: Option<Registration>,
+}
+
+/// The management listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+    /// Holds a bearer token `/metrics` and `/status.json` then require (the console's page
+    /// asks for it); `None`: no token, as for a listener on a management address.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,17 +96,25 @@ impl Checker<'_> {
     /// `metrics` and `registration`.
     pub(super) fn ops(&mut self, raw: &RawConfig, host: &dyn HostFacts) -> Option<Ops> {
         let before = self.errors.len();
-        let metrics = raw
-            .metrics
-            .as_ref()
-            .and_then(|m| self.listen(&m.value.listen, "metrics.listen"));
+        let metrics = raw.metrics.as_ref().and_then(|m| {
+            let listen = self.listen(&m.value.listen, "metrics.listen");
+            let token_file = match &m.value.token_file {
+                None => Some(None),
+                Some(file) => self.token_file(file, "metrics.token_file", host).map(Some),
+            };
+            Some(Metrics {
+                listen: listen?,
+                token_file: token_file?,
+            })
+        });
         let registration = raw
             .registration
             .as_ref()
             .and_then(|r| self.registration(&r.value, host));
-        if let (Some(m), Some(r), Some(raw_r)) = (metrics, &registration, &raw.registration)
-            && m.port() == r.listen.port()
+        if let (Some(m), Some(r), Some(raw_r)) = (&metrics, &registration, &raw.registration)
+            && m.listen.port() == r.listen.port()
         {
+            let m = m.listen;
             // The second bind fails at start (after the program is attached) when the
             // addresses are equal, or when one listens on every address of its family (and
             // an IPv6 `[::]` takes IPv4 too).
@@ -131,9 +149,21 @@ impl Checker<'_> {
         host: &dyn HostFacts,
     ) -> Option<Registration> {
         let listen = self.listen(&raw.listen, "registration.listen");
-        let file = &raw.token_file;
+        let token_file = self.token_file(&raw.token_file, "registration.token_file", host)?;
+        Some(Registration {
+            listen: listen?,
+            token_file,
+        })
+    }
+
+    /// An absolute path to a token file the host accepts (see [`read_token_file`]).
+    fn token_file(
+        &mut self,
+        file: &Spanned<String>,
+        field: &str,
+        host: &dyn HostFacts,
+    ) -> Option<PathBuf> {
         let path = Path::new(&file.value);
-        let field = "registration.token_file";
         if !path.is_absolute() {
             let message = format!(
                 "{} is not an absolute path (write the full path of the token file)",
@@ -146,10 +176,7 @@ impl Checker<'_> {
             self.error(at(file), field, format!("{} {why}", shown(&file.value)));
             return None;
         }
-        Some(Registration {
-            listen: listen?,
-            token_file: path.to_path_buf(),
-        })
+        Some(path.to_path_buf())
     }
 
     /// An address and port to listen on.
@@ -175,9 +202,12 @@ impl Checker<'_> {
 
 /// `metrics` and `registration` in the effective configuration (nothing when off).
 pub(super) fn render(out: &mut String, ops: &Ops) -> std::fmt::Result {
-    if let Some(listen) = ops.metrics {
+    if let Some(m) = &ops.metrics {
         writeln!(out, "metrics:")?;
-        writeln!(out, "  listen: {}", socket(listen))?;
+        writeln!(out, "  listen: {}", socket(m.listen))?;
+        if let Some(path) = &m.token_file {
+            writeln!(out, "  token_file: {}", string(&path.to_string_lossy()))?;
+        }
     }
     if let Some(r) = &ops.registration {
         writeln!(out, "registration:")?;
@@ -317,7 +347,13 @@ mod tests {
         let off = ok_file(base);
         assert_eq!(off.ops, Ops::default());
         let metrics = ok_file(&format!("metrics:\n  listen: \"[::1]:9100\"\n{base}"));
-        assert_eq!(metrics.ops.metrics, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(
+            metrics.ops.metrics,
+            Some(Metrics {
+                listen: "[::1]:9100".parse().unwrap(),
+                token_file: None
+            })
+        );
         assert_eq!(
             metrics.ops.restart_needed(&off.ops).as_deref(),
             Some("metrics")

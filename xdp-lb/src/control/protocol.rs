@@ -166,6 +166,32 @@ pub struct StatusReport {
     /// The agent itself: its version, start, configuration and reloads.
     #[serde(default)]
     pub agent: AgentInfo,
+    /// When the report was made, in milliseconds since the Unix epoch: rates are the
+    /// difference of two reports' counters over the difference of their times.
+    #[serde(default)]
+    pub at_ms: u64,
+    /// Recent health verdicts, backend state changes and table switches, oldest first (at
+    /// most `control::timeline::MAX_EVENTS`).
+    #[serde(default)]
+    pub events: Vec<TimelineEvent>,
+}
+
+/// One entry of the report's timeline (see `control/timeline.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `health` (a checker's verdict), `state` (a backend's state changed otherwise:
+    /// drained, unresolved, added...), `switch` (a Maglev table switch) or `service`
+    /// (added or removed).
+    pub kind: String,
+    pub service: String,
+    pub backend: Option<IpAddr>,
+    /// The state before and after (`None`: the backend was not there).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// What a verdict's last check saw, what a switch left serving.
+    pub detail: String,
 }
 
 /// What the agent reports of itself (`xdp_lb_build_info`, `xdp_lb_start_time_seconds`,

@@ -360,6 +360,8 @@ mod tests {
                 reloads: [("applied".to_owned(), 2), ("refused".to_owned(), 1)].into(),
                 last_reload_success_s: Some(1_780_000_100),
             },
+            at_ms: 1_780_000_200_000,
+            events: Vec::new(),
         }
     }
 
