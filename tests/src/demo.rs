@@ -25,7 +25,7 @@ const FIRST_SOURCE_PORT: u16 = 20001;
 /// How long the demo's RTMP publish lasts.
 const PUBLISH_SECONDS: u32 = 5;
 /// Where the host reaches the console (another port of 127.0.0.1 when this one is taken).
-const CONSOLE_ON_HOST: &str = "127.0.0.1:9100";
+const CONSOLE_ON_HOST: &str = "127.0.0.1:9742";
 
 /// Sets a flag on SIGINT and SIGTERM (instead of dying), for a loop to poll.
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {

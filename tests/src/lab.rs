@@ -130,7 +130,7 @@ impl Lab {
     pub const LB_SERVICE_PORT: u16 = 8000;
     /// The port of the agent's management listener (metrics, web console) on
     /// [`Lab::LB_ADDR`], with [`Lab::write_lab_config_with_console`].
-    pub const CONSOLE_PORT: u16 = 9100;
+    pub const CONSOLE_PORT: u16 = 9742;
     /// The line the agent logs once it is attached and its maps are filled.
     pub const AGENT_READY_LINE: &str = "xdp-lb is running";
 

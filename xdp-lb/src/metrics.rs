@@ -337,7 +337,9 @@ mod tests {
         let missing = listener(Some("/nonexistent/xdp-lb/console.token".into()));
         let err = start(Some(&missing), &agent).unwrap_err().to_string();
         assert!(
-            err.starts_with("metrics.token_file /nonexistent/xdp-lb/console.token cannot be opened"),
+            err.starts_with(
+                "metrics.token_file /nonexistent/xdp-lb/console.token cannot be opened"
+            ),
             "{err}"
         );
     }
