@@ -154,3 +154,55 @@ fn a_taken_metrics_port_stops_the_start_with_status_2_and_nothing_attached() {
         pins.display()
     );
 }
+
+#[test]
+fn run_time_changes_obey_the_files_rules_and_refusals_leave_later_changes_working() {
+    let lab = lab();
+    let config = write_config(&lab, "");
+    let binary = Lab::locate_agent_binary().expect("the agent binary");
+    let _agent = lab
+        .start_agent(&binary, &config)
+        .expect("starting the agent");
+    for (address, why) in [
+        (Lab::VIP, "is a VIP of this file"),
+        (Lab::LB_ADDR, "is one of this LB's own addresses"),
+        ("10.77.0.255", "is the broadcast address of 10.77.0.0/24"),
+        ("10.77.0.0", "is the network address of 10.77.0.0/24"),
+        ("255.255.255.255", "is the broadcast address"),
+    ] {
+        let out = lab
+            .agent_command(&binary, &["backend", "add", "video-hls", address])
+            .expect("xdp-lb backend add");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{address} was accepted");
+        assert!(stderr.contains(why), "{address}: {stderr}");
+    }
+    // Nothing of those was kept: a new service and a proper backend still go in.
+    let service = lab.dir().join("extra.yaml");
+    fs::write(
+        &service,
+        format!(
+            "name: extra\nvip: {}\nport: 8081\nprotocol: tcp\nbackends:\n  - address: {}\n",
+            Lab::VIP,
+            Lab::backend_addr(0)
+        ),
+    )
+    .unwrap();
+    support::sessions::ctl_ok(
+        &lab,
+        &binary,
+        &["service", "add", service.to_str().unwrap()],
+    );
+    support::sessions::ctl_ok(
+        &lab,
+        &binary,
+        &["backend", "remove", "video-hls", &Lab::backend_addr(2)],
+    );
+    support::sessions::ctl_ok(
+        &lab,
+        &binary,
+        &["backend", "add", "video-hls", &Lab::backend_addr(2)],
+    );
+    let report = status(&lab, &binary);
+    assert_eq!(report.services.len(), 2, "{:?}", report.services);
+}

@@ -278,7 +278,18 @@ impl RuntimeChanges {
                         None => false,
                     })
                 }
-                _ => apply_one(&mut file.config, &change),
+                _ => {
+                    // The same whole validation as at run time: a change saved by an older
+                    // agent that the rules now refuse is dropped, with the reason.
+                    let mut copy = file.clone();
+                    apply_one(&mut copy.config, &change).and_then(|changed| {
+                        if changed {
+                            file = crate::config::revalidated(&copy, host)
+                                .map_err(|why| anyhow!(why))?;
+                        }
+                        Ok(changed)
+                    })
+                }
             };
             match applied {
                 Ok(true) => kept.push(change),
@@ -438,7 +449,7 @@ mod tests {
             path: "x.yaml".into(),
             flow_hash_seed: 1,
             xdp_mode: XdpAttachMode::Native,
-            interfaces: vec!["eth0".into()],
+            interfaces: vec!["lo".into()],
             maglev_table_slots: 1 << 20,
             flow_table: FlowTable::default(),
             services: vec![Service {
@@ -528,6 +539,24 @@ mod tests {
             (b[0].weight, b[1].address, b[1].weight),
             (0, "10.0.0.12".parse().unwrap(), 3)
         );
+    }
+
+    #[test]
+    fn a_saved_change_the_files_rules_refuse_is_dropped_with_the_reason() {
+        let mut changes = scratch();
+        // An older agent accepted a backend that is the service's own VIP.
+        changes
+            .record(RuntimeChange::BackendAdd {
+                service: "rtmp".into(),
+                address: yaml().services[0].vip,
+                weight: 1,
+                mac: None,
+            })
+            .unwrap();
+        let (config, dropped) = changes.apply(&yaml()).unwrap();
+        assert_eq!(config, yaml());
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("is a VIP of this file"), "{dropped:?}");
     }
 
     #[test]

@@ -193,6 +193,11 @@ impl Context<'_> {
         if let Err(why) = edit(&mut candidate, &change) {
             return Response::error(why);
         }
+        // One set of rules: the edited copy must pass the file's whole validation.
+        let candidate = match crate::config::revalidated(&candidate, &crate::config::LiveHost) {
+            Ok(checked) => checked,
+            Err(why) => return Response::error(format!("refused: {why}")),
+        };
         // An added backend's MAC is resolved first: only the other changes are timed as
         // table switches.
         let timed = !matches!(change, RuntimeChange::BackendAdd { .. });

@@ -44,7 +44,7 @@ mod tests_rules;
 use std::path::{Component, Path};
 
 pub use duration::format_duration;
-pub use edit::{with_service_added, with_service_removed};
+pub use edit::{revalidated, with_service_added, with_service_removed};
 pub use errors::{ConfigError, ConfigErrors};
 pub use failover::*;
 pub use model::*;
@@ -68,6 +68,13 @@ pub trait HostFacts {
     /// with it. The default says it does, as for [`Self::is_executable`].
     fn secret_file(&self, _path: &Path) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The host's own addresses with their prefix lengths: no backend, backup or fallback
+    /// server may be one of them, nor the network or broadcast address of an IPv4 subnet of
+    /// theirs. The default knows none (a config checked for another host).
+    fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
+        Vec::new()
     }
 }
 
@@ -96,6 +103,32 @@ impl HostFacts for LiveHost {
 
     fn secret_file(&self, path: &Path) -> Result<(), String> {
         read_token_file(path).map(|_| ())
+    }
+
+    fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
+        let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+            return Vec::new();
+        };
+        addresses
+            .filter_map(|a| {
+                let address = a.address?;
+                let netmask = a.netmask;
+                if let Some(v4) = address.as_sockaddr_in() {
+                    let prefix = netmask
+                        .as_ref()
+                        .and_then(|m| m.as_sockaddr_in())
+                        .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+                    Some((std::net::IpAddr::V4(v4.ip()), prefix))
+                } else {
+                    let v6 = address.as_sockaddr_in6()?;
+                    let prefix = netmask
+                        .as_ref()
+                        .and_then(|m| m.as_sockaddr_in6())
+                        .map_or(128, |m| u128::from(m.ip()).count_ones() as u8);
+                    Some((std::net::IpAddr::V6(v6.ip()), prefix))
+                }
+            })
+            .collect()
     }
 }
 

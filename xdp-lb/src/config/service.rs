@@ -253,6 +253,18 @@ impl Checker<'_> {
             "a multicast address"
         } else if address == IpAddr::V4(Ipv4Addr::BROADCAST) {
             "the broadcast address"
+        } else if let IpAddr::V6(v6) = address
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            &format!("an IPv4-mapped IPv6 address (write {v4})")
+        } else if role == "VIP" {
+            return Some(address);
+        } else if self.vips.contains(&address) {
+            "a VIP of this file"
+        } else if self.local.iter().any(|(a, _)| *a == address) {
+            "one of this LB's own addresses"
+        } else if let Some(what) = self.subnet_edge(address) {
+            &what.clone()
         } else {
             return Some(address);
         };
@@ -262,6 +274,31 @@ impl Checker<'_> {
             format!("{address} is {kind}, it cannot be a {role}"),
         );
         None
+    }
+
+    /// "the network address of 10.0.0.0/24 (this LB's subnet)" when `address` is the
+    /// network or broadcast address of an IPv4 subnet of the LB's own (prefixes up to /30;
+    /// /31 and /32 have neither).
+    fn subnet_edge(&self, address: IpAddr) -> Option<String> {
+        let IpAddr::V4(address) = address else {
+            return None;
+        };
+        let address = u32::from(address);
+        self.local.iter().find_map(|(local, prefix)| {
+            let (IpAddr::V4(local), 1..=30) = (local, *prefix) else {
+                return None;
+            };
+            let mask = u32::MAX << (32 - u32::from(*prefix));
+            let network = u32::from(*local) & mask;
+            let net = format!("{}/{prefix}", Ipv4Addr::from(network));
+            if address == network {
+                Some(format!("the network address of {net} (this LB's subnet)"))
+            } else if address == network | !mask {
+                Some(format!("the broadcast address of {net} (this LB's subnet)"))
+            } else {
+                None
+            }
+        })
     }
 
     fn maglev_size(&mut self, s: &RawService, field: &str) -> Option<u32> {
