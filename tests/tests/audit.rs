@@ -29,6 +29,7 @@ fn backend(a: &str) -> Backend {
         address: addr(a),
         weight: 1,
         mac: None,
+        vlan: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn hls_failover() -> ServiceFailover {
             BackendFailover {
                 check: None,
                 backup: Some(addr("10.0.0.31")),
+                backup_vlan: None,
             },
         )]
         .into(),

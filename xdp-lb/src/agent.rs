@@ -569,6 +569,11 @@ fn apply_change(
         Change::Remac { service, backend } => {
             balancer.set_forwarding(service, backend.address, lookup(&backend.address))
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan,
+        } => balancer.set_vlan(service, *address, *vlan),
     }
 }
 
@@ -620,6 +625,14 @@ fn describe(change: &Change) -> String {
         Change::Remac { service, backend } => {
             format!("re-resolved backend {} of {service}", backend.address)
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan: Some(vlan),
+        } => format!("backend {address} of {service} is on VLAN {vlan}"),
+        Change::SetVlan {
+            service, address, ..
+        } => format!("backend {address} of {service} is on the service's VLAN"),
     }
 }
 

@@ -539,6 +539,17 @@ impl Balancer {
         self.update_backend(service, address, |b| b.config.weight = weight)
     }
 
+    /// Puts a backend on its own VLAN (`None`: its service's), which its frames' outer tag
+    /// is rewritten to; its flows stay.
+    pub fn set_vlan(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        vlan: Option<u16>,
+    ) -> anyhow::Result<()> {
+        self.update_backend(service, address, |b| b.config.vlan = vlan)
+    }
+
     /// Applies `change` to one server (a primary or a standby), then brings its entry and
     /// the tables of its pools up to date in an order that never lets a frame see a slot
     /// naming an invalid entry: a server becoming unusable leaves the tables before its

@@ -51,6 +51,7 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
                 address: a.parse().expect("test backend"),
                 weight: 1,
                 mac: None,
+                vlan: None,
             })
             .collect(),
         pools: Vec::new(),
