@@ -44,6 +44,11 @@ pub struct LabOptions {
     /// backends route the client's subnet through it. `None` (the default): the client is
     /// on the segment.
     pub client_behind_router: Option<u32>,
+    /// Gives every host an IPv6 address too (on fd77::/64, without duplicate address
+    /// detection), the VIP [`Lab::VIP6`] on the LB's eth0 and every backend's lo, the
+    /// router's client link fd77:1::/64, and the backends' nginx an HTTP listener on
+    /// `[::]:8080`. Default false: IPv6 is off in every namespace.
+    pub ipv6: bool,
 }
 
 impl Default for LabOptions {
@@ -53,6 +58,7 @@ impl Default for LabOptions {
             lb_agent: false,
             agent_binary: None,
             client_behind_router: None,
+            ipv6: false,
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct Lab {
     /// The router namespace and the MTU of its link toward the client, with
     /// `client_behind_router`.
     pub(crate) router: Option<(String, u32)>,
+    /// Whether the hosts have IPv6 addresses (`LabOptions::ipv6`).
+    pub(crate) ipv6: bool,
     /// Namespaces created so far, in creation order.
     pub(crate) created: Vec<String>,
     pub(crate) registry: Registry,
@@ -100,6 +108,16 @@ impl Lab {
     pub const ROUTED_CLIENT_NET: &str = "10.77.1.0/24";
     pub const ROUTER_CLIENT_SIDE_ADDR: &str = "10.77.1.1";
     pub const ROUTED_CLIENT_ADDR: &str = "10.77.1.2";
+    /// With `ipv6`: the IPv6 VIP (on the LB's eth0 and every backend's lo), the client's,
+    /// the LB's and the router's addresses on the segment (fd77::/64), and behind the
+    /// router the client's subnet, the router's and the client's addresses on it.
+    pub const VIP6: &str = "fd77::100";
+    pub const CLIENT_ADDR6: &str = "fd77::2";
+    pub const LB_ADDR6: &str = "fd77::1";
+    pub const ROUTER_ADDR6: &str = "fd77::3";
+    pub const ROUTED_CLIENT_NET6: &str = "fd77:1::/64";
+    pub const ROUTER_CLIENT_SIDE_ADDR6: &str = "fd77:1::1";
+    pub const ROUTED_CLIENT_ADDR6: &str = "fd77:1::2";
     /// The client's eth0 MAC.
     pub const CLIENT_MAC: &str = "02:77:00:00:00:02";
     /// The LB's eth0 MAC.
@@ -116,6 +134,11 @@ impl Lab {
     /// Backend `i`'s (0-based) address: 10.77.0.11, .12, ...
     pub fn backend_addr(i: usize) -> String {
         format!("10.77.0.{}", 11 + i)
+    }
+
+    /// With `ipv6`: backend `i`'s (0-based) IPv6 address: fd77::11, fd77::12, ...
+    pub fn backend_addr6(i: usize) -> String {
+        format!("fd77::{}", 11 + i)
     }
 
     /// Backend `i`'s (0-based) name: "b1", "b2", ... (what its nginx answers at `/`).
@@ -147,6 +170,7 @@ impl Lab {
             Err(err) => eprintln!("xdp-lb lab: tearing down labs left behind: {err:#}"),
         }
         let mut lab = Self::allocate(opts.backends, opts.client_behind_router)?;
+        lab.ipv6 = opts.ipv6;
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
         if opts.lb_agent {
@@ -196,6 +220,7 @@ impl Lab {
                 ns_lb: all[2].clone(),
                 ns_backends,
                 router: router_mtu.map(|mtu| (all[3].clone(), mtu)),
+                ipv6: false,
                 created: vec![all[0].clone()],
                 registry: Registry::default(),
                 nginx: Vec::new(),
@@ -235,29 +260,64 @@ impl Lab {
         }
         for ns in self.created.clone() {
             self.ip(&ns, &["link", "set", "lo", "up"])?;
-            self.exec_ok(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
-            )?;
-            self.exec_ok(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
-            )?;
+            let settings: &[&str] = if self.ipv6 {
+                // Addresses usable at once (no DAD), and no router advertisements taken.
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.default.disable_ipv6=0",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.all.accept_ra=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                ]
+            } else {
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ]
+            };
+            for setting in settings {
+                self.exec_ok(&ns, &["sysctl", "-q", "-w", setting])?;
+            }
         }
         let sw = self.ns_switch.clone();
         self.ip(
             &sw,
-            &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
+            &[
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
         )?;
         self.ip(&sw, &["link", "set", "br0", "up"])?;
         for (i, (ns, port)) in hosts.iter().enumerate() {
-            let (addr, mac) = match i {
-                0 if self.router.is_some() => {
-                    (Self::ROUTER_ADDR.to_owned(), Self::CLIENT_MAC.to_owned())
-                }
-                0 => (Self::CLIENT_ADDR.to_owned(), Self::CLIENT_MAC.to_owned()),
-                1 => (Self::LB_ADDR.to_owned(), Self::LB_MAC.to_owned()),
-                _ => (Self::backend_addr(i - 2), Self::backend_mac(i - 2)),
+            let (addr, mac, addr6) = match i {
+                0 if self.router.is_some() => (
+                    Self::ROUTER_ADDR.to_owned(),
+                    Self::CLIENT_MAC.to_owned(),
+                    Self::ROUTER_ADDR6.to_owned(),
+                ),
+                0 => (
+                    Self::CLIENT_ADDR.to_owned(),
+                    Self::CLIENT_MAC.to_owned(),
+                    Self::CLIENT_ADDR6.to_owned(),
+                ),
+                1 => (
+                    Self::LB_ADDR.to_owned(),
+                    Self::LB_MAC.to_owned(),
+                    Self::LB_ADDR6.to_owned(),
+                ),
+                _ => (
+                    Self::backend_addr(i - 2),
+                    Self::backend_mac(i - 2),
+                    Self::backend_addr6(i - 2),
+                ),
             };
             self.ip(
                 &sw,
@@ -277,17 +337,52 @@ impl Lab {
                     "eth0",
                 ],
             )?;
+            if self.ipv6 {
+                self.ip(
+                    ns,
+                    &[
+                        "addr",
+                        "add",
+                        &format!("{addr6}/64"),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                )?;
+            }
         }
         let lb = self.ns_lb.clone();
         self.ip(
             &lb,
             &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"],
         )?;
+        if self.ipv6 {
+            self.ip(
+                &lb,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/128", Self::VIP6),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
+        }
         for ns in self.ns_backends.clone() {
             self.ip(
                 &ns,
                 &["addr", "add", &format!("{}/32", Self::VIP), "dev", "lo"],
             )?;
+            if self.ipv6 {
+                // A VIP on lo is never answered for on eth0 by IPv6 neighbour discovery
+                // (the kernel answers only for the receiving interface's addresses), so
+                // IPv6 needs no counterpart of arp_ignore.
+                self.ip(
+                    &ns,
+                    &["addr", "add", &format!("{}/128", Self::VIP6), "dev", "lo"],
+                )?;
+            }
             for setting in [
                 "net.ipv4.conf.all.arp_ignore=1",
                 "net.ipv4.conf.all.arp_announce=2",
@@ -319,8 +414,12 @@ impl Lab {
         for i in 0..self.backends {
             let name = Self::backend_name(i);
             let prefix = self.dir_path.join(format!("nginx-{name}"));
-            self.nginx
-                .push(Nginx::backend(&name, &self.ns_backends[i], &prefix)?);
+            self.nginx.push(Nginx::backend(
+                &name,
+                &self.ns_backends[i],
+                &prefix,
+                self.ipv6,
+            )?);
             self.nginx.last_mut().map(Nginx::start).transpose()?;
         }
         let prefix = self.dir_path.join("nginx-lb");
@@ -380,6 +479,60 @@ impl Lab {
                 Self::ROUTER_CLIENT_SIDE_ADDR,
             ],
         )?;
+        if self.ipv6 {
+            self.ip(
+                router,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", Self::ROUTER_CLIENT_SIDE_ADDR6),
+                    "dev",
+                    "eth1",
+                    "nodad",
+                ],
+            )?;
+            self.ip(
+                &client,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", Self::ROUTED_CLIENT_ADDR6),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
+            self.ip(
+                &client,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    Self::ROUTER_CLIENT_SIDE_ADDR6,
+                ],
+            )?;
+            self.exec_ok(
+                router,
+                &["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"],
+            )?;
+            for ns in std::iter::once(&self.ns_lb).chain(&self.ns_backends) {
+                self.ip(
+                    ns,
+                    &[
+                        "-6",
+                        "route",
+                        "add",
+                        Self::ROUTED_CLIENT_NET6,
+                        "via",
+                        Self::ROUTER_ADDR6,
+                        "dev",
+                        "eth0",
+                    ],
+                )?;
+            }
+        }
         self.exec_ok(router, &["ethtool", "-K", "eth1", "tx", "off"])?;
         for setting in [
             "net.ipv4.ip_forward=1",

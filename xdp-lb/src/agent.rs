@@ -50,6 +50,13 @@ pub struct RunOptions {
     pub state_file: Option<PathBuf>,
 }
 
+/// A start refused before anything was loaded or attached, because what the file asks for
+/// conflicts with what the host has (a listener's port already taken, another agent on the
+/// control socket): the operator's to fix, so the agent exits 2, like a bad file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; nothing was attached or changed")]
+pub struct Conflict(pub String);
+
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
 pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
     let mut snapshot = match opts.state_file.as_deref().map(Snapshot::load) {
@@ -97,6 +104,19 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         maglev_table_slots: config.maglev_table_slots,
         flow_table: config.flow_table,
         log_level: ebpf_log_level(),
+    };
+    // Every listener is bound before anything is loaded or attached: a port already taken
+    // (or a second agent on the control socket) stops the start with nothing changed, and
+    // exits 2 so that `Restart=on-failure` does not loop on it (RestartPreventExitStatus).
+    // Requests that arrive before the loop runs wait for it.
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let conflict = |e: anyhow::Error| anyhow::Error::new(Conflict(format!("{e:#}")));
+    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx).map_err(conflict)?;
+    let _registration =
+        crate::register::start(file.ops.registration.as_ref(), &control_tx).map_err(conflict)?;
+    let _control_socket = match &opts.socket {
+        Some(path) => Some(crate::control::server::serve(path, control_tx).map_err(conflict)?),
+        None => None,
     };
     systemd::status("loading the data plane");
     let mut dataplane =
@@ -183,13 +203,6 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
-    let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx)?;
-    let _registration = crate::register::start(file.ops.registration.as_ref(), &control_tx)?;
-    let _control_socket = match &opts.socket {
-        Some(path) => Some(crate::control::server::serve(path, control_tx)?),
-        None => None,
-    };
 
     let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -225,6 +238,15 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             Some((request, reply)) = control_rx.recv() => {
+                // Its client gave up waiting (a timed-out registration, say) and was told
+                // so: applying it now would change what the client believes failed.
+                if reply.is_closed() {
+                    log::warn!(
+                        "control: dropped a `{}` request whose client stopped waiting before the agent took it",
+                        request.command()
+                    );
+                    continue;
+                }
                 let mut ctx = control::Context {
                     neighbours: &neighbours,
                     file: &mut file,
@@ -335,7 +357,7 @@ async fn reload_file(
     balancer: &mut Balancer,
 ) -> Result<(ConfigFile, String), String> {
     log::info!("reloading {}", current.config.path.display());
-    let mut new = match config::load_file(&current.config.path, &LiveHost) {
+    let mut new = match config::load_file_settled(&current.config.path, &LiveHost).await {
         Ok(new) => new,
         Err(errors) => {
             log::error!("reload refused, nothing changed:\n{errors}");

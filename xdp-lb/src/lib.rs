@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod files;
 pub mod health;
 pub mod http1;
 pub mod logging;

@@ -176,7 +176,11 @@ async fn answer(
             error(422, &message)
         }
         Ok(other) => error(500, &format!("unexpected answer from the agent: {other:?}")),
-        Err(_) => error(503, "the agent did not answer within 30 s"),
+        Err(_) => error(
+            503,
+            "the agent did not answer within 30 s; the request is dropped, not applied later \
+             (see `xdp-lb status` for what is in place, and send it again)",
+        ),
     }
 }
 
@@ -500,7 +504,7 @@ mod tests {
         let (agent, _seen) = fake_agent();
         let err = start(Some(&registration), &agent).unwrap_err().to_string();
         assert!(
-            err.contains("/nonexistent/xdp-lb.token cannot open it"),
+            err.contains("/nonexistent/xdp-lb.token cannot be opened"),
             "{err}"
         );
     }

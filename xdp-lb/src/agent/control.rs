@@ -227,7 +227,11 @@ impl Context<'_> {
 
     /// Back to the configured weight: the YAML's, or the one the backend was added with.
     async fn enable(&mut self, service: String, address: IpAddr) -> Response {
-        let yaml = match crate::config::load_file(&self.file.config.path, &crate::config::LiveHost)
+        let yaml = match crate::config::load_file_settled(
+            &self.file.config.path,
+            &crate::config::LiveHost,
+        )
+        .await
         {
             Ok(yaml) => yaml,
             Err(errors) => {

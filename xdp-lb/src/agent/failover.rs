@@ -71,6 +71,8 @@ pub(super) struct Health {
     notifier: Option<Notifier>,
     notify_runs: Arc<NotifyRuns>,
     vips: Arc<RwLock<BTreeSet<IpAddr>>>,
+    /// The (server count, notify command) of the last "health: checking" line.
+    logged: Option<(usize, String)>,
     /// How long table switches took (those of verdicts here, of control requests in
     /// `agent/control.rs`).
     pub switches: TableSwitches,
@@ -92,6 +94,7 @@ impl Health {
             notifier: None,
             notify_runs: Arc::default(),
             vips,
+            logged: None,
             switches: TableSwitches::default(),
         };
         health.sync(file, balancer);
@@ -119,13 +122,23 @@ impl Health {
             .notify
             .as_ref()
             .map_or("off".to_owned(), |n| n.command.display().to_string());
-        log::info!(
-            "health: checking {} server(s) ({} started, {} stopped, {} restarted); notify: {notify}",
-            self.checks.len(),
-            synced.started,
-            synced.stopped,
-            synced.restarted
-        );
+        // Logged when something changed (and once at start), never per request: every
+        // `status` and scrape runs this, and a line each would push real alerts out of
+        // journald's rate limit.
+        let now = (self.checks.len(), notify);
+        if synced.started + synced.stopped + synced.restarted > 0
+            || self.logged.as_ref() != Some(&now)
+        {
+            log::info!(
+                "health: checking {} server(s) ({} started, {} stopped, {} restarted); notify: {}",
+                now.0,
+                synced.started,
+                synced.stopped,
+                synced.restarted,
+                now.1
+            );
+            self.logged = Some(now);
+        }
     }
 
     /// What `status` and the metrics show besides the balancer's state; `flow_table` tells

@@ -43,10 +43,7 @@ mod tests_rules;
 #[cfg(test)]
 mod tests_vlans;
 
-use std::{
-    io::Read,
-    path::{Component, Path},
-};
+use std::path::{Component, Path};
 
 pub use duration::format_duration;
 pub use edit::{with_service_added, with_service_removed};
@@ -126,6 +123,60 @@ pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
     load_file(path, host).map(|file| file.config)
 }
 
+/// How old the file must be before the agent reads it for a reload: one written less than
+/// this ago may still be being written (an editor or a copy that writes in place), so the
+/// reload waits until the file is this old.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`load_file`] as the running agent reads it, off its loop: after waiting (at most
+/// [`SETTLE`]) for a file written just now to settle, with a deadline on the read
+/// ([`crate::files::read_within`]: a FIFO or a hung filesystem is an error, never a wait),
+/// and refused when the file changed while it was read (written in place, not replaced by a
+/// rename).
+pub async fn load_file_settled(
+    path: &Path,
+    host: &dyn HostFacts,
+) -> Result<ConfigFile, ConfigErrors> {
+    let unreadable = |message: String| {
+        ConfigErrors::from(ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        })
+    };
+    let stamp = |meta: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt as _;
+        (meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec())
+    };
+    if let Ok(meta) = &std::fs::metadata(path)
+        && meta.is_file()
+        && let Ok(age) = meta.modified().and_then(|m| {
+            m.elapsed()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        && age < SETTLE
+    {
+        tokio::time::sleep(SETTLE - age).await;
+    }
+    let before = std::fs::metadata(path).ok().map(|m| stamp(&m));
+    let bytes = crate::files::read_within(path, MAX_FILE_BYTES, crate::files::READ_DEADLINE)
+        .await
+        .map_err(|e| unreadable(format!("the file {e}")))?;
+    let after = std::fs::metadata(path).ok().map(|m| stamp(&m));
+    if before != after {
+        return Err(unreadable(
+            "the file changed while it was read: write the new version beside it and \
+             rename it into place (mv is atomic), then reload"
+                .to_owned(),
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
+    parse_file(path, &text, host)
+}
+
 /// Reads, parses and validates the configuration file at `path`. A file that cannot be read
 /// gives one error at line 0.
 pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
@@ -138,17 +189,8 @@ pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, Config
             message,
         })
     };
-    let file =
-        std::fs::File::open(path).map_err(|e| unreadable(format!("cannot open the file: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(unreadable(format!(
-            "the file is larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
+    let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)
+        .map_err(|e| unreadable(format!("the file {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
     parse_file(path, &text, host)

@@ -5,7 +5,6 @@
 use std::{
     fmt::Write as _,
     fs,
-    io::Read as _,
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -59,23 +58,14 @@ impl Ops {
 /// The registration token in `path`: one line of printable ASCII, at most
 /// [`MAX_TOKEN_BYTES`], in a regular file nobody but its owner and group can read.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if !meta.is_file() {
-        return Err("is not a regular file".to_owned());
-    }
+    let bytes = crate::files::read_regular(path, MAX_TOKEN_BYTES as u64 * 2)?;
+    let meta = fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o004 != 0 {
         return Err(format!(
             "is readable by every user (mode {mode:04o}); make it root's only: chmod 600"
         ));
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_BYTES as u64 * 2 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
     let token = bytes.trim_ascii();
     if token.is_empty() {
         return Err("is empty (write a token in it, e.g. `openssl rand -hex 32`)".to_owned());
@@ -105,10 +95,29 @@ impl Checker<'_> {
             .as_ref()
             .and_then(|r| self.registration(&r.value, host));
         if let (Some(m), Some(r), Some(raw_r)) = (metrics, &registration, &raw.registration)
-            && m == r.listen
+            && m.port() == r.listen.port()
         {
-            let message = format!("{m} is also metrics.listen: give each its own port");
-            self.error(at(&raw_r.value.listen), "registration.listen", message);
+            // The second bind fails at start (after the program is attached) when the
+            // addresses are equal, or when one listens on every address of its family (and
+            // an IPv6 `[::]` takes IPv4 too).
+            let wildcard = |a: SocketAddr, b: SocketAddr| {
+                a.ip().is_unspecified() && (a.is_ipv6() || b.is_ipv4())
+            };
+            let message = if m == r.listen {
+                Some(format!(
+                    "{m} is also metrics.listen: give each its own port"
+                ))
+            } else if wildcard(m, r.listen) || wildcard(r.listen, m) {
+                Some(format!(
+                    "{} and metrics.listen {m} overlap (the same port, and one listens on every address): give each its own port",
+                    r.listen
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                self.error(at(&raw_r.value.listen), "registration.listen", message);
+            }
         }
         (self.errors.len() == before).then_some(Ops {
             metrics,
@@ -262,11 +271,11 @@ mod tests {
         assert!(
             read_token_file(&dir.0.join("missing"))
                 .unwrap_err()
-                .starts_with("cannot open it: ")
+                .starts_with("cannot be opened: ")
         );
         assert_eq!(
             read_token_file(&dir.0).unwrap_err(),
-            "is not a regular file"
+            "is a directory, not a regular file"
         );
     }
 

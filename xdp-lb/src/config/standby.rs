@@ -88,16 +88,6 @@ impl Checker<'_> {
     ) -> Option<super::HealthCheck> {
         let field = format!("services[{i}].health_check");
         let check = self.service_check(s.health_check.as_ref(), facts.port, facts.protocol, &field);
-        if let (Some(Some(c)), Some(IpAddr::V6(_)), Some(raw)) =
-            (&check, facts.side.vip, s.health_check.as_ref())
-            && c.kind == super::CheckKind::Dsr
-        {
-            self.error(
-                super::raw::at(raw),
-                format!("{field}.kind"),
-                "the dsr check frames an IPv4 SYN; this service's VIP is IPv6 (use tcp, http or rtmp)",
-            );
-        }
         check.unwrap_or_else(|| {
             Some(super::HealthCheck::default_for_port(
                 facts.port.unwrap_or(1),

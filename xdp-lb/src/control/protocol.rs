@@ -13,6 +13,47 @@ use crate::audit::Drift;
 /// Default path of the control socket (root only, mode 0600).
 pub const DEFAULT_SOCKET: &str = "/run/xdp-lb/control.sock";
 
+/// Reads one request: JSON with a `command` tag and exactly that command's fields. An
+/// unknown field is refused for every command, including those without fields (serde's
+/// `deny_unknown_fields` lets an internally tagged unit variant through with any fields, so
+/// `{"command":"reload","dry_run":true}` would reload).
+pub fn parse_request(text: &str) -> Result<Request, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let serde_json::Value::Object(fields) = &value else {
+        return Err("a request is a JSON object with a `command`".to_owned());
+    };
+    if let Some(serde_json::Value::String(command)) = fields.get("command")
+        && FIELDLESS_COMMANDS.contains(&command.as_str())
+    {
+        let extra: Vec<&str> = fields
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "command")
+            .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "`{command}` takes no fields; unknown: {}",
+                extra.join(", ")
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+impl Request {
+    /// The request's `command` tag (`status`, `backend_add`, ...), for logs.
+    pub fn command(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("command")?.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// The commands of [`Request`]'s variants without fields.
+const FIELDLESS_COMMANDS: [&str; 2] = ["status", "reload"];
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -346,6 +387,42 @@ mod tests {
         assert_eq!(report.services[0].table_switches, 0);
         assert_eq!(report.services[0].backends[0].health, None);
         assert!(report.notify_runs.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_for_every_command() {
+        assert_eq!(
+            parse_request(r#"{"command":"reload"}"#),
+            Ok(Request::Reload)
+        );
+        assert_eq!(
+            parse_request(r#"{"command":"status"}"#),
+            Ok(Request::Status)
+        );
+        for (bad, says) in [
+            (r#"{"command":"reload","dry_run":true}"#, "unknown: dry_run"),
+            (r#"{"command":"status","service":"x"}"#, "unknown: service"),
+            (
+                r#"{"command":"backend_drain","service":"s","address":"10.0.0.1","force":1}"#,
+                "unknown field `force`",
+            ),
+            (r#"[{"command":"reload"}]"#, "a JSON object"),
+        ] {
+            let err = parse_request(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        // Every field-less variant is listed, so none slips through.
+        for command in FIELDLESS_COMMANDS {
+            let request = parse_request(&format!(r#"{{"command":"{command}"}}"#)).unwrap();
+            assert_eq!(
+                serde_json::to_value(&request)
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
     }
 
     #[test]
