@@ -15,6 +15,9 @@ use crate::{
 /// Offset of the outer tag's TPID (where an untagged frame has its ethertype); its tag
 /// control information follows.
 const OUTER_TAG_OFFSET: usize = 12;
+/// The bits of a tag control information's first byte that are not the VLAN id: the
+/// priority code point and the drop-eligible indicator.
+const TCI_PRIORITY_BITS: u8 = 0xf0;
 
 /// Rewrites the two MACs (and, for a backend on a VLAN of its own, the outer VLAN id) and
 /// sends the frame to `backend`: XDP_TX out of the ingress interface, or XDP_REDIRECT
@@ -68,10 +71,6 @@ fn retag(ctx: &XdpContext, vlan: u16) {
         (*tag)[3] = vlan as u8;
     }
 }
-
-/// The bits of a tag control information's first byte that are not the VLAN id: the
-/// priority code point and the drop-eligible indicator.
-const TCI_PRIORITY_BITS: u8 = 0xf0;
 
 /// Whether the frame's destination MAC is one the receiving interface owns
 /// (`local_macs`); an interface the agent registered nothing for is not checked.
