@@ -20,7 +20,7 @@ use tokio::{
 
 use crate::{
     audit::{AUDIT_INTERVAL, Auditor},
-    balancer::{Balancer, Forwarding, adopt::Snapshot},
+    balancer::{Balancer, Forwarding, LocalInterface, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     control::census::FlowCensus,
     dataplane::{Dataplane, LoadOptions},
@@ -179,7 +179,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
 
     balancer.finish_adoption();
     save_snapshot(&balancer, opts.state_file.as_deref());
-    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved);
+    // Before the program is attached: frames to other MACs are not balanced from the start.
+    balancer.set_local_interfaces(interfaces.iter().map(local_interface));
+    sync_local_macs(&mut balancer);
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -283,6 +285,8 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         }
         health.timeline.observe(&balancer);
         save_snapshot(&balancer, opts.state_file.as_deref());
+        // Servers added, re-resolved or removed, an interface's MACs read anew.
+        sync_local_macs(&mut balancer);
     }
     if leave_running {
         systemd::stopping("leaving the data plane running for the next agent");
@@ -594,6 +598,11 @@ fn apply_change(
         Change::Remac { service, backend } => {
             balancer.set_forwarding(service, backend.address, lookup(&backend.address))
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan,
+        } => balancer.set_vlan(service, *address, *vlan),
     }
 }
 
@@ -645,6 +654,14 @@ fn describe(change: &Change) -> String {
         Change::Remac { service, backend } => {
             format!("re-resolved backend {} of {service}", backend.address)
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan: Some(vlan),
+        } => format!("backend {address} of {service} is on VLAN {vlan}"),
+        Change::SetVlan {
+            service, address, ..
+        } => format!("backend {address} of {service} is on the service's VLAN"),
     }
 }
 
@@ -751,31 +768,25 @@ async fn resolve_all(
     out
 }
 
-/// Tells the program which destination MACs are the LB's on each interface it attaches to:
-/// the interface's own, and the source MAC of every backend reached through it (a VLAN
-/// device on it may have another). Frames to any other MAC (promiscuous mode, flooded
-/// unknown unicast) are then passed, not balanced.
-fn register_local_macs(
-    dataplane: &mut Dataplane,
-    interfaces: &[Egress],
-    resolved: &BTreeMap<IpAddr, Option<Forwarding>>,
-) {
-    for egress in interfaces {
-        let mut macs = vec![egress.mac.0];
-        macs.extend(
-            resolved
-                .values()
-                .flatten()
-                .filter(|f| f.ifindex == egress.ifindex)
-                .map(|f| f.src_mac.0),
-        );
-        // Too many to register: the interface is left unchecked rather than refused.
-        if let Err(err) = dataplane.set_local_macs(egress.ifindex, &macs) {
-            log::warn!(
-                "interface {}: {err:#}; frames there are balanced whatever their destination MAC",
-                egress.ifname
-            );
-        }
+/// An interface the program is attached to, as `local_macs` needs it: its own MAC and its
+/// VLAN devices'. (The balancer adds the source MAC of every server reached through it.)
+fn local_interface(egress: &Egress) -> LocalInterface {
+    let mut macs = vec![egress.mac];
+    macs.extend(crate::neighbour::vlan_device_macs(egress.ifindex));
+    LocalInterface {
+        ifindex: egress.ifindex,
+        name: egress.ifname.clone(),
+        macs,
+    }
+}
+
+/// Brings `local_macs` in line with the interfaces and the servers: which destination MACs
+/// are the LB's on each interface it is attached to. Frames to any other MAC (promiscuous
+/// mode, flooded unknown unicast) are passed, not balanced. Nothing is written when nothing
+/// changed.
+fn sync_local_macs(balancer: &mut Balancer) {
+    if let Err(err) = balancer.sync_local_macs() {
+        log::error!("local_macs: {err:#}");
     }
 }
 
@@ -793,8 +804,12 @@ fn note_egress(dataplane: &mut Dataplane, interfaces: &[Egress], address: IpAddr
     }
 }
 
-/// What a round of re-resolution found, for each server.
-type Resolutions = Vec<(Backend, Result<Forwarding, String>)>;
+/// What a round of re-resolution found: for each server, and the attached interfaces read
+/// again (those that could be).
+struct Refreshed {
+    servers: Vec<(Backend, Result<Forwarding, String>)>,
+    interfaces: Vec<LocalInterface>,
+}
 
 /// Starts a round of re-resolution (ARP/ND waits up to `RESOLVE_TIMEOUT` on a silent
 /// server) on a task of its own, so the control loop never waits on the network; the
@@ -803,28 +818,44 @@ fn start_refresh(
     neighbours: &Neighbours,
     file: &ConfigFile,
     running: &mut Option<tokio::task::JoinHandle<()>>,
-    done: &mpsc::Sender<Resolutions>,
+    done: &mpsc::Sender<Refreshed>,
 ) {
     if running.as_ref().is_some_and(|task| !task.is_finished()) {
         return;
     }
     let servers: Vec<Backend> = failover::distinct_servers(file).into_values().collect();
+    let names = file.config.interfaces.clone();
     let (neighbours, done) = (neighbours.clone(), done.clone());
     *running = Some(tokio::spawn(async move {
         let results = join_all(servers.iter().map(|b| forwarding_for(&neighbours, b))).await;
-        let found = servers
+        let servers = servers
             .into_iter()
             .zip(results)
             .map(|(b, r)| (b, r.map_err(|err| format!("{err:#}"))))
             .collect();
-        let _ = done.send(found).await;
+        // An interface's MAC may change, a VLAN device come or go, while the agent runs.
+        let mut interfaces = Vec::new();
+        for name in &names {
+            match neighbours.interface(name).await {
+                Ok(egress) => interfaces.push(local_interface(&egress)),
+                Err(err) => log::debug!("interface {name} not read again: {err}"),
+            }
+        }
+        let _ = done
+            .send(Refreshed {
+                servers,
+                interfaces,
+            })
+            .await;
     }));
 }
 
 /// Applies a round of re-resolution: unresolved backends that answered get their entries,
-/// resolved ones a new MAC when theirs changed.
-fn apply_refresh(found: Resolutions, interfaces: &[Egress], balancer: &mut Balancer) {
-    for (backend, result) in &found {
+/// resolved ones a new MAC when theirs changed, and the interfaces' MACs as read now (the
+/// loop then brings `local_macs` up to date).
+fn apply_refresh(found: Refreshed, interfaces: &[Egress], balancer: &mut Balancer) {
+    balancer.set_local_interfaces(found.interfaces);
+    for (backend, result) in &found.servers {
         let backend = backend.clone();
         let users: Vec<(String, Option<Forwarding>)> = balancer
             .services()

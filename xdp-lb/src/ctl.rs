@@ -36,6 +36,10 @@ pub enum BackendCommand {
         /// Its MAC; resolved from the neighbour table when not given.
         #[arg(long)]
         mac: Option<String>,
+        /// The VLAN it is on, when not the service's: its frames' outer VLAN tag is
+        /// rewritten to it (a service bound to a VLAN only).
+        #[arg(long)]
+        vlan: Option<u16>,
     },
     /// Removes a backend: its flows are balanced afresh.
     Remove { service: String, address: IpAddr },
@@ -128,11 +132,13 @@ pub fn backend(socket: &Path, command: BackendCommand) -> ExitCode {
             address,
             weight,
             mac,
+            vlan,
         } => Request::BackendAdd {
             service,
             address,
             weight,
             mac,
+            vlan,
         },
         BackendCommand::Remove { service, address } => Request::BackendRemove { service, address },
         BackendCommand::Drain { service, address } => Request::BackendDrain { service, address },

@@ -51,6 +51,9 @@ struct NewBackend {
     /// Resolved from the neighbour table when not given.
     #[serde(default)]
     mac: Option<String>,
+    /// The VLAN it is on, when not its service's.
+    #[serde(default)]
+    vlan: Option<u16>,
 }
 
 fn default_weight() -> u32 {
@@ -148,6 +151,7 @@ async fn answer(
                 address: body.address,
                 weight: body.weight,
                 mac: body.mac,
+                vlan: body.vlan,
             };
             (add, true)
         }
@@ -430,7 +434,8 @@ mod tests {
                 service: "video-hls".into(),
                 address: "10.0.0.14".parse().unwrap(),
                 weight: 2,
-                mac: None
+                mac: None,
+                vlan: None
             }
         );
 
@@ -447,7 +452,8 @@ mod tests {
                 service: "nope".into(),
                 address: "10.0.0.14".parse().unwrap(),
                 weight: 1,
-                mac: None
+                mac: None,
+                vlan: None
             }
         );
 

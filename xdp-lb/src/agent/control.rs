@@ -123,6 +123,7 @@ impl Context<'_> {
                 address,
                 weight,
                 mac,
+                vlan,
             } => {
                 let mac = match mac.as_deref().map(str::parse::<MacAddr>).transpose() {
                     Ok(mac) => mac,
@@ -138,6 +139,7 @@ impl Context<'_> {
                     address,
                     weight,
                     mac,
+                    vlan,
                 })
                 .await
             }
@@ -307,16 +309,21 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
         .find(|s| s.name == *name)
         .ok_or_else(|| format!("there is no service {name}"))?;
     let (vip, maglev_size) = (service.vip, service.maglev_size);
+    let service_vlan = service.vlan;
     let in_pool = service.pool_of(address).is_some();
     // A server of any pool: backends are added to the service's own (default) pool.
     let backends = service.backends_holding_mut(address);
     let position = backends.iter().position(|b| b.address == address);
     match change {
-        RuntimeChange::BackendAdd { weight, mac, .. } => {
+        RuntimeChange::BackendAdd {
+            weight, mac, vlan, ..
+        } => {
             if position.is_some() || in_pool {
                 return Err(format!("service {name} already has backend {address}"));
             }
             check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
+            let vlan = crate::runtime::backend_vlan(name, service_vlan, address, *vlan)
+                .map_err(|e| e.to_string())?;
             if backends.len() >= maglev_size as usize {
                 return Err(format!(
                     "service {name} has as many backends as its table has slots"
@@ -326,6 +333,7 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
                 address,
                 weight: *weight,
                 mac: *mac,
+                vlan,
             });
         }
         RuntimeChange::BackendRemove { .. } => {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     balancer::Balancer,
-    config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
+    config::{Backend, ConfigFile, FlowTable, HealthState, ServiceFailover},
     control::{report::Observed, switches::TableSwitches, timeline::Timeline},
     health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
@@ -208,26 +208,13 @@ pub(super) fn service_failover(file: &ConfigFile, name: &str) -> ServiceFailover
         .unwrap_or_default()
 }
 
-/// The backend configuration a standby is resolved with: a fallback server's own, a
-/// backup's address alone.
+/// The backend configuration each standby is resolved with (see
+/// `ServiceFailover::standby_backend`).
 pub(super) fn standby_backends(failover: &ServiceFailover) -> Vec<Backend> {
     failover
         .standbys()
         .into_iter()
-        .map(|(address, role)| {
-            let own = match role {
-                Role::Fallback => failover.fallback_server(address),
-                Role::Primary | Role::Backup => None,
-            };
-            own.map_or(
-                Backend {
-                    address,
-                    weight: 1,
-                    mac: None,
-                },
-                |f| f.backend.clone(),
-            )
-        })
+        .map(|(address, role)| failover.standby_backend(address, role))
         .collect()
 }
 

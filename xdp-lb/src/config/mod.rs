@@ -40,6 +40,8 @@ mod tests_failover;
 mod tests_pools;
 #[cfg(test)]
 mod tests_rules;
+#[cfg(test)]
+mod tests_vlans;
 
 use std::path::{Component, Path};
 

@@ -72,6 +72,9 @@ pub enum Request {
         address: IpAddr,
         weight: u32,
         mac: Option<String>,
+        /// The VLAN it is on when not its service's (a VLAN-bound service's only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
     },
     BackendRemove {
         service: String,
@@ -299,6 +302,9 @@ pub struct BackendStatus {
     #[serde(default)]
     pub slots: u32,
     pub mac: Option<String>,
+    /// The VLAN it is on when not its service's: its frames' outer tag is rewritten to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     /// Live connection-table entries naming it (idle no longer than `flow_table`'s
     /// timeout).
     pub flows: u64,

@@ -106,6 +106,7 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
             state,
             slots,
             mac: b.forwarding.map(|f| f.mac.to_string()),
+            vlan: b.config.vlan,
             flows: flows.get(&(b.id, b.epoch)).copied().unwrap_or(0),
             packets: counter.packets,
             bytes: counter.bytes,
