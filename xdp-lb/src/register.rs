@@ -133,6 +133,18 @@ async fn answer(
         Ok(route) => route,
         Err(refused) => return refused,
     };
+    let service = match &route {
+        Route::Add { service } | Route::Remove { service, .. } => service,
+    };
+    if !crate::config::valid_name(service) {
+        return error(
+            404,
+            &format!(
+                "{} is not a service name (1 to 64 characters of A-Z a-z 0-9 _ . -)",
+                crate::config::quoted(service)
+            ),
+        );
+    }
     let (control, created) = match route {
         Route::Add { service } => {
             let body: NewBackend = match serde_json::from_slice(&request.body) {
@@ -487,6 +499,15 @@ mod tests {
                 address: "10.0.0.14".parse().unwrap()
             }
         );
+        // A name no file could hold is refused before the agent sees it, and not echoed.
+        let long = "n".repeat(4000);
+        let (status, answer) = call(addr, post(Some("t0ken-1234"), &long, body)).await;
+        assert_eq!(status, 404);
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("(4000 bytes in all)"), "{message}");
+        let (status, _) = call(addr, post(Some("t0ken-1234"), "a%0Ab", body)).await;
+        assert_eq!(status, 404);
         let unknown = "GET /v1/other HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         assert_eq!(call(addr, unknown.to_owned()).await.0, 404);
         assert!(

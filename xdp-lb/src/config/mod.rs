@@ -47,7 +47,12 @@ use std::path::{Component, Path};
 
 pub use duration::format_duration;
 pub use edit::{revalidated, with_service_added, with_service_removed};
-pub use errors::{ConfigError, ConfigErrors};
+pub use errors::{ConfigError, ConfigErrors, quoted};
+
+/// Whether `name` can name a service or a pool (1 to 64 characters of A-Z a-z 0-9 _ . -).
+pub fn valid_name(name: &str) -> bool {
+    pools::valid_pool_name(name)
+}
 pub use failover::*;
 pub use model::*;
 pub use ops::{MAX_TOKEN_BYTES, Metrics, Ops, Registration, read_token_file};

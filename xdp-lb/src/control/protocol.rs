@@ -42,6 +42,36 @@ pub fn parse_request(text: &str) -> Result<Request, String> {
 }
 
 impl Request {
+    /// Every service or pool name the request carries is one a file could hold: a request
+    /// naming `"x".repeat(50_000_000)` is refused here, with the name clipped, and never
+    /// echoed whole into a log line or a reply.
+    pub fn check_names(&self) -> Result<(), String> {
+        let (service, pool) = match self {
+            Request::Status | Request::Reload | Request::Lookup { .. } => (None, None),
+            Request::ServiceAdd { .. } => (None, None),
+            Request::BackendAdd { service, .. }
+            | Request::BackendRemove { service, .. }
+            | Request::BackendDrain { service, .. }
+            | Request::BackendEnable { service, .. }
+            | Request::BackendWeight { service, .. }
+            | Request::ClientRemove { service, .. }
+            | Request::ServiceRemove { service } => (Some(service), None),
+            Request::ClientSet { service, pool, .. } => (Some(service), pool.as_ref()),
+            Request::ClientList { service } => (service.as_ref(), None),
+        };
+        for (what, name) in [("service", service), ("pool", pool)] {
+            if let Some(name) = name
+                && !crate::config::valid_name(name)
+            {
+                return Err(format!(
+                    "{} is not a {what} name (1 to 64 characters of A-Z a-z 0-9 _ . -)",
+                    crate::config::quoted(name)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The request's `command` tag (`status`, `backend_add`, ...), for logs.
     pub fn command(&self) -> String {
         serde_json::to_value(self)

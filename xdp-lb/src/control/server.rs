@@ -155,5 +155,7 @@ async fn read_request(stream: &mut UnixStream) -> anyhow::Result<Request> {
     if !line.ends_with('\n') && line.len() >= MAX_REQUEST {
         bail!("request longer than {MAX_REQUEST} bytes");
     }
-    parse_request(line.trim()).map_err(|e| anyhow::anyhow!("not a request: {e}"))
+    let request = parse_request(line.trim()).map_err(|e| anyhow::anyhow!("not a request: {e}"))?;
+    request.check_names().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(request)
 }
