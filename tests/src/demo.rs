@@ -1,7 +1,7 @@
 //! The demo behind `cargo xtask run`: a lab with the agent, a topology picture, HTTP flows
 //! and an RTMP publish through the VIP, the agent's log, then (unless `once`) the lab stays
-//! up for poking at by hand until SIGINT/SIGTERM. The lab is always torn down before
-//! [`run`] returns.
+//! up for poking at by hand until SIGINT/SIGTERM, its web console forwarded to a port on
+//! the host. The lab is always torn down before [`run`] returns.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Lab, LabOptions};
+use crate::{Lab, LabOptions, forward};
 
 /// How many HTTP requests (each from its own source port) the demo sends.
 pub const HTTP_REQUESTS: u16 = 30;
@@ -24,6 +24,8 @@ pub const HTTP_REQUESTS: u16 = 30;
 const FIRST_SOURCE_PORT: u16 = 20001;
 /// How long the demo's RTMP publish lasts.
 const PUBLISH_SECONDS: u32 = 5;
+/// Where the host reaches the console (another port of 127.0.0.1 when this one is taken).
+const CONSOLE_ON_HOST: &str = "127.0.0.1:9742";
 
 /// Sets a flag on SIGINT and SIGTERM (instead of dying), for a loop to poll.
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -53,7 +55,7 @@ pub fn run(agent: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
         agent.display(),
         lab.ns_lb()
     ));
-    let config = lab.write_lab_config()?;
+    let config = lab.write_lab_config_with_console()?;
     let mut agent_process = lab.start_agent(agent, &config)?;
     print_topology(&lab)?;
     if stopped() {
@@ -83,7 +85,27 @@ pub fn run(agent: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
         step("tearing the lab down");
         return Ok(());
     }
+    let console = forward::start(
+        CONSOLE_ON_HOST.parse()?,
+        lab.ns_lb(),
+        (Lab::LB_ADDR.parse::<std::net::IpAddr>()?, Lab::CONSOLE_PORT).into(),
+    );
     print_howto(&lab, &config);
+    match &console {
+        Ok(forwarded) => println!(
+            "    web console: http://{}/ in a browser on this host (forwarded to the agent's {} in {}; \
+             from the client: ip netns exec {} curl {}status.json)",
+            forwarded.local,
+            Lab::console_url(),
+            lab.ns_lb(),
+            lab.ns_client(),
+            Lab::console_url()
+        ),
+        Err(err) => println!(
+            "    web console: {} from the lab's client (forwarding it to the host failed: {err:#})",
+            Lab::console_url()
+        ),
+    }
     let mut agent_gone = false;
     while !stopped() {
         if !agent_gone && !agent_process.is_running() {

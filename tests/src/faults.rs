@@ -74,6 +74,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Removes the IPv6 VIP from backend `i`'s lo (a lab with `ipv6`).
+    pub fn remove_backend_vip6(&self, i: usize) -> Result<()> {
+        ensure!(i < self.backends, "lab {} has no backend {i}", self.id);
+        ensure!(self.ipv6, "lab {} has no IPv6", self.id);
+        let vip = format!("{}/128", Self::VIP6);
+        self.exec_ok(
+            &self.ns_backends[i],
+            &["ip", "addr", "del", &vip, "dev", "lo"],
+        )?;
+        Ok(())
+    }
+
     /// [`Self::quit_backend_nginx`], then [`Self::wait_backend_nginx_stopped`].
     pub fn stop_backend_nginx(&self, i: usize) -> Result<()> {
         self.quit_backend_nginx(i)?;

@@ -50,6 +50,11 @@ pub struct LabOptions {
     /// reaches it through the routes the LBs' agents announce. 0 (the default): one LB
     /// holding the VIP, no BIRD.
     pub bgp_lbs: usize,
+    /// Gives every host an IPv6 address too (on fd77::/64, without duplicate address
+    /// detection), the VIP [`Lab::VIP6`] on the LB's eth0 and every backend's lo, the
+    /// router's client link fd77:1::/64, and the backends' nginx an HTTP listener on
+    /// `[::]:8080`. Default false: IPv6 is off in every namespace.
+    pub ipv6: bool,
 }
 
 impl Default for LabOptions {
@@ -60,6 +65,7 @@ impl Default for LabOptions {
             agent_binary: None,
             client_behind_router: None,
             bgp_lbs: 0,
+            ipv6: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Lab {
     /// The router namespace and the MTU of its link toward the client, with
     /// `client_behind_router`.
     pub(crate) router: Option<(String, u32)>,
+    /// Whether the hosts have IPv6 addresses (`LabOptions::ipv6`).
+    pub(crate) ipv6: bool,
     /// Namespaces created so far, in creation order.
     pub(crate) created: Vec<String>,
     pub(crate) registry: Registry,
@@ -112,6 +120,16 @@ impl Lab {
     pub const ROUTED_CLIENT_NET: &str = "10.77.1.0/24";
     pub const ROUTER_CLIENT_SIDE_ADDR: &str = "10.77.1.1";
     pub const ROUTED_CLIENT_ADDR: &str = "10.77.1.2";
+    /// With `ipv6`: the IPv6 VIP (on the LB's eth0 and every backend's lo), the client's,
+    /// the LB's and the router's addresses on the segment (fd77::/64), and behind the
+    /// router the client's subnet, the router's and the client's addresses on it.
+    pub const VIP6: &str = "fd77::100";
+    pub const CLIENT_ADDR6: &str = "fd77::2";
+    pub const LB_ADDR6: &str = "fd77::1";
+    pub const ROUTER_ADDR6: &str = "fd77::3";
+    pub const ROUTED_CLIENT_NET6: &str = "fd77:1::/64";
+    pub const ROUTER_CLIENT_SIDE_ADDR6: &str = "fd77:1::1";
+    pub const ROUTED_CLIENT_ADDR6: &str = "fd77:1::2";
     /// The client's eth0 MAC.
     pub const CLIENT_MAC: &str = "02:77:00:00:00:02";
     /// The LB's eth0 MAC.
@@ -122,12 +140,20 @@ impl Lab {
     pub const RTMP_PORT: u16 = 1935;
     /// The port of the LB host's own HTTP service on [`Lab::LB_ADDR`] (answers `lb\n`).
     pub const LB_SERVICE_PORT: u16 = 8000;
+    /// The port of the agent's management listener (metrics, web console) on
+    /// [`Lab::LB_ADDR`], with [`Lab::write_lab_config_with_console`].
+    pub const CONSOLE_PORT: u16 = 9742;
     /// The line the agent logs once it is attached and its maps are filled.
     pub const AGENT_READY_LINE: &str = "xdp-lb is running";
 
     /// Backend `i`'s (0-based) address: 10.77.0.11, .12, ...
     pub fn backend_addr(i: usize) -> String {
         format!("10.77.0.{}", 11 + i)
+    }
+
+    /// With `ipv6`: backend `i`'s (0-based) IPv6 address: fd77::11, fd77::12, ...
+    pub fn backend_addr6(i: usize) -> String {
+        format!("fd77::{}", 11 + i)
     }
 
     /// Backend `i`'s (0-based) name: "b1", "b2", ... (what its nginx answers at `/`).
@@ -141,6 +167,14 @@ impl Lab {
         match k {
             0 => Self::LB_ADDR.to_owned(),
             k => format!("10.77.0.{}", 4 + k),
+        }
+    }
+
+    /// With `ipv6`: LB `k`'s (0-based) IPv6 address: fd77::1, then fd77::5, fd77::6.
+    pub fn lb_addr6(k: usize) -> String {
+        match k {
+            0 => Self::LB_ADDR6.to_owned(),
+            k => format!("fd77::{}", 4 + k),
         }
     }
 
@@ -185,6 +219,7 @@ impl Lab {
             _ => Some(opts.client_behind_router.unwrap_or(1500)),
         };
         let mut lab = Self::allocate(opts.backends, router_mtu, opts.bgp_lbs)?;
+        lab.ipv6 = opts.ipv6;
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
         if opts.bgp_lbs > 0 {
@@ -242,6 +277,7 @@ impl Lab {
                 birds: Vec::new(),
                 ns_backends,
                 router: router_mtu.map(|mtu| (all[3].clone(), mtu)),
+                ipv6: false,
                 created: vec![all[0].clone()],
                 registry: Registry::default(),
                 nginx: Vec::new(),
@@ -282,31 +318,63 @@ impl Lab {
         }
         for ns in self.created.clone() {
             self.ip(&ns, &["link", "set", "lo", "up"])?;
-            self.exec_ok(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
-            )?;
-            self.exec_ok(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
-            )?;
+            let settings: &[&str] = if self.ipv6 {
+                // Addresses usable at once (no DAD), and no router advertisements taken.
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.default.disable_ipv6=0",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.all.accept_ra=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                ]
+            } else {
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ]
+            };
+            for setting in settings {
+                self.exec_ok(&ns, &["sysctl", "-q", "-w", setting])?;
+            }
         }
         let sw = self.ns_switch.clone();
         self.ip(
             &sw,
-            &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
+            &[
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
         )?;
         self.ip(&sw, &["link", "set", "br0", "up"])?;
         for (i, (ns, port)) in hosts.iter().enumerate() {
-            let (addr, mac) = match i {
-                0 if self.router.is_some() => {
-                    (Self::ROUTER_ADDR.to_owned(), Self::CLIENT_MAC.to_owned())
-                }
-                0 => (Self::CLIENT_ADDR.to_owned(), Self::CLIENT_MAC.to_owned()),
-                i if i <= lbs.len() => (Self::lb_addr(i - 1), Self::lb_mac(i - 1)),
+            let (addr, mac, addr6) = match i {
+                0 if self.router.is_some() => (
+                    Self::ROUTER_ADDR.to_owned(),
+                    Self::CLIENT_MAC.to_owned(),
+                    Self::ROUTER_ADDR6.to_owned(),
+                ),
+                0 => (
+                    Self::CLIENT_ADDR.to_owned(),
+                    Self::CLIENT_MAC.to_owned(),
+                    Self::CLIENT_ADDR6.to_owned(),
+                ),
+                i if i <= lbs.len() => (
+                    Self::lb_addr(i - 1),
+                    Self::lb_mac(i - 1),
+                    Self::lb_addr6(i - 1),
+                ),
                 _ => (
                     Self::backend_addr(i - 1 - lbs.len()),
                     Self::backend_mac(i - 1 - lbs.len()),
+                    Self::backend_addr6(i - 1 - lbs.len()),
                 ),
             };
             self.ip(
@@ -327,6 +395,19 @@ impl Lab {
                     "eth0",
                 ],
             )?;
+            if self.ipv6 {
+                self.ip(
+                    ns,
+                    &[
+                        "addr",
+                        "add",
+                        &format!("{addr6}/64"),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                )?;
+            }
         }
         let lb = self.ns_lb.clone();
         // Behind BGP the router reaches the VIP through the LBs' announcements.
@@ -335,12 +416,34 @@ impl Lab {
                 &lb,
                 &["addr", "add", &format!("{}/32", Self::VIP), "dev", "eth0"],
             )?;
+            if self.ipv6 {
+                self.ip(
+                    &lb,
+                    &[
+                        "addr",
+                        "add",
+                        &format!("{}/128", Self::VIP6),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                )?;
+            }
         }
         for ns in self.ns_backends.clone() {
             self.ip(
                 &ns,
                 &["addr", "add", &format!("{}/32", Self::VIP), "dev", "lo"],
             )?;
+            if self.ipv6 {
+                // A VIP on lo is never answered for on eth0 by IPv6 neighbour discovery
+                // (the kernel answers only for the receiving interface's addresses), so
+                // IPv6 needs no counterpart of arp_ignore.
+                self.ip(
+                    &ns,
+                    &["addr", "add", &format!("{}/128", Self::VIP6), "dev", "lo"],
+                )?;
+            }
             for setting in [
                 "net.ipv4.conf.all.arp_ignore=1",
                 "net.ipv4.conf.all.arp_announce=2",
@@ -375,8 +478,12 @@ impl Lab {
         for i in 0..self.backends {
             let name = Self::backend_name(i);
             let prefix = self.dir_path.join(format!("nginx-{name}"));
-            self.nginx
-                .push(Nginx::backend(&name, &self.ns_backends[i], &prefix)?);
+            self.nginx.push(Nginx::backend(
+                &name,
+                &self.ns_backends[i],
+                &prefix,
+                self.ipv6,
+            )?);
             self.nginx.last_mut().map(Nginx::start).transpose()?;
         }
         let prefix = self.dir_path.join("nginx-lb");
@@ -436,6 +543,60 @@ impl Lab {
                 Self::ROUTER_CLIENT_SIDE_ADDR,
             ],
         )?;
+        if self.ipv6 {
+            self.ip(
+                router,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", Self::ROUTER_CLIENT_SIDE_ADDR6),
+                    "dev",
+                    "eth1",
+                    "nodad",
+                ],
+            )?;
+            self.ip(
+                &client,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", Self::ROUTED_CLIENT_ADDR6),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
+            self.ip(
+                &client,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    Self::ROUTER_CLIENT_SIDE_ADDR6,
+                ],
+            )?;
+            self.exec_ok(
+                router,
+                &["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"],
+            )?;
+            for ns in std::iter::once(&self.ns_lb).chain(&self.ns_backends) {
+                self.ip(
+                    ns,
+                    &[
+                        "-6",
+                        "route",
+                        "add",
+                        Self::ROUTED_CLIENT_NET6,
+                        "via",
+                        Self::ROUTER_ADDR6,
+                        "dev",
+                        "eth0",
+                    ],
+                )?;
+            }
+        }
         self.exec_ok(router, &["ethtool", "-K", "eth1", "tx", "off"])?;
         for setting in [
             "net.ipv4.ip_forward=1",

@@ -24,6 +24,12 @@
 //! through 10.77.0.3. The backends' full-size packets then draw "fragmentation needed"
 //! from the router, to the VIP (`tests/tests/lab_pmtu.rs`).
 //!
+//! With `LabOptions::ipv6` every host also gets an IPv6 address without DAD (client
+//! fd77::2, LB fd77::1, router fd77::3, backends fd77::11 ...; the router's client link
+//! fd77:1::/64), the VIP fd77::100 is on the LB's eth0 and every backend's lo, and the
+//! backends' nginx also listens on `[::]:8080`; otherwise IPv6 is off in every namespace
+//! (`tests/tests/lab_ipv6.rs`).
+//!
 //! Every namespace name starts with the lab's id (`xl` + 4 digits of the pid + a counter),
 //! so labs can run in parallel; [`Lab`] is a guard that tears everything down on drop.
 //! Building a lab needs root.
@@ -38,11 +44,13 @@
 
 pub mod bench;
 mod bgp;
+pub mod browser;
 mod cmd;
 pub mod demo;
 pub mod demo_bgp;
 mod exec;
 pub mod faults;
+pub mod forward;
 mod lab;
 pub mod netns;
 mod nginx;

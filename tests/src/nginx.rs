@@ -110,9 +110,10 @@ impl Nginx {
         )
     }
 
-    /// A backend: HTTP on 0.0.0.0:8080 (`/` answers its name, `/health`, `/live.m3u8`) and
-    /// RTMP on 1935 (`application live`), with an RTMP access log.
-    pub fn backend(name: &str, ns: &str, prefix: &Path) -> Result<Self> {
+    /// A backend: HTTP on 0.0.0.0:8080 (and `[::]:8080` with `ipv6`; `/` answers its name,
+    /// `/health`, `/live.m3u8`) and RTMP on 1935 (`application live`), with an RTMP access
+    /// log.
+    pub fn backend(name: &str, ns: &str, prefix: &Path, ipv6: bool) -> Result<Self> {
         let nginx = Self::new(name, ns, prefix)?;
         let www = prefix.join("www");
         fs::write(www.join("live.m3u8"), playlist(name)).context("writing the HLS playlist")?;
@@ -124,6 +125,7 @@ impl Nginx {
              {common}\
              \x20   server {{\n\
              \x20       listen 0.0.0.0:8080;\n\
+             {listen6}\
              \x20       root {p}/www;\n\
              \x20       location = / {{ return 200 \"{name}\\n\"; }}\n\
              \x20       location = /health {{ return 200 \"ok\\n\"; }}\n\
@@ -138,6 +140,11 @@ impl Nginx {
              \x20   }}\n\
              }}\n",
             common = nginx.common_conf(),
+            listen6 = if ipv6 {
+                "        listen [::]:8080 ipv6only=on;\n"
+            } else {
+                ""
+            },
         );
         fs::write(nginx.conf_path(), conf).context("writing a backend's nginx.conf")?;
         Ok(nginx)

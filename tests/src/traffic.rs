@@ -46,6 +46,25 @@ impl Lab {
         Ok(path)
     }
 
+    /// [`Self::write_lab_config`] with the agent's management listener (metrics and web
+    /// console) on [`Self::LB_ADDR`]:[`Self::CONSOLE_PORT`], reachable from the client.
+    pub fn write_lab_config_with_console(&self) -> Result<PathBuf> {
+        let path = self.dir().join("xdp-lb.yaml");
+        let yaml = format!(
+            "metrics:\n  listen: {}:{}\n{}",
+            Self::LB_ADDR,
+            Self::CONSOLE_PORT,
+            self.lab_config()
+        );
+        fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The web console's address inside the lab (see [`Self::write_lab_config_with_console`]).
+    pub fn console_url() -> String {
+        format!("http://{}:{}/", Self::LB_ADDR, Self::CONSOLE_PORT)
+    }
+
     /// `curl -sS --max-time 5 http://VIP:8080PATH` from the client; the body. Fails with
     /// curl's stderr when the request fails (or the status is 4xx/5xx).
     pub fn http_get_via_vip(&self, path: &str) -> Result<String> {

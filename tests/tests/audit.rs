@@ -1,24 +1,36 @@
 //! The data-plane audit against the real maps (root only; the data plane is loaded, not
 //! attached): after every kind of change the balancer makes (pools, client rules, backups,
-//! the fallback pool, drains, unresolved servers, new table sizes, removals) the kernel holds
-//! exactly its intent, and a change written behind its back is found and named.
+//! the fallback pool, drains, unresolved servers, new table sizes, removals, services and
+//! VIPs added and removed, servers reached through a VLAN device) the kernel holds exactly
+//! its intent, and a change written behind its back is found and named.
 
 mod support;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use support::harness::*;
+use aya::{
+    Pod,
+    maps::{HashMap, Map, MapData, MapInfo},
+};
+use support::{frames::LB_MAC, harness::*};
 use xdp_lb::{
     audit::{Drift, compare},
-    balancer::ExpectedTables,
+    balancer::{ExpectedTables, Forwarding},
     config::{
         Backend, BackendFailover, ClientAction, ClientRule, FallbackServer, MacAddr, Pool,
         Protocol, Service, ServiceFailover,
     },
 };
-use xdp_lb_common::{BackendValue, PROTO_TCP, ServiceKey};
+use xdp_lb_common::{
+    BackendValue, FAMILY_IPV4, LocalMacs, PROTO_TCP, ServiceKey, VipKey, addr_words, mac_word,
+    map_names,
+};
 
 const VIP: &str = "10.0.0.100";
+/// A VIP that only a service added at run time has.
+const NEW_VIP: &str = "10.0.0.200";
+/// The MAC of a VLAN device of the ingress interface (loopback under BPF_PROG_TEST_RUN).
+const VLAN_DEVICE_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0x01, 0x00];
 
 fn addr(a: &str) -> IpAddr {
     a.parse().expect("test address")
@@ -29,6 +41,7 @@ fn backend(a: &str) -> Backend {
         address: addr(a),
         weight: 1,
         mac: None,
+        vlan: None,
     }
 }
 
@@ -76,6 +89,7 @@ fn hls_failover() -> ServiceFailover {
             BackendFailover {
                 check: None,
                 backup: Some(addr("10.0.0.31")),
+                backup_vlan: None,
             },
         )]
         .into(),
@@ -85,6 +99,67 @@ fn hls_failover() -> ServiceFailover {
         }],
         pools: BTreeMap::new(),
     }
+}
+
+/// A second handle on the data plane's hash map `name`, opened by id as another tool would.
+fn behind_the_back<K: Pod, V: Pod>(h: &Harness, name: &str) -> HashMap<MapData, K, V> {
+    let info = h
+        .balancer
+        .dataplane()
+        .program()
+        .info()
+        .expect("program info");
+    let ids = info.map_ids().expect("map ids").expect("map ids");
+    let id = ids
+        .into_iter()
+        .find(|id| MapInfo::from_id(*id).is_ok_and(|m| m.name_as_str() == Some(name)))
+        .unwrap_or_else(|| panic!("the program has no map {name}"));
+    let map = Map::HashMap(MapData::from_id(id).expect("opening the map"));
+    HashMap::try_from(map).expect("a hash map")
+}
+
+fn vip_key(a: &str) -> VipKey {
+    VipKey {
+        addr: addr_words(addr(a)),
+        family: FAMILY_IPV4,
+        _pad: [0; 3],
+    }
+}
+
+/// The VIPs in `vips`, sorted.
+fn vips(h: &Harness) -> Vec<IpAddr> {
+    let map: HashMap<MapData, VipKey, u32> = behind_the_back(h, map_names::VIPS);
+    let mut out: Vec<IpAddr> = map
+        .keys()
+        .map(|k| {
+            let k = k.expect("a vips key");
+            IpAddr::from(k.addr[0].to_ne_bytes())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The MACs `local_macs` holds for the ingress interface, in order.
+fn local_macs(h: &Harness) -> Vec<MacAddr> {
+    let map: HashMap<MapData, u32, LocalMacs> = behind_the_back(h, map_names::LOCAL_MACS);
+    let value = map.get(&LOOPBACK_IFINDEX, 0).expect("loopback's entry");
+    value.macs[..value.count as usize]
+        .iter()
+        .map(|w| {
+            let b = w.to_le_bytes();
+            MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+        })
+        .collect()
+}
+
+/// Reached through a VLAN device of the ingress interface, whose MAC frames to the LB on
+/// that VLAN carry.
+fn through_vlan_device(b: &Backend) -> Option<Forwarding> {
+    Some(Forwarding {
+        src_mac: MacAddr(VLAN_DEVICE_MAC),
+        ..Harness::loopback_forwarding(b)?
+    })
 }
 
 /// Every difference the audit finds now (no interface: the attachment is not checked).
@@ -177,6 +252,72 @@ fn after_every_change_the_balancer_makes_the_kernel_holds_its_intent() {
 
     h.balancer.remove_service("hls").unwrap();
     check(&h, "a service removed");
+
+    let dash = Service {
+        maglev_size: 251,
+        ..service("dash", NEW_VIP, 8443, Protocol::Tcp, &["10.0.0.61"])
+    };
+    h.balancer.add_service(&dash, &loopback).unwrap();
+    check(&h, "a service on a new VIP added");
+
+    let tagged = backend("10.0.0.62");
+    h.balancer
+        .add_backend("dash", &tagged, through_vlan_device(&tagged))
+        .unwrap();
+    h.balancer.sync_local_macs().unwrap();
+    check(&h, "a server reached through a VLAN device");
+
+    h.balancer.remove_service("dash").unwrap();
+    h.balancer.sync_local_macs().unwrap();
+    check(&h, "the new VIP's service removed");
+}
+
+#[test]
+fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane() {
+    let mut h = Harness::new(&[video()]);
+    let mut expected = ExpectedTables::default();
+    assert_eq!(vips(&h), [addr(VIP)]);
+    assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
+
+    // As a reload or `service add` does: the new VIP's later fragments are the backends'.
+    let dash = Service {
+        maglev_size: 251,
+        ..service("dash", NEW_VIP, 8443, Protocol::Tcp, &["10.0.0.61"])
+    };
+    h.balancer
+        .add_service(&dash, &Harness::loopback_forwarding)
+        .unwrap();
+    assert_eq!(vips(&h), [addr(VIP), addr(NEW_VIP)]);
+
+    // A server reached through a VLAN device: the device's MAC is the LB's on that VLAN.
+    let tagged = backend("10.0.0.62");
+    h.balancer
+        .add_backend("dash", &tagged, through_vlan_device(&tagged))
+        .unwrap();
+    let before_sync: Vec<String> = drift(&h, &mut expected)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        before_sync,
+        [
+            "interface lo (ifindex 1): local_macs differ: 02:1b:00:00:00:01 (agent: \
+             02:1b:00:00:00:01 02:1b:00:00:01:00)"
+        ],
+        "the audit sees local_macs lag behind the servers"
+    );
+    h.balancer.sync_local_macs().unwrap();
+    assert_eq!(local_macs(&h), [MacAddr(LB_MAC), MacAddr(VLAN_DEVICE_MAC)]);
+    assert_eq!(drift(&h, &mut expected), Vec::<Drift>::new());
+
+    h.balancer
+        .remove_backend("dash", addr("10.0.0.62"))
+        .unwrap();
+    h.balancer.sync_local_macs().unwrap();
+    assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
+    h.balancer.remove_service("dash").unwrap();
+    assert_eq!(vips(&h), [addr(VIP)]);
+    assert_eq!(drift(&h, &mut expected), Vec::<Drift>::new());
 }
 
 #[test]
@@ -197,6 +338,15 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
     dp.write_table(live.table_offset + 7, &[9999]).unwrap();
     dp.set_service_port_word(0, 1 << 5).unwrap();
     dp.remove_service(&key).unwrap();
+    let mut vips: HashMap<MapData, VipKey, u32> = behind_the_back(&h, map_names::VIPS);
+    vips.insert(vip_key("10.0.0.99"), 0, 0).unwrap();
+    let mut macs: HashMap<MapData, u32, LocalMacs> = behind_the_back(&h, map_names::LOCAL_MACS);
+    let foreign = LocalMacs {
+        count: 1,
+        _pad: 0,
+        macs: [mac_word([2, 0, 0, 0, 0, 0x42]), 0, 0, 0],
+    };
+    macs.insert(LOOPBACK_IFINDEX, foreign, 0).unwrap();
     let problems: Vec<String> = drift(&h, &mut expected)
         .iter()
         .map(ToString::to_string)
@@ -205,15 +355,24 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
         problems,
         [
             "Maglev table of video pool default: 1 slot(s) name backend id 9999, which the agent does not use".to_owned(),
+            "VIP 10.0.0.100: missing from vips: later fragments to it whose first was not seen \
+             reach the LB host instead of being dropped"
+                .to_owned(),
             format!(
                 "backend 10.0.0.11 of video (id {}): backends entry differs: mac 02:00:00:00:00:99 (agent: {})",
                 b1.id,
                 backend_mac(addr("10.0.0.11"))
             ),
+            "interface lo (ifindex 1): local_macs differ: 02:00:00:00:00:42 (agent: \
+             02:1b:00:00:00:01)"
+                .to_owned(),
             "port 1935: bit missing from service_ports (a configured service listens there)"
                 .to_owned(),
             "port 5: bit set in service_ports, but no configured service uses the port".to_owned(),
             "service video 10.0.0.100:1935/tcp: key missing from service_by_vip".to_owned(),
+            "vips key 10.0.0.99: an address no configured service has: later fragments to it \
+             whose first was not seen are dropped instead of reaching the LB host"
+                .to_owned(),
         ]
     );
 }

@@ -98,6 +98,7 @@ fn two_lbs_with_one_config_and_different_histories_build_the_same_tables() {
             address: ip(address),
             weight: 1,
             mac: None,
+            vlan: None,
         })
     };
     for address in ["10.0.0.13", "10.0.0.11"] {
@@ -105,6 +106,7 @@ fn two_lbs_with_one_config_and_different_histories_build_the_same_tables() {
             address: ip(address),
             weight: 1,
             mac: None,
+            vlan: None,
         };
         b.add_backend("video-rtmp", &backend, forwarding(address))
             .expect("adding a backend");
@@ -115,6 +117,7 @@ fn two_lbs_with_one_config_and_different_histories_build_the_same_tables() {
         address: ip("10.0.0.12"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     b.add_backend("video-rtmp", &again, forwarding("10.0.0.12"))
         .expect("adding it back");
@@ -127,6 +130,7 @@ fn two_lbs_with_one_config_and_different_histories_build_the_same_tables() {
         address: ip("10.0.0.11"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     b.add_backend("video-hls", &hls_again, forwarding("10.0.0.11"))
         .unwrap();

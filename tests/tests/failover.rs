@@ -39,6 +39,7 @@ fn settings(backups: &[(&str, &str)], fallback: &[&str]) -> ServiceFailover {
                     BackendFailover {
                         check: None,
                         backup: Some(addr(backup)),
+                        backup_vlan: None,
                     },
                 )
             })
@@ -50,6 +51,7 @@ fn settings(backups: &[(&str, &str)], fallback: &[&str]) -> ServiceFailover {
                     address: addr(a),
                     weight: 1,
                     mac: None,
+                    vlan: None,
                 },
                 check: None,
             })
@@ -293,6 +295,7 @@ fn a_backend_added_at_run_time_starts_in_its_checks_initial_state() {
         address: addr("10.0.0.14"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     h.balancer
         .add_backend("hls", &newcomer, Harness::loopback_forwarding(&newcomer))

@@ -97,6 +97,7 @@ fn live_flows_keep_their_backend_when_the_table_changes_and_new_flows_follow_the
         address: addr("10.0.0.14"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     h.balancer
         .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
@@ -203,6 +204,7 @@ fn a_removed_backends_flows_never_follow_its_reused_id_to_a_new_backend() {
         address: addr("10.0.0.99"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     h.balancer
         .add_backend(
@@ -509,6 +511,7 @@ fn a_flood_of_spoofed_syns_several_times_the_table_evicts_no_established_flow() 
         address: addr("10.0.0.14"),
         weight: 1,
         mac: None,
+        vlan: None,
     };
     h.balancer
         .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))

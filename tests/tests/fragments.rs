@@ -10,7 +10,7 @@ use support::{
     frames::{self, Ipv4Frame, Ipv6Frame, LB_MAC},
     harness::*,
 };
-use xdp_lb::config::Protocol;
+use xdp_lb::config::{Protocol, Service};
 use xdp_lb_common::verdict;
 
 const VIP: &str = "10.0.0.100";
@@ -169,4 +169,55 @@ fn ipv6_fragments_follow_their_first_like_ipv4() {
     assert_eq!(v[verdict::FRAGMENT_FIRST_FORWARDED as usize].packets, 10);
     assert_eq!(v[verdict::FRAGMENT_LATER_FORWARDED as usize].packets, 10);
     assert_eq!(v[verdict::DROP_FRAGMENT_UNKNOWN as usize].packets, 1);
+}
+
+#[test]
+fn a_vip_added_at_run_time_has_its_fragments_and_icmp_errors_handled_and_a_removed_one_not() {
+    const NEW_VIP: &str = "10.0.0.200";
+    let mut h = video_lb();
+    // As a reload or `xdp-lb service add` does, on a data plane already running.
+    let added = Service {
+        maglev_size: 251,
+        ..service("srt-new", NEW_VIP, 9000, Protocol::Udp, &BACKENDS)
+    };
+    h.balancer
+        .add_service(&added, &Harness::loopback_forwarding)
+        .unwrap();
+    let datagram = |port: u16| Ipv4Frame {
+        payload: vec![0x47; 200],
+        ..Ipv4Frame::udp(CLIENT, port, NEW_VIP, 9000)
+    };
+
+    // Its later fragment without a first is a backend's, never the host's.
+    let (_, orphan) = frames::ipv4_fragments(&datagram(6200), 0x6200, 104);
+    assert_eq!(h.run(&orphan).action, XDP_DROP, "to the new VIP");
+    let (first, later) = frames::ipv4_fragments(&datagram(6201), 0x6201, 104);
+    let expected = h.predict("srt-new", CLIENT, 6201);
+    assert_eq!(h.run(&first).frame, rewritten(&first, expected));
+    assert_eq!(h.run(&later).frame, rewritten(&later, expected));
+
+    // A router's frag-needed about the new VIP's datagram to a client reaches its backend.
+    let sent = Ipv4Frame {
+        payload: vec![0x47; 1400],
+        ..Ipv4Frame::udp(NEW_VIP, 9000, CLIENT, 6202)
+    };
+    let quoted = frames::ip_packet(&sent.build());
+    let error = frames::icmpv4_error("192.168.0.1", NEW_VIP, 3, 4, 1400, &quoted[..548]);
+    let run = h.run(&error);
+    assert_eq!(run.action, XDP_TX, "frag-needed to the new VIP");
+    assert_eq!(
+        run.frame,
+        rewritten(&error, h.predict("srt-new", CLIENT, 6202))
+    );
+
+    // Removed, the address is the host's again: its fragments pass.
+    h.balancer.remove_service("srt-new").unwrap();
+    let (_, orphan) = frames::ipv4_fragments(&datagram(6203), 0x6203, 104);
+    let run = h.run(&orphan);
+    assert_eq!(run.action, XDP_PASS, "to the removed VIP");
+    assert_eq!(run.frame, orphan);
+    let v = h.verdicts();
+    assert_eq!(v[verdict::DROP_FRAGMENT_UNKNOWN as usize].packets, 1);
+    assert_eq!(v[verdict::ICMP_TOO_BIG_FORWARDED as usize].packets, 1);
+    assert_eq!(v[verdict::PASS_FRAGMENT as usize].packets, 1);
 }

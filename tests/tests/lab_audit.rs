@@ -377,3 +377,27 @@ fn an_agent_adopting_the_data_plane_after_kill_9_finds_no_drift() {
     assert!(t.drift_log("WARN").is_empty(), "{:#?}", t.drift_log("WARN"));
     assert!(rtmp_connects(&t.lab));
 }
+
+#[test]
+fn a_new_mac_of_the_lbs_interface_is_followed_without_a_restart() {
+    let (t, _agent) = Audited::up();
+    assert!(rtmp_connects(&t.lab));
+    // The LB's interface takes another MAC (a bond failing over, an operator), and the
+    // client learns it at its next ARP.
+    t.lab
+        .exec_ok(
+            t.lab.ns_lb(),
+            &["ip", "link", "set", "eth0", "address", "02:77:00:00:00:fe"],
+        )
+        .expect("a new MAC");
+    t.lab
+        .exec_ok(t.lab.ns_client(), &["ip", "neigh", "flush", "dev", "eth0"])
+        .expect("flushing the client's ARP cache");
+    // Until the agent reads the interface again, frames to the new MAC are not balanced
+    // (the LB host refuses them); then they are, with no restart.
+    wait_for("an RTMP connection to the LB's new MAC", || {
+        rtmp_connects(&t.lab).then_some(())
+    });
+    let (code, text) = t.status(&[]);
+    assert_eq!(code, 0, "local_macs as the agent means it: {text}");
+}

@@ -1,10 +1,12 @@
 //! VLANs end to end (root only): the agent on the LB's interface balances 802.1Q and QinQ
-//! tagged frames of a service bound to VLAN 100, and they reach the backends with their
-//! tags exactly as they were.
+//! tagged frames of a service bound to VLAN 100, and they reach the backends on VLAN 100
+//! with their tags exactly as they were, and the backend on VLAN 200 with the outer tag's
+//! VLAN id rewritten to 200 (an inner tag kept).
 //!
 //! This kernel has neither 802.1Q devices nor bridge VLAN filtering, so no host here can
 //! hold a TCP session on a VLAN: the client sends tagged frames raw (AF_PACKET) and the
-//! backends' captures show what arrived.
+//! backends' captures show what arrived (the backends themselves are reached over the
+//! untagged bridge, which carries the tags through).
 
 mod support;
 
@@ -19,6 +21,8 @@ use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
 const FIRST_PORT: u16 = 51000;
 const FLOWS: u16 = 30;
+/// The backend (by index) on VLAN 200; the others are on the service's VLAN 100.
+const ON_VLAN_200: usize = 1;
 
 fn capture(lab: &Lab, i: usize) -> (LabProcess, String) {
     let pcap = lab
@@ -57,7 +61,7 @@ fn syn(port: u16, tags: &[(u16, u16)]) -> Vec<u8> {
 }
 
 #[test]
-fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
+fn tagged_frames_of_a_vlan_service_are_balanced_and_take_their_backends_vlan() {
     assert!(is_root(), "the lab needs root (cargo xtask test)");
     let lab = Lab::up(LabOptions::default()).expect("lab");
     // The bridge takes tags off into packet metadata; with VLAN TX offload off, the switch
@@ -80,7 +84,14 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
         Lab::VIP,
         Lab::HTTP_PORT,
         (0..3)
-            .map(|i| format!("      - address: {}\n", Lab::backend_addr(i)))
+            .map(|i| {
+                let vlan = if i == ON_VLAN_200 {
+                    "        vlan: 200\n"
+                } else {
+                    ""
+                };
+                format!("      - address: {}\n{vlan}", Lab::backend_addr(i))
+            })
             .collect::<String>()
     );
     let config = lab.dir().join("vlan.yaml");
@@ -162,10 +173,16 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
             line.contains(&format!("{} > {}", Lab::LB_MAC, Lab::backend_mac(*at))),
             "MACs rewritten: {line}"
         );
+        // The backend on VLAN 200 gets its own VLAN id in the outer tag.
+        let (vlan, other) = if *at == ON_VLAN_200 {
+            ("vlan 200", "vlan 100")
+        } else {
+            ("vlan 100", "vlan 200")
+        };
         if port < FIRST_PORT + FLOWS {
             assert!(
-                line.contains("vlan 100") && !line.contains("vlan 7"),
-                "802.1Q tag kept: {line}"
+                line.contains(vlan) && !line.contains(other) && !line.contains("vlan 7"),
+                "802.1Q tag with {vlan}: {line}"
             );
         } else {
             assert!(
@@ -173,8 +190,8 @@ fn tagged_frames_of_a_vlan_service_are_balanced_and_keep_their_tags() {
                 "outer 802.1ad tag kept: {line}"
             );
             assert!(
-                line.contains("vlan 100") && line.contains("vlan 7"),
-                "both tags kept: {line}"
+                line.contains(vlan) && !line.contains(other) && line.contains("vlan 7"),
+                "outer tag with {vlan}, inner tag kept: {line}"
             );
         }
     }

@@ -609,3 +609,64 @@ fn frames_to_another_hosts_mac_pass_untouched_and_are_counted() {
         "the same frame to the LB's MAC"
     );
 }
+
+#[test]
+fn frames_to_a_vlan_devices_mac_are_balanced_while_the_lb_owns_that_mac() {
+    // The MACs of two VLAN devices of the ingress interface.
+    const VLAN_200_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0x02, 0x00];
+    const VLAN_300_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0x03, 0x00];
+    let mut h = video_lb();
+    let to = |mac: [u8; 6], port: u16| {
+        let mut frame = Ipv4Frame::tcp(CLIENT, port, VIP, 8080).build();
+        frame[0..6].copy_from_slice(&mac);
+        frame
+    };
+    assert_eq!(
+        h.run(&to(VLAN_200_MAC, 41000)).action,
+        XDP_PASS,
+        "not ours yet"
+    );
+
+    // A backend added at run time, reached through the VLAN 200 device: its MAC is the LB's.
+    let tagged = Backend {
+        address: "10.0.0.14".parse().unwrap(),
+        weight: 1,
+        mac: None,
+        vlan: None,
+    };
+    let through_device = Some(Forwarding {
+        src_mac: MacAddr(VLAN_200_MAC),
+        ..Harness::loopback_forwarding(&tagged).unwrap()
+    });
+    h.balancer
+        .add_backend("video-hls", &tagged, through_device)
+        .unwrap();
+    h.balancer.sync_local_macs().unwrap();
+    assert_eq!(h.run(&to(VLAN_200_MAC, 41001)).action, XDP_TX);
+
+    // A VLAN device the agent reads on the interface, with no backend behind it.
+    h.balancer
+        .set_local_interfaces([xdp_lb::balancer::LocalInterface {
+            ifindex: LOOPBACK_IFINDEX,
+            name: "lo".to_owned(),
+            macs: vec![MacAddr(LB_MAC), MacAddr(VLAN_300_MAC)],
+        }]);
+    h.balancer.sync_local_macs().unwrap();
+    assert_eq!(h.run(&to(VLAN_300_MAC, 41002)).action, XDP_TX);
+
+    // The backend gone, its device's MAC is no longer the LB's.
+    h.balancer
+        .remove_backend("video-hls", "10.0.0.14".parse().unwrap())
+        .unwrap();
+    h.balancer.sync_local_macs().unwrap();
+    let gone = to(VLAN_200_MAC, 41003);
+    let run = h.run(&gone);
+    assert_eq!(run.action, XDP_PASS);
+    assert_eq!(run.frame, gone, "passed untouched");
+    assert_eq!(
+        h.run(&to(LB_MAC, 41004)).action,
+        XDP_TX,
+        "the interface's own"
+    );
+    assert_eq!(h.verdicts()[verdict::PASS_NOT_OUR_MAC as usize].packets, 2);
+}

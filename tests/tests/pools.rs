@@ -38,6 +38,7 @@ fn pool(name: &str, backends: &[&str]) -> Pool {
                 address: addr(a),
                 weight: 1,
                 mac: None,
+                vlan: None,
             })
             .collect(),
     }
@@ -362,6 +363,7 @@ fn a_pools_backup_takes_its_dead_primarys_slots_in_that_pool_only() {
             BackendFailover {
                 check: None,
                 backup: Some(addr("10.0.0.29")),
+                backup_vlan: None,
             },
         )]
         .into(),

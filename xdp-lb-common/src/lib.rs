@@ -104,6 +104,28 @@ pub const BACKEND_F_VALID: u32 = 1 << 0;
 /// whose client's persistence entry names it, are placed afresh.
 pub const BACKEND_F_NO_NEW: u32 = 1 << 1;
 
+/// Lowest bit of the backend's VLAN id in [`BackendValue::flags`]: bits 16..28 hold the VID
+/// the frame's outer tag is rewritten to for this backend (its PCP and DEI kept); 0 leaves
+/// the tag as it came. Kept in `flags`, whose upper bits were always zero, so the entry's
+/// layout (and a pinned data plane of an earlier version) stays as it was.
+pub const BACKEND_VLAN_SHIFT: u32 = 16;
+/// The bits of [`BackendValue::flags`] holding the backend's VLAN id.
+pub const BACKEND_VLAN_MASK: u32 = 0x0fff << BACKEND_VLAN_SHIFT;
+
+impl BackendValue {
+    /// The VLAN id the frame's outer tag gets for this backend; 0: the tag is kept.
+    #[inline(always)]
+    pub fn vlan(&self) -> u16 {
+        ((self.flags & BACKEND_VLAN_MASK) >> BACKEND_VLAN_SHIFT) as u16
+    }
+}
+
+/// The `BackendValue::flags` bits for a backend on VLAN `vlan` (0: keep the frame's tag).
+#[inline(always)]
+pub fn backend_vlan_flags(vlan: u16) -> u32 {
+    (u32::from(vlan) << BACKEND_VLAN_SHIFT) & BACKEND_VLAN_MASK
+}
+
 /// [`BackendOwner::flags`]: the owner's health checks last said the backend is up.
 pub const OWNER_F_HEALTHY: u32 = 1 << 0;
 
@@ -185,7 +207,8 @@ pub struct BackendValue {
     /// Interface the backend is reached through; frames leave there (XDP_TX when it is the
     /// ingress interface, XDP_REDIRECT through `tx_ports` otherwise).
     pub ifindex: u32,
-    /// `BACKEND_F_*`.
+    /// `BACKEND_F_*` in the low bits; the backend's VLAN id in bits 16..28
+    /// (`BACKEND_VLAN_SHIFT`).
     pub flags: u32,
     /// Changes whenever the id is given to another backend, so a flow remembered for the
     /// old one is not sent to the new one.

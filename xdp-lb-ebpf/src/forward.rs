@@ -1,5 +1,6 @@
 //! The last step of every forwarded frame, and the check before it: is the frame
-//! addressed to this host at all, and out it goes to its backend, only its MACs rewritten.
+//! addressed to this host at all, and out it goes to its backend, only its MACs rewritten
+//! (and its outer VLAN id, for a backend on another VLAN than the frame's).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::warn;
@@ -8,12 +9,19 @@ use xdp_lb_common::{BackendValue, MAX_LOCAL_MACS, verdict};
 
 use crate::{
     maps::{LOCAL_MACS, TX_PORTS},
-    parse::ptr_at,
+    parse::{ETH_P_8021AD, ETH_P_8021Q, ptr_at},
 };
 
-/// Rewrites the two MACs and sends the frame to `backend`: XDP_TX out of the ingress
-/// interface, or XDP_REDIRECT through `tx_ports`; `Err` is the pass verdict when neither
-/// can be used.
+/// Offset of the outer tag's TPID (where an untagged frame has its ethertype); its tag
+/// control information follows.
+const OUTER_TAG_OFFSET: usize = 12;
+/// The bits of a tag control information's first byte that are not the VLAN id: the
+/// priority code point and the drop-eligible indicator.
+const TCI_PRIORITY_BITS: u8 = 0xf0;
+
+/// Rewrites the two MACs (and, for a backend on a VLAN of its own, the outer VLAN id) and
+/// sends the frame to `backend`: XDP_TX out of the ingress interface, or XDP_REDIRECT
+/// through `tx_ports`; `Err` is the pass verdict when neither can be used.
 #[inline(always)]
 pub fn send(ctx: &XdpContext, backend_id: u32, backend: &BackendValue) -> Result<u32, u32> {
     let redirect = backend.ifindex != ctx.ingress_ifindex() as u32;
@@ -24,8 +32,12 @@ pub fn send(ctx: &XdpContext, backend_id: u32, backend: &BackendValue) -> Result
         );
         return Err(verdict::PASS_REDIRECT_FAILED);
     }
+    let vlan = backend.vlan();
+    if vlan != 0 {
+        retag(ctx, vlan);
+    }
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(verdict::PASS_MALFORMED)?;
-    // SAFETY: checked by `ptr_at`; this is the only write to the frame.
+    // SAFETY: checked by `ptr_at`; with `retag`, the only writes to the frame.
     unsafe {
         (*eth).dst_addr = backend.mac;
         (*eth).src_addr = backend.src_mac;
@@ -37,6 +49,27 @@ pub fn send(ctx: &XdpContext, backend_id: u32, backend: &BackendValue) -> Result
     TX_PORTS
         .redirect(backend.ifindex, 0)
         .map_err(|_| verdict::PASS_REDIRECT_FAILED)
+}
+
+/// Sets the VLAN id of the frame's outer tag (802.1Q or 802.1ad) to `vlan`, keeping its
+/// priority and drop-eligible bits; an inner tag and an untagged frame stay as they are (a
+/// tag is never pushed: the agent refuses a backend VLAN on a service that takes untagged
+/// frames).
+#[inline(always)]
+fn retag(ctx: &XdpContext, vlan: u16) {
+    let Some(tag) = ptr_at::<[u8; 4]>(ctx, OUTER_TAG_OFFSET) else {
+        return;
+    };
+    // SAFETY: checked by `ptr_at`; the TCI's first byte keeps its top four bits (PCP and
+    // DEI) and takes the VLAN id's high four, the second byte is the id's low eight.
+    unsafe {
+        let tpid = u16::from_be_bytes([(*tag)[0], (*tag)[1]]);
+        if tpid != ETH_P_8021Q && tpid != ETH_P_8021AD {
+            return;
+        }
+        (*tag)[2] = ((*tag)[2] & TCI_PRIORITY_BITS) | ((vlan >> 8) as u8 & !TCI_PRIORITY_BITS);
+        (*tag)[3] = vlan as u8;
+    }
 }
 
 /// Whether the frame's destination MAC is one the receiving interface owns

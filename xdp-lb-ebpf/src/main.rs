@@ -3,7 +3,8 @@
 //! A frame to a configured (VIP, port, protocol) gets a backend from its service's Maglev
 //! table (or, when a client rule places its client in another pool, that pool's), its
 //! destination MAC rewritten to the backend's and its source MAC to the LB's own, and
-//! leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte changes. The
+//! leaves again (XDP_TX, or XDP_REDIRECT through `tx_ports`). No other byte changes but,
+//! for a backend on another VLAN than the frame's, the outer tag's VLAN id. The
 //! later fragments of its datagrams follow their first (`fragments.rs`), and ICMP errors
 //! about the packets the backends send from the VIP go to the backend of the flow they are
 //! about (`icmp.rs`). Every other frame, and every frame not addressed to this host's MAC,

@@ -16,8 +16,8 @@ use crate::icmp::{self, PROTO_ICMP, PROTO_ICMPV6};
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1Q (C-tag) and 802.1ad (S-tag) ethertypes.
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_TAG_LEN: usize = 4;
 const VLAN_VID_MASK: u16 = 0x0fff;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
@@ -113,7 +113,8 @@ pub fn parse_frame(ctx: &XdpContext, flow: &mut Flow) -> Result<Frame, u32> {
     let mut offset = EthHdr::LEN;
     let mut vlan = 0u16;
     // An outer tag (802.1ad or 802.1Q), then at most one inner 802.1Q tag. The service is
-    // matched on the outer VLAN id; the tags are left as they are.
+    // matched on the outer VLAN id; only a backend on another VLAN changes it
+    // (`forward::send`), never the inner one.
     if ether_type == ETH_P_8021AD || ether_type == ETH_P_8021Q {
         let tag = ptr_at::<VlanTag>(ctx, offset).ok_or(verdict::PASS_MALFORMED)?;
         // SAFETY: checked by `ptr_at`.

@@ -21,7 +21,7 @@ use tokio::{
 use crate::{
     announce::{self, Announcer},
     audit::{AUDIT_INTERVAL, Auditor},
-    balancer::{Balancer, Forwarding, adopt::Snapshot},
+    balancer::{Balancer, Forwarding, LocalInterface, adopt::Snapshot},
     config::{self, Backend, ConfigFile, LiveHost, XdpAttachMode},
     control::census::FlowCensus,
     dataplane::{Dataplane, LoadOptions},
@@ -53,6 +53,13 @@ pub struct RunOptions {
     /// that adopts the pinned data plane.
     pub state_file: Option<PathBuf>,
 }
+
+/// A start refused before anything was loaded or attached, because what the file asks for
+/// conflicts with what the host has (a listener's port already taken, another agent on the
+/// control socket): the operator's to fix, so the agent exits 2, like a bad file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; nothing was attached or changed")]
+pub struct Conflict(pub String);
 
 /// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the config file.
 pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
@@ -101,6 +108,20 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         maglev_table_slots: config.maglev_table_slots,
         flow_table: config.flow_table,
         log_level: ebpf_log_level(),
+    };
+    // Every listener is bound before anything is loaded or attached: a port already taken
+    // (or a second agent on the control socket) stops the start with nothing changed, and
+    // exits 2 so that `Restart=on-failure` does not loop on it (RestartPreventExitStatus).
+    // Requests that arrive before the loop runs wait for it.
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let conflict = |e: anyhow::Error| anyhow::Error::new(Conflict(format!("{e:#}")));
+    let _metrics =
+        crate::metrics::start(file.ops.metrics.as_ref(), &control_tx).map_err(conflict)?;
+    let _registration =
+        crate::register::start(file.ops.registration.as_ref(), &control_tx).map_err(conflict)?;
+    let _control_socket = match &opts.socket {
+        Some(path) => Some(crate::control::server::serve(path, control_tx).map_err(conflict)?),
+        None => None,
     };
     systemd::status("loading the data plane");
     let mut dataplane =
@@ -162,7 +183,9 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
 
     balancer.finish_adoption();
     save_snapshot(&balancer, opts.state_file.as_deref());
-    register_local_macs(balancer.dataplane_mut(), &interfaces, &resolved);
+    // Before the program is attached: frames to other MACs are not balanced from the start.
+    balancer.set_local_interfaces(interfaces.iter().map(local_interface));
+    sync_local_macs(&mut balancer);
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
@@ -185,13 +208,7 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut health = failover::Health::start(&neighbours, &file, &balancer);
-    let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _metrics = crate::metrics::start(file.ops.metrics, &control_tx)?;
-    let _registration = crate::register::start(file.ops.registration.as_ref(), &control_tx)?;
-    let _control_socket = match &opts.socket {
-        Some(path) => Some(crate::control::server::serve(path, control_tx)?),
-        None => None,
-    };
+    health.timeline.observe(&balancer);
 
     let mut announcer = Announcer::start(file.announce.as_ref(), adopted)
         .await
@@ -241,6 +258,15 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             Some((request, reply)) = control_rx.recv() => {
+                // Its client gave up waiting (a timed-out registration, say) and was told
+                // so: applying it now would change what the client believes failed.
+                if reply.is_closed() {
+                    log::warn!(
+                        "control: dropped a `{}` request whose client stopped waiting before the agent took it",
+                        request.command()
+                    );
+                    continue;
+                }
                 let mut ctx = control::Context {
                     neighbours: &neighbours,
                     file: &mut file,
@@ -281,7 +307,10 @@ pub async fn run(mut file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
             // Fed from the loop itself: a loop stuck anywhere stops feeding it.
             _ = watchdog.tick() => watchdog.feed(),
         }
+        health.timeline.observe(&balancer);
         save_snapshot(&balancer, opts.state_file.as_deref());
+        // Servers added, re-resolved or removed, an interface's MACs read anew.
+        sync_local_macs(&mut balancer);
         announcer.sync(file.announce.as_ref(), &balancer).await;
     }
     if leave_running {
@@ -376,7 +405,7 @@ async fn reload_file(
     balancer: &mut Balancer,
 ) -> Result<(ConfigFile, String), String> {
     log::info!("reloading {}", current.config.path.display());
-    let mut new = match config::load_file(&current.config.path, &LiveHost) {
+    let mut new = match config::load_file_settled(&current.config.path, &LiveHost).await {
         Ok(new) => new,
         Err(errors) => {
             log::error!("reload refused, nothing changed:\n{errors}");
@@ -614,6 +643,11 @@ fn apply_change(
         Change::Remac { service, backend } => {
             balancer.set_forwarding(service, backend.address, lookup(&backend.address))
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan,
+        } => balancer.set_vlan(service, *address, *vlan),
     }
 }
 
@@ -665,6 +699,14 @@ fn describe(change: &Change) -> String {
         Change::Remac { service, backend } => {
             format!("re-resolved backend {} of {service}", backend.address)
         }
+        Change::SetVlan {
+            service,
+            address,
+            vlan: Some(vlan),
+        } => format!("backend {address} of {service} is on VLAN {vlan}"),
+        Change::SetVlan {
+            service, address, ..
+        } => format!("backend {address} of {service} is on the service's VLAN"),
     }
 }
 
@@ -771,31 +813,25 @@ async fn resolve_all(
     out
 }
 
-/// Tells the program which destination MACs are the LB's on each interface it attaches to:
-/// the interface's own, and the source MAC of every backend reached through it (a VLAN
-/// device on it may have another). Frames to any other MAC (promiscuous mode, flooded
-/// unknown unicast) are then passed, not balanced.
-fn register_local_macs(
-    dataplane: &mut Dataplane,
-    interfaces: &[Egress],
-    resolved: &BTreeMap<IpAddr, Option<Forwarding>>,
-) {
-    for egress in interfaces {
-        let mut macs = vec![egress.mac.0];
-        macs.extend(
-            resolved
-                .values()
-                .flatten()
-                .filter(|f| f.ifindex == egress.ifindex)
-                .map(|f| f.src_mac.0),
-        );
-        // Too many to register: the interface is left unchecked rather than refused.
-        if let Err(err) = dataplane.set_local_macs(egress.ifindex, &macs) {
-            log::warn!(
-                "interface {}: {err:#}; frames there are balanced whatever their destination MAC",
-                egress.ifname
-            );
-        }
+/// An interface the program is attached to, as `local_macs` needs it: its own MAC and its
+/// VLAN devices'. (The balancer adds the source MAC of every server reached through it.)
+fn local_interface(egress: &Egress) -> LocalInterface {
+    let mut macs = vec![egress.mac];
+    macs.extend(crate::neighbour::vlan_device_macs(egress.ifindex));
+    LocalInterface {
+        ifindex: egress.ifindex,
+        name: egress.ifname.clone(),
+        macs,
+    }
+}
+
+/// Brings `local_macs` in line with the interfaces and the servers: which destination MACs
+/// are the LB's on each interface it is attached to. Frames to any other MAC (promiscuous
+/// mode, flooded unknown unicast) are passed, not balanced. Nothing is written when nothing
+/// changed.
+fn sync_local_macs(balancer: &mut Balancer) {
+    if let Err(err) = balancer.sync_local_macs() {
+        log::error!("local_macs: {err:#}");
     }
 }
 
@@ -813,8 +849,12 @@ fn note_egress(dataplane: &mut Dataplane, interfaces: &[Egress], address: IpAddr
     }
 }
 
-/// What a round of re-resolution found, for each server.
-type Resolutions = Vec<(Backend, Result<Forwarding, String>)>;
+/// What a round of re-resolution found: for each server, and the attached interfaces read
+/// again (those that could be).
+struct Refreshed {
+    servers: Vec<(Backend, Result<Forwarding, String>)>,
+    interfaces: Vec<LocalInterface>,
+}
 
 /// Starts a round of re-resolution (ARP/ND waits up to `RESOLVE_TIMEOUT` on a silent
 /// server) on a task of its own, so the control loop never waits on the network; the
@@ -823,28 +863,44 @@ fn start_refresh(
     neighbours: &Neighbours,
     file: &ConfigFile,
     running: &mut Option<tokio::task::JoinHandle<()>>,
-    done: &mpsc::Sender<Resolutions>,
+    done: &mpsc::Sender<Refreshed>,
 ) {
     if running.as_ref().is_some_and(|task| !task.is_finished()) {
         return;
     }
     let servers: Vec<Backend> = failover::distinct_servers(file).into_values().collect();
+    let names = file.config.interfaces.clone();
     let (neighbours, done) = (neighbours.clone(), done.clone());
     *running = Some(tokio::spawn(async move {
         let results = join_all(servers.iter().map(|b| forwarding_for(&neighbours, b))).await;
-        let found = servers
+        let servers = servers
             .into_iter()
             .zip(results)
             .map(|(b, r)| (b, r.map_err(|err| format!("{err:#}"))))
             .collect();
-        let _ = done.send(found).await;
+        // An interface's MAC may change, a VLAN device come or go, while the agent runs.
+        let mut interfaces = Vec::new();
+        for name in &names {
+            match neighbours.interface(name).await {
+                Ok(egress) => interfaces.push(local_interface(&egress)),
+                Err(err) => log::debug!("interface {name} not read again: {err}"),
+            }
+        }
+        let _ = done
+            .send(Refreshed {
+                servers,
+                interfaces,
+            })
+            .await;
     }));
 }
 
 /// Applies a round of re-resolution: unresolved backends that answered get their entries,
-/// resolved ones a new MAC when theirs changed.
-fn apply_refresh(found: Resolutions, interfaces: &[Egress], balancer: &mut Balancer) {
-    for (backend, result) in &found {
+/// resolved ones a new MAC when theirs changed, and the interfaces' MACs as read now (the
+/// loop then brings `local_macs` up to date).
+fn apply_refresh(found: Refreshed, interfaces: &[Egress], balancer: &mut Balancer) {
+    balancer.set_local_interfaces(found.interfaces);
+    for (backend, result) in &found.servers {
         let backend = backend.clone();
         let users: Vec<(String, Option<Forwarding>)> = balancer
             .services()

@@ -14,6 +14,8 @@ mod compare;
 mod drift;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_local;
 mod views;
 
 use std::{
@@ -24,8 +26,8 @@ use std::{
 pub use compare::{compare, key_label};
 pub use drift::Drift;
 pub use views::{
-    Attached, Attachment, BackendIntent, Intent, KernelView, PoolIntent, ServiceIntent,
-    TableDigest, TableIntent,
+    Attached, Attachment, BackendIntent, Intent, KernelView, LocalMacsIntent, PoolIntent,
+    ServiceIntent, TableDigest, TableIntent, VipIntent,
 };
 
 use crate::{

@@ -26,6 +26,7 @@ use crate::{
 pub mod adopt;
 mod audit;
 mod backend;
+mod local;
 mod pools;
 mod rules;
 mod service;
@@ -35,6 +36,7 @@ mod tables;
 
 pub use audit::ExpectedTables;
 pub use backend::{BackendState, Forwarding, Owner};
+pub use local::{LocalInterface, LocalMacsPlan};
 pub use pools::PoolState;
 pub use service::ServiceState;
 pub use table_plan::Serving;
@@ -55,6 +57,10 @@ pub struct Balancer {
     adopting: Option<adopt::Inheritance>,
     /// The listener of the service being added while claiming.
     claiming: Option<ServiceKey>,
+    /// The interfaces the program is attached to, by ifindex (see `local.rs`).
+    interfaces: BTreeMap<u32, LocalInterface>,
+    /// Those with more local MACs than `local_macs` holds (left unchecked, warned once).
+    crowded_interfaces: BTreeSet<u32>,
 }
 
 impl Balancer {
@@ -73,6 +79,8 @@ impl Balancer {
             regions: RegionAllocator::new(capacity),
             adopting: None,
             claiming: None,
+            interfaces: BTreeMap::new(),
+            crowded_interfaces: BTreeSet::new(),
         }
     }
 
@@ -537,6 +545,17 @@ impl Balancer {
         weight: u32,
     ) -> anyhow::Result<()> {
         self.update_backend(service, address, |b| b.config.weight = weight)
+    }
+
+    /// Puts a backend on its own VLAN (`None`: its service's), which its frames' outer tag
+    /// is rewritten to; its flows stay.
+    pub fn set_vlan(
+        &mut self,
+        service: &str,
+        address: IpAddr,
+        vlan: Option<u16>,
+    ) -> anyhow::Result<()> {
+        self.update_backend(service, address, |b| b.config.vlan = vlan)
     }
 
     /// Applies `change` to one server (a primary or a standby), then brings its entry and

@@ -36,6 +36,10 @@ pub enum BackendCommand {
         /// Its MAC; resolved from the neighbour table when not given.
         #[arg(long)]
         mac: Option<String>,
+        /// The VLAN it is on, when not the service's: its frames' outer VLAN tag is
+        /// rewritten to it (a service bound to a VLAN only).
+        #[arg(long)]
+        vlan: Option<u16>,
     },
     /// Removes a backend: its flows are balanced afresh.
     Remove { service: String, address: IpAddr },
@@ -128,11 +132,13 @@ pub fn backend(socket: &Path, command: BackendCommand) -> ExitCode {
             address,
             weight,
             mac,
+            vlan,
         } => Request::BackendAdd {
             service,
             address,
             weight,
             mac,
+            vlan,
         },
         BackendCommand::Remove { service, address } => Request::BackendRemove { service, address },
         BackendCommand::Drain { service, address } => Request::BackendDrain { service, address },
@@ -213,16 +219,38 @@ pub enum ServiceCommand {
 pub fn service(socket: &Path, command: ServiceCommand) -> ExitCode {
     let request = match command {
         ServiceCommand::Add { file } => {
-            let yaml = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+            // The YAML goes in one control request: nothing longer can be sent.
+            let max = xdp_lb::control::server::MAX_REQUEST as u64;
+            let bytes = if file.as_os_str() == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(std::io::stdin(), max + 1),
+                    &mut bytes,
+                )
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|_| {
+                    if bytes.len() as u64 > max {
+                        Err(format!("is larger than {max} bytes"))
+                    } else {
+                        Ok(bytes)
+                    }
+                })
             } else {
-                std::fs::read_to_string(&file)
+                xdp_lb::files::read_regular(&file, max)
             };
+            let yaml = bytes
+                .and_then(|b| String::from_utf8(b).map_err(|_| "is not UTF-8 text".to_owned()));
             match yaml {
                 Ok(yaml) => Request::ServiceAdd { yaml },
                 Err(err) => {
-                    eprintln!("error: reading {}: {err}", file.display());
+                    let name = if file.as_os_str() == "-" {
+                        "standard input".to_owned()
+                    } else {
+                        file.display().to_string()
+                    };
+                    eprintln!(
+                        "error: {name} {err} (a service's YAML must fit in one control request)"
+                    );
                     return ExitCode::from(1);
                 }
             }

@@ -68,6 +68,8 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, u32>,
     vip_keys: std::collections::HashSet<VipKey>,
     local_macs: HashMap<MapData, u32, LocalMacs>,
+    /// `local_macs` as last written, by ifindex.
+    local_mac_values: std::collections::BTreeMap<u32, LocalMacs>,
     tx_ports: DevMapHash<MapData>,
     service_stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
@@ -173,6 +175,7 @@ impl Dataplane {
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_keys: std::collections::HashSet::new(),
             local_macs: take(&mut ebpf, map_names::LOCAL_MACS)?,
+            local_mac_values: std::collections::BTreeMap::new(),
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
@@ -382,32 +385,40 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Registers the MACs frames addressed to the LB carry on interface `ifindex` (its own,
-    /// and its VLAN devices'): frames there to any other MAC are not balanced. At most
-    /// `MAX_LOCAL_MACS`; more is an error.
-    pub fn set_local_macs(&mut self, ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<()> {
-        let mut distinct: Vec<[u8; 6]> = Vec::new();
-        for mac in macs {
-            if !distinct.contains(mac) {
-                distinct.push(*mac);
+    /// Brings `local_macs` to `wanted`: for each interface (by ifindex) the MACs frames
+    /// addressed to the LB carry there (at most `MAX_LOCAL_MACS`, distinct); frames there to
+    /// any other MAC are not balanced. Interfaces not in `wanted` lose their entry (and are
+    /// not checked). Only the entries that differ from the last written are touched.
+    pub fn sync_local_macs(
+        &mut self,
+        wanted: &std::collections::BTreeMap<u32, Vec<[u8; 6]>>,
+    ) -> anyhow::Result<()> {
+        let mut values = std::collections::BTreeMap::new();
+        for (ifindex, macs) in wanted {
+            values.insert(*ifindex, local_macs_value(*ifindex, macs)?);
+        }
+        let gone: Vec<u32> = self
+            .local_mac_values
+            .keys()
+            .filter(|ifindex| !values.contains_key(ifindex))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            self.local_macs
+                .remove(&ifindex)
+                .with_context(|| format!("removing ifindex {ifindex} from local_macs"))?;
+            self.local_mac_values.remove(&ifindex);
+        }
+        for (ifindex, value) in values {
+            if self.local_mac_values.get(&ifindex) == Some(&value) {
+                continue;
             }
+            self.local_macs
+                .insert(ifindex, value, 0)
+                .with_context(|| format!("updating local_macs for ifindex {ifindex}"))?;
+            self.local_mac_values.insert(ifindex, value);
         }
-        if distinct.len() > MAX_LOCAL_MACS {
-            bail!(
-                "ifindex {ifindex} has {} MACs, more than the {MAX_LOCAL_MACS} local_macs holds",
-                distinct.len()
-            );
-        }
-        let mut value = LocalMacs {
-            count: distinct.len() as u32,
-            ..LocalMacs::default()
-        };
-        for (slot, mac) in value.macs.iter_mut().zip(&distinct) {
-            *slot = mac_word(*mac);
-        }
-        self.local_macs
-            .insert(ifindex, value, 0)
-            .with_context(|| format!("updating local_macs for ifindex {ifindex}"))
+        Ok(())
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
@@ -661,6 +672,30 @@ fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Res
 }
 
 /// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
+/// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
+fn local_macs_value(ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<LocalMacs> {
+    let mut distinct: Vec<[u8; 6]> = Vec::new();
+    for mac in macs {
+        if !distinct.contains(mac) {
+            distinct.push(*mac);
+        }
+    }
+    if distinct.len() > MAX_LOCAL_MACS {
+        bail!(
+            "ifindex {ifindex} has {} MACs, more than the {MAX_LOCAL_MACS} local_macs holds",
+            distinct.len()
+        );
+    }
+    let mut value = LocalMacs {
+        count: distinct.len() as u32,
+        ..LocalMacs::default()
+    };
+    for (slot, mac) in value.macs.iter_mut().zip(&distinct) {
+        *slot = mac_word(*mac);
+    }
+    Ok(value)
+}
+
 fn rule_key(service_id: u32, addr: std::net::IpAddr, prefix_len: u8) -> LpmKey<ClientRuleKey> {
     LpmKey::new(
         CLIENT_RULE_SERVICE_BITS + u32::from(prefix_len),

@@ -74,6 +74,9 @@ pub struct Response {
     /// Extra header lines, e.g. `("WWW-Authenticate", "Bearer")`.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The answer to a HEAD request: the head of the GET's answer (its `Content-Length`
+    /// too), without the body.
+    pub head_only: bool,
 }
 
 impl Response {
@@ -83,7 +86,14 @@ impl Response {
             content_type,
             headers: Vec::new(),
             body: body.into(),
+            head_only: false,
         }
+    }
+
+    /// With one more header line.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -99,7 +109,9 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }

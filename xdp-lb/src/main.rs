@@ -299,6 +299,10 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(agent::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<agent::Conflict>().is_some() => {
+            log::error!("{err:#}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(err) => {
             log::error!("{err:#}");
             ExitCode::FAILURE

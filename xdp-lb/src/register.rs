@@ -51,6 +51,9 @@ struct NewBackend {
     /// Resolved from the neighbour table when not given.
     #[serde(default)]
     mac: Option<String>,
+    /// The VLAN it is on, when not its service's.
+    #[serde(default)]
+    vlan: Option<u16>,
 }
 
 fn default_weight() -> u32 {
@@ -130,6 +133,18 @@ async fn answer(
         Ok(route) => route,
         Err(refused) => return refused,
     };
+    let service = match &route {
+        Route::Add { service } | Route::Remove { service, .. } => service,
+    };
+    if !crate::config::valid_name(service) {
+        return error(
+            404,
+            &format!(
+                "{} is not a service name (1 to 64 characters of A-Z a-z 0-9 _ . -)",
+                crate::config::quoted(service)
+            ),
+        );
+    }
     let (control, created) = match route {
         Route::Add { service } => {
             let body: NewBackend = match serde_json::from_slice(&request.body) {
@@ -148,6 +163,7 @@ async fn answer(
                 address: body.address,
                 weight: body.weight,
                 mac: body.mac,
+                vlan: body.vlan,
             };
             (add, true)
         }
@@ -172,7 +188,11 @@ async fn answer(
             error(422, &message)
         }
         Ok(other) => error(500, &format!("unexpected answer from the agent: {other:?}")),
-        Err(_) => error(503, "the agent did not answer within 30 s"),
+        Err(_) => error(
+            503,
+            "the agent did not answer within 30 s; the request is dropped, not applied later \
+             (see `xdp-lb status` for what is in place, and send it again)",
+        ),
     }
 }
 
@@ -237,7 +257,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 }
 
 /// Whether `header` is `Bearer <token>` (the scheme in any case).
-fn authorized(header: Option<&str>, token: &str) -> bool {
+pub(crate) fn authorized(header: Option<&str>, token: &str) -> bool {
     let Some((scheme, given)) = header.and_then(|h| h.split_once(' ')) else {
         return false;
     };
@@ -426,7 +446,8 @@ mod tests {
                 service: "video-hls".into(),
                 address: "10.0.0.14".parse().unwrap(),
                 weight: 2,
-                mac: None
+                mac: None,
+                vlan: None
             }
         );
 
@@ -443,7 +464,8 @@ mod tests {
                 service: "nope".into(),
                 address: "10.0.0.14".parse().unwrap(),
                 weight: 1,
-                mac: None
+                mac: None,
+                vlan: None
             }
         );
 
@@ -477,6 +499,15 @@ mod tests {
                 address: "10.0.0.14".parse().unwrap()
             }
         );
+        // A name no file could hold is refused before the agent sees it, and not echoed.
+        let long = "n".repeat(4000);
+        let (status, answer) = call(addr, post(Some("t0ken-1234"), &long, body)).await;
+        assert_eq!(status, 404);
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("(4000 bytes in all)"), "{message}");
+        let (status, _) = call(addr, post(Some("t0ken-1234"), "a%0Ab", body)).await;
+        assert_eq!(status, 404);
         let unknown = "GET /v1/other HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         assert_eq!(call(addr, unknown.to_owned()).await.0, 404);
         assert!(
@@ -494,7 +525,7 @@ mod tests {
         let (agent, _seen) = fake_agent();
         let err = start(Some(&registration), &agent).unwrap_err().to_string();
         assert!(
-            err.contains("/nonexistent/xdp-lb.token cannot open it"),
+            err.contains("/nonexistent/xdp-lb.token cannot be opened"),
             "{err}"
         );
     }

@@ -58,6 +58,13 @@ pub enum Change {
         service: String,
         backend: Backend,
     },
+    /// The backend's own VLAN changed (or appeared, or went): its entry's VLAN id, which
+    /// its frames' tag is rewritten to.
+    SetVlan {
+        service: String,
+        address: IpAddr,
+        vlan: Option<u16>,
+    },
     /// The client rules changed: the entries that differ are replaced.
     SetClients {
         service: String,
@@ -299,7 +306,8 @@ fn pool_diff(name: &str, old: &Service, new: &Service, steps: &mut Steps) {
     }
 }
 
-/// Backends (of every pool) removed, moved, added, re-weighted or re-MAC-ed. The servers of
+/// Backends (of every pool) removed, moved, added, re-weighted, re-MAC-ed or moved to
+/// another VLAN. The servers of
 /// a removed pool that leave the service go with it.
 fn backend_diff(name: &str, old: &Service, new: &Service, steps: &mut Steps) {
     let in_pools = |s: &Service| -> BTreeMap<IpAddr, (String, Backend)> {
@@ -345,6 +353,13 @@ fn backend_diff(name: &str, old: &Service, new: &Service, steps: &mut Steps) {
                 backend: b.clone(),
             });
         }
+        if o.vlan != b.vlan {
+            steps.backends.push(Change::SetVlan {
+                service: name.to_owned(),
+                address: *address,
+                vlan: b.vlan,
+            });
+        }
         if o.weight != b.weight {
             steps.backends.push(Change::SetWeight {
                 service: name.to_owned(),
@@ -369,6 +384,7 @@ mod tests {
             address: a.parse().unwrap(),
             weight,
             mac: None,
+            vlan: None,
         }
     }
 
@@ -454,6 +470,27 @@ mod tests {
                 },
             ])
         );
+    }
+
+    #[test]
+    fn a_backend_moved_to_another_vlan_has_only_its_vlan_set() {
+        let on_vlan = |backends: Vec<Backend>| Service {
+            vlan: Some(100),
+            ..service("hls", 8080, backends)
+        };
+        let old = config(vec![on_vlan(three())]);
+        let mut moved = three();
+        moved[1].vlan = Some(200);
+        let new = config(vec![on_vlan(moved.clone())]);
+        let set = |vlan| {
+            Ok(vec![Change::SetVlan {
+                service: "hls".into(),
+                address: "10.0.0.12".parse().unwrap(),
+                vlan,
+            }])
+        };
+        assert_eq!(plan(&old, &new), set(Some(200)));
+        assert_eq!(plan(&new, &old), set(None), "back to the service's VLAN");
     }
 
     #[test]

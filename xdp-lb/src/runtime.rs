@@ -31,6 +31,9 @@ pub enum RuntimeChange {
         address: IpAddr,
         weight: u32,
         mac: Option<MacAddr>,
+        /// Its own VLAN (`--vlan`); absent from changes saved before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
     },
     BackendRemove {
         service: String,
@@ -279,7 +282,18 @@ impl RuntimeChanges {
                         None => false,
                     })
                 }
-                _ => apply_one(&mut file.config, &change),
+                _ => {
+                    // The same whole validation as at run time: a change saved by an older
+                    // agent that the rules now refuse is dropped, with the reason.
+                    let mut copy = file.clone();
+                    apply_one(&mut copy.config, &change).and_then(|changed| {
+                        if changed {
+                            file = crate::config::revalidated(&copy, host)
+                                .map_err(|why| anyhow!(why))?;
+                        }
+                        Ok(changed)
+                    })
+                }
             };
             match applied {
                 Ok(true) => kept.push(change),
@@ -309,20 +323,24 @@ fn apply_one(config: &mut Config, change: &RuntimeChange) -> anyhow::Result<bool
     let Target::Backend(_, address) = change.target() else {
         return apply_client_change(service, change);
     };
-    let vip = service.vip;
+    let (vip, service_vlan) = (service.vip, service.vlan);
     // A server of any pool: backends are added to the service's own (default) pool.
     let backends = service.backends_holding_mut(address);
     let position = backends.iter().position(|b| b.address == address);
     match change {
-        RuntimeChange::BackendAdd { weight, mac, .. } => {
+        RuntimeChange::BackendAdd {
+            weight, mac, vlan, ..
+        } => {
             if position.is_some() {
                 return Ok(false);
             }
             check_backend(vip, address, *weight)?;
+            let vlan = backend_vlan(name, service_vlan, address, *vlan)?;
             backends.push(Backend {
                 address,
                 weight: *weight,
                 mac: *mac,
+                vlan,
             });
             Ok(true)
         }
@@ -412,6 +430,33 @@ pub fn apply_client_change(
     }
 }
 
+/// The VLAN a backend added at run time with `--vlan` is on, as the YAML's validation has
+/// it: only a VLAN-bound service's backend may have one (a tag is rewritten, never pushed),
+/// and the service's own VLAN is the default (`None`).
+pub fn backend_vlan(
+    service: &str,
+    service_vlan: Option<u16>,
+    address: IpAddr,
+    vlan: Option<u16>,
+) -> anyhow::Result<Option<u16>> {
+    let Some(vlan) = vlan else { return Ok(None) };
+    if !(1..=xdp_lb_common::MAX_VLAN_ID).contains(&vlan) {
+        bail!(
+            "VLAN {vlan} is out of range (1..={})",
+            xdp_lb_common::MAX_VLAN_ID
+        );
+    }
+    match service_vlan {
+        Some(own) => Ok((vlan != own).then_some(vlan)),
+        None => bail!(
+            "backend {address} is on VLAN {vlan}, but service {service} takes untagged frames \
+             and frames of any VLAN (it has no `vlan:`): xdp-lb rewrites a frame's VLAN tag, it \
+             cannot add one. Bind the service to its clients' VLAN, or add the backend without \
+             --vlan"
+        ),
+    }
+}
+
 /// The rules the YAML's validation applies to one backend.
 pub fn check_backend(vip: IpAddr, address: IpAddr, weight: u32) -> anyhow::Result<()> {
     if weight > xdp_lb_common::MAX_WEIGHT {
@@ -439,7 +484,7 @@ mod tests {
             path: "x.yaml".into(),
             flow_hash_seed: 1,
             xdp_mode: XdpAttachMode::Native,
-            interfaces: vec!["eth0".into()],
+            interfaces: vec!["lo".into()],
             maglev_table_slots: 1 << 20,
             flow_table: FlowTable::default(),
             services: vec![Service {
@@ -457,6 +502,7 @@ mod tests {
                     address: "10.0.0.11".parse().unwrap(),
                     weight: 1,
                     mac: None,
+                    vlan: None,
                 }],
                 pools: vec![crate::config::Pool {
                     name: "premium".into(),
@@ -465,6 +511,7 @@ mod tests {
                         address: "10.0.0.21".parse().unwrap(),
                         weight: 1,
                         mac: None,
+                        vlan: None,
                     }],
                 }],
                 clients: Vec::new(),
@@ -490,6 +537,7 @@ mod tests {
             address: "10.0.0.12".parse().unwrap(),
             weight: 2,
             mac: Some(MacAddr([2, 0, 0, 0, 0, 12])),
+            vlan: None,
         };
         changes.record(add.clone()).unwrap();
         changes
@@ -513,6 +561,7 @@ mod tests {
                 address: "10.0.0.12".parse().unwrap(),
                 weight: 3,
                 mac: None,
+                vlan: None,
             })
             .unwrap();
         changes
@@ -532,6 +581,25 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_change_the_files_rules_refuse_is_dropped_with_the_reason() {
+        let mut changes = scratch();
+        // An older agent accepted a backend that is the service's own VIP.
+        changes
+            .record(RuntimeChange::BackendAdd {
+                service: "rtmp".into(),
+                address: yaml().services[0].vip,
+                weight: 1,
+                mac: None,
+                vlan: None,
+            })
+            .unwrap();
+        let (config, dropped) = changes.apply(&yaml()).unwrap();
+        assert_eq!(config, yaml());
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("is a VIP of this file"), "{dropped:?}");
+    }
+
+    #[test]
     fn changes_the_yaml_made_moot_are_dropped_with_the_reason() {
         let mut changes = scratch();
         changes
@@ -540,6 +608,7 @@ mod tests {
                 address: "10.0.0.11".parse().unwrap(),
                 weight: 1,
                 mac: None,
+                vlan: None,
             })
             .unwrap();
         changes
@@ -568,6 +637,7 @@ mod tests {
             address: "fd00::1".parse().unwrap(),
             weight: 1,
             mac: None,
+            vlan: None,
         };
         assert!(apply_one(&mut config, &v6).is_err());
         let heavy = RuntimeChange::BackendWeight {
@@ -576,6 +646,45 @@ mod tests {
             weight: 5000,
         };
         assert!(apply_one(&mut config, &heavy).is_err());
+    }
+
+    #[test]
+    fn a_backend_added_on_its_own_vlan_needs_a_service_bound_to_one() {
+        let add = |vlan| RuntimeChange::BackendAdd {
+            service: "rtmp".into(),
+            address: "10.0.0.12".parse().unwrap(),
+            weight: 1,
+            mac: None,
+            vlan,
+        };
+        let mut config = yaml();
+        let refused = apply_one(&mut config, &add(Some(200))).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("backend 10.0.0.12 is on VLAN 200, but service rtmp takes untagged"),
+            "{refused}"
+        );
+        assert_eq!(config, yaml(), "nothing changed");
+        config.services[0].vlan = Some(100);
+        assert!(apply_one(&mut config, &add(Some(5000))).is_err());
+        assert!(apply_one(&mut config, &add(Some(200))).unwrap());
+        assert_eq!(config.services[0].backends[1].vlan, Some(200));
+        // The service's own VLAN is the default, as in the YAML.
+        config.services[0].backends.pop();
+        assert!(apply_one(&mut config, &add(Some(100))).unwrap());
+        assert_eq!(config.services[0].backends[1].vlan, None);
+    }
+
+    #[test]
+    fn changes_saved_before_backends_had_a_vlan_still_load() {
+        let saved = r#"{"change":"backend_add","service":"rtmp","address":"10.0.0.12","weight":1,"mac":null}"#;
+        let change: RuntimeChange = serde_json::from_str(saved).unwrap();
+        assert!(matches!(
+            change,
+            RuntimeChange::BackendAdd { vlan: None, .. }
+        ));
+        assert_eq!(serde_json::to_string(&change).unwrap(), saved);
     }
 
     #[test]

@@ -162,5 +162,5 @@ fn a_missing_config_is_an_error_with_exit_status_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open the file"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the file cannot be opened"));
 }

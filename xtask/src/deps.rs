@@ -14,8 +14,9 @@ use crate::process::{capture, capture_ok, command, step, tool_path};
 
 /// Debian packages: LLVM 22 for bpf-linker, nginx with the RTMP module, ffmpeg and the
 /// network tools the lab and the tests use, perf for the benchmarks' profiles, and
-/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps), and BIRD for the BGP lab (one daemon
-/// per LB namespace and one on the router).
+/// dpkg-dev for `cargo xtask deb` (dpkg-shlibdeps), BIRD for the BGP lab (one daemon per LB
+/// namespace and one on the router), and chromium, the headless browser that loads the web
+/// console in `tests/tests/lab_web.rs`.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -37,6 +38,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     // The BGP lab's routing daemons (`tests/tests/lab_bgp.rs`, `cargo xtask run --lbs N`).
     "bird2",
+    "chromium",
 ];
 
 /// The nightly the data plane is built with: `xdp-lb/build.rs` passes the same name to

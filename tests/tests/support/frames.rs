@@ -198,6 +198,36 @@ pub fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
     out
 }
 
+/// The frame with VLAN tags inserted after the MAC addresses, outermost first, each as
+/// (TPID, whole tag control information): priority (PCP), drop-eligible bit and VLAN id.
+pub fn tagged_tci(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, tci) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// A tag control information: priority code point, drop-eligible bit, VLAN id.
+pub fn tci(pcp: u16, dei: bool, vid: u16) -> u16 {
+    (pcp << 13) | (u16::from(dei) << 12) | (vid & 0x0fff)
+}
+
+/// The VLAN id of a tagged frame's outer tag.
+pub fn outer_vid(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
+}
+
+/// The frame with its outer tag's VLAN id set to `vid`, its priority bits kept.
+pub fn with_outer_vid(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let tci = (u16::from_be_bytes([out[14], out[15]]) & 0xf000) | (vid & 0x0fff);
+    out[14..16].copy_from_slice(&tci.to_be_bytes());
+    out
+}
+
 pub const ICMPV6: u8 = 58;
 
 /// The IP packet of a frame (the Ethernet header cut off): what an ICMP error embeds.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use xdp_lb::{
-    balancer::{Balancer, Forwarding},
+    balancer::{Balancer, Forwarding, LocalInterface},
     config::{Backend, FlowTable, HashMode, MacAddr, NoBackendAction, Protocol, Service},
     dataplane::{Dataplane, LoadOptions, LogLevel},
 };
@@ -51,6 +51,7 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &
                 address: a.parse().expect("test backend"),
                 weight: 1,
                 mac: None,
+                vlan: None,
             })
             .collect(),
         pools: Vec::new(),
@@ -125,15 +126,19 @@ impl Harness {
         let mut balancer = Balancer::new(dataplane, SEED);
         // The fixtures' frames are addressed to LB_MAC, as the agent registers the MAC of
         // every interface it attaches to.
-        balancer
-            .dataplane_mut()
-            .set_local_macs(LOOPBACK_IFINDEX, &[LB_MAC])
-            .expect("registering the LB's MAC");
+        balancer.set_local_interfaces([LocalInterface {
+            ifindex: LOOPBACK_IFINDEX,
+            name: "lo".to_owned(),
+            macs: vec![MacAddr(LB_MAC)],
+        }]);
         for s in services {
             balancer
                 .add_service(s, forwarding)
                 .expect("adding a service");
         }
+        balancer
+            .sync_local_macs()
+            .expect("registering the LB's MACs");
         Self { balancer }
     }
 

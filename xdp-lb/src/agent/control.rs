@@ -125,6 +125,7 @@ impl Context<'_> {
                 address,
                 weight,
                 mac,
+                vlan,
             } => {
                 let mac = match mac.as_deref().map(str::parse::<MacAddr>).transpose() {
                     Ok(mac) => mac,
@@ -140,6 +141,7 @@ impl Context<'_> {
                     address,
                     weight,
                     mac,
+                    vlan,
                 })
                 .await
             }
@@ -195,6 +197,11 @@ impl Context<'_> {
         if let Err(why) = edit(&mut candidate, &change) {
             return Response::error(why);
         }
+        // One set of rules: the edited copy must pass the file's whole validation.
+        let candidate = match crate::config::revalidated(&candidate, &crate::config::LiveHost) {
+            Ok(checked) => checked,
+            Err(why) => return Response::error(format!("refused: {why}")),
+        };
         // An added backend's MAC is resolved first: only the other changes are timed as
         // table switches.
         let timed = !matches!(change, RuntimeChange::BackendAdd { .. });
@@ -227,7 +234,11 @@ impl Context<'_> {
 
     /// Back to the configured weight: the YAML's, or the one the backend was added with.
     async fn enable(&mut self, service: String, address: IpAddr) -> Response {
-        let yaml = match crate::config::load_file(&self.file.config.path, &crate::config::LiveHost)
+        let yaml = match crate::config::load_file_settled(
+            &self.file.config.path,
+            &crate::config::LiveHost,
+        )
+        .await
         {
             Ok(yaml) => yaml,
             Err(errors) => {
@@ -300,16 +311,21 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
         .find(|s| s.name == *name)
         .ok_or_else(|| format!("there is no service {name}"))?;
     let (vip, maglev_size) = (service.vip, service.maglev_size);
+    let service_vlan = service.vlan;
     let in_pool = service.pool_of(address).is_some();
     // A server of any pool: backends are added to the service's own (default) pool.
     let backends = service.backends_holding_mut(address);
     let position = backends.iter().position(|b| b.address == address);
     match change {
-        RuntimeChange::BackendAdd { weight, mac, .. } => {
+        RuntimeChange::BackendAdd {
+            weight, mac, vlan, ..
+        } => {
             if position.is_some() || in_pool {
                 return Err(format!("service {name} already has backend {address}"));
             }
             check_backend(vip, address, *weight).map_err(|e| e.to_string())?;
+            let vlan = crate::runtime::backend_vlan(name, service_vlan, address, *vlan)
+                .map_err(|e| e.to_string())?;
             if backends.len() >= maglev_size as usize {
                 return Err(format!(
                     "service {name} has as many backends as its table has slots"
@@ -319,6 +335,7 @@ fn edit(file: &mut ConfigFile, change: &RuntimeChange) -> Result<(), String> {
                 address,
                 weight: *weight,
                 mac: *mac,
+                vlan,
             });
         }
         RuntimeChange::BackendRemove { .. } => {

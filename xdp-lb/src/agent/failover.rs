@@ -1,7 +1,8 @@
 //! The agent's side of failover: where checks leave from, the checkers kept in step with
 //! the config, verdicts applied to the balancer, logged and notified, and the standbys
 //! resolved like backends. It also keeps what `status` and the metrics show of it: the
-//! checkers' last results, the notify command's runs and the table switches' times.
+//! checkers' last results, the notify command's runs, the table switches' times and the
+//! timeline of recent events.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,8 +15,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     balancer::Balancer,
-    config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
-    control::{report::Observed, switches::TableSwitches},
+    config::{Backend, ConfigFile, FlowTable, HealthState, ServiceFailover},
+    control::{report::Observed, switches::TableSwitches, timeline::Timeline},
     health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Target},
     neighbour::Neighbours,
 };
@@ -71,9 +72,13 @@ pub(super) struct Health {
     notifier: Option<Notifier>,
     notify_runs: Arc<NotifyRuns>,
     vips: Arc<RwLock<BTreeSet<IpAddr>>>,
+    /// The (server count, notify command) of the last "health: checking" line.
+    logged: Option<(usize, String)>,
     /// How long table switches took (those of verdicts here, of control requests in
     /// `agent/control.rs`).
     pub switches: TableSwitches,
+    /// Recent verdicts (recorded here) and changes (the agent's loop looks after each step).
+    pub timeline: Timeline,
 }
 
 impl Health {
@@ -92,7 +97,9 @@ impl Health {
             notifier: None,
             notify_runs: Arc::default(),
             vips,
+            logged: None,
             switches: TableSwitches::default(),
+            timeline: Timeline::default(),
         };
         health.sync(file, balancer);
         health
@@ -119,13 +126,23 @@ impl Health {
             .notify
             .as_ref()
             .map_or("off".to_owned(), |n| n.command.display().to_string());
-        log::info!(
-            "health: checking {} server(s) ({} started, {} stopped, {} restarted); notify: {notify}",
-            self.checks.len(),
-            synced.started,
-            synced.stopped,
-            synced.restarted
-        );
+        // Logged when something changed (and once at start), never per request: every
+        // `status` and scrape runs this, and a line each would push real alerts out of
+        // journald's rate limit.
+        let now = (self.checks.len(), notify);
+        if synced.started + synced.stopped + synced.restarted > 0
+            || self.logged.as_ref() != Some(&now)
+        {
+            log::info!(
+                "health: checking {} server(s) ({} started, {} stopped, {} restarted); notify: {}",
+                now.0,
+                synced.started,
+                synced.stopped,
+                synced.restarted,
+                now.1
+            );
+            self.logged = Some(now);
+        }
     }
 
     /// What `status` and the metrics show besides the balancer's state; `flow_table` tells
@@ -137,6 +154,7 @@ impl Health {
             notify_runs: self.notify_runs.counts().to_vec(),
             flow_table,
             census: None,
+            events: self.timeline.events(),
         }
     }
 
@@ -150,6 +168,7 @@ impl Health {
             );
             return;
         }
+        self.timeline.health(&event);
         let watch = TableSwitches::start(balancer);
         let applied = balancer.set_health(&event.service, event.address, event.to.is_up());
         self.switches.stop(watch, balancer);
@@ -189,26 +208,13 @@ pub(super) fn service_failover(file: &ConfigFile, name: &str) -> ServiceFailover
         .unwrap_or_default()
 }
 
-/// The backend configuration a standby is resolved with: a fallback server's own, a
-/// backup's address alone.
+/// The backend configuration each standby is resolved with (see
+/// `ServiceFailover::standby_backend`).
 pub(super) fn standby_backends(failover: &ServiceFailover) -> Vec<Backend> {
     failover
         .standbys()
         .into_iter()
-        .map(|(address, role)| {
-            let own = match role {
-                Role::Fallback => failover.fallback_server(address),
-                Role::Primary | Role::Backup => None,
-            };
-            own.map_or(
-                Backend {
-                    address,
-                    weight: 1,
-                    mac: None,
-                },
-                |f| f.backend.clone(),
-            )
-        })
+        .map(|(address, role)| failover.standby_backend(address, role))
         .collect()
 }
 

@@ -4,8 +4,8 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, FAMILY_IPV4, PROTO_TCP, PROTO_UDP, SERVICE_PORT_WORDS,
-    ServiceKey, ServiceValue, map_names,
+    BACKEND_F_VALID, BackendValue, FAMILY_IPV4, LocalMacs, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP,
+    SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, map_names,
 };
 
 use super::{Attached, Drift, Intent, KernelView, TableDigest};
@@ -25,6 +25,8 @@ pub fn compare(intent: &Intent, kernel: &KernelView) -> Vec<Drift> {
     service_ports(intent, kernel, &mut drift);
     backends(intent, kernel, &mut drift);
     pools(intent, kernel, &mut drift);
+    vips(intent, kernel, &mut drift);
+    local_macs(intent, kernel, &mut drift);
     tables(intent, kernel, &mut drift);
     attachments(intent, kernel, &mut drift);
     drift.sort();
@@ -100,16 +102,21 @@ fn differ(out: &mut Vec<String>, name: &str, want: u32, have: u32) {
     }
 }
 
-/// `VIP:PORT/PROTO` (and `vlan N`) of a `service_by_vip` key.
-pub fn key_label(key: &ServiceKey) -> String {
-    let bytes: Vec<u8> = key.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let addr = if key.family == FAMILY_IPV4 {
+/// The address of a key's words (see `ServiceKey` for their byte order).
+fn address_of(words: &[u32; 4], family: u8) -> IpAddr {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if family == FAMILY_IPV4 {
         IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     } else {
         let mut octets = [0u8; 16];
         octets.copy_from_slice(&bytes);
         IpAddr::from(octets)
-    };
+    }
+}
+
+/// `VIP:PORT/PROTO` (and `vlan N`) of a `service_by_vip` key.
+pub fn key_label(key: &ServiceKey) -> String {
+    let addr = address_of(&key.addr, key.family);
     let port = port_of(key);
     let proto = match key.proto {
         PROTO_TCP => "tcp".to_owned(),
@@ -257,6 +264,99 @@ fn pools(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
             ));
         }
     }
+}
+
+/// `vips`: every service address, and no other. Only a later fragment without its first
+/// reads it: a VIP missing passes such fragments to the host, a stray address drops them.
+fn vips(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::VIPS;
+    for v in &intent.vips {
+        if !kernel.vips.contains(&v.key) {
+            drift.push(Drift::new(
+                &v.label,
+                map,
+                "missing from vips: later fragments to it whose first was not seen reach the \
+                 LB host instead of being dropped",
+            ));
+        }
+    }
+    let owned: HashSet<VipKey> = intent.vips.iter().map(|v| v.key).collect();
+    for key in &kernel.vips {
+        if !owned.contains(key) {
+            drift.push(Drift::new(
+                format!("vips key {}", address_of(&key.addr, key.family)),
+                map,
+                "an address no configured service has: later fragments to it whose first was \
+                 not seen are dropped instead of reaching the LB host",
+            ));
+        }
+    }
+}
+
+/// `local_macs`: each attached interface's MACs (in any order), and no other interface.
+fn local_macs(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::LOCAL_MACS;
+    for (ifindex, want) in &intent.local_macs {
+        let Some(have) = kernel.local_macs.get(ifindex) else {
+            drift.push(Drift::new(
+                &want.label,
+                map,
+                "key missing from local_macs: frames there are balanced whatever their \
+                 destination MAC (promiscuous or flooded ones too)",
+            ));
+            continue;
+        };
+        let have = macs_of(have);
+        let mut wanted = want.macs.clone();
+        wanted.sort();
+        if have != wanted {
+            drift.push(Drift::new(
+                &want.label,
+                map,
+                format!(
+                    "local_macs differ: {} (agent: {})",
+                    mac_list(&have),
+                    mac_list(&wanted)
+                ),
+            ));
+        }
+    }
+    for (ifindex, value) in &kernel.local_macs {
+        if !intent.local_macs.contains_key(ifindex) {
+            drift.push(Drift::new(
+                format!("local_macs key {ifindex}"),
+                map,
+                format!(
+                    "an interface the agent does not register ({})",
+                    mac_list(&macs_of(value))
+                ),
+            ));
+        }
+    }
+}
+
+/// The MACs of a `local_macs` value, sorted (a count beyond the slots reads as all of them).
+fn macs_of(value: &LocalMacs) -> Vec<MacAddr> {
+    let count = (value.count as usize).min(MAX_LOCAL_MACS);
+    let mut macs: Vec<MacAddr> = value.macs[..count]
+        .iter()
+        .map(|word| {
+            let b = word.to_le_bytes();
+            MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+        })
+        .collect();
+    macs.sort();
+    macs
+}
+
+fn mac_list(macs: &[MacAddr]) -> String {
+    if macs.is_empty() {
+        return "none".to_owned();
+    }
+    macs.iter()
+        .map(MacAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn tables(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {

@@ -2,16 +2,19 @@
 //! named pool, its table live, the program attached and pinned on eth0.
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendOwner, BackendValue, OWNER_F_HEALTHY, PROTO_TCP, PoolValue,
-    SERVICE_F_PASS_WHEN_EMPTY, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, map_names,
+    BACKEND_F_VALID, BackendOwner, BackendValue, LocalMacs, OWNER_F_HEALTHY, PROTO_TCP, PoolValue,
+    SERVICE_F_PASS_WHEN_EMPTY, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, mac_word,
+    map_names,
 };
+
+use crate::config::MacAddr;
 
 use super::*;
 
 const PROGRAM: u32 = 42;
 const RTMP: &str = "service video-rtmp 10.77.0.100:1935/tcp";
 
-fn key() -> ServiceKey {
+pub(super) fn key() -> ServiceKey {
     ServiceKey::new("10.77.0.100".parse().unwrap(), 1935, PROTO_TCP)
 }
 
@@ -27,8 +30,31 @@ fn entry(last: u8, epoch: u32) -> BackendValue {
 
 const TABLE: [u32; 7] = [0, 1, 0, 1, 0, 1, 0];
 
+/// The VIP's `vips` key.
+pub(super) fn vip() -> VipKey {
+    VipKey {
+        addr: key().addr,
+        family: key().family,
+        _pad: [0; 3],
+    }
+}
+
+/// eth0's own MAC and its VLAN device's, as `local_macs` holds them for ifindex 2.
+pub(super) const ETH0_MACS: [[u8; 6]; 2] = [[2, 0x77, 0, 0, 0, 1], [2, 0x77, 0, 0, 1, 0]];
+
+pub(super) fn local_macs(macs: &[[u8; 6]]) -> LocalMacs {
+    let mut value = LocalMacs {
+        count: macs.len() as u32,
+        ..LocalMacs::default()
+    };
+    for (slot, mac) in value.macs.iter_mut().zip(macs) {
+        *slot = mac_word(*mac);
+    }
+    value
+}
+
 /// The agent's intent, and a kernel that holds exactly that.
-fn consistent() -> (Intent, KernelView) {
+pub(super) fn consistent() -> (Intent, KernelView) {
     let service = ServiceValue {
         service_id: 0,
         table_offset: 0,
@@ -86,6 +112,18 @@ fn consistent() -> (Intent, KernelView) {
         }],
         interfaces: vec!["eth0".into()],
         pinned: true,
+        vips: vec![VipIntent {
+            label: "VIP 10.77.0.100".into(),
+            key: vip(),
+        }],
+        local_macs: [(
+            2,
+            LocalMacsIntent {
+                label: "interface eth0 (ifindex 2)".into(),
+                macs: ETH0_MACS.iter().map(|m| MacAddr(*m)).collect(),
+            },
+        )]
+        .into(),
     };
     let mut port_words = vec![0u64; SERVICE_PORT_WORDS as usize];
     port_words[1935 / 64] |= 1 << (1935 % 64);
@@ -103,6 +141,9 @@ fn consistent() -> (Intent, KernelView) {
             .map(|(id, b)| (*id, b.owner))
             .collect(),
         pools: [(1, pool)].into(),
+        vips: [vip()].into(),
+        // The data plane does not care in which order the MACs are.
+        local_macs: [(2, local_macs(&[ETH0_MACS[1], ETH0_MACS[0]]))].into(),
         tables: [(0, Ok(TableDigest::of(&TABLE)))].into(),
         program_id: Some(PROGRAM),
         interfaces: [(
@@ -119,7 +160,7 @@ fn consistent() -> (Intent, KernelView) {
 }
 
 /// Each difference as the status banner shows it.
-fn lines(intent: &Intent, kernel: &KernelView) -> Vec<String> {
+pub(super) fn lines(intent: &Intent, kernel: &KernelView) -> Vec<String> {
     compare(intent, kernel)
         .iter()
         .map(|d| d.to_string())

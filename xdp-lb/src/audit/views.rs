@@ -3,11 +3,15 @@
 //! from `dataplane/audit.rs`), so the rules in `compare.rs` are tested without a kernel.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{DefaultHasher, Hash as _, Hasher as _},
 };
 
-use xdp_lb_common::{BackendOwner, BackendValue, PoolValue, ServiceKey, ServiceValue};
+use xdp_lb_common::{
+    BackendOwner, BackendValue, LocalMacs, PoolValue, ServiceKey, ServiceValue, VipKey,
+};
+
+use crate::config::MacAddr;
 
 /// What the agent means the data plane to hold, derived from the balancer's state.
 #[derive(Clone, Debug, Default)]
@@ -19,6 +23,11 @@ pub struct Intent {
     pub backends: BTreeMap<u32, BackendIntent>,
     /// Every non-empty live table.
     pub tables: Vec<TableIntent>,
+    /// Every service address (`vips`), each once.
+    pub vips: Vec<VipIntent>,
+    /// The MACs of each attached interface that `local_macs` must hold, by ifindex (an
+    /// interface with more than the map holds is left out: it must have no entry).
+    pub local_macs: BTreeMap<u32, LocalMacsIntent>,
     /// Interfaces the program must be attached to.
     pub interfaces: Vec<String>,
     /// Whether each interface's link must also be pinned.
@@ -48,6 +57,21 @@ pub struct BackendIntent {
     pub entry: BackendValue,
     /// Its `backend_owners` record: what the next agent adopts it by.
     pub owner: BackendOwner,
+}
+
+#[derive(Clone, Debug)]
+pub struct VipIntent {
+    /// `VIP ADDRESS`.
+    pub label: String,
+    pub key: VipKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalMacsIntent {
+    /// `interface NAME (ifindex N)`.
+    pub label: String,
+    /// Distinct; their order does not matter to the data plane.
+    pub macs: Vec<MacAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +122,10 @@ pub struct KernelView {
     pub owners: BTreeMap<u32, BackendOwner>,
     /// Every key of `pools` with its value.
     pub pools: BTreeMap<u32, PoolValue>,
+    /// Every key of `vips`.
+    pub vips: HashSet<VipKey>,
+    /// Every entry of `local_macs`, by ifindex.
+    pub local_macs: BTreeMap<u32, LocalMacs>,
     /// The table in each intended live region, by its offset (or why it could not be read).
     pub tables: BTreeMap<u32, Result<TableDigest, String>>,
     /// The id of the agent's loaded XDP program.

@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use xdp_lb_common::POOL_ID_DEFAULT;
+use xdp_lb_common::{POOL_ID_DEFAULT, VipKey};
 
 use super::{Balancer, table_plan::TablePlan};
 use crate::audit::{
-    BackendIntent, Intent, PoolIntent, ServiceIntent, TableDigest, TableIntent, key_label,
+    BackendIntent, Intent, LocalMacsIntent, PoolIntent, ServiceIntent, TableDigest, TableIntent,
+    VipIntent, key_label,
 };
 
 /// The tables the agent computed, by (service, pool), with the plan and size each was
@@ -48,6 +49,17 @@ impl Balancer {
                 key: s.key,
                 value: s.value(),
             });
+            let vip = VipKey {
+                addr: s.key.addr,
+                family: s.key.family,
+                _pad: [0; 3],
+            };
+            if !intent.vips.iter().any(|v| v.key == vip) {
+                intent.vips.push(VipIntent {
+                    label: format!("VIP {}", s.config.vip),
+                    key: vip,
+                });
+            }
             for b in s.backends.values().chain(s.standbys.values()) {
                 intent.backends.insert(
                     b.id,
@@ -80,6 +92,21 @@ impl Balancer {
             }
         }
         expected.tables.retain(|key, _| live.contains(key));
+        intent.local_macs = self
+            .local_macs_plan()
+            .into_iter()
+            .filter(|(_, p)| p.fits())
+            .map(|(ifindex, p)| {
+                let label = format!("interface {} (ifindex {ifindex})", p.name);
+                (
+                    ifindex,
+                    LocalMacsIntent {
+                        label,
+                        macs: p.macs,
+                    },
+                )
+            })
+            .collect();
         intent
     }
 }

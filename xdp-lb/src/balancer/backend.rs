@@ -3,7 +3,7 @@
 
 use xdp_lb_common::{
     BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendOwner, BackendValue, OWNER_F_HEALTHY, ServiceKey,
-    addr_words,
+    addr_words, backend_vlan_flags,
 };
 
 use crate::config::{Backend, DownAction, MacAddr};
@@ -57,7 +57,8 @@ impl BackendState {
     }
 
     /// Its `backends` entry: valid while it keeps flows, refusing new connections unless it
-    /// is in a table; it keeps its MAC for the record even when invalid.
+    /// is in a table, with its own VLAN when it is on another than its service's; it keeps
+    /// its MAC for the record even when invalid.
     pub(super) fn entry(&self) -> BackendValue {
         let Some(f) = self.forwarding else {
             return BackendValue {
@@ -65,7 +66,7 @@ impl BackendState {
                 ..BackendValue::default()
             };
         };
-        let mut flags = 0;
+        let mut flags = backend_vlan_flags(self.config.vlan.unwrap_or(0));
         if self.keeps_flows() {
             flags |= BACKEND_F_VALID;
             if !self.in_table() {

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{BackendState, Balancer, Forwarding, Owner, ServiceState, Serving};
-use crate::config::{Backend, DEFAULT_POOL, Role, ServiceFailover};
+use crate::config::{Backend, DEFAULT_POOL, ServiceFailover};
 use anyhow::anyhow;
 
 impl Balancer {
@@ -47,6 +47,19 @@ impl Balancer {
             })
             .map(|w| w.config.clone())
             .collect();
+        // A kept standby on another VLAN now (a backup whose primaries moved): its entry
+        // changes with nothing else.
+        let retagged: Vec<BackendState> = wanted
+            .values()
+            .filter(|w| {
+                state
+                    .standbys
+                    .get(&w.config.address)
+                    .is_some_and(|old| old.entry() != w.entry())
+            })
+            .cloned()
+            .collect();
+        let key = state.key;
         state.failover = failover.clone();
         state.standbys = wanted;
         let changed = super::changed_pools(&plans_before, &state.table_plans());
@@ -54,6 +67,9 @@ impl Balancer {
         for id in removed {
             self.clear_backend(id)?;
             self.backend_ids.give_back(id);
+        }
+        for b in retagged {
+            self.write_backend(&key, &b)?;
         }
         for config in remac {
             self.set_forwarding(name, config.address, forwarding(&config))?;
@@ -74,15 +90,7 @@ impl Balancer {
         let mut out = BTreeMap::new();
         let mut created = Vec::new();
         for (address, role) in failover.standbys() {
-            let config = match role {
-                Role::Fallback => failover.fallback_server(address).map(|f| f.backend.clone()),
-                Role::Backup | Role::Primary => None,
-            }
-            .unwrap_or(Backend {
-                address,
-                weight: 1,
-                mac: None,
-            });
+            let config = failover.standby_backend(address, role);
             if let Some(old) = existing.get(&address) {
                 out.insert(
                     address,

@@ -45,6 +45,24 @@ pub fn with_service_added(
     Ok(edited)
 }
 
+/// `file` validated again as a whole, exactly as the file on disk is: every run-time change
+/// (a backend added or reweighted, a client rule) is applied to a copy of the running
+/// configuration and the copy must pass this, so the control socket and registration
+/// accept only what the YAML would. `Err` lists the rules the copy breaks.
+pub fn revalidated(file: &ConfigFile, host: &dyn HostFacts) -> Result<ConfigFile, String> {
+    let label = Path::new("(the running configuration with the change)");
+    let mut checked = parse_file(label, &render_file(file), host).map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    checked.config.path = file.config.path.clone();
+    Ok(checked)
+}
+
 /// `file` without the service `name`; `None` when there is no such service.
 pub fn with_service_removed(file: &ConfigFile, name: &str) -> Option<ConfigFile> {
     let mut edited = file.clone();

@@ -94,7 +94,27 @@ impl std::error::Error for ConfigErrors {}
 /// A value from the file, shown in a message: between backticks, with control characters
 /// escaped so one error stays on one line.
 pub(crate) fn shown(text: &str) -> String {
-    format!("`{}`", escape_controls(text))
+    format!("`{}`", escape_controls(&clipped(text)))
+}
+
+/// The most characters of a quoted value shown in a message or log line.
+const SHOWN_CHARS: usize = 64;
+
+/// `text`, or its first [`SHOWN_CHARS`] characters and how long it was: a 50 MB service
+/// name must not become a 50 MB log line and reply.
+pub(crate) fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => {
+            std::borrow::Cow::Owned(format!("{}... ({} bytes in all)", &text[..end], text.len()))
+        }
+    }
+}
+
+/// A value from outside (a request's name, a client's header) for a log line or a reply:
+/// control characters escaped, clipped, quoted.
+pub fn quoted(text: &str) -> String {
+    shown(text)
 }
 
 /// `text` with control characters (newlines, escapes) written as Rust escapes.
@@ -152,5 +172,23 @@ mod tests {
     #[test]
     fn values_with_control_characters_stay_on_one_line() {
         assert_eq!(shown("a\nb\u{1b}"), "`a\\nb\\u{1b}`");
+    }
+}
+
+#[cfg(test)]
+mod quoting_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_is_clipped_and_control_characters_escaped() {
+        assert_eq!(shown("web"), "`web`");
+        assert_eq!(shown("a\nb\u{1b}[31m"), "`a\\nb\\u{1b}[31m`");
+        let long = "x".repeat(50_000_000);
+        let shown = shown(&long);
+        assert!(shown.len() < 120, "{} bytes", shown.len());
+        assert!(shown.ends_with("... (50000000 bytes in all)`"), "{shown}");
+        // Clipped on a character boundary.
+        let wide = "é".repeat(100);
+        assert!(clipped(&wide).starts_with(&"é".repeat(64)));
     }
 }

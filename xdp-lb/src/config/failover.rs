@@ -74,6 +74,8 @@ pub struct BackendFailover {
     pub check: Option<HealthCheck>,
     /// The standby that takes its Maglev slots while it is down.
     pub backup: Option<IpAddr>,
+    /// The VLAN its backup is on when it is not the service's: the primary's own.
+    pub backup_vlan: Option<u16>,
 }
 
 /// A server of the fallback pool.
@@ -176,6 +178,28 @@ impl ServiceFailover {
     /// The backup named by the primary at `address`.
     pub fn backup_of(&self, address: IpAddr) -> Option<IpAddr> {
         self.backends.get(&address).and_then(|b| b.backup)
+    }
+
+    /// The configuration a standby is resolved and given its entry with: a fallback
+    /// server's own; a backup's address, on the VLAN of the primaries it stands in for.
+    pub fn standby_backend(&self, address: IpAddr, role: Role) -> Backend {
+        if let Some(f) = self
+            .fallback_server(address)
+            .filter(|_| role == Role::Fallback)
+        {
+            return f.backend.clone();
+        }
+        let vlan = self
+            .backends
+            .values()
+            .find(|b| b.backup == Some(address))
+            .and_then(|b| b.backup_vlan);
+        Backend {
+            address,
+            weight: 1,
+            mac: None,
+            vlan,
+        }
     }
 
     /// Every standby of every pool (backups, then the fallback servers) with its role, each

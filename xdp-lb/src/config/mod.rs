@@ -42,22 +42,26 @@ mod tests_failover;
 mod tests_pools;
 #[cfg(test)]
 mod tests_rules;
+#[cfg(test)]
+mod tests_vlans;
 
-use std::{
-    io::Read,
-    path::{Component, Path},
-};
+use std::path::{Component, Path};
 
 pub use announce::{
     ANNOUNCE_ROUTE_PROTOCOL, Announce, DEFAULT_ANNOUNCE_TABLE, DEFAULT_MIN_HEALTHY,
     DEFAULT_RESTORE_AFTER, DEFAULT_STOP_GRACE,
 };
 pub use duration::format_duration;
-pub use edit::{with_service_added, with_service_removed};
-pub use errors::{ConfigError, ConfigErrors};
+pub use edit::{revalidated, with_service_added, with_service_removed};
+pub use errors::{ConfigError, ConfigErrors, quoted};
+
+/// Whether `name` can name a service or a pool (1 to 64 characters of A-Z a-z 0-9 _ . -).
+pub fn valid_name(name: &str) -> bool {
+    pools::valid_pool_name(name)
+}
 pub use failover::*;
 pub use model::*;
-pub use ops::{MAX_TOKEN_BYTES, Ops, Registration, read_token_file};
+pub use ops::{MAX_TOKEN_BYTES, Metrics, Ops, Registration, read_token_file};
 pub use render::{render, render_file};
 
 /// Largest configuration file read (a full one, 16384 backends, is about 1 MiB).
@@ -77,6 +81,13 @@ pub trait HostFacts {
     /// with it. The default says it does, as for [`Self::is_executable`].
     fn secret_file(&self, _path: &Path) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The host's own addresses with their prefix lengths: no backend, backup or fallback
+    /// server may be one of them, nor the network or broadcast address of an IPv4 subnet of
+    /// theirs. The default knows none (a config checked for another host).
+    fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
+        Vec::new()
     }
 }
 
@@ -106,6 +117,32 @@ impl HostFacts for LiveHost {
     fn secret_file(&self, path: &Path) -> Result<(), String> {
         read_token_file(path).map(|_| ())
     }
+
+    fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
+        let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+            return Vec::new();
+        };
+        addresses
+            .filter_map(|a| {
+                let address = a.address?;
+                let netmask = a.netmask;
+                if let Some(v4) = address.as_sockaddr_in() {
+                    let prefix = netmask
+                        .as_ref()
+                        .and_then(|m| m.as_sockaddr_in())
+                        .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+                    Some((std::net::IpAddr::V4(v4.ip()), prefix))
+                } else {
+                    let v6 = address.as_sockaddr_in6()?;
+                    let prefix = netmask
+                        .as_ref()
+                        .and_then(|m| m.as_sockaddr_in6())
+                        .map_or(128, |m| u128::from(m.ip()).count_ones() as u8);
+                    Some((std::net::IpAddr::V6(v6.ip()), prefix))
+                }
+            })
+            .collect()
+    }
 }
 
 /// Reads and validates the configuration in `text`, which came from `path` (used in messages
@@ -130,6 +167,60 @@ pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
     load_file(path, host).map(|file| file.config)
 }
 
+/// How old the file must be before the agent reads it for a reload: one written less than
+/// this ago may still be being written (an editor or a copy that writes in place), so the
+/// reload waits until the file is this old.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`load_file`] as the running agent reads it, off its loop: after waiting (at most
+/// [`SETTLE`]) for a file written just now to settle, with a deadline on the read
+/// ([`crate::files::read_within`]: a FIFO or a hung filesystem is an error, never a wait),
+/// and refused when the file changed while it was read (written in place, not replaced by a
+/// rename).
+pub async fn load_file_settled(
+    path: &Path,
+    host: &dyn HostFacts,
+) -> Result<ConfigFile, ConfigErrors> {
+    let unreadable = |message: String| {
+        ConfigErrors::from(ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        })
+    };
+    let stamp = |meta: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt as _;
+        (meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec())
+    };
+    if let Ok(meta) = &std::fs::metadata(path)
+        && meta.is_file()
+        && let Ok(age) = meta.modified().and_then(|m| {
+            m.elapsed()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        && age < SETTLE
+    {
+        tokio::time::sleep(SETTLE - age).await;
+    }
+    let before = std::fs::metadata(path).ok().map(|m| stamp(&m));
+    let bytes = crate::files::read_within(path, MAX_FILE_BYTES, crate::files::READ_DEADLINE)
+        .await
+        .map_err(|e| unreadable(format!("the file {e}")))?;
+    let after = std::fs::metadata(path).ok().map(|m| stamp(&m));
+    if before != after {
+        return Err(unreadable(
+            "the file changed while it was read: write the new version beside it and \
+             rename it into place (mv is atomic), then reload"
+                .to_owned(),
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
+    parse_file(path, &text, host)
+}
+
 /// Reads, parses and validates the configuration file at `path`. A file that cannot be read
 /// gives one error at line 0.
 pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
@@ -142,17 +233,8 @@ pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, Config
             message,
         })
     };
-    let file =
-        std::fs::File::open(path).map_err(|e| unreadable(format!("cannot open the file: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(unreadable(format!(
-            "the file is larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
+    let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)
+        .map_err(|e| unreadable(format!("the file {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| unreadable(format!("the file is not UTF-8 text: {e}")))?;
     parse_file(path, &text, host)

@@ -260,6 +260,10 @@ pub struct Backend {
     pub weight: u32,
     /// Given in the config; otherwise resolved from the kernel's neighbour table.
     pub mac: Option<MacAddr>,
+    /// The VLAN the backend is on when it is not its service's: its frames leave with their
+    /// outer tag's VLAN id rewritten to this. `None`: the service's VLAN (the tag is kept).
+    /// Only a VLAN-bound service's backends have one (a tag is rewritten, never pushed).
+    pub vlan: Option<u16>,
 }
 
 /// An Ethernet address.

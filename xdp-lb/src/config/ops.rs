@@ -1,11 +1,11 @@
-//! The operations endpoints: the Prometheus metrics listener and the remote registration
-//! API (`metrics.rs` and `register.rs` serve them). Both are off unless the file names
-//! them, and both are bound at start: changing either needs a restart.
+//! The operations endpoints: the management listener (the Prometheus metrics, the web
+//! console and its status report) and the remote registration API (`metrics.rs`,
+//! `console.rs` and `register.rs` serve them). Both are off unless the file names them, and
+//! both are bound at start: changing either needs a restart.
 
 use std::{
     fmt::Write as _,
     fs,
-    io::Read as _,
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -28,10 +28,19 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// The operations endpoints; `None` for an endpoint that is off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ops {
-    /// Where `GET /metrics` is served.
-    pub metrics: Option<SocketAddr>,
+    /// Where `GET /metrics`, the web console and `GET /status.json` are served.
+    pub metrics: Option<Metrics>,
     /// Where backends may be added and removed over HTTP with a bearer token.
     pub registration: Option<Registration>,
+}
+
+/// The management listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+    /// Holds a bearer token `/metrics` and `/status.json` then require (the console's page
+    /// asks for it); `None`: no token, as for a listener on a management address.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,23 +68,14 @@ impl Ops {
 /// The registration token in `path`: one line of printable ASCII, at most
 /// [`MAX_TOKEN_BYTES`], in a regular file nobody but its owner and group can read.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if !meta.is_file() {
-        return Err("is not a regular file".to_owned());
-    }
+    let bytes = crate::files::read_regular(path, MAX_TOKEN_BYTES as u64 * 2)?;
+    let meta = fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o004 != 0 {
         return Err(format!(
             "is readable by every user (mode {mode:04o}); make it root's only: chmod 600"
         ));
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_BYTES as u64 * 2 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
     let token = bytes.trim_ascii();
     if token.is_empty() {
         return Err("is empty (write a token in it, e.g. `openssl rand -hex 32`)".to_owned());
@@ -96,19 +96,46 @@ impl Checker<'_> {
     /// `metrics` and `registration`.
     pub(super) fn ops(&mut self, raw: &RawConfig, host: &dyn HostFacts) -> Option<Ops> {
         let before = self.errors.len();
-        let metrics = raw
-            .metrics
-            .as_ref()
-            .and_then(|m| self.listen(&m.value.listen, "metrics.listen"));
+        let metrics = raw.metrics.as_ref().and_then(|m| {
+            let listen = self.listen(&m.value.listen, "metrics.listen");
+            let token_file = match &m.value.token_file {
+                None => Some(None),
+                Some(file) => self.token_file(file, "metrics.token_file", host).map(Some),
+            };
+            Some(Metrics {
+                listen: listen?,
+                token_file: token_file?,
+            })
+        });
         let registration = raw
             .registration
             .as_ref()
             .and_then(|r| self.registration(&r.value, host));
-        if let (Some(m), Some(r), Some(raw_r)) = (metrics, &registration, &raw.registration)
-            && m == r.listen
+        if let (Some(m), Some(r), Some(raw_r)) = (&metrics, &registration, &raw.registration)
+            && m.listen.port() == r.listen.port()
         {
-            let message = format!("{m} is also metrics.listen: give each its own port");
-            self.error(at(&raw_r.value.listen), "registration.listen", message);
+            let m = m.listen;
+            // The second bind fails at start (after the program is attached) when the
+            // addresses are equal, or when one listens on every address of its family (and
+            // an IPv6 `[::]` takes IPv4 too).
+            let wildcard = |a: SocketAddr, b: SocketAddr| {
+                a.ip().is_unspecified() && (a.is_ipv6() || b.is_ipv4())
+            };
+            let message = if m == r.listen {
+                Some(format!(
+                    "{m} is also metrics.listen: give each its own port"
+                ))
+            } else if wildcard(m, r.listen) || wildcard(r.listen, m) {
+                Some(format!(
+                    "{} and metrics.listen {m} overlap (the same port, and one listens on every address): give each its own port",
+                    r.listen
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                self.error(at(&raw_r.value.listen), "registration.listen", message);
+            }
         }
         (self.errors.len() == before).then_some(Ops {
             metrics,
@@ -122,9 +149,21 @@ impl Checker<'_> {
         host: &dyn HostFacts,
     ) -> Option<Registration> {
         let listen = self.listen(&raw.listen, "registration.listen");
-        let file = &raw.token_file;
+        let token_file = self.token_file(&raw.token_file, "registration.token_file", host)?;
+        Some(Registration {
+            listen: listen?,
+            token_file,
+        })
+    }
+
+    /// An absolute path to a token file the host accepts (see [`read_token_file`]).
+    fn token_file(
+        &mut self,
+        file: &Spanned<String>,
+        field: &str,
+        host: &dyn HostFacts,
+    ) -> Option<PathBuf> {
         let path = Path::new(&file.value);
-        let field = "registration.token_file";
         if !path.is_absolute() {
             let message = format!(
                 "{} is not an absolute path (write the full path of the token file)",
@@ -137,10 +176,7 @@ impl Checker<'_> {
             self.error(at(file), field, format!("{} {why}", shown(&file.value)));
             return None;
         }
-        Some(Registration {
-            listen: listen?,
-            token_file: path.to_path_buf(),
-        })
+        Some(path.to_path_buf())
     }
 
     /// An address and port to listen on.
@@ -166,9 +202,12 @@ impl Checker<'_> {
 
 /// `metrics` and `registration` in the effective configuration (nothing when off).
 pub(super) fn render(out: &mut String, ops: &Ops) -> std::fmt::Result {
-    if let Some(listen) = ops.metrics {
+    if let Some(m) = &ops.metrics {
         writeln!(out, "metrics:")?;
-        writeln!(out, "  listen: {}", socket(listen))?;
+        writeln!(out, "  listen: {}", socket(m.listen))?;
+        if let Some(path) = &m.token_file {
+            writeln!(out, "  token_file: {}", string(&path.to_string_lossy()))?;
+        }
     }
     if let Some(r) = &ops.registration {
         writeln!(out, "registration:")?;
@@ -262,11 +301,11 @@ mod tests {
         assert!(
             read_token_file(&dir.0.join("missing"))
                 .unwrap_err()
-                .starts_with("cannot open it: ")
+                .starts_with("cannot be opened: ")
         );
         assert_eq!(
             read_token_file(&dir.0).unwrap_err(),
-            "is not a regular file"
+            "is a directory, not a regular file"
         );
     }
 
@@ -308,7 +347,13 @@ mod tests {
         let off = ok_file(base);
         assert_eq!(off.ops, Ops::default());
         let metrics = ok_file(&format!("metrics:\n  listen: \"[::1]:9100\"\n{base}"));
-        assert_eq!(metrics.ops.metrics, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(
+            metrics.ops.metrics,
+            Some(Metrics {
+                listen: "[::1]:9100".parse().unwrap(),
+                token_file: None
+            })
+        );
         assert_eq!(
             metrics.ops.restart_needed(&off.ops).as_deref(),
             Some("metrics")

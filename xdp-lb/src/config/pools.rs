@@ -18,7 +18,8 @@ use super::{
 
 /// What a service's pools are checked against.
 pub(super) struct PoolContext<'a> {
-    pub vip: Option<IpAddr>,
+    /// The service's name, VIP and VLAN.
+    pub side: super::service::ServiceSide<'a>,
     pub port: Option<u16>,
     pub protocol: Option<super::Protocol>,
     /// The service's table size: a pool's by default.
@@ -78,7 +79,7 @@ impl Checker<'_> {
                     &prefix,
                     j,
                     &backend.value,
-                    service.vip,
+                    &service.side,
                     &mut addresses,
                 ));
             }
@@ -88,7 +89,7 @@ impl Checker<'_> {
             };
             let effective = check.clone().flatten().or_else(|| service.check.cloned());
             let facts = ServiceFacts {
-                vip: service.vip,
+                side: service.side,
                 port: service.port,
                 protocol: service.protocol,
                 maglev_size,

@@ -101,6 +101,8 @@ pub(crate) struct RawBackend {
     #[serde(default)]
     pub mac: Option<Spanned<String>>,
     #[serde(default)]
+    pub vlan: Option<Spanned<Number>>,
+    #[serde(default)]
     pub backup: Option<Spanned<String>>,
     #[serde(default)]
     pub health_check: Option<Spanned<RawHealthCheck>>,

@@ -8,6 +8,8 @@ use serde_saphyr::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
     pub listen: Spanned<String>,
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,7 +128,7 @@ fn write_config(
         }
         announce::render_service(out, announced, &s.name)?;
         let service_failover = failover.and_then(|f| f.services.get(&s.name));
-        render_failover::service(out, service_failover)?;
+        render_failover::service(out, service_failover, s.vlan)?;
         if s.backends.is_empty() {
             writeln!(out, "    backends: []")?;
         } else {
@@ -144,11 +144,27 @@ fn write_config(
                     "        mac: null  # resolved from the neighbour table at start"
                 )?,
             }
+            vlan_line(out, "        ", b.vlan, s.vlan)?;
             render_failover::backend(out, service_failover, b.address)?;
         }
         render_pools::service(out, s, service_failover)?;
     }
     Ok(())
+}
+
+/// A server's `vlan`: its own, else its service's (with a comment saying so); nothing for
+/// a service that takes any VLAN.
+pub(super) fn vlan_line(
+    out: &mut String,
+    indent: &str,
+    own: Option<u16>,
+    service: Option<u16>,
+) -> std::fmt::Result {
+    match (own, service) {
+        (Some(vlan), _) => writeln!(out, "{indent}vlan: {vlan}"),
+        (None, Some(vlan)) => writeln!(out, "{indent}vlan: {vlan}  # the service's: tags kept"),
+        (None, None) => Ok(()),
+    }
 }
 
 /// An address as a YAML scalar. IPv6 addresses are quoted: one ending in `:` (`fe80::`)

@@ -20,7 +20,11 @@ pub(super) fn notify(out: &mut String, notify: Option<&Notify>) -> Result {
 }
 
 /// The service's `health_check` and `fallback` (after its own settings).
-pub(super) fn service(out: &mut String, failover: Option<&ServiceFailover>) -> Result {
+pub(super) fn service(
+    out: &mut String,
+    failover: Option<&ServiceFailover>,
+    vlan: Option<u16>,
+) -> Result {
     let Some(f) = failover else { return Ok(()) };
     if let Some(check) = &f.check {
         write_check(out, "    ", check, None)?;
@@ -40,6 +44,7 @@ pub(super) fn service(out: &mut String, failover: Option<&ServiceFailover>) -> R
                 "        mac: null  # resolved from the neighbour table at start"
             )?,
         }
+        super::render::vlan_line(out, "        ", b.vlan, vlan)?;
         if let (Some(own), Some(base)) = (&server.check, &f.check) {
             write_check(out, "        ", own, Some(base))?;
         }

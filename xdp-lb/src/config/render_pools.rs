@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::{
     Backend, ClientAction, Service, ServiceFailover,
-    render::{address, string},
+    render::{address, string, vlan_line},
     render_failover::write_check,
 };
 
@@ -31,7 +31,7 @@ pub(super) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
         if !fallback.is_empty() {
             writeln!(out, "        fallback:")?;
             for server in fallback {
-                server_lines(out, &server.backend)?;
+                server_lines(out, &server.backend, s.vlan)?;
                 if let (Some(own), Some(base)) = (&server.check, check) {
                     write_check(out, "            ", own, Some(base))?;
                 }
@@ -43,7 +43,7 @@ pub(super) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
         }
         writeln!(out, "        backends:")?;
         for b in &pool.backends {
-            server_lines(out, b)?;
+            server_lines(out, b, s.vlan)?;
             let own = failover.and_then(|f| f.backends.get(&b.address));
             if let Some(backup) = own.and_then(|o| o.backup) {
                 writeln!(out, "            backup: {}", address(backup))?;
@@ -67,15 +67,17 @@ pub(super) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
     Ok(())
 }
 
-/// A pool server's address, weight and MAC, as a list item at the pool's indentation.
-fn server_lines(out: &mut String, b: &Backend) -> Result {
+/// A pool server's address, weight, MAC and VLAN (`vlan`: its service's), as a list item
+/// at the pool's indentation.
+fn server_lines(out: &mut String, b: &Backend, vlan: Option<u16>) -> Result {
     writeln!(out, "          - address: {}", address(b.address))?;
     writeln!(out, "            weight: {}", b.weight)?;
     match b.mac {
-        Some(mac) => writeln!(out, "            mac: {mac}"),
+        Some(mac) => writeln!(out, "            mac: {mac}")?,
         None => writeln!(
             out,
             "            mac: null  # resolved from the neighbour table at start"
-        ),
+        )?,
     }
+    vlan_line(out, "            ", b.vlan, vlan)
 }

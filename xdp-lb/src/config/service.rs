@@ -28,6 +28,39 @@ use super::{
     validate::{Checker, MAX_NAME_LEN, Seen, is_prime, prime_near},
 };
 
+/// What a service's servers are checked against: its name (for messages), its VIP (a
+/// server is of its family) and its VLAN (a server's own VLAN needs one).
+#[derive(Clone, Copy)]
+pub(super) struct ServiceSide<'a> {
+    pub name: &'a str,
+    pub vip: Option<IpAddr>,
+    /// The service's `vlan` (`Some(None)`: it takes any VLAN and untagged frames); `None`
+    /// when it did not validate.
+    pub vlan: Option<Option<u16>>,
+}
+
+impl ServiceSide<'_> {
+    /// The VLAN a server written with `vlan` is on when it is not the service's (what its
+    /// entry rewrites the tag to), without reporting anything: for a backup, which is on
+    /// the VLAN of the primary it stands in for. `None` when the value is refused (the
+    /// primary's own check reports it).
+    pub(super) fn own_vlan(&self, vlan: Option<&Spanned<Number>>) -> Option<Option<u16>> {
+        let Some(written) = vlan else {
+            return Some(None);
+        };
+        let Number::Int(v) = written.value else {
+            return None;
+        };
+        let v = u16::try_from(v)
+            .ok()
+            .filter(|v| (1..=MAX_VLAN_ID).contains(v))?;
+        match self.vlan {
+            Some(Some(own)) => Some((own != v).then_some(v)),
+            _ => None,
+        }
+    }
+}
+
 impl Checker<'_> {
     pub(super) fn service(
         &mut self,
@@ -117,14 +150,19 @@ impl Checker<'_> {
             ),
         };
 
+        let side = ServiceSide {
+            name: &s.name.value,
+            vip,
+            vlan,
+        };
         let mut backends = Vec::with_capacity(s.backends.value.len());
         let mut addresses = HashMap::new();
         for (j, backend) in s.backends.value.iter().enumerate() {
             let prefix = format!("services[{i}].backends[{j}]");
-            backends.extend(self.backend(&prefix, j, &backend.value, vip, &mut addresses));
+            backends.extend(self.backend(&prefix, j, &backend.value, &side, &mut addresses));
         }
         let facts = ServiceFacts {
-            vip,
+            side,
             port,
             protocol,
             maglev_size,
@@ -135,7 +173,7 @@ impl Checker<'_> {
             i,
             s,
             &PoolContext {
-                vip,
+                side,
                 port,
                 protocol,
                 maglev_size,
@@ -253,6 +291,18 @@ impl Checker<'_> {
             "a multicast address"
         } else if address == IpAddr::V4(Ipv4Addr::BROADCAST) {
             "the broadcast address"
+        } else if let IpAddr::V6(v6) = address
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            &format!("an IPv4-mapped IPv6 address (write {v4})")
+        } else if role == "VIP" {
+            return Some(address);
+        } else if self.vips.contains(&address) {
+            "a VIP of this file"
+        } else if self.local.iter().any(|(a, _)| *a == address) {
+            "one of this LB's own addresses"
+        } else if let Some(what) = self.subnet_edge(address) {
+            &what.clone()
         } else {
             return Some(address);
         };
@@ -262,6 +312,31 @@ impl Checker<'_> {
             format!("{address} is {kind}, it cannot be a {role}"),
         );
         None
+    }
+
+    /// "the network address of 10.0.0.0/24 (this LB's subnet)" when `address` is the
+    /// network or broadcast address of an IPv4 subnet of the LB's own (prefixes up to /30;
+    /// /31 and /32 have neither).
+    fn subnet_edge(&self, address: IpAddr) -> Option<String> {
+        let IpAddr::V4(address) = address else {
+            return None;
+        };
+        let address = u32::from(address);
+        self.local.iter().find_map(|(local, prefix)| {
+            let (IpAddr::V4(local), 1..=30) = (local, *prefix) else {
+                return None;
+            };
+            let mask = u32::MAX << (32 - u32::from(*prefix));
+            let network = u32::from(*local) & mask;
+            let net = format!("{}/{prefix}", Ipv4Addr::from(network));
+            if address == network {
+                Some(format!("the network address of {net} (this LB's subnet)"))
+            } else if address == network | !mask {
+                Some(format!("the broadcast address of {net} (this LB's subnet)"))
+            } else {
+                None
+            }
+        })
     }
 
     fn maglev_size(&mut self, s: &RawService, field: &str) -> Option<u32> {
@@ -319,9 +394,10 @@ impl Checker<'_> {
         prefix: &str,
         j: usize,
         b: &RawBackend,
-        vip: Option<IpAddr>,
+        service: &ServiceSide<'_>,
         addresses: &mut HashMap<IpAddr, (usize, Location)>,
     ) -> Option<Backend> {
+        let vip = service.vip;
         let before = self.errors.len();
         let field = |name: &str| format!("{prefix}.{name}");
         let address = self.address(&b.address, &field("address"), "backend");
@@ -357,6 +433,10 @@ impl Checker<'_> {
             None => Some(None),
             Some(text) => self.mac(text, &field("mac")).map(Some),
         };
+        let vlan = match &b.vlan {
+            None => Some(None),
+            Some(v) => self.backend_vlan(v, &field("vlan"), address, service),
+        };
         if self.errors.len() != before {
             return None;
         }
@@ -364,7 +444,41 @@ impl Checker<'_> {
             address: address?,
             weight: weight?,
             mac: mac?,
+            vlan: vlan?,
         })
+    }
+
+    /// A backend's `vlan`: an id in range, on a service bound to a VLAN (a frame's tag is
+    /// rewritten, never pushed). The service's own VLAN is the default and is kept as
+    /// `None`.
+    fn backend_vlan(
+        &mut self,
+        v: &Spanned<Number>,
+        field: &str,
+        address: Option<IpAddr>,
+        service: &ServiceSide<'_>,
+    ) -> Option<Option<u16>> {
+        let vlan = self
+            .number(v, field, 1..=i128::from(MAX_VLAN_ID))
+            .and_then(|v| u16::try_from(v).ok())?;
+        match service.vlan {
+            // The service's own `vlan` is wrong, and reported as such.
+            None => None,
+            Some(Some(own)) => Some((vlan != own).then_some(vlan)),
+            Some(None) => {
+                let backend = address.map_or_else(|| "this backend".to_owned(), |a| a.to_string());
+                let message = format!(
+                    "backend {backend} is on VLAN {vlan}, but service {} takes untagged frames \
+                     and frames of any VLAN (it has no `vlan:`): xdp-lb rewrites a frame's VLAN \
+                     tag, it cannot add one. Bind the service to the VLAN its clients' frames \
+                     come on (`vlan: <id>` on the service), or remove the backend's `vlan` (its \
+                     frames then keep the tag they came with)",
+                    shown(service.name)
+                );
+                self.error(at(v), field, message);
+                None
+            }
+        }
     }
 
     fn mac(&mut self, text: &Spanned<String>, field: &str) -> Option<MacAddr> {

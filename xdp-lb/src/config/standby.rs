@@ -17,6 +17,7 @@ use super::{
     failover::DEFAULT_NOTIFY_TIMEOUT,
     raw::{RawBackend, RawService, at},
     raw_failover::RawNotify,
+    service::ServiceSide,
     validate::Checker,
 };
 
@@ -29,7 +30,8 @@ const NOTIFY_TIMEOUTS: DurationRule = DurationRule {
 /// What the failover checks need to know of the service (and the pool) besides the raw
 /// form.
 pub(super) struct ServiceFacts<'a> {
-    pub vip: Option<IpAddr>,
+    /// The service's name, VIP and VLAN.
+    pub side: ServiceSide<'a>,
     pub port: Option<u16>,
     pub protocol: Option<Protocol>,
     /// The pool's table size.
@@ -86,16 +88,6 @@ impl Checker<'_> {
     ) -> Option<super::HealthCheck> {
         let field = format!("services[{i}].health_check");
         let check = self.service_check(s.health_check.as_ref(), facts.port, facts.protocol, &field);
-        if let (Some(Some(c)), Some(IpAddr::V6(_)), Some(raw)) =
-            (&check, facts.vip, s.health_check.as_ref())
-            && c.kind == super::CheckKind::Dsr
-        {
-            self.error(
-                super::raw::at(raw),
-                format!("{field}.kind"),
-                "the dsr check frames an IPv4 SYN; this service's VIP is IPv6 (use tcp, http or rtmp)",
-            );
-        }
         check.unwrap_or_else(|| {
             Some(super::HealthCheck::default_for_port(
                 facts.port.unwrap_or(1),
@@ -139,6 +131,8 @@ impl Checker<'_> {
             .collect();
 
         let mut backends = BTreeMap::new();
+        // Each backup with the VLAN it is on (its primary's) and the first primary naming it.
+        let mut backup_vlans: HashMap<IpAddr, (Option<u16>, IpAddr)> = HashMap::new();
         for (j, raw) in pool.backends.value.iter().enumerate() {
             let b = &raw.value;
             let prefix = format!("{}.backends[{j}]", pool.path);
@@ -161,12 +155,40 @@ impl Checker<'_> {
                 };
                 self.backup(text, &field, address, &known)
             });
+            // A backup stands in on its primary's VLAN.
+            let backup_vlan = facts.side.own_vlan(b.vlan.as_ref());
+            if let (Some(backup), Some(text), Some(backup_vlan)) = (backup, &b.backup, backup_vlan)
+            {
+                match backup_vlans.get(&backup) {
+                    Some((vlan, first)) if *vlan != backup_vlan => {
+                        let on = |v: Option<u16>| {
+                            v.map_or_else(
+                                || "the service's VLAN".to_owned(),
+                                |v| format!("VLAN {v}"),
+                            )
+                        };
+                        let message = format!(
+                            "{backup} stands in for {first} on {} and for {address} on {}; a \
+                             backup is on the VLAN of the backends it stands in for (give these \
+                             backends one VLAN, or each its own backup)",
+                            on(*vlan),
+                            on(backup_vlan)
+                        );
+                        self.error(at(text), format!("{prefix}.backup"), message);
+                    }
+                    Some(_) => {}
+                    None => {
+                        backup_vlans.insert(backup, (backup_vlan, address));
+                    }
+                }
+            }
             if own_check.is_some() || backup.is_some() {
                 backends.insert(
                     address,
                     BackendFailover {
                         check: own_check,
                         backup,
+                        backup_vlan: backup.and(backup_vlan.flatten()),
                     },
                 );
             }
@@ -210,7 +232,12 @@ impl Checker<'_> {
             format!(
                 "{backup} is in {noun}'s fallback pool (fallback[{k}]); a server is a backup or a fallback, not both"
             )
-        } else if let Some(vip) = known.facts.vip.filter(|v| v.is_ipv4() != backup.is_ipv4()) {
+        } else if let Some(vip) = known
+            .facts
+            .side
+            .vip
+            .filter(|v| v.is_ipv4() != backup.is_ipv4())
+        {
             let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
             format!(
                 "{backup} is {} but the service's VIP {vip} is {} (a backup must be of its VIP's family)",
@@ -241,7 +268,7 @@ impl Checker<'_> {
             let prefix = format!("{}.fallback[{k}]", pool.path);
             let b = &raw.value;
             // Duplicates are told here, as fallback entries rather than backends.
-            let backend = self.backend(&prefix, k, b, facts.vip, &mut HashMap::new());
+            let backend = self.backend(&prefix, k, b, &facts.side, &mut HashMap::new());
             if let Some(backend) = &backend {
                 if let Some((first, location)) = seen.get(&backend.address) {
                     let message = format!(

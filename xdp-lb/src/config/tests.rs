@@ -378,7 +378,7 @@ fn a_missing_file_is_one_error_at_line_0() {
     assert_eq!((e.0[0].line, e.0[0].path.as_path()), (0, path));
     assert!(
         e.to_string()
-            .starts_with("/nonexistent/xdp-lb.yaml: cannot open the file"),
+            .starts_with("/nonexistent/xdp-lb.yaml: the file cannot be opened"),
         "{e}"
     );
 }

@@ -404,3 +404,84 @@ fn services_whose_tables_exceed_64_mi_slots_are_refused() {
         "{e}"
     );
 }
+
+/// A host whose own address is 10.0.0.1/24 (and the VIP 10.0.0.100/32 on the same link).
+struct Lb;
+
+impl super::HostFacts for Lb {
+    fn interface_exists(&self, _: &str) -> bool {
+        true
+    }
+
+    fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
+        vec![
+            ("10.0.0.1".parse().unwrap(), 24),
+            ("10.0.0.100".parse().unwrap(), 32),
+            ("fd00::1".parse().unwrap(), 64),
+        ]
+    }
+}
+
+/// The one error of `text` on the host [`Lb`]: its field and message.
+fn lb_error(text: &str) -> (String, String) {
+    let errors = super::parse_file(std::path::Path::new("t.yaml"), text, &Lb)
+        .expect_err("refused")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    (errors[0].field.clone(), errors[0].message.clone())
+}
+
+#[test]
+fn no_server_may_be_a_vip_the_lbs_own_address_or_its_subnets_network_or_broadcast() {
+    for (address, why) in [
+        (
+            "10.0.0.1",
+            "10.0.0.1 is one of this LB's own addresses, it cannot be a backend",
+        ),
+        (
+            "10.0.0.0",
+            "10.0.0.0 is the network address of 10.0.0.0/24 (this LB's subnet), it cannot be a backend",
+        ),
+        (
+            "10.0.0.255",
+            "10.0.0.255 is the broadcast address of 10.0.0.0/24 (this LB's subnet), it cannot be a backend",
+        ),
+        (
+            "10.0.0.100",
+            "10.0.0.100 is a VIP of this file, it cannot be a backend",
+        ),
+        (
+            "255.255.255.255",
+            "255.255.255.255 is the broadcast address, it cannot be a backend",
+        ),
+    ] {
+        let (field, message) = lb_error(&BASE.replace("10.0.0.11", address));
+        assert_eq!(field, "services[0].backends[0].address", "{address}");
+        assert_eq!(message, why);
+    }
+    // Another service's VIP, and a backup, are held to the same rule.
+    let two = format!(
+        "{BASE}  - name: other\n    vip: 10.0.0.200\n    port: 81\n    protocol: tcp\n    backends:\n      - address: 10.0.0.21\n"
+    );
+    let (field, message) = lb_error(&two.replace("10.0.0.21", "10.0.0.100"));
+    assert_eq!(field, "services[1].backends[0].address");
+    assert_eq!(
+        message,
+        "10.0.0.100 is a VIP of this file, it cannot be a backend"
+    );
+    // The same file is fine on a host that owns none of these.
+    ok(&BASE.replace("10.0.0.11", "10.0.0.1"));
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_address_is_refused_with_its_ipv4_spelling() {
+    let e = only_error(
+        &BASE.replace("10.0.0.100", "::ffff:10.0.0.100"),
+        4,
+        "services[0].vip",
+    );
+    assert_eq!(
+        e.message,
+        "::ffff:10.0.0.100 is an IPv4-mapped IPv6 address (write 10.0.0.100), it cannot be a VIP"
+    );
+}

@@ -70,6 +70,13 @@ pub(crate) fn validate(
     let mut check = Checker {
         path,
         errors: Vec::new(),
+        vips: raw
+            .services
+            .value
+            .iter()
+            .filter_map(|s| s.value.vip.value.parse().ok())
+            .collect(),
+        local: host.local_addresses(),
     };
 
     let flow_hash_seed = match &raw.flow_hash_seed {
@@ -221,6 +228,11 @@ pub(super) struct Seen {
 pub(super) struct Checker<'a> {
     path: &'a Path,
     pub(super) errors: Vec<ConfigError>,
+    /// Every VIP the file names (none can be a server too).
+    pub(super) vips: std::collections::BTreeSet<std::net::IpAddr>,
+    /// The host's own addresses and their prefix lengths (no server can be one of them, nor
+    /// the network or broadcast address of an IPv4 subnet of theirs).
+    pub(super) local: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Checker<'_> {

@@ -1,6 +1,7 @@
 //! The control surface: a Unix socket speaking JSON lines (`protocol`), served by the agent
 //! (`server`), spoken by the `xdp-lb` subcommands (`client`), and the status table (`view`).
-//! The status report (`report`) also feeds the metrics; `switches` times table switches.
+//! The status report (`report`) also feeds the metrics and the web console; `switches` times
+//! table switches, `timeline` keeps recent events.
 
 pub mod census;
 pub mod client;
@@ -8,4 +9,5 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod switches;
+pub mod timeline;
 pub mod view;

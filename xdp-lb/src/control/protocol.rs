@@ -13,6 +13,77 @@ use crate::audit::Drift;
 /// Default path of the control socket (root only, mode 0600).
 pub const DEFAULT_SOCKET: &str = "/run/xdp-lb/control.sock";
 
+/// Reads one request: JSON with a `command` tag and exactly that command's fields. An
+/// unknown field is refused for every command, including those without fields (serde's
+/// `deny_unknown_fields` lets an internally tagged unit variant through with any fields, so
+/// `{"command":"reload","dry_run":true}` would reload).
+pub fn parse_request(text: &str) -> Result<Request, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let serde_json::Value::Object(fields) = &value else {
+        return Err("a request is a JSON object with a `command`".to_owned());
+    };
+    if let Some(serde_json::Value::String(command)) = fields.get("command")
+        && FIELDLESS_COMMANDS.contains(&command.as_str())
+    {
+        let extra: Vec<&str> = fields
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "command")
+            .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "`{command}` takes no fields; unknown: {}",
+                extra.join(", ")
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+impl Request {
+    /// Every service or pool name the request carries is one a file could hold: a request
+    /// naming `"x".repeat(50_000_000)` is refused here, with the name clipped, and never
+    /// echoed whole into a log line or a reply.
+    pub fn check_names(&self) -> Result<(), String> {
+        let (service, pool) = match self {
+            Request::Status | Request::Reload | Request::Lookup { .. } => (None, None),
+            Request::ServiceAdd { .. } => (None, None),
+            Request::BackendAdd { service, .. }
+            | Request::BackendRemove { service, .. }
+            | Request::BackendDrain { service, .. }
+            | Request::BackendEnable { service, .. }
+            | Request::BackendWeight { service, .. }
+            | Request::ClientRemove { service, .. }
+            | Request::ServiceRemove { service } => (Some(service), None),
+            Request::ClientSet { service, pool, .. } => (Some(service), pool.as_ref()),
+            Request::ClientList { service } => (service.as_ref(), None),
+        };
+        for (what, name) in [("service", service), ("pool", pool)] {
+            if let Some(name) = name
+                && !crate::config::valid_name(name)
+            {
+                return Err(format!(
+                    "{} is not a {what} name (1 to 64 characters of A-Z a-z 0-9 _ . -)",
+                    crate::config::quoted(name)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request's `command` tag (`status`, `backend_add`, ...), for logs.
+    pub fn command(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("command")?.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// The commands of [`Request`]'s variants without fields.
+const FIELDLESS_COMMANDS: [&str; 2] = ["status", "reload"];
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -31,6 +102,9 @@ pub enum Request {
         address: IpAddr,
         weight: u32,
         mac: Option<String>,
+        /// The VLAN it is on when not its service's (a VLAN-bound service's only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
     },
     BackendRemove {
         service: String,
@@ -83,6 +157,8 @@ pub enum Request {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+// One answer per request, moved once: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Response {
     Ok { message: String },
     Status(StatusReport),
@@ -128,6 +204,14 @@ pub struct StatusReport {
     /// Which VIPs this LB announces to the routers, and why (`None`: no `announce:`).
     #[serde(default)]
     pub announce: Option<AnnounceStatus>,
+    /// When the report was made, in milliseconds since the Unix epoch: rates are the
+    /// difference of two reports' counters over the difference of their times.
+    #[serde(default)]
+    pub at_ms: u64,
+    /// Recent health verdicts, backend state changes and table switches, oldest first (at
+    /// most `control::timeline::MAX_EVENTS`).
+    #[serde(default)]
+    pub events: Vec<TimelineEvent>,
 }
 
 /// The VIP routes BIRD exports (see `crate::announce`).
@@ -145,6 +229,24 @@ pub struct VipAnnouncement {
     pub announced: bool,
     /// Why it is (or is not).
     pub reason: String,
+}
+
+/// One entry of the report's timeline (see `control/timeline.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `health` (a checker's verdict), `state` (a backend's state changed otherwise:
+    /// drained, unresolved, added...), `switch` (a Maglev table switch) or `service`
+    /// (added or removed).
+    pub kind: String,
+    pub service: String,
+    pub backend: Option<IpAddr>,
+    /// The state before and after (`None`: the backend was not there).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// What a verdict's last check saw, what a switch left serving.
+    pub detail: String,
 }
 
 /// What the agent reports of itself (`xdp_lb_build_info`, `xdp_lb_start_time_seconds`,
@@ -252,6 +354,9 @@ pub struct BackendStatus {
     #[serde(default)]
     pub slots: u32,
     pub mac: Option<String>,
+    /// The VLAN it is on when not its service's: its frames' outer tag is rewritten to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     /// Live connection-table entries naming it (idle no longer than `flow_table`'s
     /// timeout).
     pub flows: u64,
@@ -360,6 +465,42 @@ mod tests {
         assert_eq!(report.services[0].table_switches, 0);
         assert_eq!(report.services[0].backends[0].health, None);
         assert!(report.notify_runs.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_for_every_command() {
+        assert_eq!(
+            parse_request(r#"{"command":"reload"}"#),
+            Ok(Request::Reload)
+        );
+        assert_eq!(
+            parse_request(r#"{"command":"status"}"#),
+            Ok(Request::Status)
+        );
+        for (bad, says) in [
+            (r#"{"command":"reload","dry_run":true}"#, "unknown: dry_run"),
+            (r#"{"command":"status","service":"x"}"#, "unknown: service"),
+            (
+                r#"{"command":"backend_drain","service":"s","address":"10.0.0.1","force":1}"#,
+                "unknown field `force`",
+            ),
+            (r#"[{"command":"reload"}]"#, "a JSON object"),
+        ] {
+            let err = parse_request(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        // Every field-less variant is listed, so none slips through.
+        for command in FIELDLESS_COMMANDS {
+            let request = parse_request(&format!(r#"{{"command":"{command}"}}"#)).unwrap();
+            assert_eq!(
+                serde_json::to_value(&request)
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
     }
 
     #[test]

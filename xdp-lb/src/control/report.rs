@@ -36,6 +36,8 @@ pub struct Observed {
     pub flow_table: FlowTable,
     /// The connection table counted by `census.rs` (`None`: not counted, every figure 0).
     pub census: Option<std::sync::Arc<Census>>,
+    /// The timeline's recent events, oldest first.
+    pub events: Vec<super::protocol::TimelineEvent>,
 }
 
 fn health_status(record: &CheckRecord) -> HealthStatus {
@@ -68,6 +70,25 @@ pub fn state_word(b: &BackendState) -> &'static str {
     }
 }
 
+/// Slots `b` holds in its pool's live Maglev table.
+pub fn slots(service: &ServiceState, b: &BackendState) -> u32 {
+    service
+        .pool(service.pool_of(b.config.address))
+        .and_then(|p| p.slots.get(&b.id))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The state `status` shows for a backend (`role`: a standby's, `None` for a primary).
+pub fn backend_state(b: &BackendState, role: Option<&str>, slots: u32) -> String {
+    match role {
+        Some(role) if b.usable() => role.to_owned(),
+        // Up with a weight, yet Maglev gave it nothing: never a plain `up`.
+        None if b.in_table() && slots == 0 => "no-slot".to_owned(),
+        _ => state_word(b).to_owned(),
+    }
+}
+
 pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let dp = balancer.dataplane();
     let empty = Census::default();
@@ -75,17 +96,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     let (flows, active_flows) = (&census.by_backend, census.total);
     let backend = |service: &ServiceState, b: &BackendState, role: Option<&str>| {
         let counter = dp.backend_counter(b.id);
-        let slots = service
-            .pool(service.pool_of(b.config.address))
-            .and_then(|p| p.slots.get(&b.id))
-            .copied()
-            .unwrap_or(0);
-        let state = match role {
-            Some(role) if b.usable() => role.to_owned(),
-            // Up with a weight, yet Maglev gave it nothing: never a plain `up`.
-            None if b.in_table() && slots == 0 => "no-slot".to_owned(),
-            _ => state_word(b).to_owned(),
-        };
+        let slots = slots(service, b);
+        let state = backend_state(b, role, slots);
         BackendStatus {
             id: b.id,
             epoch: b.epoch,
@@ -94,6 +106,7 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
             state,
             slots,
             mac: b.forwarding.map(|f| f.mac.to_string()),
+            vlan: b.config.vlan,
             flows: flows.get(&(b.id, b.epoch)).copied().unwrap_or(0),
             packets: counter.packets,
             bytes: counter.bytes,
@@ -163,6 +176,10 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         agent: Default::default(),
         // And what it announces.
         announce: None,
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        events: observed.events.clone(),
     }
 }
 

@@ -15,15 +15,19 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::protocol::{Request, Response};
+use super::protocol::{Request, Response, parse_request};
 
 /// A request waiting for the control loop, with where to send its answer.
 pub type Pending = (Request, oneshot::Sender<Response>);
 
 /// Longest request line accepted.
-const MAX_REQUEST: usize = 64 * 1024;
+pub const MAX_REQUEST: usize = 64 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most control connections served at once. One more is accepted, answered "busy"
+/// and closed at once, so idle or slow clients can never take the agent's descriptors
+/// (which the health checks and the data plane's maps need).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// The socket file, removed on drop.
 pub struct ControlSocket {
@@ -63,11 +67,37 @@ pub fn serve(path: &Path, requests: mpsc::Sender<Pending>) -> anyhow::Result<Con
 }
 
 async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    refused += 1;
+                    // Logged at powers of two, so a flood does not flood the journal.
+                    if refused.is_power_of_two() {
+                        log::warn!(
+                            "control socket: {refused} connection(s) refused so far: {MAX_CONNECTIONS} already open"
+                        );
+                    }
+                    tokio::spawn(async move {
+                        let busy = Response::error(format!(
+                            "busy: {MAX_CONNECTIONS} control connections are open; try again"
+                        ));
+                        if let Ok(mut line) = serde_json::to_string(&busy) {
+                            line.push('\n');
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                stream.write_all(line.as_bytes()),
+                            )
+                            .await;
+                        }
+                    });
+                    continue;
+                };
                 let requests = requests.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(err) = handle(stream, requests).await {
                         log::warn!("control connection: {err:#}");
                     }
@@ -125,5 +155,7 @@ async fn read_request(stream: &mut UnixStream) -> anyhow::Result<Request> {
     if !line.ends_with('\n') && line.len() >= MAX_REQUEST {
         bail!("request longer than {MAX_REQUEST} bytes");
     }
-    serde_json::from_str(line.trim()).context("not a request")
+    let request = parse_request(line.trim()).map_err(|e| anyhow::anyhow!("not a request: {e}"))?;
+    request.check_names().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(request)
 }

@@ -159,11 +159,15 @@ pub fn render(report: &StatusReport) -> String {
                 } else {
                     format!("{}:{}", b.address, s.port)
                 };
+                // A backend on its own VLAN is routed with its frames re-tagged.
+                let forward = b
+                    .vlan
+                    .map_or_else(|| "Route".to_owned(), |v| format!("vlan{v}"));
                 let _ = writeln!(
                     out,
                     "  -> {:<26} {:<7} {:>6} {:<10} {:>7} {:>9} {:>9}  {:<17}  {}",
                     remote,
-                    "Route",
+                    forward,
                     b.weight,
                     b.state,
                     b.flows,
@@ -255,6 +259,7 @@ mod tests {
                         packets: 40,
                         bytes: 4000,
                         mac: Some("02:00:00:00:00:11".into()),
+                        vlan: None,
                         health: Some(HealthStatus {
                             role: "primary".into(),
                             state: "up".into(),
@@ -278,6 +283,7 @@ mod tests {
                         packets: 2,
                         bytes: 200,
                         mac: None,
+                        vlan: Some(200),
                         health: None,
                         pool: "default".into(),
                     },
@@ -302,9 +308,11 @@ mod tests {
             drained.contains("drain") && drained.contains(" 0 "),
             "{drained}"
         );
+        assert!(drained.contains(" vlan200 "), "re-tagged: {drained}");
         assert!(text.starts_with("xdp-lb: 1 service(s), 4 active flow(s)"));
         let checked = text.lines().find(|l| l.contains("10.0.0.11:1935")).unwrap();
         assert!(checked.ends_with("ok 1.2ms HTTP 200"), "{checked}");
+        assert!(checked.contains(" Route "), "{checked}");
         assert!(drained.ends_with(" -"), "{drained}");
         assert!(
             text.contains("video-rtmp                        4 (last 0.3ms)"),
@@ -357,6 +365,7 @@ mod tests {
             weight: 1,
             state: "up".into(),
             mac: None,
+            vlan: None,
             flows: 0,
             packets: 0,
             bytes: 0,

@@ -56,6 +56,22 @@ impl Dataplane {
                 Err(err) => unreadable(map_names::BACKEND_OWNERS, err.to_string()),
             }
         }
+        for entry in self.vips.keys() {
+            match entry {
+                Ok(key) => {
+                    view.vips.insert(key);
+                }
+                Err(err) => unreadable(map_names::VIPS, err.to_string()),
+            }
+        }
+        for entry in self.local_macs.iter() {
+            match entry {
+                Ok((ifindex, value)) => {
+                    view.local_macs.insert(ifindex, value);
+                }
+                Err(err) => unreadable(map_names::LOCAL_MACS, err.to_string()),
+            }
+        }
         view.services = services;
         view.pools = pools;
         view.backends = backends;

@@ -16,7 +16,7 @@ use tokio::{
 use super::{
     CheckRecord, Event, LastCheck, SourceAddress, Target,
     hysteresis::Hysteresis,
-    probe::{probe, probe_path},
+    probe::{counted, probe, probe_path},
     random_u64,
 };
 use crate::config::{CheckKind, HealthState};
@@ -46,6 +46,8 @@ pub(super) async fn run(
     // The source that last worked; looked up again after any failure, in case the LB's
     // addresses changed.
     let mut from: Option<IpAddr> = None;
+    // Whether the last check could not be made for the LB's own shortage.
+    let mut short = false;
     loop {
         ticks.tick().await;
         let started = Instant::now();
@@ -82,7 +84,25 @@ pub(super) async fn run(
             target.address
         );
         let took = started.elapsed();
-        let flip = state.record(outcome.is_ok());
+        let flip = match counted(&outcome) {
+            Some(passed) => {
+                short = false;
+                state.record(passed)
+            }
+            None => {
+                // Shown in status, logged once per spell, never a verdict.
+                if let (Err(why), false) = (&outcome, short) {
+                    log::warn!(
+                        "health: service={} backend={} {why}; the server keeps its state ({:?}) until a check can be made",
+                        target.service,
+                        target.address,
+                        state.state()
+                    );
+                }
+                short = true;
+                None
+            }
+        };
         write_record(&record, state.state(), &outcome, took);
         let Some(flip) = flip else {
             continue;

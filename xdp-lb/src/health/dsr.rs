@@ -7,10 +7,14 @@
 //! Half-open: after the SYN-ACK the check resets the connection itself (and the LB's kernel,
 //! which has no such socket, answers the SYN-ACK with a RST too). A RST from the VIP means
 //! the server has the VIP but nothing listens on the port: down as well.
+//!
+//! IPv4 and IPv6 alike: an IPv6 VIP is probed from the LB's own IPv6 address on the
+//! server's link (the SYN's header has no extension headers, and the answer is matched on a
+//! plain IPv6 + TCP header too, which is what a server sends).
 
 use std::{
     io, mem,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
@@ -22,8 +26,11 @@ use super::{
 };
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_HEADER: usize = 14;
 const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const IPPROTO_TCP: u8 = 6;
 const TCP_HEADER: usize = 20;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -34,9 +41,13 @@ const TCP_ACK: u8 = 0x10;
 const PROBE_PORTS: std::ops::Range<u16> = 61000..65000;
 
 pub(super) async fn probe(deadline: &Deadline, link: &Link, vip: IpAddr, port: u16) -> Outcome {
-    let (IpAddr::V4(vip), IpAddr::V4(source)) = (vip, link.source) else {
-        return Err("the dsr check is for IPv4 VIPs only".to_owned());
-    };
+    let source = link.source;
+    if vip.is_ipv4() != source.is_ipv4() {
+        return Err(format!(
+            "the LB has no {} address on the server's link to probe {vip} from (it has {source})",
+            if vip.is_ipv4() { "IPv4" } else { "IPv6" }
+        ));
+    }
     let probe = Probe {
         link,
         vip,
@@ -71,8 +82,9 @@ pub(super) async fn probe(deadline: &Deadline, link: &Link, vip: IpAddr, port: u
 /// One probe's addresses and sequence number.
 struct Probe<'a> {
     link: &'a Link,
-    vip: Ipv4Addr,
-    source: Ipv4Addr,
+    /// The VIP and the LB's own address: both IPv4 or both IPv6.
+    vip: IpAddr,
+    source: IpAddr,
     port: u16,
     source_port: u16,
     isn: u32,
@@ -102,6 +114,7 @@ impl Probe<'_> {
         // SAFETY: `fd` is a new descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let filter = self.filter();
+        let filter = filter.as_slice();
         let program = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_ptr().cast_mut(),
@@ -133,15 +146,24 @@ impl Probe<'_> {
         // SAFETY: sockaddr_ll is plain data; all zero is a valid value.
         let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETH_P_IP.to_be();
+        address.sll_protocol = self.ethertype().to_be();
         address.sll_ifindex = self.link.ifindex as i32;
         address.sll_halen = 6;
         address.sll_addr[..6].copy_from_slice(&self.link.mac.0);
         address
     }
 
-    /// Accepts IPv4 TCP from VIP:port to our port, drops everything else.
-    fn filter(&self) -> [libc::sock_filter; 13] {
+    fn ethertype(&self) -> u16 {
+        if self.vip.is_ipv4() {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        }
+    }
+
+    /// Accepts TCP from VIP:port to our port (IPv4 with any header length, IPv6 with TCP
+    /// right after the fixed header), drops everything else.
+    fn filter(&self) -> Vec<libc::sock_filter> {
         const LD_H_ABS: u16 = 0x28;
         const LD_B_ABS: u16 = 0x30;
         const LD_W_ABS: u16 = 0x20;
@@ -149,23 +171,68 @@ impl Probe<'_> {
         const LD_H_IND: u16 = 0x48;
         const JEQ_K: u16 = 0x15;
         const RET_K: u16 = 0x06;
-        let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        // (opcode, k, whether it is a test that drops the frame when false).
+        let mut steps: Vec<(u16, u32, bool)> = vec![(LD_H_ABS, 12, false)];
+        match self.vip {
+            IpAddr::V4(vip) => {
+                steps.extend([
+                    (JEQ_K, u32::from(ETH_P_IP), true),
+                    (LD_B_ABS, 23, false),
+                    (JEQ_K, u32::from(IPPROTO_TCP), true),
+                    (LD_W_ABS, 26, false),
+                    (JEQ_K, u32::from(vip), true),
+                    (LDX_B_MSH, 14, false),
+                    (LD_H_IND, 14, false),
+                    (JEQ_K, u32::from(self.port), true),
+                    (LD_H_IND, 16, false),
+                    (JEQ_K, u32::from(self.source_port), true),
+                ]);
+            }
+            IpAddr::V6(vip) => {
+                steps.extend([
+                    (JEQ_K, u32::from(ETH_P_IPV6), true),
+                    (LD_B_ABS, 20, false),
+                    (JEQ_K, u32::from(IPPROTO_TCP), true),
+                ]);
+                let octets = vip.octets();
+                for (i, word) in octets.chunks(4).enumerate() {
+                    let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+                    steps.extend([(LD_W_ABS, 22 + 4 * i as u32, false), (JEQ_K, word, true)]);
+                }
+                let tcp = (ETH_HEADER + IPV6_HEADER) as u32;
+                steps.extend([
+                    (LD_H_ABS, tcp, false),
+                    (JEQ_K, u32::from(self.port), true),
+                    (LD_H_ABS, tcp + 2, false),
+                    (JEQ_K, u32::from(self.source_port), true),
+                ]);
+            }
+        }
         // Every failed test jumps to the last instruction (drop).
-        [
-            op(LD_H_ABS, 0, 0, 12),
-            op(JEQ_K, 0, 10, u32::from(ETH_P_IP)),
-            op(LD_B_ABS, 0, 0, 23),
-            op(JEQ_K, 0, 8, 6),
-            op(LD_W_ABS, 0, 0, 26),
-            op(JEQ_K, 0, 6, u32::from(self.vip)),
-            op(LDX_B_MSH, 0, 0, 14),
-            op(LD_H_IND, 0, 0, 14),
-            op(JEQ_K, 0, 3, u32::from(self.port)),
-            op(LD_H_IND, 0, 0, 16),
-            op(JEQ_K, 0, 1, u32::from(self.source_port)),
-            op(RET_K, 0, 0, 0xffff),
-            op(RET_K, 0, 0, 0),
-        ]
+        let drop_at = steps.len() + 1;
+        let mut filter: Vec<libc::sock_filter> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, &(code, k, test))| libc::sock_filter {
+                code,
+                jt: 0,
+                jf: if test { (drop_at - i - 1) as u8 } else { 0 },
+                k,
+            })
+            .collect();
+        filter.push(libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0xffff,
+        });
+        filter.push(libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        });
+        filter
     }
 
     fn send(&self, socket: &AsyncFd<OwnedFd>, flags: u8, seq: u32, ack: u32) -> io::Result<()> {
@@ -188,23 +255,13 @@ impl Probe<'_> {
         Ok(())
     }
 
-    /// Ethernet to the server's MAC from the LB's, IPv4 from the LB's address to the VIP,
-    /// TCP to the service port.
+    /// Ethernet to the server's MAC from the LB's, IP from the LB's address to the VIP, TCP
+    /// to the service port.
     fn frame(&self, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-        let mut f = Vec::with_capacity(ETH_HEADER + IPV4_HEADER + TCP_HEADER);
+        let mut f = Vec::with_capacity(ETH_HEADER + IPV6_HEADER + TCP_HEADER);
         f.extend_from_slice(&self.link.mac.0);
         f.extend_from_slice(&self.link.src_mac.0);
-        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-        let mut ip = [0u8; IPV4_HEADER];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((IPV4_HEADER + TCP_HEADER) as u16).to_be_bytes());
-        ip[6] = 0x40; // don't fragment
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&self.source.octets());
-        ip[16..20].copy_from_slice(&self.vip.octets());
-        let sum = checksum(&ip, 0);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&self.ethertype().to_be_bytes());
         let mut tcp = [0u8; TCP_HEADER];
         tcp[0..2].copy_from_slice(&self.source_port.to_be_bytes());
         tcp[2..4].copy_from_slice(&self.port.to_be_bytes());
@@ -213,14 +270,38 @@ impl Probe<'_> {
         tcp[12] = ((TCP_HEADER / 4) as u8) << 4;
         tcp[13] = flags;
         tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&self.source.octets());
-        pseudo[4..8].copy_from_slice(&self.vip.octets());
-        pseudo[9] = 6;
-        pseudo[10..12].copy_from_slice(&(TCP_HEADER as u16).to_be_bytes());
+        // The pseudo-header: addresses, protocol and TCP length (RFC 793 and RFC 8200 8.1;
+        // the sum is the same whatever the order and width of its zero-padded fields).
+        let (source, vip) = (octets(self.source), octets(self.vip));
+        let mut pseudo = Vec::with_capacity(40);
+        pseudo.extend_from_slice(&source);
+        pseudo.extend_from_slice(&vip);
+        pseudo.extend_from_slice(&[0, IPPROTO_TCP]);
+        pseudo.extend_from_slice(&(TCP_HEADER as u16).to_be_bytes());
         let sum = checksum(&tcp, sum_words(&pseudo, 0));
         tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-        f.extend_from_slice(&ip);
+        if self.vip.is_ipv4() {
+            let mut ip = [0u8; IPV4_HEADER];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((IPV4_HEADER + TCP_HEADER) as u16).to_be_bytes());
+            ip[6] = 0x40; // don't fragment
+            ip[8] = 64;
+            ip[9] = IPPROTO_TCP;
+            ip[12..16].copy_from_slice(&source);
+            ip[16..20].copy_from_slice(&vip);
+            let sum = checksum(&ip, 0);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            f.extend_from_slice(&ip);
+        } else {
+            let mut ip = [0u8; IPV6_HEADER];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(TCP_HEADER as u16).to_be_bytes());
+            ip[6] = IPPROTO_TCP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&source);
+            ip[24..40].copy_from_slice(&vip);
+            f.extend_from_slice(&ip);
+        }
         f.extend_from_slice(&tcp);
         f
     }
@@ -250,8 +331,12 @@ impl Probe<'_> {
 
     fn parse(&self, frame: &[u8]) -> Option<Answer> {
         let ip = frame.get(ETH_HEADER..)?;
-        let header = usize::from(*ip.first()? & 0x0f) * 4;
-        if ip.get(16..20)? != self.source.octets() {
+        let (to, header) = match *ip.first()? >> 4 {
+            4 => (ip.get(16..20)?, usize::from(ip[0] & 0x0f) * 4),
+            6 => (ip.get(24..40)?, IPV6_HEADER),
+            _ => return None,
+        };
+        if to != octets(self.source).as_slice() {
             return None;
         }
         let tcp = ip.get(header..header + TCP_HEADER)?;
@@ -261,6 +346,14 @@ impl Probe<'_> {
         let syn_ack = flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
         (answers_syn && (syn_ack || flags & TCP_RST != 0) && flags & TCP_FIN == 0)
             .then_some(Answer { flags })
+    }
+}
+
+/// An address's bytes in network order (4 or 16).
+fn octets(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
@@ -305,8 +398,8 @@ mod tests {
     fn probe(link: &Link) -> Probe<'_> {
         Probe {
             link,
-            vip: Ipv4Addr::new(10, 0, 0, 100),
-            source: Ipv4Addr::new(10, 0, 0, 1),
+            vip: "10.0.0.100".parse().unwrap(),
+            source: "10.0.0.1".parse().unwrap(),
             port: 1935,
             source_port: 61234,
             isn: 1000,
@@ -347,5 +440,75 @@ mod tests {
         assert!(p.parse(&reply(TCP_RST | TCP_ACK, 1001)).is_some());
         assert!(p.parse(&reply(TCP_SYN | TCP_ACK, 5)).is_none());
         assert!(p.parse(&reply(TCP_ACK, 1001)).is_none());
+    }
+
+    fn probe6(link: &Link) -> Probe<'_> {
+        Probe {
+            link,
+            vip: "fd00::100".parse().unwrap(),
+            source: "fd00::1".parse().unwrap(),
+            port: 8080,
+            source_port: 61234,
+            isn: 1000,
+        }
+    }
+
+    #[test]
+    fn the_ipv6_syn_frame_has_a_valid_checksum_and_goes_to_the_vip() {
+        let link = link();
+        let p = probe6(&link);
+        let f = p.frame(TCP_SYN, 1000, 0);
+        assert_eq!(f.len(), 14 + 40 + 20);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(f[14] >> 4, 6);
+        assert_eq!(f[14 + 6], 6, "next header TCP");
+        assert_eq!(&f[14 + 24..14 + 40], &octets(p.vip)[..]);
+        // The IPv6 pseudo-header (RFC 8200 8.1) with the checksum in place sums to zero.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&f[14 + 8..14 + 40]);
+        pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        assert_eq!(checksum(&f[54..74], sum_words(&pseudo, 0)), 0);
+        assert_eq!(f[54 + 13], TCP_SYN);
+    }
+
+    #[test]
+    fn an_ipv6_syn_ack_to_the_lb_is_an_answer_and_one_to_another_address_is_not() {
+        let link = link();
+        let p = probe6(&link);
+        let reply = |to: &str, flags: u8, ack: u32| {
+            let mut f = vec![0u8; 74];
+            f[14] = 0x60;
+            let to: std::net::Ipv6Addr = to.parse().unwrap();
+            f[14 + 24..14 + 40].copy_from_slice(&to.octets());
+            f[54 + 8..54 + 12].copy_from_slice(&ack.to_be_bytes());
+            f[54 + 13] = flags;
+            f
+        };
+        assert!(
+            p.parse(&reply("fd00::1", TCP_SYN | TCP_ACK, 1001))
+                .is_some()
+        );
+        assert!(
+            p.parse(&reply("fd00::2", TCP_SYN | TCP_ACK, 1001))
+                .is_none()
+        );
+        assert!(p.parse(&reply("fd00::1", TCP_SYN | TCP_ACK, 7)).is_none());
+    }
+
+    #[test]
+    fn every_failed_test_of_the_filters_jumps_to_the_drop() {
+        let link = link();
+        for p in [probe(&link), probe6(&link)] {
+            let filter = p.filter();
+            let last = filter.len() - 1;
+            assert_eq!((filter[last].code, filter[last].k), (0x06, 0));
+            assert_eq!((filter[last - 1].code, filter[last - 1].k), (0x06, 0xffff));
+            for (i, op) in filter.iter().enumerate().take(last - 1) {
+                if op.code == 0x15 {
+                    assert_eq!(i + 1 + usize::from(op.jf), last, "test {i}");
+                    assert_eq!(op.jt, 0);
+                }
+            }
+        }
     }
 }

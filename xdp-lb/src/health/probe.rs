@@ -20,6 +20,30 @@ use crate::config::{CheckKind, HealthCheck, format_duration};
 /// What one check concluded: what it saw when good, why not when bad.
 pub type Outcome = Result<String, String>;
 
+/// How the reason of a check that failed on the LB's own side begins: no descriptor, no
+/// buffer, no memory, no local port left. Such a check says nothing about the server, so it
+/// is shown but never counted towards a verdict (22,000 idle clients exhausting the
+/// agent's descriptors must not take a serving backend out).
+pub const COULD_NOT_CHECK: &str = "could not check (the LB's own resources): ";
+
+/// Whether `outcome` counts towards the server's verdict: `Some(passed)`, or `None` for a
+/// check that could not be made ([`COULD_NOT_CHECK`]).
+pub fn counted(outcome: &Outcome) -> Option<bool> {
+    match outcome {
+        Ok(_) => Some(true),
+        Err(why) if why.starts_with(COULD_NOT_CHECK) => None,
+        Err(_) => Some(false),
+    }
+}
+
+/// Whether `err` is the LB's own shortage rather than anything the server did.
+fn is_local(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Runs one check of `check`'s kind against `address`, bound to `source` (or to whatever
 /// the kernel picks when `None`), all within `check.timeout`.
 pub async fn probe(check: &HealthCheck, address: IpAddr, source: Option<IpAddr>) -> Outcome {
@@ -65,6 +89,9 @@ impl Deadline {
     ) -> Result<T, String> {
         match tokio::time::timeout_at(self.at, step).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) if is_local(&err) => {
+                Err(format!("{COULD_NOT_CHECK}{what}: {}", io_reason(&err)))
+            }
             Ok(Err(err)) => Err(format!("{what}: {}", io_reason(&err))),
             Err(_) => Err(format!(
                 "{what}: timed out ({} check timeout)",
@@ -124,6 +151,34 @@ pub(crate) mod tests {
             fall: 2,
             initial_state: HealthState::Up,
         }
+    }
+
+    #[tokio::test]
+    async fn a_local_shortage_is_not_counted_against_the_server() {
+        let deadline = Deadline::after(Duration::from_secs(1));
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            let outcome: Outcome = deadline
+                .run("connect", async {
+                    Err::<(), _>(io::Error::from_raw_os_error(errno))
+                })
+                .await
+                .map(|()| String::new());
+            assert_eq!(counted(&outcome), None, "{outcome:?}");
+            assert!(outcome.unwrap_err().starts_with(COULD_NOT_CHECK));
+        }
+        let refused: Outcome = deadline
+            .run("connect", async {
+                Err::<(), _>(io::Error::from_raw_os_error(libc::ECONNREFUSED))
+            })
+            .await
+            .map(|()| String::new());
+        assert_eq!(counted(&refused), Some(false));
+        assert_eq!(counted(&Ok("HTTP 200".to_owned())), Some(true));
     }
 
     #[test]

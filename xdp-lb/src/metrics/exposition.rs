@@ -313,6 +313,7 @@ mod tests {
                         weight: 1,
                         state: "up".into(),
                         mac: None,
+                        vlan: None,
                         flows: 3,
                         packets: 40,
                         bytes: 4000,
@@ -336,6 +337,7 @@ mod tests {
                         weight: 1,
                         state: "down".into(),
                         mac: None,
+                        vlan: None,
                         flows: 0,
                         packets: 2,
                         bytes: 200,
@@ -388,6 +390,8 @@ mod tests {
                     },
                 ],
             }),
+            at_ms: 1_780_000_200_000,
+            events: Vec::new(),
         }
     }
 

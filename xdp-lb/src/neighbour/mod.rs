@@ -85,13 +85,46 @@ pub fn xdp_ifindex(egress: &Egress) -> u32 {
     vlan_parent(&egress.ifname).unwrap_or(egress.ifindex)
 }
 
+/// Where the kernel lists its network devices.
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
 /// The parent ifindex of a VLAN device (`DEVTYPE=vlan` in sysfs; its `iflink` is then the
 /// parent). `None` for anything else, including veth, whose `iflink` is its peer.
 fn vlan_parent(ifname: &str) -> Option<u32> {
+    vlan_parent_in(std::path::Path::new(SYS_CLASS_NET), ifname)
+}
+
+/// The MACs of the VLAN devices on top of interface `parent` (a frame to the LB on one of
+/// their VLANs carries its device's MAC, which may differ from the parent's).
+pub fn vlan_device_macs(parent: u32) -> Vec<MacAddr> {
+    vlan_device_macs_in(std::path::Path::new(SYS_CLASS_NET), parent)
+}
+
+/// [`vlan_device_macs`] over a sysfs-like directory `root`.
+fn vlan_device_macs_in(root: &std::path::Path, parent: u32) -> Vec<MacAddr> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut macs: Vec<(String, MacAddr)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| vlan_parent_in(root, name) == Some(parent))
+        .filter_map(|name| {
+            let text = std::fs::read_to_string(root.join(&name).join("address")).ok()?;
+            let mac = text.trim().parse::<MacAddr>().ok()?;
+            Some((name, mac))
+        })
+        .collect();
+    macs.sort();
+    macs.into_iter().map(|(_, mac)| mac).collect()
+}
+
+/// [`vlan_parent`] over a sysfs-like directory `root`.
+fn vlan_parent_in(root: &std::path::Path, ifname: &str) -> Option<u32> {
     if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
         return None;
     }
-    let dir = std::path::Path::new("/sys/class/net").join(ifname);
+    let dir = root.join(ifname);
     let uevent = std::fs::read_to_string(dir.join("uevent")).ok()?;
     if !uevent.lines().any(|l| l == "DEVTYPE=vlan") {
         return None;

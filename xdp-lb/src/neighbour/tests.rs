@@ -308,3 +308,54 @@ fn health_checks_leave_from_the_interfaces_own_address_and_never_from_a_vip() {
         "{err}"
     );
 }
+
+/// A sysfs-like tree: each device a directory with `uevent`, `iflink` and `address`.
+struct FakeSysfs(std::path::PathBuf);
+
+impl FakeSysfs {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xdp-lb-sysfs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn device(&self, name: &str, devtype: Option<&str>, iflink: u32, mac: &str) {
+        let dir = self.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let devtype = devtype
+            .map(|t| format!("DEVTYPE={t}\n"))
+            .unwrap_or_default();
+        std::fs::write(dir.join("uevent"), format!("{devtype}INTERFACE={name}\n")).unwrap();
+        std::fs::write(dir.join("iflink"), format!("{iflink}\n")).unwrap();
+        std::fs::write(dir.join("address"), format!("{mac}\n")).unwrap();
+    }
+}
+
+impl Drop for FakeSysfs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_macs_of_an_interfaces_vlan_devices_are_found_and_no_others() {
+    let sys = FakeSysfs::new();
+    sys.device("eth0", None, 2, "02:00:00:00:00:02");
+    sys.device("eth0.200", Some("vlan"), 2, "02:00:00:00:02:00");
+    sys.device("eth0.100", Some("vlan"), 2, "02:00:00:00:01:00");
+    sys.device("eth1.300", Some("vlan"), 3, "02:00:00:00:03:00");
+    // A veth's iflink is its peer, not a parent.
+    sys.device("veth0", None, 2, "02:00:00:00:00:99");
+    let macs: Vec<String> = vlan_device_macs_in(&sys.0, 2)
+        .iter()
+        .map(MacAddr::to_string)
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:01:00", "02:00:00:00:02:00"]);
+    assert!(vlan_device_macs_in(&sys.0, 7).is_empty());
+    assert!(vlan_device_macs_in(&sys.0.join("missing"), 2).is_empty());
+}

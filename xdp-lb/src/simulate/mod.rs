@@ -356,6 +356,7 @@ fn simulate_service(
             address,
             weight: 1,
             mac: None,
+            vlan: None,
         });
         changes.push(Change {
             kind: ChangeKind::Add,

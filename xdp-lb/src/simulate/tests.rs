@@ -15,6 +15,7 @@ fn backends(addresses: &[&str], weights: &[u32]) -> Vec<Backend> {
             address: addr(a),
             weight,
             mac: None,
+            vlan: None,
         })
         .collect()
 }
