@@ -5,8 +5,9 @@
 //! that to the backend serving the download does the backend lower its path MTU; otherwise
 //! the download stalls as soon as its segments grow to the full MSS.
 
-use std::{fs, time::Duration};
+mod support;
 
+use support::pmtu::{self, verdict_packets};
 use xdp_lb_tests::{Lab, LabOptions, is_root};
 
 /// The MTU of the router's link toward the client.
@@ -23,58 +24,18 @@ fn lab_behind_router() -> Lab {
         ..LabOptions::default()
     })
     .expect("bringing the lab up");
-    let body: Vec<u8> = (0..SEGMENT_LEN).map(|i| (i % 251) as u8).collect();
-    for i in 0..lab.backends() {
-        let path = lab.backend_www(i).unwrap().join(SEGMENT);
-        fs::write(&path, &body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
+    pmtu::serve_segment(&lab, SEGMENT, SEGMENT_LEN);
     lab
 }
 
-/// Downloads the segment through the VIP from the client with curl, giving up after
-/// `seconds`; the bytes received and curl's exit status.
+/// Downloads the segment through the VIP from the client, giving up after `seconds`.
 fn download(lab: &Lab, seconds: u32) -> (usize, Option<i32>) {
-    let url = format!("http://{}:{}/{SEGMENT}", Lab::VIP, Lab::HTTP_PORT);
-    let max_time = seconds.to_string();
-    let out = lab
-        .exec_timeout(
-            lab.ns_client(),
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                &max_time,
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                &url,
-            ],
-            Duration::from_secs(u64::from(seconds) + 10),
-        )
-        .expect("running curl");
-    let size = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (size, out.status.code())
-}
-
-/// The `verdict` counter `name` from `xdp-lb status --json`.
-fn verdict_packets(lab: &Lab, name: &str) -> u64 {
-    let binary = Lab::locate_agent_binary().expect("the agent binary");
-    let out = lab
-        .agent_command(&binary, &["status", "--json"])
-        .expect("xdp-lb status");
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("status --json parses");
-    report["verdicts"]
-        .as_array()
-        .expect("a verdicts array")
-        .iter()
-        .find(|v| v["name"] == name)
-        .and_then(|v| v["packets"].as_u64())
-        .unwrap_or(0)
+    pmtu::download(
+        lab,
+        &format!("http://{}:{}/{SEGMENT}", Lab::VIP, Lab::HTTP_PORT),
+        false,
+        seconds,
+    )
 }
 
 #[test]

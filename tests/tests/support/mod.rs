@@ -2,6 +2,7 @@ pub mod farm;
 pub mod flood;
 pub mod frames;
 pub mod harness;
+pub mod pmtu;
 pub mod predict;
 pub mod raw;
 pub mod scratch_pins;

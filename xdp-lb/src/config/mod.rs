@@ -167,6 +167,17 @@ pub fn load(path: &Path, host: &dyn HostFacts) -> Result<Config, ConfigErrors> {
     load_file(path, host).map(|file| file.config)
 }
 
+/// The one error of a file that cannot be read: at line 0, no field.
+fn unreadable(path: &Path, message: String) -> ConfigErrors {
+    ConfigErrors::from(ConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+    })
+}
+
 /// How old the file must be before the agent reads it for a reload: one written less than
 /// this ago may still be being written (an editor or a copy that writes in place), so the
 /// reload waits until the file is this old.
@@ -181,15 +192,7 @@ pub async fn load_file_settled(
     path: &Path,
     host: &dyn HostFacts,
 ) -> Result<ConfigFile, ConfigErrors> {
-    let unreadable = |message: String| {
-        ConfigErrors::from(ConfigError {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message,
-        })
-    };
+    let unreadable = |message: String| unreadable(path, message);
     let stamp = |meta: &std::fs::Metadata| {
         use std::os::unix::fs::MetadataExt as _;
         (meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec())
@@ -224,15 +227,7 @@ pub async fn load_file_settled(
 /// Reads, parses and validates the configuration file at `path`. A file that cannot be read
 /// gives one error at line 0.
 pub fn load_file(path: &Path, host: &dyn HostFacts) -> Result<ConfigFile, ConfigErrors> {
-    let unreadable = |message: String| {
-        ConfigErrors::from(ConfigError {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message,
-        })
-    };
+    let unreadable = |message: String| unreadable(path, message);
     let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)
         .map_err(|e| unreadable(format!("the file {e}")))?;
     let text = String::from_utf8(bytes)
