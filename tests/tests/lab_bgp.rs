@@ -71,23 +71,7 @@ fn announce_line(lab: &Lab, binary: &Path, k: usize) -> String {
 
 /// The client's source ports of its established RTMP connections to the VIP.
 fn publish_ports(lab: &Lab) -> Vec<u16> {
-    let out = lab
-        .exec_ok(
-            lab.ns_client(),
-            &[
-                "ss",
-                "-Htn",
-                "state",
-                "established",
-                "dst",
-                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
-            ],
-        )
-        .unwrap_or_default();
-    out.split_whitespace()
-        .filter(|f| f.starts_with(Lab::ROUTED_CLIENT_ADDR))
-        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
-        .collect()
+    support::stream::publish_ports_from(lab, Lab::ROUTED_CLIENT_ADDR)
 }
 
 /// Whether LB `k` holds a connection-table entry for the client's flow from `port`: the

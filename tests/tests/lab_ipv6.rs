@@ -14,7 +14,7 @@ use std::{
 
 mod support;
 
-use support::pmtu::{self, verdict_packets};
+use support::pmtu;
 use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 
 /// The MTU of the router's link toward the client (IPv6's minimum is 1280).
@@ -129,24 +129,14 @@ fn ipv6_sessions_are_balanced_and_a_download_over_a_narrower_link_completes() {
         "12 sessions landed on {names:?}"
     );
 
-    let (size, status) = download(&lab, 30);
-    assert_eq!(
-        (size, status),
-        (SEGMENT_LEN, Some(0)),
-        "the whole segment arrived"
+    pmtu::assert_completed_and_learned(
+        &lab,
+        download(&lab, 30),
+        SEGMENT_LEN,
+        Lab::ROUTED_CLIENT_ADDR6,
+        true,
+        NARROW_MTU,
     );
-    assert!(
-        verdict_packets(&lab, "icmp_too_big_forwarded") >= 1,
-        "the router's packet-too-big went through the LB to a backend"
-    );
-    let learned = (0..lab.backends()).any(|i| {
-        lab.exec_ok(
-            lab.ns_backend(i),
-            &["ip", "-6", "route", "get", Lab::ROUTED_CLIENT_ADDR6],
-        )
-        .is_ok_and(|route| route.contains(&format!("mtu {NARROW_MTU}")))
-    });
-    assert!(learned, "no backend has the 1400-byte path MTU cached");
 }
 
 #[test]

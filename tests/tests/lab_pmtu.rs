@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::pmtu::{self, verdict_packets};
+use support::pmtu;
 use xdp_lb_tests::{Lab, LabOptions, is_root};
 
 /// The MTU of the router's link toward the client.
@@ -41,26 +41,14 @@ fn download(lab: &Lab, seconds: u32) -> (usize, Option<i32>) {
 #[test]
 fn a_download_over_a_narrower_link_completes_because_frag_needed_reaches_the_backend() {
     let lab = lab_behind_router();
-    let (size, status) = download(&lab, 30);
-    assert_eq!(
-        (size, status),
-        (SEGMENT_LEN, Some(0)),
-        "the whole segment arrived"
+    pmtu::assert_completed_and_learned(
+        &lab,
+        download(&lab, 30),
+        SEGMENT_LEN,
+        Lab::ROUTED_CLIENT_ADDR,
+        false,
+        NARROW_MTU,
     );
-    assert!(
-        verdict_packets(&lab, "icmp_too_big_forwarded") >= 1,
-        "the router's frag-needed went through the LB to a backend"
-    );
-    // The backend that served it learned the narrower path (the LB host never sent it
-    // anything big, so a learned MTU can only be the backends').
-    let learned = (0..lab.backends()).any(|i| {
-        lab.exec_ok(
-            lab.ns_backend(i),
-            &["ip", "route", "get", Lab::ROUTED_CLIENT_ADDR],
-        )
-        .is_ok_and(|route| route.contains(&format!("mtu {NARROW_MTU}")))
-    });
-    assert!(learned, "no backend has the 1400-byte path MTU cached");
 }
 
 #[test]

@@ -64,3 +64,32 @@ pub fn serve_segment(lab: &Lab, name: &str, len: usize) {
         std::fs::write(&path, &body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
+
+/// A download of `expected` bytes ended whole (`download`'s answer), the data plane
+/// forwarded the network's too-big errors, and a backend cached the narrower path MTU
+/// `mtu` toward `client` (`ip -6` when `ipv6`): the LB host never sent anything big, so a
+/// learned MTU can only be the backends'.
+pub fn assert_completed_and_learned(
+    lab: &Lab,
+    (size, status): (usize, Option<i32>),
+    expected: usize,
+    client: &str,
+    ipv6: bool,
+    mtu: u32,
+) {
+    assert_eq!(
+        (size, status),
+        (expected, Some(0)),
+        "the whole segment arrived"
+    );
+    assert!(
+        verdict_packets(lab, "icmp_too_big_forwarded") >= 1,
+        "the router's too-big error went through the LB to a backend"
+    );
+    let family = if ipv6 { "-6" } else { "-4" };
+    let learned = (0..lab.backends()).any(|i| {
+        lab.exec_ok(lab.ns_backend(i), &["ip", family, "route", "get", client])
+            .is_ok_and(|route| route.contains(&format!("mtu {mtu}")))
+    });
+    assert!(learned, "no backend has the {mtu}-byte path MTU cached");
+}

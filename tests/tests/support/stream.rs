@@ -66,6 +66,11 @@ pub fn start_publish(lab: &Lab, stream: &str, seconds: u32) -> LabProcess {
 
 /// The client's source ports of its established connections to the VIP's RTMP port.
 pub fn publish_ports(lab: &Lab) -> Vec<u16> {
+    publish_ports_from(lab, Lab::CLIENT_ADDR)
+}
+
+/// [`publish_ports`] of a client at `client` (behind the router: `Lab::ROUTED_CLIENT_ADDR`).
+pub fn publish_ports_from(lab: &Lab, client: &str) -> Vec<u16> {
     let out = lab
         .exec_ok(
             lab.ns_client(),
@@ -80,7 +85,7 @@ pub fn publish_ports(lab: &Lab) -> Vec<u16> {
         )
         .unwrap_or_default();
     out.split_whitespace()
-        .filter(|f| f.starts_with(Lab::CLIENT_ADDR))
+        .filter(|f| f.starts_with(client))
         .filter_map(|local| local.rsplit(':').next()?.parse().ok())
         .collect()
 }
