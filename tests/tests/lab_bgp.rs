@@ -24,8 +24,8 @@ fn announce_config(lab: &Lab) -> PathBuf {
     lab.write_announce_config().expect("writing the config")
 }
 
-/// A BGP lab with both agents running and both routes in the router.
-fn two_lbs() -> (Lab, PathBuf, Vec<LabProcess>) {
+/// A BGP lab of two LBs, no agent running yet: the lab, the agents' config, the binary.
+fn bgp_lab() -> (Lab, PathBuf, PathBuf) {
     assert!(is_root(), "the lab needs root (cargo xtask test)");
     let lab = Lab::up(LabOptions {
         backends: BACKENDS,
@@ -35,6 +35,12 @@ fn two_lbs() -> (Lab, PathBuf, Vec<LabProcess>) {
     .expect("lab");
     let config = announce_config(&lab);
     let binary = Lab::locate_agent_binary().expect("agent binary");
+    (lab, config, binary)
+}
+
+/// A BGP lab with both agents running and both routes in the router.
+fn two_lbs() -> (Lab, PathBuf, Vec<LabProcess>) {
+    let (lab, config, binary) = bgp_lab();
     let agents = (0..2)
         .map(|k| lab.start_agent_on(k, &binary, &config).expect("agent"))
         .collect();
@@ -367,15 +373,7 @@ fn assert_unbroken(lab: &Lab, publishes: &mut [(String, LabProcess)]) {
 
 #[test]
 fn an_lb_joining_takes_new_sessions_and_breaks_no_live_publish() {
-    assert!(is_root(), "the lab needs root (cargo xtask test)");
-    let lab = Lab::up(LabOptions {
-        backends: BACKENDS,
-        bgp_lbs: 2,
-        ..LabOptions::default()
-    })
-    .expect("lab");
-    let config = announce_config(&lab);
-    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let (lab, config, binary) = bgp_lab();
     let _first = lab.start_agent_on(0, &binary, &config).expect("agent");
     lab.wait_router_nexthops(&[0], Duration::from_secs(30))
         .expect("LB 1 alone");
