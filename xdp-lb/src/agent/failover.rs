@@ -16,7 +16,7 @@ use crate::{
     balancer::Balancer,
     config::{Backend, ConfigFile, FlowTable, HealthState, Role, ServiceFailover},
     control::{report::Observed, switches::TableSwitches},
-    health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Target},
+    health::{self, Checks, Event, Link, Notifier, NotifyRuns, SourceAddress, Synced, Target},
     neighbour::Neighbours,
 };
 
@@ -74,6 +74,8 @@ pub(super) struct Health {
     /// How long table switches took (those of verdicts here, of control requests in
     /// `agent/control.rs`).
     pub switches: TableSwitches,
+    /// The notify command last logged (`None` before the first sync).
+    logged_notify: Option<String>,
 }
 
 impl Health {
@@ -93,6 +95,7 @@ impl Health {
             notify_runs: Arc::default(),
             vips,
             switches: TableSwitches::default(),
+            logged_notify: None,
         };
         health.sync(file, balancer);
         health
@@ -100,7 +103,8 @@ impl Health {
 
     /// Brings the checkers, the VIPs avoided as sources and the notify command in line with
     /// `file` (after a reload): a checker whose server or check changed restarts in the
-    /// server's current state.
+    /// server's current state. Logged at the start and when something changed: the loop
+    /// calls it after every control request, and a scrape changes nothing.
     pub(super) fn sync(&mut self, file: &ConfigFile, balancer: &Balancer) {
         let vips: BTreeSet<IpAddr> = file.config.services.iter().map(|s| s.vip).collect();
         match self.vips.write() {
@@ -119,6 +123,9 @@ impl Health {
             .notify
             .as_ref()
             .map_or("off".to_owned(), |n| n.command.display().to_string());
+        if synced == Synced::default() && self.logged_notify.as_ref() == Some(&notify) {
+            return;
+        }
         log::info!(
             "health: checking {} server(s) ({} started, {} stopped, {} restarted); notify: {notify}",
             self.checks.len(),
@@ -126,6 +133,7 @@ impl Health {
             synced.stopped,
             synced.restarted
         );
+        self.logged_notify = Some(notify);
     }
 
     /// What `status` and the metrics show besides the balancer's state; `flow_table` tells
