@@ -707,6 +707,10 @@ fn the_metrics_endpoint_serves_prometheus_text_whose_counters_move_with_traffic(
         )
         .is_some()
     );
+    // A scrape changes nothing in the checks, so it logs nothing about them: the checks
+    // were logged once, when the agent started.
+    let log = ops.lab.agent_log();
+    assert_eq!(log.matches("health: checking").count(), 1, "{log}");
     // The agent's own series: its build, its start, the file in force and its reloads.
     let reloads = |samples: &[Sample], result: &str| {
         value(

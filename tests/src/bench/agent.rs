@@ -57,7 +57,7 @@ fn usage_config(lab: &Lab, protocol: &str) -> String {
 }
 
 /// (utime + stime) in clock ticks, and VmRSS in KiB, of process `pid`.
-fn proc_usage(pid: u32) -> Result<(u64, u64)> {
+pub(super) fn proc_usage(pid: u32) -> Result<(u64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')

@@ -109,6 +109,13 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
          `hit_single` times the hit path this way too, to show what the method adds. `new` and \
          `ipv6_new` insert into a table with room (the default size, emptied before every run \
          and used once before the first); `new_evicting` into a full one.\n\
+         * **Which packet creates a flow's entry**: a TCP SYN creates none (it is placed by the \
+         Maglev table and counted `syn_not_remembered`); the handshake's ACK, which finds no \
+         entry (`tcp_miss_no_syn`), creates it (`new`), as a UDP flow's first datagram does. So \
+         `new`, `ipv6_new` and `new_evicting` time that ACK and `udp_new` a first datagram; `syn` \
+         (repeat: the same SYN never creates an entry, so every iteration takes its path) and \
+         `syn_single` (distinct 5-tuples) time the SYN, and `syn_single` → `new` is what \
+         remembering a flow costs.\n\
          * **Why new flows are not timed with repeat**: the program reads the coarse clock \
          (`bpf_ktime_get_coarse_ns`), which advances once a tick. A data plane loaded with a TCP \
          timeout of 0, which the report used to time the new-flow path with, now finds the \
@@ -177,7 +184,7 @@ fn row(out: &mut String, c: &Case) {
 }
 
 /// Steps from one case to the next: (case, the case before it, what it adds).
-pub const STEPS: [(&str, &str, &str); 6] = [
+pub const STEPS: [(&str, &str, &str); 8] = [
     (
         "not_service_port",
         "",
@@ -203,10 +210,22 @@ pub const STEPS: [(&str, &str, &str); 6] = [
          backend read and checked, both MACs rewritten, service and backend counters",
     ),
     (
-        "new",
+        "syn",
+        "no_backend",
+        "the service has a table: flow hash, Maglev slot, the backend read and checked, both \
+         MACs rewritten, service and backend counters; a SYN is not remembered",
+    ),
+    (
+        "syn_single",
         "hit_single",
-        "(single method) the `flows` lookup misses; Maglev: flow hash, slot, backend; the flow \
-         inserted into the LRU table",
+        "(single method) the `flows` lookup misses: the `service_by_vip` lookup, flow hash, \
+         Maglev slot, backend; nothing remembered (a SYN)",
+    ),
+    (
+        "new",
+        "syn_single",
+        "(single method) the handshake's ACK: the same placement, and the flow inserted into \
+         the LRU table",
     ),
     (
         "new_evicting",

@@ -6,7 +6,8 @@
 //! * [`lru`]: the connection table with per-CPU LRU lists against one shared list;
 //! * [`maglev`]: table build time, health change to live table, slot-by-slot writes;
 //! * [`distribution`]: how flows spread, weights, flows moved, two independent LBs;
-//! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab.
+//! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab;
+//! * [`scraped_health`]: health verdicts while a 1M-entry connection table is scraped (lab).
 //!
 //! Speed targets are reported here, never asserted by tests.
 
@@ -23,6 +24,7 @@ pub mod profile;
 pub mod report;
 #[cfg(test)]
 mod report_tests;
+pub mod scraped_health;
 pub mod stats;
 pub mod throughput;
 
@@ -105,6 +107,12 @@ impl<T> Section<T> {
         }
     }
 
+    fn not_measured(reason: &str) -> Self {
+        Section::NotMeasured {
+            reason: reason.to_owned(),
+        }
+    }
+
     pub fn measured(&self) -> Option<&T> {
         match self {
             Section::Measured(value) => Some(value),
@@ -137,6 +145,7 @@ pub struct Bench {
     pub agent: Section<agent::AgentResults>,
     pub failover: Section<failover::FailoverResults>,
     pub throughput: Section<throughput::ThroughputResults>,
+    pub scraped_health: Section<scraped_health::ScrapedHealthResults>,
 }
 
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
@@ -257,32 +266,35 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
     })?;
 
     step(&format!(
-        "the lab ({LAB_BACKENDS} backends): agent usage, failover, throughput"
+        "the lab ({LAB_BACKENDS} backends): agent usage, failover, throughput, health verdicts \
+         while scraped"
     ));
     let lab = Lab::up(LabOptions {
         backends: LAB_BACKENDS,
         ..LabOptions::default()
     });
-    let (agent, failover, throughput) = match lab {
+    let (agent, failover, throughput, scraped_health) = match lab {
         Ok(mut lab) => {
             step("agent memory and CPU");
             let agent = Section::from_result(agent::run(&lab, &opts.agent, q));
             step("failover");
             let failover = Section::from_result(failover::run(&mut lab, &opts.agent, q));
+            step(&format!(
+                "health verdicts while a {}-entry connection table is scraped",
+                scraped_health::FLOWS
+            ));
+            let scraped_health = Section::from_result(scraped_health::run(&lab, &opts.agent, q));
             step("throughput");
             let throughput = Section::from_result(throughput::run(&lab, &opts.agent, q));
-            (agent, failover, throughput)
+            (agent, failover, throughput, scraped_health)
         }
         Err(err) => {
             let reason = format!("the lab could not be built: {err:#}");
             (
-                Section::NotMeasured {
-                    reason: reason.clone(),
-                },
-                Section::NotMeasured {
-                    reason: reason.clone(),
-                },
-                Section::NotMeasured { reason },
+                Section::not_measured(&reason),
+                Section::not_measured(&reason),
+                Section::not_measured(&reason),
+                Section::not_measured(&reason),
             )
         }
     };
@@ -298,6 +310,7 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         agent,
         failover,
         throughput,
+        scraped_health,
     };
     step("writing BENCHMARKS.md, BENCHMARKS.json and the charts");
     report::write(&bench, &opts.root).context("writing the report")?;

@@ -97,6 +97,7 @@ pub fn render(bench: &Bench, charts: &[(String, std::path::PathBuf)]) -> String 
     maglev(&mut out, bench, charts);
     distribution(&mut out, bench, charts);
     lab(&mut out, bench);
+    super::scraped_health::render(&mut out, &bench.scraped_health);
     let _ = writeln!(
         out,
         "## Reproducing\n\n`cargo xtask bench` (root; it installs what is missing, builds the \
@@ -156,6 +157,7 @@ fn targets(out: &mut String, bench: &Bench) {
             verdict(s.ms.median, SWITCH_TARGET_MS)
         );
     }
+    super::scraped_health::target_row(out, &bench.scraped_health);
     let _ = writeln!(out);
 }
 

@@ -153,6 +153,9 @@ fn fixture(hit_ns: &[f64], noop_ns: &[f64]) -> Bench {
         throughput: Section::NotMeasured {
             reason: "no lab on this test machine".to_owned(),
         },
+        scraped_health: Section::NotMeasured {
+            reason: "no lab on this test machine".to_owned(),
+        },
     }
 }
 

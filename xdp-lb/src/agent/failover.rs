@@ -107,7 +107,8 @@ impl Health {
 
     /// Brings the checkers, the VIPs avoided as sources and the notify command in line with
     /// `file` (after a reload): a checker whose server or check changed restarts in the
-    /// server's current state.
+    /// server's current state. Logged at the start and when something changed: the loop
+    /// calls it after every control request, and a scrape changes nothing.
     pub(super) fn sync(&mut self, file: &ConfigFile, balancer: &Balancer) {
         let vips: BTreeSet<IpAddr> = file.config.services.iter().map(|s| s.vip).collect();
         match self.vips.write() {

@@ -76,6 +76,10 @@ pub struct Resolved {
 #[derive(Clone, Debug)]
 pub struct Neighbours {
     handle: rtnetlink::Handle,
+    /// Held through every dump. The kernel refuses a dump on a netlink socket while another
+    /// one is still running on it (EBUSY), and every clone shares this connection's socket:
+    /// health checkers looking up their source at once failed checks of healthy servers.
+    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The interface whose XDP program sends frames out through `egress`: a VLAN device's
@@ -145,7 +149,10 @@ impl Neighbours {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(NeighbourError::Connect)?;
         runtime.spawn(connection);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            dumps: std::sync::Arc::default(),
+        })
     }
 
     /// ifindex and MAC of an interface by name.

@@ -37,6 +37,7 @@ impl Neighbours {
 
     /// Every address of interface `ifindex` with its prefix length.
     async fn addresses_of(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, rtnetlink::Error> {
+        let one_dump_at_a_time = self.dumps.lock().await;
         let messages: Vec<_> = self
             .handle
             .address()
@@ -45,6 +46,7 @@ impl Neighbours {
             .execute()
             .try_collect()
             .await?;
+        drop(one_dump_at_a_time);
         Ok(messages
             .into_iter()
             .filter_map(|m| {

@@ -88,6 +88,32 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// [`Self::in_lb`] on a multi-threaded runtime (its worker threads are started from
+    /// the namespace's thread, so they are in the namespace too).
+    fn in_lb_threaded<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(Neighbours) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let path = format!("/var/run/netns/{}", self.lb);
+        let thread = std::thread::spawn(move || {
+            let ns = File::open(&path).expect("open the namespace");
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async { f(Neighbours::new().expect("netlink connection")).await })
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         for ns in [&self.lb, &self.peer] {
@@ -358,4 +384,47 @@ fn the_macs_of_an_interfaces_vlan_devices_are_found_and_no_others() {
     assert_eq!(macs, ["02:00:00:00:01:00", "02:00:00:00:02:00"]);
     assert!(vlan_device_macs_in(&sys.0, 7).is_empty());
     assert!(vlan_device_macs_in(&sys.0.join("missing"), 2).is_empty());
+}
+
+#[test]
+fn health_checks_looking_up_their_source_all_at_once_all_get_it() {
+    // Every lookup dumps the interface's addresses. The kernel refuses a second dump on a
+    // netlink socket while one is still running (EBUSY): checks of healthy servers failed
+    // with "no source address" when their lookups met (fall of them in a row took a
+    // healthy server out). Many addresses make each dump long enough to meet the others.
+    let scratch = Scratch::new();
+    let batch: String = (0..1000)
+        .map(|i| format!("addr add 10.{}.{}.1/32 dev veth-a\n", i / 250, i % 250))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.batch", scratch.lb));
+    std::fs::write(&path, batch).expect("writing the ip batch");
+    ip(&["-n", &scratch.lb, "-batch", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    // Lookups arriving one after another from checkers on several threads, as in the agent
+    // (the connection then sends a new dump before it has read the last one to its end).
+    let failed = scratch.in_lb_threaded(|n| async move {
+        let checkers = (0..16).map(|_| {
+            let n = n.clone();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for _ in 0..20 {
+                    match n.source_for(addr("192.0.2.2"), &Default::default()).await {
+                        Ok(source) if source == addr("192.0.2.1") => {}
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                failed
+            })
+        });
+        let mut failed = Vec::new();
+        for checker in futures::future::join_all(checkers).await {
+            failed.extend(checker.expect("a checker task"));
+        }
+        failed
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of 320 lookups: {failed:?}",
+        failed.len()
+    );
 }

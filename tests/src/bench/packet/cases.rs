@@ -9,8 +9,8 @@ use xdp_lb_common::{flow_stat, verdict};
 use super::{
     CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, PORT, PacketOptions, PacketResults, Path,
     RepeatCase, Rig, SingleCase, TimeoutZero, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX,
-    distinct_first_ack, distinct_first_ack6, possible_cpus, run_repeat_cases, run_single_cases,
-    time_repeat, time_single,
+    distinct_first_ack, distinct_first_ack6, distinct_syn, distinct_udp, possible_cpus,
+    run_repeat_cases, run_single_cases, time_repeat, time_single,
 };
 use crate::bench::{frames, profile};
 
@@ -102,6 +102,15 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 action: XDP_DROP,
             }),
         },
+        RepeatCase {
+            id: "syn",
+            title: "a connection's SYN (IPv4): placed by the Maglev table, not remembered",
+            rig: &main,
+            warmup: None,
+            // A SYN creates no entry, so every iteration takes the same path.
+            frame: frames::tcp_v4(CLIENT4, 40_002, VIP4, PORT, true),
+            path: Some(tx_path(vec![(flow_stat::SYN_NOT_REMEMBERED, 1)])),
+        },
     ];
     let mut cases = run_repeat_cases(&repeat_cases, &noop, opts)?;
 
@@ -134,7 +143,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         time_repeat(fresh.program(), &distinct_first_ack(n), 1)?;
     }
     let clear_fresh = || fresh.clear_flows();
-    let (mut n4, mut n6, mut m) = (0u64, 0u64, prefilled);
+    let (mut n4, mut n6, mut m, mut s, mut u) = (0u64, 0u64, prefilled, 0u64, 0u64);
     let evicting_counter = std::cell::Cell::new(0u64);
     let mut single_cases = [
         SingleCase {
@@ -154,6 +163,17 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             next_frame: Box::new(|| ack6.clone()),
         },
         SingleCase {
+            id: "syn_single",
+            title: "a connection's SYN, distinct 5-tuples: placed by the Maglev table, nothing remembered",
+            rig: &main,
+            path: tx_path(vec![(flow_stat::SYN_NOT_REMEMBERED, 1)]),
+            before_run: None,
+            next_frame: Box::new(|| {
+                s += 1;
+                distinct_syn(s)
+            }),
+        },
+        SingleCase {
             id: "new",
             title: "first remembered packet of a new flow (IPv4 handshake ACK, distinct 5-tuples, table with room)",
             rig: &fresh,
@@ -166,7 +186,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
         },
         SingleCase {
             id: "ipv6_new",
-            title: "IPv6 first packet of a new flow (distinct 5-tuples, table with room)",
+            title: "IPv6 first remembered packet of a new flow (handshake ACK, distinct 5-tuples, table with room)",
             rig: &fresh,
             path: tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
             before_run: Some(&clear_fresh),
@@ -176,8 +196,19 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             }),
         },
         SingleCase {
+            id: "udp_new",
+            title: "first datagram of a new UDP flow (IPv4, distinct 5-tuples, table with room)",
+            rig: &fresh,
+            path: tx_path(vec![(flow_stat::NEW, 1)]),
+            before_run: Some(&clear_fresh),
+            next_frame: Box::new(|| {
+                u += 1;
+                distinct_udp(u)
+            }),
+        },
+        SingleCase {
             id: "new_evicting",
-            title: "first packet of a new flow, distinct 5-tuples, table full (evicts)",
+            title: "first remembered packet of a new flow (handshake ACK), distinct 5-tuples, table full (evicts)",
             rig: &small,
             path: tx_path(vec![(flow_stat::TCP_MISS_NO_SYN, 1), (flow_stat::NEW, 1)]),
             before_run: None,

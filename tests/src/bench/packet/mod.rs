@@ -45,6 +45,8 @@ pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 pub const PORT: u16 = 1935;
 /// A port of the VIP with a service whose only backend has weight 0 (no table).
 const EMPTY_PORT: u16 = 9999;
+/// A UDP service of the VIP (three backends): a datagram without an entry creates one.
+pub const UDP_PORT: u16 = 9000;
 pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 0x50);
 
@@ -95,7 +97,7 @@ pub struct Eviction {
 }
 
 /// Why new flows are no longer timed with the repeat method and a TCP timeout of 0: what
-/// the counters show for one repeat run of the same SYN on such a data plane. The program
+/// the counters show for one repeat run of the same handshake ACK on such a data plane. The program
 /// reads the coarse clock, which only advances once a tick, so an entry is found expired
 /// only when a tick passed since the previous iteration.
 #[derive(Clone, Debug, Serialize)]
@@ -210,9 +212,9 @@ impl Counters {
     }
 }
 
-/// A data plane loaded with the benchmark's services: IPv4 and IPv6 RTMP with three
-/// backends each (reached through the test run's ingress, so XDP_TX), and a service whose
-/// only backend has weight 0.
+/// A data plane loaded with the benchmark's services: IPv4 and IPv6 RTMP and an IPv4 UDP
+/// service with three backends each (reached through the test run's ingress, so XDP_TX),
+/// and a service whose only backend has weight 0.
 pub struct Rig {
     pub balancer: Balancer,
     /// The capacity of `maglev_tables` it was loaded with (slots).
@@ -257,6 +259,14 @@ impl Rig {
                 "tcp",
                 MAGLEV_DEFAULT_SIZE,
                 &[(v6(0x11), 1), (v6(0x12), 1), (v6(0x13), 1)],
+            ),
+            service_yaml(
+                "v4udp",
+                VIP4.into(),
+                UDP_PORT,
+                "udp",
+                MAGLEV_DEFAULT_SIZE,
+                &[(v4(11), 1), (v4(12), 1), (v4(13), 1)],
             ),
             service_yaml(
                 "empty",
@@ -509,6 +519,20 @@ pub fn distinct_first_ack(n: u64) -> Vec<u8> {
     let client = Ipv4Addr::from(0x6440_0000u32.wrapping_add((n / 50_000) as u32));
     let port = 10_000 + (n % 50_000) as u16;
     frames::tcp_v4(client, port, VIP4, PORT, false)
+}
+
+/// A TCP SYN of a distinct client for every `n` (the clients of [`distinct_first_ack`]).
+pub fn distinct_syn(n: u64) -> Vec<u8> {
+    let client = Ipv4Addr::from(0x6440_0000u32.wrapping_add((n / 50_000) as u32));
+    let port = 10_000 + (n % 50_000) as u16;
+    frames::tcp_v4(client, port, VIP4, PORT, true)
+}
+
+/// The first UDP datagram of a distinct client for every `n`, to the UDP service.
+pub fn distinct_udp(n: u64) -> Vec<u8> {
+    let client = Ipv4Addr::from(0x6440_0000u32.wrapping_add((n / 50_000) as u32));
+    let port = 10_000 + (n % 50_000) as u16;
+    frames::udp_v4(client, port, VIP4, UDP_PORT, 18)
 }
 
 /// An IPv6 handshake-completing ACK from a distinct client for every `n` (addresses in
