@@ -26,7 +26,7 @@ pub fn category(symbol: &str) -> &'static str {
         || s.contains("map_lookup")
         || s == "memcmp"
     {
-        "hash-map lookups (service_by_vip, flows)"
+        "hash-map lookups (local_macs, flows, service_by_vip)"
     } else if s.starts_with("bpf_ktime_get") {
         "the program's clock read (bpf_ktime_get_coarse_ns)"
     } else if s.contains("ktime") || s.contains("clock") || s.contains("tsc") {
@@ -194,8 +194,10 @@ pub const STEPS: [(&str, &str, &str); 8] = [
     (
         "not_service",
         "not_service_port",
-        "the port is a service's: the coarse clock read and one `flows` lookup (miss), then \
-         the `service_by_vip` lookup (key hashed, compared, missed)",
+        "the port is a service's: the MAC check (one `local_macs` lookup; the test run's \
+         interface has nothing registered, so it passes), the coarse clock read and one \
+         `flows` lookup (miss), then the `service_by_vip` lookup (key hashed, compared, \
+         missed)",
     ),
     (
         "no_backend",

@@ -67,11 +67,13 @@ pub fn render(out: &mut String, section: &Section<ScrapedHealthResults>) {
          Backend b1's check of `video-hls` goes to port {CHECK_PORT}, a listener of the \
          benchmark's in b1's namespace.\n\n\
          * **down**: the listener is closed right after a check connected, so the next `fall` \
-         checks are refused. The verdict is the service's table switch, seen in the kernel: the \
-         generation of its `service_by_vip` value, read through the pinned map every 0.2 ms by \
-         a thread of raised priority (b1's entry is then checked to take no new flow).\n\
+         checks are refused. The verdict is seen where it takes effect, in the kernel, through \
+         the pinned maps, read every 0.2 ms by a thread of raised priority: b1's `backends` \
+         entry marked to take no new flow, which the agent writes right after the table switch \
+         that leaves b1 out.\n\
          * **up**: the listener is opened again half-way between two checks; the verdict is the \
-         switch that puts b1 back, after `rise` checks passed.\n\
+         switch that puts b1 back after `rise` checks passed (a new generation of the \
+         service's `service_by_vip` value, b1's entry taking new flows again).\n\
          * **after the deciding check**: from the moment the `fall`-th refused check was due \
          (the last passed check + `fall` × {interval} s: the checker's ticks are regular), or the \
          `rise`-th check connected, to the switch: what the agent itself takes (check, verdict, \
@@ -125,6 +127,23 @@ pub fn render(out: &mut String, section: &Section<ScrapedHealthResults>) {
             or_dash(m.up_after_check_over_unscraped_ms.as_ref(), ms),
         );
     }
+    let worst: Vec<String> = r
+        .modes
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:.1} ms down and {:.1} ms up",
+                m.scraping.describe(),
+                m.down_after_check_ms.max,
+                m.up_after_check_ms.max
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nThe slowest verdicts after their deciding check: {}.",
+        worst.join("; ")
+    );
     let _ = writeln!(
         out,
         "\nWhat the scrapers got, and what the agent spent, over the cycles (CPU: % of one core \
