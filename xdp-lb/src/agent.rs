@@ -35,6 +35,10 @@ use crate::{
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often unresolved backends are retried and resolved ones re-checked for a new MAC.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a reload or a run-time change waits on ARP/ND for a server it adds, inside the
+/// control loop: a silent server holds the loop (health verdicts, `status`) this long at
+/// most, then is added unresolved and resolved by the next re-resolution round.
+pub const CHANGE_RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often, with `announce:`, the agent checks that its program is still attached (a
 /// detached data plane withdraws the VIPs).
 pub const ATTACH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -529,7 +533,12 @@ async fn apply_config(
             }
         }
     }
-    let results = join_all(wanted.values().map(|b| forwarding_for(neighbours, b))).await;
+    let results = join_all(
+        wanted
+            .values()
+            .map(|b| forwarding_for(neighbours, b, CHANGE_RESOLVE_TIMEOUT)),
+    )
+    .await;
     let mut resolved: BTreeMap<IpAddr, Option<Forwarding>> = BTreeMap::new();
     for (backend, result) in wanted.values().zip(results) {
         let forwarding = match result {
@@ -539,8 +548,9 @@ async fn apply_config(
             }
             Err(err) => {
                 log::error!(
-                    "backend {} is unreachable and gets no traffic until it resolves: {err:#}",
-                    backend.address
+                    "backend {} is unreachable and gets no traffic until it resolves (retried every {}s): {err:#}",
+                    backend.address,
+                    REFRESH_INTERVAL.as_secs()
                 );
                 None
             }
@@ -755,7 +765,11 @@ fn spawn_ebpf_logger(dataplane: &mut Dataplane) -> Option<tokio::task::JoinHandl
 }
 
 /// Where frames to `backend` go, or why that is not known.
-async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::Result<Forwarding> {
+async fn forwarding_for(
+    neighbours: &Neighbours,
+    backend: &Backend,
+    wait: Duration,
+) -> anyhow::Result<Forwarding> {
     match backend.mac {
         Some(mac) => {
             let egress = neighbours.egress_for(backend.address).await?;
@@ -766,7 +780,7 @@ async fn forwarding_for(neighbours: &Neighbours, backend: &Backend) -> anyhow::R
             })
         }
         None => {
-            let resolved = neighbours.resolve(backend.address, RESOLVE_TIMEOUT).await?;
+            let resolved = neighbours.resolve(backend.address, wait).await?;
             Ok(Forwarding {
                 mac: resolved.mac,
                 src_mac: resolved.egress.mac,
@@ -785,7 +799,12 @@ async fn resolve_all(
     dataplane: &mut Dataplane,
 ) -> BTreeMap<IpAddr, Option<Forwarding>> {
     let backends = failover::distinct_servers(file);
-    let results = join_all(backends.values().map(|b| forwarding_for(neighbours, b))).await;
+    let results = join_all(
+        backends
+            .values()
+            .map(|b| forwarding_for(neighbours, b, RESOLVE_TIMEOUT)),
+    )
+    .await;
     let mut out = BTreeMap::new();
     for (backend, result) in backends.values().zip(results) {
         let forwarding = match result {
@@ -872,7 +891,12 @@ fn start_refresh(
     let names = file.config.interfaces.clone();
     let (neighbours, done) = (neighbours.clone(), done.clone());
     *running = Some(tokio::spawn(async move {
-        let results = join_all(servers.iter().map(|b| forwarding_for(&neighbours, b))).await;
+        let results = join_all(
+            servers
+                .iter()
+                .map(|b| forwarding_for(&neighbours, b, RESOLVE_TIMEOUT)),
+        )
+        .await;
         let servers = servers
             .into_iter()
             .zip(results)

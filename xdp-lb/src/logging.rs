@@ -40,8 +40,65 @@ pub fn init() {
     builder.init();
 }
 
+/// A budget for log lines about clients: at most `burst` lines per `window`, so that a
+/// peer sending bad requests as fast as it can cannot push the real alerts out of
+/// journald's rate limit. The next line allowed says how many were left out.
+#[derive(Debug)]
+pub struct Limited {
+    window: std::time::Duration,
+    burst: u32,
+    started: Option<std::time::Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl Limited {
+    pub fn new(window: std::time::Duration, burst: u32) -> Self {
+        Self {
+            window,
+            burst,
+            started: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were left out since
+    /// the last one written; `None` when this one is to be left out.
+    pub fn allow(&mut self) -> Option<u64> {
+        self.allow_at(std::time::Instant::now())
+    }
+
+    fn allow_at(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .started
+            .is_none_or(|started| now.duration_since(started) >= self.window)
+        {
+            self.started = Some(now);
+            self.used = 0;
+        }
+        if self.used >= self.burst {
+            self.suppressed += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The tail of a rate-limited line: how many like it were left out, if any.
+pub fn suppressed_note(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!("; {suppressed} more like it not logged")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     #[test]
@@ -61,5 +118,20 @@ mod tests {
             journal_line(Level::Error, "xdp_lb", "reload refused:\nline 3: bad"),
             "<3>xdp_lb: reload refused:\n<3>xdp_lb: line 3: bad\n"
         );
+    }
+
+    #[test]
+    fn a_budget_lets_a_burst_through_per_window_and_counts_what_it_left_out() {
+        let mut limited = Limited::new(Duration::from_secs(10), 2);
+        let t0 = Instant::now();
+        assert_eq!(limited.allow_at(t0), Some(0));
+        assert_eq!(limited.allow_at(t0), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(limited.allow_at(t0 + Duration::from_secs(9)), None);
+        }
+        assert_eq!(limited.allow_at(t0 + Duration::from_secs(10)), Some(1000));
+        assert_eq!(limited.allow_at(t0 + Duration::from_secs(10)), Some(0));
+        assert_eq!(suppressed_note(0), "");
+        assert_eq!(suppressed_note(3), "; 3 more like it not logged");
     }
 }

@@ -214,11 +214,20 @@ mod tests {
         );
         assert!(ok.contains("\nxdp_lb_active_flows 12\n"), "{ok}");
         for (other, status) in [
-            ("GET /metricsx HTTP/1.1\r\n\r\n", "404 Not Found"),
-            ("GET /index.html HTTP/1.1\r\n\r\n", "404 Not Found"),
-            ("POST /metrics HTTP/1.1\r\n\r\n", "405 Method Not Allowed"),
             (
-                "DELETE /status.json HTTP/1.1\r\n\r\n",
+                "GET /metricsx HTTP/1.1\r\nHost: lb\r\n\r\n",
+                "404 Not Found",
+            ),
+            (
+                "GET /index.html HTTP/1.1\r\nHost: lb\r\n\r\n",
+                "404 Not Found",
+            ),
+            (
+                "POST /metrics HTTP/1.1\r\nHost: lb\r\n\r\n",
+                "405 Method Not Allowed",
+            ),
+            (
+                "DELETE /status.json HTTP/1.1\r\nHost: lb\r\n\r\n",
                 "405 Method Not Allowed",
             ),
         ] {
@@ -234,7 +243,7 @@ mod tests {
         }
         let with_body = get(
             addr,
-            "GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "GET /metrics HTTP/1.1\r\nHost: lb\r\nContent-Length: 3\r\n\r\nabc",
         )
         .await;
         assert!(with_body.starts_with("HTTP/1.1 413 "), "{with_body}");
@@ -257,7 +266,7 @@ mod tests {
             ("/vendor/chart.umd.min.js", "text/javascript; charset=utf-8"),
             ("/status.json", "application/json"),
         ] {
-            let answer = get(addr, &format!("GET {path} HTTP/1.1\r\n\r\n")).await;
+            let answer = get(addr, &format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n")).await;
             let (head, body) = split(&answer);
             assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {head}");
             assert!(
@@ -280,7 +289,7 @@ mod tests {
                 let served: StatusReport = serde_json::from_str(body).unwrap();
                 assert_eq!(served, report);
             }
-            let head_answer = get(addr, &format!("HEAD {path} HTTP/1.1\r\n\r\n")).await;
+            let head_answer = get(addr, &format!("HEAD {path} HTTP/1.1\r\nHost: lb\r\n\r\n")).await;
             let (head_only, nothing) = split(&head_answer);
             assert_eq!(nothing, "", "HEAD {path}: no body");
             assert!(
@@ -309,25 +318,27 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let addr = endpoint.local_addr;
         for path in ["/status.json", "/metrics"] {
-            let refused = get(addr, &format!("GET {path} HTTP/1.1\r\n\r\n")).await;
+            let refused = get(addr, &format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n")).await;
             assert!(
                 refused.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
                 "{refused}"
             );
             let wrong = get(
                 addr,
-                &format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n"),
+                &format!("GET {path} HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer nope\r\n\r\n"),
             )
             .await;
             assert!(wrong.starts_with("HTTP/1.1 401 "), "{wrong}");
             let ok = get(
                 addr,
-                &format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer c0ns0le-t0ken\r\n\r\n"),
+                &format!(
+                    "GET {path} HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer c0ns0le-t0ken\r\n\r\n"
+                ),
             )
             .await;
             assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         }
-        let page = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        let page = get(addr, "GET / HTTP/1.1\r\nHost: lb\r\n\r\n").await;
         assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     }
 

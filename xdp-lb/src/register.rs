@@ -16,6 +16,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -30,6 +31,7 @@ use crate::{
         server::{Pending, ask},
     },
     http1::{self, Endpoint, Limits, Unreadable},
+    logging::{Limited, suppressed_note},
 };
 
 /// What one request may send, and for how long.
@@ -76,9 +78,12 @@ pub fn start(
         )
     })?;
     let requests = requests.clone();
+    // Refusals are logged with the client's address, a few per window: a client sending
+    // bad requests as fast as it can does not flood the journal.
+    let refusals = Arc::new(Mutex::new(Limited::new(Duration::from_secs(10), 5)));
     let endpoint = http1::serve(registration.listen, LIMITS, move |request, peer| {
-        let (requests, token) = (requests.clone(), token.clone());
-        async move { answer(request, peer, &token, &requests).await }
+        let (requests, token, refusals) = (requests.clone(), token.clone(), refusals.clone());
+        async move { answer(request, peer, &token, &requests, &refusals).await }
     })?;
     log::info!(
         "registration: serving http://{}/v1/services/SERVICE/backends (bearer token from {})",
@@ -109,17 +114,27 @@ async fn answer(
     peer: SocketAddr,
     token: &str,
     requests: &mpsc::Sender<Pending>,
+    refusals: &Mutex<Limited>,
 ) -> http1::Response {
+    let refused_note = || {
+        refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow()
+            .map(suppressed_note)
+    };
     let request = match request {
         Ok(r) => r,
         Err(why) => return error(why.status, &why.message),
     };
     if !authorized(request.header("authorization"), token) {
-        log::warn!(
-            "registration: refused {} {} from {peer}: missing or wrong bearer token",
-            request.method,
-            request.path
-        );
+        if let Some(note) = refused_note() {
+            log::warn!(
+                "registration: refused {} {} from {peer}: missing or wrong bearer token{note}",
+                request.method,
+                crate::config::quoted(&request.path)
+            );
+        }
         let mut refused = error(
             401,
             "a valid `Authorization: Bearer TOKEN` header is required",
@@ -184,7 +199,9 @@ async fn answer(
             error(503, &message)
         }
         Ok(Response::Error { message }) => {
-            log::warn!("registration: {peer}: {what} refused: {message}");
+            if let Some(note) = refused_note() {
+                log::warn!("registration: {peer}: {what} refused: {message}{note}");
+            }
             error(422, &message)
         }
         Ok(other) => error(500, &format!("unexpected answer from the agent: {other:?}")),
@@ -238,15 +255,23 @@ fn not_allowed(allowed: &str) -> http1::Response {
     response
 }
 
-/// `%XX` sequences decoded; `None` when one is malformed or the result is not UTF-8.
+/// `%XX` sequences decoded; `None` when one is malformed (two hex digits, nothing else:
+/// `%+1` is not 0x01), decodes to a control byte, or the result is not UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let byte = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if byte.is_ascii_control() {
+                return None;
+            }
+            out.push(byte);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -356,6 +381,10 @@ mod tests {
             400
         );
         assert_eq!(percent_decode("a%2"), None);
+        assert_eq!(percent_decode("a%+1"), None, "%+1 is not a byte");
+        assert_eq!(percent_decode("a%0a"), None, "a decoded line feed");
+        assert_eq!(percent_decode("a%7F"), None);
+        assert_eq!(percent_decode("video%2Dhls").as_deref(), Some("video-hls"));
     }
 
     /// The agent's loop stand-in: records what it was asked, refuses unknown services.
@@ -489,7 +518,7 @@ mod tests {
             413
         );
 
-        let delete = "DELETE /v1/services/video-hls/backends/10.0.0.14 HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
+        let delete = "DELETE /v1/services/video-hls/backends/10.0.0.14 HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         let (status, _) = call(addr, delete.to_owned()).await;
         assert_eq!(status, 200);
         assert_eq!(
@@ -506,9 +535,11 @@ mod tests {
         let message = answer["message"].as_str().unwrap();
         assert!(message.len() < 200, "{message}");
         assert!(message.contains("(4000 bytes in all)"), "{message}");
+        // A control byte is refused as it is decoded, before it could be logged.
         let (status, _) = call(addr, post(Some("t0ken-1234"), "a%0Ab", body)).await;
-        assert_eq!(status, 404);
-        let unknown = "GET /v1/other HTTP/1.1\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
+        assert_eq!(status, 400);
+        let unknown =
+            "GET /v1/other HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer t0ken-1234\r\n\r\n";
         assert_eq!(call(addr, unknown.to_owned()).await.0, 404);
         assert!(
             seen.try_recv().is_err(),
