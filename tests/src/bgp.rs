@@ -32,6 +32,25 @@ const LB_AS: u32 = 65001;
 pub const ANNOUNCE_TABLE: u32 = 100;
 /// BGP hold time in the lab (keepalives every second).
 pub const HOLD_TIME_S: u32 = 3;
+/// BFD's detect multiplier with `LabOptions::bgp_bfd_ms`: a session is down after this
+/// many intervals without a packet.
+pub const BFD_MULTIPLIER: u32 = 3;
+
+/// BIRD's `protocol bfd` for the lab's segment with an interval of `ms`, and the line that
+/// turns it on in a `protocol bgp`; both empty without BFD.
+fn bfd_parts(bfd_ms: Option<u32>) -> (String, &'static str) {
+    match bfd_ms {
+        Some(ms) => (
+            format!(
+                "protocol bfd {{\n  \
+                   interface \"eth0\" {{ interval {ms} ms; multiplier {BFD_MULTIPLIER}; }};\n\
+                 }}\n"
+            ),
+            "  bfd on;\n",
+        ),
+        None => (String::new(), ""),
+    }
+}
 
 impl Lab {
     /// The LB namespaces: `<id>-lb`, then `<id>-lb2`, `<id>-lb3` with `bgp_lbs`.
@@ -56,8 +75,9 @@ impl Lab {
     }
 
     /// The BIRD configuration of LB `k`: learn the agent's table, export it to the router.
-    pub fn bird_lb_config(k: usize) -> String {
+    pub fn bird_lb_config(k: usize, bfd_ms: Option<u32>) -> String {
         let addr = Self::lb_addr(k);
+        let (bfd, bfd_on) = bfd_parts(bfd_ms);
         format!(
             "# LB {k} of the BGP lab: examples/bird-lb.conf with the lab's addresses\n\
              router id {addr};\n\
@@ -73,16 +93,19 @@ impl Lab {
                neighbor {router} as {ROUTER_AS};\n  \
                hold time {HOLD_TIME_S};\n  \
                keepalive time 1;\n  \
-               connect retry time 1;\n  \
+               connect retry time 1;\n\
+             {bfd_on}  \
                ipv4 {{ import none; export where proto = \"xdp_lb_vips\"; }};\n\
-             }}\n",
+             }}\n\
+             {bfd}",
             router = Self::ROUTER_ADDR,
         )
     }
 
     /// The router's BIRD configuration: a session to each of `lbs` LBs, their routes
     /// merged into one multipath kernel route.
-    pub fn bird_router_config(lbs: usize) -> String {
+    pub fn bird_router_config(lbs: usize, bfd_ms: Option<u32>) -> String {
+        let (bfd, bfd_on) = bfd_parts(bfd_ms);
         let mut conf = format!(
             "# the BGP lab's router: examples/bird-router.conf with the lab's addresses\n\
              router id {router};\n\
@@ -102,7 +125,8 @@ impl Lab {
                    neighbor {lb} as {LB_AS};\n  \
                    hold time {HOLD_TIME_S};\n  \
                    keepalive time 1;\n  \
-                   connect retry time 1;\n  \
+                   connect retry time 1;\n\
+                 {bfd_on}  \
                    ipv4 {{ import all; export none; }};\n\
                  }}\n",
                 n = k + 1,
@@ -110,6 +134,7 @@ impl Lab {
                 lb = Self::lb_addr(k),
             );
         }
+        conf.push_str(&bfd);
         conf
     }
 
@@ -128,17 +153,17 @@ impl Lab {
     }
 
     /// Writes each BIRD configuration and starts BIRD in the router and every LB.
-    pub(crate) fn start_birds(&mut self) -> Result<()> {
+    pub(crate) fn start_birds(&mut self, bfd_ms: Option<u32>) -> Result<()> {
         let router = self
             .ns_router()
             .context("a BGP lab has a router")?
             .to_owned();
         let lbs = self.lb_namespaces();
-        let mut daemons = vec![(router.clone(), Self::bird_router_config(lbs.len()))];
+        let mut daemons = vec![(router.clone(), Self::bird_router_config(lbs.len(), bfd_ms))];
         daemons.extend(
             lbs.iter()
                 .enumerate()
-                .map(|(k, ns)| (ns.clone(), Self::bird_lb_config(k))),
+                .map(|(k, ns)| (ns.clone(), Self::bird_lb_config(k, bfd_ms))),
         );
         for (ns, conf) in daemons {
             let process = self.start_bird(&ns, &conf)?;

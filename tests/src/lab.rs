@@ -50,6 +50,10 @@ pub struct LabOptions {
     /// reaches it through the routes the LBs' agents announce. 0 (the default): one LB
     /// holding the VIP, no BIRD.
     pub bgp_lbs: usize,
+    /// With `bgp_lbs`: BFD between the router and each LB with this interval (ms; the
+    /// multiplier is [`crate::bgp::BFD_MULTIPLIER`]), so a dead LB leaves the route after
+    /// about three intervals instead of the BGP hold time. `None` (the default): no BFD.
+    pub bgp_bfd_ms: Option<u32>,
     /// Gives every host an IPv6 address too (on fd77::/64, without duplicate address
     /// detection), the VIP [`Lab::VIP6`] on the LB's eth0 and every backend's lo, the
     /// router's client link fd77:1::/64, and the backends' nginx an HTTP listener on
@@ -65,6 +69,7 @@ impl Default for LabOptions {
             agent_binary: None,
             client_behind_router: None,
             bgp_lbs: 0,
+            bgp_bfd_ms: None,
             ipv6: false,
         }
     }
@@ -223,7 +228,7 @@ impl Lab {
         lab.build()
             .with_context(|| format!("building lab {}", lab.id))?;
         if opts.bgp_lbs > 0 {
-            lab.start_birds()
+            lab.start_birds(opts.bgp_bfd_ms)
                 .with_context(|| format!("starting BIRD in lab {}", lab.id))?;
         }
         if opts.lb_agent {

@@ -435,20 +435,30 @@ fn an_lb_whose_link_goes_down_leaves_the_route_after_the_hold_time_and_its_publi
 #[test]
 fn the_example_and_lab_bird_configurations_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let lab_lb = std::env::temp_dir().join(format!("bird-lab-lb-{}.conf", std::process::id()));
-    let lab_router =
-        std::env::temp_dir().join(format!("bird-lab-router-{}.conf", std::process::id()));
-    std::fs::write(&lab_lb, Lab::bird_lb_config(1)).unwrap();
-    std::fs::write(&lab_router, Lab::bird_router_config(3)).unwrap();
-    for conf in [
+    let scratch = |name: &str| {
+        std::env::temp_dir().join(format!("bird-lab-{name}-{}.conf", std::process::id()))
+    };
+    // The lab's own, with and without BFD (the LB-failover benchmark's).
+    let lab_files = [
+        (scratch("lb"), Lab::bird_lb_config(1, None)),
+        (scratch("router"), Lab::bird_router_config(3, None)),
+        (scratch("lb-bfd"), Lab::bird_lb_config(1, Some(100))),
+        (scratch("router-bfd"), Lab::bird_router_config(3, Some(100))),
+    ];
+    for (path, text) in &lab_files {
+        std::fs::write(path, text).unwrap();
+    }
+    let examples = [
         root.join("examples/bird-lb.conf"),
         root.join("examples/bird-router.conf"),
-        lab_lb.clone(),
-        lab_router.clone(),
-    ] {
+    ];
+    for conf in examples
+        .iter()
+        .chain(lab_files.iter().map(|(path, _)| path))
+    {
         let out = std::process::Command::new("bird")
             .args(["-p", "-c"])
-            .arg(&conf)
+            .arg(conf)
             .output()
             .expect("bird (cargo xtask deps installs bird2)");
         assert!(
@@ -458,6 +468,7 @@ fn the_example_and_lab_bird_configurations_parse() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _ = std::fs::remove_file(lab_lb);
-    let _ = std::fs::remove_file(lab_router);
+    for (path, _) in lab_files {
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: deps, release builds of the agent and of `xdp-lb-bench`,
+//! `cargo xtask bench [--quick] [--only SECTION]`: deps, release builds of the agent and of `xdp-lb-bench`,
 //! then the benchmarks, which write BENCHMARKS.md, BENCHMARKS.json and `tests/charts/*.svg`
 //! at the repository root. (xtask only runs the binary: it must build before `deps` has
 //! installed what the workspace's own crates need.)
@@ -13,7 +13,7 @@ use crate::{
     target_dir,
 };
 
-pub fn run(root: &Path, quick: bool) -> Result<i32> {
+pub fn run(root: &Path, quick: bool, only: Option<&str>) -> Result<i32> {
     deps::run()?;
     step("build the agent and the benchmarks (release)");
     attached_ok(&mut cargo(root, &["build", "--release", "-p", "xdp-lb"]))?;
@@ -46,6 +46,9 @@ pub fn run(root: &Path, quick: bool) -> Result<i32> {
     let mut args = vec!["--agent", agent, "--root", root_arg];
     if quick {
         args.push("--quick");
+    }
+    if let Some(section) = only {
+        args.extend(["--only", section]);
     }
     let mut cmd = command(bench, &args);
     cmd.current_dir(root);

@@ -62,6 +62,10 @@ enum Cmd {
         /// Fewer repeats and runs, for working on the benchmarks (not for publishing).
         #[arg(long)]
         quick: bool,
+        /// Measure one section only and rewrite just its part of the report
+        /// (`lb-failover`).
+        #[arg(long, value_name = "SECTION")]
+        only: Option<String>,
     },
     /// Build the release agent and install it with its systemd unit, /etc/xdp-lb/xdp-lb.yaml
     /// (only where none is), the notify script, bash/zsh/fish completions and the man page;
@@ -153,7 +157,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Deps => deps::run().map(|()| 0),
         Cmd::Test { args } => test(&root, &args),
         Cmd::Run { once, lbs, args } => run_agent(&root, once, lbs, &args),
-        Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Bench { quick, only } => bench::run(&root, quick, only.as_deref()),
         Cmd::Install(args) => install::run(&root, &target_dir(&root), &args.into()),
         Cmd::Deb { binary, out } => {
             deb::run(&root, &target_dir(&root), &deb::Options { binary, out })

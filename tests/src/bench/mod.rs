@@ -7,7 +7,9 @@
 //! * [`maglev`]: table build time, health change to live table, slot-by-slot writes;
 //! * [`distribution`]: how flows spread, weights, flows moved, two independent LBs;
 //! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab;
-//! * [`scraped_health`]: health verdicts while a 1M-entry connection table is scraped (lab).
+//! * [`scraped_health`]: health verdicts while a 1M-entry connection table is scraped (lab);
+//! * [`lb_failover`]: one of two LBs behind ECMP leaving, until the router forwards the
+//!   VIP to the other alone (the BGP lab; `--only lb-failover` measures it alone).
 //!
 //! Speed targets are reported here, never asserted by tests.
 
@@ -17,6 +19,7 @@ pub mod distribution;
 pub mod explain;
 pub mod failover;
 pub mod frames;
+pub mod lb_failover;
 pub mod lru;
 pub mod maglev;
 pub mod packet;
@@ -146,6 +149,7 @@ pub struct Bench {
     pub failover: Section<failover::FailoverResults>,
     pub throughput: Section<throughput::ThroughputResults>,
     pub scraped_health: Section<scraped_health::ScrapedHealthResults>,
+    pub lb_failover: Section<lb_failover::LbFailoverResults>,
 }
 
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
@@ -299,6 +303,9 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         }
     };
 
+    step("failover between two LBs behind ECMP (BGP lab)");
+    let lb_failover = Section::from_result(lb_failover::run(&opts.agent, q));
+
     let bench = Bench {
         machine,
         quick: q,
@@ -311,21 +318,59 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         failover,
         throughput,
         scraped_health,
+        lb_failover,
     };
     step("writing BENCHMARKS.md, BENCHMARKS.json and the charts");
     report::write(&bench, &opts.root).context("writing the report")?;
     Ok(bench)
 }
 
-/// `xdp-lb-bench [--quick] [--agent PATH] [--root DIR]`.
+/// `xdp-lb-bench --only lb-failover`: that section alone, written into the existing report.
+fn run_only(section: &str, opts: &BenchOptions) -> Result<()> {
+    match section {
+        "lb-failover" => {
+            let machine = machine(&opts.root);
+            step("failover between two LBs behind ECMP (BGP lab)");
+            let results = Section::from_result(lb_failover::run(&opts.agent, opts.quick));
+            if let Section::NotMeasured { reason } = &results {
+                anyhow::bail!("not measured: {reason}");
+            }
+            report::update_section(
+                &opts.root,
+                "lb_failover",
+                &serde_json::to_value(&results)?,
+                &report::lb_failover_block(
+                    &results,
+                    opts.quick,
+                    Some(&format!(
+                        "Measured by itself (`cargo xtask bench --only lb-failover`) on {} from \
+                         commit {}, after the rest of this report.",
+                        machine.date, machine.commit
+                    )),
+                ),
+            )?;
+            println!(
+                "rewrote the LB-failover part of {} and {}",
+                opts.root.join(report::MARKDOWN).display(),
+                opts.root.join(report::JSON).display()
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("unknown section `{other}` (--only takes: lb-failover)"),
+    }
+}
+
+/// `xdp-lb-bench [--quick] [--only SECTION] [--agent PATH] [--root DIR]`.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
     let mut quick = false;
+    let mut only = None;
     let mut agent = None;
     let mut root = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--only" => only = Some(args.next().context("--only needs a section")?),
             "--agent" => agent = Some(PathBuf::from(args.next().context("--agent needs a path")?)),
             "--root" => {
                 root = Some(PathBuf::from(
@@ -333,7 +378,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
                 ))
             }
             other => anyhow::bail!(
-                "unknown argument `{other}` (usage: xdp-lb-bench [--quick] [--agent PATH] [--root DIR])"
+                "unknown argument `{other}` (usage: xdp-lb-bench [--quick] [--only SECTION] [--agent PATH] [--root DIR])"
             ),
         }
     }
@@ -345,11 +390,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
         Some(root) => root,
         None => std::env::current_dir()?,
     };
-    let bench = run(&BenchOptions {
+    let opts = BenchOptions {
         quick,
         agent,
         root: root.clone(),
-    })?;
+    };
+    if let Some(section) = only {
+        return run_only(&section, &opts);
+    }
+    let bench = run(&opts)?;
     println!(
         "wrote {} and {} in {:.0} s",
         root.join(report::MARKDOWN).display(),

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, fs, path::Path};
 
 use anyhow::{Context as _, Result};
 
-use super::{Bench, Section, charts, explain, stats::Summary};
+use super::{Bench, Section, charts, explain, lb_failover::LbFailoverResults, stats::Summary};
 
 pub const MARKDOWN: &str = "BENCHMARKS.md";
 pub const JSON: &str = "BENCHMARKS.json";
@@ -98,6 +98,7 @@ pub fn render(bench: &Bench, charts: &[(String, std::path::PathBuf)]) -> String 
     distribution(&mut out, bench, charts);
     lab(&mut out, bench);
     super::scraped_health::render(&mut out, &bench.scraped_health);
+    out.push_str(&lb_failover_block(&bench.lb_failover, bench.quick, None));
     let _ = writeln!(
         out,
         "## Reproducing\n\n`cargo xtask bench` (root; it installs what is missing, builds the \
@@ -431,5 +432,135 @@ fn lab(out: &mut String, bench: &Bench) {
         Section::NotMeasured { reason } => {
             let _ = writeln!(out, "Not measured: {reason}\n");
         }
+    }
+}
+
+/// Milliseconds to the millisecond (the route is read every 20 ms).
+fn whole_ms(s: &Summary) -> String {
+    format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max)
+}
+
+const LB_FAILOVER_BEGIN: &str =
+    "<!-- section lb-failover: `cargo xtask bench --only lb-failover` rewrites it -->";
+const LB_FAILOVER_END: &str = "<!-- end of section lb-failover -->";
+
+/// The LB-failover section, between markers, so that `--only lb-failover` can replace it
+/// in a report written earlier.
+/// `alone`: when it was measured by itself, what to say of it (the date and commit).
+pub fn lb_failover_block(
+    section: &Section<LbFailoverResults>,
+    quick: bool,
+    alone: Option<&str>,
+) -> String {
+    let mut out = format!("{LB_FAILOVER_BEGIN}\n## Failover between LBs behind ECMP\n\n");
+    if let Some(alone) = alone {
+        let _ = writeln!(out, "{alone}\n");
+    }
+    match section {
+        Section::Measured(f) => {
+            let _ = writeln!(
+                out,
+                "The BGP lab (`LabOptions::bgp_lbs: 2`, BIRD 2 in every namespace, the router \
+                 with ECMP and the L4 hash), a fresh lab for each of {} runs{} per case: both \
+                 agents announce the VIP, then LB 1 leaves, and the time is taken until the \
+                 router's kernel route for the VIP names LB 2 alone (read every 20 ms). From \
+                 then on every packet of the VIP reaches LB 2, which puts the moved flows on \
+                 the same backends by Maglev (`tests/tests/lab_bgp.rs` shows their RTMP \
+                 publishes go on unbroken).\n\n\
+                 | LB 1 leaves by | settings | until the router forwards to LB 2 alone |\n\
+                 |---|---|---|\n\
+                 | a clean stop (`systemctl stop`: SIGTERM; the agent withdraws first, then \
+                 forwards for `stop_grace`) | any | {} |\n\
+                 | its link going down (the machine dies) | BGP `hold time {}; keepalive time 1;` | {} |\n\
+                 | its link going down | BFD `interval {} ms; multiplier {};` (`bfd on;` both sides) | {} |\n\n\
+                 With BGP's timers alone a dead LB's share of the traffic is lost for up to \
+                 the hold time (BIRD's default is 240 s: set it short, as in \
+                 `examples/bird-*.conf`); BFD brings it to about interval × multiplier. The \
+                 streams stall meanwhile and go on once the route moves, as long as TCP has \
+                 not given up (it retransmits for minutes).\n",
+                f.runs,
+                if quick { " (--quick)" } else { "" },
+                whole_ms(&f.clean_stop_ms),
+                f.hold_time_s,
+                whole_ms(&f.link_down_bgp_ms),
+                f.bfd_interval_ms,
+                f.bfd_multiplier,
+                whole_ms(&f.link_down_bfd_ms),
+            );
+        }
+        Section::NotMeasured { reason } => {
+            let _ = writeln!(out, "Not measured: {reason}.\n");
+        }
+    }
+    let _ = writeln!(out, "{LB_FAILOVER_END}\n");
+    out
+}
+
+/// Replaces one section of an existing report: its block in BENCHMARKS.md (inserted
+/// before "## Reproducing" when the report has none yet) and its key in BENCHMARKS.json.
+pub fn update_section(
+    root: &Path,
+    key: &str,
+    value: &serde_json::Value,
+    block: &str,
+) -> Result<()> {
+    let md_path = root.join(MARKDOWN);
+    let md = fs::read_to_string(&md_path).with_context(|| {
+        format!(
+            "{}: run the whole `cargo xtask bench` first",
+            md_path.display()
+        )
+    })?;
+    fs::write(&md_path, replace_block(&md, block)).context("writing BENCHMARKS.md")?;
+    let json_path = root.join(JSON);
+    let mut json: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(&json_path)
+            .with_context(|| format!("reading {}", json_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", json_path.display()))?;
+    let object = json
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", json_path.display()))?;
+    object.insert(key.to_owned(), value.clone());
+    fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+        .context("writing BENCHMARKS.json")?;
+    Ok(())
+}
+
+/// `md` with its LB-failover block replaced by `block` (or `block` put before the
+/// "## Reproducing" section, or at the end).
+fn replace_block(md: &str, block: &str) -> String {
+    if let (Some(begin), Some(end)) = (md.find(LB_FAILOVER_BEGIN), md.find(LB_FAILOVER_END))
+        && begin < end
+    {
+        let after = md[end + LB_FAILOVER_END.len()..].trim_start_matches('\n');
+        return format!("{}{block}{after}", &md[..begin]);
+    }
+    match md.find("## Reproducing") {
+        Some(at) => format!("{}{block}{}", &md[..at], &md[at..]),
+        None => format!("{md}\n{block}"),
+    }
+}
+
+#[cfg(test)]
+mod lb_failover_tests {
+    use super::*;
+
+    #[test]
+    fn a_section_measured_alone_replaces_its_block_and_nothing_else() {
+        let old = "# r\n\n## Failover\n\nx\n\n## Reproducing\n\ny\n";
+        let block =
+            format!("{LB_FAILOVER_BEGIN}\n## Failover between LBs\n\none\n{LB_FAILOVER_END}\n\n");
+        let first = replace_block(old, &block);
+        assert_eq!(
+            first,
+            format!("# r\n\n## Failover\n\nx\n\n{block}## Reproducing\n\ny\n")
+        );
+        let again = block.replace("one", "two");
+        let second = replace_block(&first, &again);
+        assert_eq!(
+            second,
+            format!("# r\n\n## Failover\n\nx\n\n{again}## Reproducing\n\ny\n")
+        );
     }
 }

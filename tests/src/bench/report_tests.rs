@@ -156,6 +156,9 @@ fn fixture(hit_ns: &[f64], noop_ns: &[f64]) -> Bench {
         scraped_health: Section::NotMeasured {
             reason: "no lab on this test machine".to_owned(),
         },
+        lb_failover: Section::NotMeasured {
+            reason: "no lab on this test machine".to_owned(),
+        },
     }
 }
 
