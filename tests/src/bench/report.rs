@@ -42,7 +42,9 @@ pub fn verdict(median: f64, target: f64) -> &'static str {
 pub fn write(bench: &Bench, root: &Path) -> Result<()> {
     let charts = charts::draw_all(bench, root)?;
     fs::write(root.join(MARKDOWN), render(bench, &charts)).context("writing BENCHMARKS.md")?;
-    let json = serde_json::to_string_pretty(bench)?;
+    // Keys in sorted order, as `--only` writes them back (through serde_json's map), so
+    // that rewriting one section changes only its own lines.
+    let json = serde_json::to_string_pretty(&serde_json::to_value(bench)?)?;
     fs::write(root.join(JSON), json + "\n").context("writing BENCHMARKS.json")?;
     Ok(())
 }
