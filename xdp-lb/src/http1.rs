@@ -616,14 +616,12 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_silent_client_gets_408_and_the_server_answers_the_next_one() {
-        let endpoint = serve(
+    /// A server on a free port that answers a request with its path, and a request it
+    /// could not read with the status and reason; `timeout` for a whole request.
+    fn echo_server(timeout: Duration) -> Endpoint {
+        serve(
             "127.0.0.1:0".parse().unwrap(),
-            Limits {
-                timeout: Duration::from_millis(200),
-                ..LIMITS
-            },
+            Limits { timeout, ..LIMITS },
             |request: Result<Request, Unreadable>, _| async move {
                 match request {
                     Ok(r) => Response::new(200, "text/plain", r.path),
@@ -631,7 +629,12 @@ mod tests {
                 }
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_gets_408_and_the_server_answers_the_next_one() {
+        let endpoint = echo_server(Duration::from_millis(200));
         let addr = endpoint.local_addr;
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut answer = String::new();
@@ -742,20 +745,7 @@ mod tests {
     async fn slow_clients_holding_every_reading_slot_do_not_keep_a_real_one_waiting() {
         // A long deadline: a server that only waits for slow clients to time out would
         // keep the real request waiting for 60 s.
-        let endpoint = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            Limits {
-                timeout: Duration::from_secs(60),
-                ..LIMITS
-            },
-            |request: Result<Request, Unreadable>, _| async move {
-                match request {
-                    Ok(r) => Response::new(200, "text/plain", r.path),
-                    Err(why) => Response::new(why.status, "text/plain", why.message),
-                }
-            },
-        )
-        .unwrap();
+        let endpoint = echo_server(Duration::from_secs(60));
         let addr = endpoint.local_addr;
         // Slowloris: more connections than MAX_READING, each sending a part of a request
         // head and then nothing.

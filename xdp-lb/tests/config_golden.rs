@@ -14,20 +14,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use xdp_lb::config::{CheckKind, ConfigFile, HostFacts, HttpCheck, parse_file, render_file};
+use xdp_lb::config::{CheckKind, ConfigFile, HttpCheck, parse_file, render_file};
 
-struct FakeHost;
+mod support;
 
-impl HostFacts for FakeHost {
-    fn interface_exists(&self, name: &str) -> bool {
-        matches!(name, "eth0" | "eth1" | "lo")
-    }
-
-    /// Commands under /etc/xdp-lb/ exist and are executable (the examples' notify script).
-    fn is_executable(&self, path: &Path) -> bool {
-        path.starts_with("/etc/xdp-lb")
-    }
-}
+use support::FakeHost;
 
 /// The crate's directory: paths below are relative to it, as `cargo test` runs there.
 fn crate_dir() -> PathBuf {

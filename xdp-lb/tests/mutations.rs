@@ -16,21 +16,13 @@ use std::{
 };
 
 use xdp_lb::{
-    config::{HostFacts, parse_file, render_file},
+    config::{parse_file, render_file},
     control::protocol::parse_request,
 };
 
-struct FakeHost;
+mod support;
 
-impl HostFacts for FakeHost {
-    fn interface_exists(&self, name: &str) -> bool {
-        matches!(name, "eth0" | "eth1" | "lo")
-    }
-
-    fn is_executable(&self, path: &Path) -> bool {
-        path.starts_with("/etc/xdp-lb")
-    }
-}
+use support::FakeHost;
 
 /// xorshift64*: a small, seeded generator, so that every run makes the same mutants.
 struct Rng(u64);
