@@ -206,3 +206,76 @@ fn run_time_changes_obey_the_files_rules_and_refusals_leave_later_changes_workin
     let report = status(&lab, &binary);
     assert_eq!(report.services.len(), 2, "{:?}", report.services);
 }
+
+/// A powered-off server on the segment: no host answers its ARP.
+const SILENT_SERVER: &str = "10.77.0.60";
+
+#[test]
+fn a_silent_server_on_the_segment_stalls_neither_status_nor_another_servers_withdrawal() {
+    let lab = lab();
+    // The lab's servers and one more that never answers ARP (every 5 s the agent tries to
+    // resolve it again, waiting up to 3 s each time).
+    let config = write_config(&lab, "");
+    let yaml = fs::read_to_string(&config).expect("the config");
+    fs::write(&config, format!("{yaml}      - address: {SILENT_SERVER}\n"))
+        .expect("adding the silent server");
+    let binary = Lab::locate_agent_binary().expect("the agent binary");
+    let _agent = lab
+        .start_agent(&binary, &config)
+        .expect("starting the agent");
+    thread::sleep(Duration::from_secs(1));
+    let log = lab.agent_log();
+    assert!(
+        log.contains(&format!("backend {SILENT_SERVER} is unreachable")),
+        "the silent server is left out at start:\n{log}"
+    );
+
+    // Two re-resolution rounds and more: status is asked every 100 ms all along, and b1 dies
+    // in the middle.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut killed_at = None;
+    let mut down_after = None;
+    let log_start = lab.agent_log().len();
+    while started.elapsed() < Duration::from_secs(12) {
+        let asked = Instant::now();
+        let report = status(&lab, &binary);
+        slowest = slowest.max(asked.elapsed());
+        if killed_at.is_none() && started.elapsed() > Duration::from_secs(5) {
+            lab.stop_backend_nginx(0).expect("stopping nginx on b1");
+            killed_at = Some(Instant::now());
+        }
+        if let (Some(killed), None) = (killed_at, down_after)
+            && report.services[0]
+                .backends
+                .iter()
+                .any(|b| b.address.to_string() == Lab::backend_addr(0) && b.state == "down")
+        {
+            down_after = Some(killed.elapsed());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.agent_log();
+    let rounds = log[log_start..]
+        .matches(&format!("backend {SILENT_SERVER} is still unreachable"))
+        .count();
+    eprintln!(
+        "slowest status {:.0} ms over 12 s; b1 down {:?} after its nginx stopped (bound 0.8 s); \
+         {rounds} log lines about the silent server meanwhile",
+        slowest.as_secs_f64() * 1000.0,
+        down_after
+    );
+    // The loop never waited on the silent server's ARP (3 s a round when it did).
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "status took {slowest:?}: the control loop waited on the network"
+    );
+    assert!(
+        rounds >= 1,
+        "the silent server was tried again during the window:\n{log}"
+    );
+    assert!(
+        down_after.is_some(),
+        "b1 was taken out while the silent server was re-resolved:\n{log}"
+    );
+}
