@@ -1,10 +1,11 @@
 //! Test frames: Ethernet + IPv4 (with or without options) or IPv6 + TCP or UDP, built byte by
-//! byte with valid IPv4 header checksums, so every fixture reads like a real packet.
-
-#![allow(dead_code)]
+//! byte with valid IPv4 header checksums, so every fixture reads like a real packet. The one
+//! copy of the frame builders: the integration tests (`tests/tests/support`) and the
+//! benchmarks ([`crate::bench`]: [`tcp_v4`], [`udp_v4`], [`tcp_v6`]) both build from here.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// The client's MAC (source of every frame) and the LB's (destination).
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0x00, 0x00, 0x00, 0x02];
 pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0x00, 0x00, 0x00, 0x01];
 pub const TCP: u8 = 6;
@@ -125,15 +126,13 @@ impl Ipv6Frame {
         l4.extend_from_slice(&[0; 8]);
         l4.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0xab, 0xcd, 0, 0]);
         l4.extend_from_slice(&self.payload);
-        let mut frame = ethernet(0x86dd);
-        frame.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]);
-        frame.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        frame.push(self.next_header);
-        frame.push(64);
-        frame.extend_from_slice(&self.src.octets());
-        frame.extend_from_slice(&self.dst.octets());
-        frame.extend_from_slice(&l4);
-        frame
+        ipv6(
+            [0x60, 0x01, 0x23, 0x45],
+            self.src,
+            self.dst,
+            self.next_header,
+            &l4,
+        )
     }
 }
 
@@ -265,14 +264,22 @@ pub fn icmpv6_error(router: &str, to: &str, kind: u8, mtu: u32, embedded: &[u8])
 /// Ethernet + an IPv4 header (valid checksum, the given flags/fragment offset field and
 /// id) + `payload` as it is.
 pub fn ipv4_raw(src: &str, dst: &str, proto: u8, frag: u16, id: u16, payload: &[u8]) -> Vec<u8> {
+    let src = src.parse::<Ipv4Addr>().expect("test address");
+    let dst = dst.parse::<Ipv4Addr>().expect("test address");
+    ipv4(src, dst, proto, frag, id, payload)
+}
+
+/// Ethernet + an IPv4 header without options (valid checksum, TTL 64, the given
+/// flags/fragment offset field and id) + `payload` as it is.
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag: u16, id: u16, payload: &[u8]) -> Vec<u8> {
     let total = (20 + payload.len()) as u16;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(&id.to_be_bytes());
     ip.extend_from_slice(&frag.to_be_bytes());
     ip.extend_from_slice(&[64, proto, 0, 0]);
-    ip.extend_from_slice(&src.parse::<Ipv4Addr>().expect("test address").octets());
-    ip.extend_from_slice(&dst.parse::<Ipv4Addr>().expect("test address").octets());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut frame = ethernet(0x0800);
@@ -283,13 +290,27 @@ pub fn ipv4_raw(src: &str, dst: &str, proto: u8, frag: u16, id: u16, payload: &[
 
 /// Ethernet + an IPv6 header with next header `next` + `payload` as it is.
 pub fn ipv6_raw(src: &str, dst: &str, next: u8, payload: &[u8]) -> Vec<u8> {
+    let src = src.parse::<Ipv6Addr>().expect("test address");
+    let dst = dst.parse::<Ipv6Addr>().expect("test address");
+    ipv6([0x60, 0, 0, 0], src, dst, next, payload)
+}
+
+/// Ethernet + an IPv6 header (its first word `version_class_flow`: version 6, traffic
+/// class and flow label; hop limit 64) with next header `next` + `payload` as it is.
+fn ipv6(
+    version_class_flow: [u8; 4],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut frame = ethernet(0x86dd);
-    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&version_class_flow);
     frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     frame.push(next);
     frame.push(64);
-    frame.extend_from_slice(&src.parse::<Ipv6Addr>().expect("test address").octets());
-    frame.extend_from_slice(&dst.parse::<Ipv6Addr>().expect("test address").octets());
+    frame.extend_from_slice(&src.octets());
+    frame.extend_from_slice(&dst.octets());
     frame.extend_from_slice(payload);
     frame
 }
@@ -328,4 +349,72 @@ pub fn ipv6_fragments(datagram: &Ipv6Frame, id: u32, at: usize) -> (Vec<u8>, Vec
         ipv6_raw(&src, &dst, 44, &first),
         ipv6_raw(&src, &dst, 44, &later),
     )
+}
+
+// The benchmarks' frames (`cargo xtask bench`): a steady stream of one kind of segment.
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+const BENCH_PAYLOAD: &[u8] = b"GET /live/stream.m3u8 HTTP/1.1\r\n\r\n";
+
+/// A TCP header (data offset 5, the given flags) + the benchmarks' payload.
+fn bench_tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(20 + BENCH_PAYLOAD.len());
+    l4.extend_from_slice(&src_port.to_be_bytes());
+    l4.extend_from_slice(&dst_port.to_be_bytes());
+    l4.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+    l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+    l4.extend_from_slice(&[0x50, flags]); // data offset 5
+    l4.extend_from_slice(&64240u16.to_be_bytes()); // window
+    l4.extend_from_slice(&[0xab, 0xcd, 0, 0]); // checksum (XDP never reads it), urgent
+    l4.extend_from_slice(BENCH_PAYLOAD);
+    l4
+}
+
+/// An IPv4 TCP segment (DF); `syn` for a connection's first packet, else a plain ACK.
+pub fn tcp_v4(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, dst_port: u16, syn: bool) -> Vec<u8> {
+    let l4 = bench_tcp(src_port, dst_port, if syn { TCP_SYN } else { TCP_ACK });
+    ipv4(src, dst, TCP, 0x4000, 0x1c46, &l4)
+}
+
+/// An IPv4 UDP datagram (DF) with a `payload_len`-byte payload.
+pub fn udp_v4(
+    src: Ipv4Addr,
+    src_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(8 + payload_len);
+    l4.extend_from_slice(&src_port.to_be_bytes());
+    l4.extend_from_slice(&dst_port.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]); // no checksum (allowed over IPv4)
+    l4.resize(8 + payload_len, 0x47);
+    ipv4(src, dst, UDP, 0x4000, 0x1c46, &l4)
+}
+
+/// An IPv6 TCP segment (SYN or ACK).
+pub fn tcp_v6(src: Ipv6Addr, src_port: u16, dst: Ipv6Addr, dst_port: u16, syn: bool) -> Vec<u8> {
+    let l4 = bench_tcp(src_port, dst_port, if syn { TCP_SYN } else { TCP_ACK });
+    ipv6([0x60, 0x01, 0x23, 0x45], src, dst, TCP, &l4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_header_with_its_checksum_sums_to_zero() {
+        let f = tcp_v4(
+            "192.0.2.1".parse().unwrap(),
+            1000,
+            "10.0.0.100".parse().unwrap(),
+            1935,
+            true,
+        );
+        assert_eq!(checksum(&f[14..34]), 0);
+        assert_eq!(f[14 + 20 + 13], TCP_SYN);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+    }
 }
