@@ -51,6 +51,7 @@ pub mod demo_bgp;
 mod exec;
 pub mod faults;
 pub mod forward;
+pub mod frames;
 mod lab;
 pub mod netns;
 mod nginx;

@@ -35,13 +35,13 @@ use xdp_lb_common::{
 };
 
 use super::{
-    frames,
     packet::{
         CLIENT4, Case, Counters, Noop, PORT, Path, Rig, SEED, VIP4, XDP_TX, clear_flows,
         distinct_first_ack, pin_to_cpu, possible_cpus, time_repeat, time_single,
     },
     stats::{Summary, paired_difference, paired_ratio},
 };
+use crate::frames;
 
 /// The most a CPU's free list takes from the shared LRU list at once (the kernel's
 /// `LOCAL_FREE_TARGET`): a full table with the shared list holds at least

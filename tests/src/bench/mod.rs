@@ -18,7 +18,8 @@ pub mod charts;
 pub mod distribution;
 pub mod explain;
 pub mod failover;
-pub mod frames;
+/// The frames the benchmarks feed the program: the crate's one copy of the builders.
+pub use crate::frames;
 pub mod lb_failover;
 pub mod lru;
 pub mod maglev;

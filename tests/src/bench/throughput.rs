@@ -23,8 +23,8 @@ use anyhow::{Context as _, Result, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 use serde::Serialize;
 
-use super::{frames, packet::Noop, stats::Summary};
-use crate::{Lab, LabProcess, netns};
+use super::{packet::Noop, stats::Summary};
+use crate::{Lab, LabProcess, frames, netns};
 
 /// The UDP service port on the VIP.
 const UDP_PORT: u16 = 9000;

@@ -1,6 +1,6 @@
 pub mod farm;
 pub mod flood;
-pub mod frames;
+pub use xdp_lb_tests::frames;
 pub mod harness;
 pub mod pmtu;
 pub mod predict;

@@ -8,7 +8,10 @@ mod clients;
 
 use std::net::IpAddr;
 
-use super::{apply_config, failover::Health, reload};
+use super::{
+    apply::{apply_config, reload},
+    failover::Health,
+};
 use crate::{
     audit::Auditor,
     balancer::Balancer,

@@ -7,10 +7,22 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::balancer::Balancer;
+
 fn send(states: &[NotifyState]) {
     if let Err(err) = sd_notify::notify(states) {
         log::debug!("telling systemd {states:?}: {err}");
     }
+}
+
+/// What systemd's STATUS line says while the agent serves.
+pub fn serving_status(balancer: &Balancer, interfaces: &[String]) -> String {
+    let services = balancer.services().count();
+    let backends: usize = balancer.services().map(|s| s.active_backends()).sum();
+    format!(
+        "serving {services} service(s) on {} with {backends} backend(s) in their tables",
+        interfaces.join(", ")
+    )
 }
 
 /// The agent serves: the program is attached and its tables are live.

@@ -20,10 +20,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::{
-    Link,
-    probe::{Deadline, Outcome},
-};
+use super::check::{Check, Deadline, Link, Outcome, random_u64};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -40,7 +37,20 @@ const TCP_ACK: u8 = 0x10;
 /// connections rarely are (and a clash only costs one check).
 const PROBE_PORTS: std::ops::Range<u16> = 61000..65000;
 
-pub(super) async fn probe(deadline: &Deadline, link: &Link, vip: IpAddr, port: u16) -> Outcome {
+/// A `dsr` check: a SYN to `vip`:`port` framed for the server at `link`.
+pub(super) struct Dsr<'a> {
+    pub link: &'a Link,
+    pub vip: IpAddr,
+    pub port: u16,
+}
+
+impl Check for Dsr<'_> {
+    async fn run(self, deadline: &Deadline) -> Outcome {
+        syn(deadline, self.link, self.vip, self.port).await
+    }
+}
+
+async fn syn(deadline: &Deadline, link: &Link, vip: IpAddr, port: u16) -> Outcome {
     let source = link.source;
     if vip.is_ipv4() != source.is_ipv4() {
         return Err(format!(
@@ -54,8 +64,8 @@ pub(super) async fn probe(deadline: &Deadline, link: &Link, vip: IpAddr, port: u
         source,
         port,
         source_port: PROBE_PORTS.start
-            + (super::random_u64() % u64::from(PROBE_PORTS.end - PROBE_PORTS.start)) as u16,
-        isn: super::random_u64() as u32,
+            + (random_u64() % u64::from(PROBE_PORTS.end - PROBE_PORTS.start)) as u16,
+        isn: random_u64() as u32,
     };
     let socket = deadline
         .run("opening a packet socket", async { probe.socket() })

@@ -12,7 +12,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::probe::{Deadline, Outcome};
+use super::check::{Check, Deadline, Outcome};
 use crate::config::HttpCheck;
 
 /// Most of a body read for the `expect_body` search.
@@ -20,7 +20,21 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Longest status line and headers accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-pub(super) async fn probe(
+/// An `http` check of the server at `to`, from `source` (or the kernel's pick): `http`'s
+/// request, and the status (and body) it expects.
+pub(super) struct Http<'a> {
+    pub source: Option<IpAddr>,
+    pub to: SocketAddr,
+    pub http: &'a HttpCheck,
+}
+
+impl Check for Http<'_> {
+    async fn run(self, deadline: &Deadline) -> Outcome {
+        exchange(deadline, self.source, self.to, self.http).await
+    }
+}
+
+async fn exchange(
     deadline: &Deadline,
     source: Option<IpAddr>,
     to: SocketAddr,

@@ -1,7 +1,8 @@
 //! Health checks: one checker task per (service, server), run concurrently on tokio.
 //!
 //! * A check is described by [`HealthCheck`](crate::config::HealthCheck) (its kind, port,
-//!   timing, rise and fall); [`probe::probe`] runs one (`tcp.rs`, `http.rs`, `rtmp.rs`)
+//!   timing, rise and fall); [`probe::probe`] runs one (`tcp.rs`, `http.rs`, `rtmp.rs`,
+//!   `dsr.rs`: each a `check::Check`, the trait in `check.rs` they share with it)
 //!   from the LB's own address towards the server ([`SourceAddress`]; never a VIP).
 //! * `checker.rs` checks a server every interval and feeds `hysteresis.rs`: a state flips
 //!   only after `fall` bad or `rise` good checks in a row. Each flip is an [`Event`] on a
@@ -15,6 +16,7 @@
 //! just after a good check fails the next two, the second ending at most 2 × 1 s + 800 ms
 //! = 2.8 s after its death; the table switch that follows takes milliseconds.
 
+mod check;
 mod checker;
 mod dsr;
 mod http;
@@ -27,12 +29,8 @@ mod tcp;
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    hash::{BuildHasher as _, Hasher as _},
     net::IpAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -42,12 +40,14 @@ use tokio::{
     task::JoinHandle,
 };
 
+pub use check::Link;
+pub(crate) use check::random_u64;
 pub use http::MAX_BODY;
 pub use hysteresis::{Flip, Hysteresis};
 pub use notify::{Notifier, NotifyRuns};
 pub use rtmp::{HANDSHAKE_SIZE, RTMP_VERSION};
 
-use crate::config::{ConfigFile, HealthCheck, HealthState, MacAddr, Role};
+use crate::config::{ConfigFile, HealthCheck, HealthState, Role};
 
 /// One server of one service to check, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,20 +110,6 @@ pub trait SourceAddress: Send + Sync {
         let _ = backend;
         Box::pin(async { Err("no link-layer path to the server here".to_owned()) })
     }
-}
-
-/// The LB's way to a server on the wire: what the data plane would frame a client's packet
-/// with, and the LB's own address on that interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    /// The LB's interface towards the server.
-    pub ifindex: u32,
-    /// That interface's MAC.
-    pub src_mac: MacAddr,
-    /// The server's MAC.
-    pub mac: MacAddr,
-    /// The LB's own address to send from.
-    pub source: IpAddr,
 }
 
 /// Always the same source (tests on one host).
@@ -324,19 +310,6 @@ pub fn log_line(event: &Event) -> String {
         "health: service={} backend={} role={} old={} new={} reason={reason} checks={}",
         event.service, event.address, event.role, event.from, event.to, event.checks
     )
-}
-
-/// A random number, for jitter and RTMP's C1: std's per-process random hash keys over a
-/// counter and the clock (nothing here needs to be unpredictable to an attacker).
-pub(crate) fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(now);
-    hasher.finish()
 }
 
 #[cfg(test)]

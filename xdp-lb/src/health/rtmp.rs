@@ -11,17 +11,26 @@ use std::{
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{
-    probe::{Deadline, Outcome},
-    random_u64,
-};
+use super::check::{Check, Deadline, Outcome, random_u64};
 
 /// The RTMP version byte of C0 and S0.
 pub const RTMP_VERSION: u8 = 3;
 /// Bytes of C1, S1 (and C2, S2).
 pub const HANDSHAKE_SIZE: usize = 1536;
 
-pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: SocketAddr) -> Outcome {
+/// An `rtmp` check of the server at `to`, from `source` (or the kernel's pick).
+pub(super) struct Rtmp {
+    pub source: Option<IpAddr>,
+    pub to: SocketAddr,
+}
+
+impl Check for Rtmp {
+    async fn run(self, deadline: &Deadline) -> Outcome {
+        handshake(deadline, self.source, self.to).await
+    }
+}
+
+async fn handshake(deadline: &Deadline, source: Option<IpAddr>, to: SocketAddr) -> Outcome {
     let mut stream = deadline.connect(source, to).await?;
     deadline
         .run("sending C0+C1", stream.write_all(&c0c1()))

@@ -2,12 +2,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::probe::{Deadline, Outcome};
+use super::check::{Check, Deadline, Outcome};
 
-pub(super) async fn probe(deadline: &Deadline, source: Option<IpAddr>, to: SocketAddr) -> Outcome {
-    let stream = deadline.connect(source, to).await?;
-    drop(stream);
-    Ok("connected".to_owned())
+/// A `tcp` check of the server at `to`, from `source` (or the kernel's pick).
+pub(super) struct Tcp {
+    pub source: Option<IpAddr>,
+    pub to: SocketAddr,
+}
+
+impl Check for Tcp {
+    async fn run(self, deadline: &Deadline) -> Outcome {
+        let stream = deadline.connect(self.source, self.to).await?;
+        drop(stream);
+        Ok("connected".to_owned())
+    }
 }
 
 #[cfg(test)]

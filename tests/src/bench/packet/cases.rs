@@ -12,7 +12,7 @@ use super::{
     distinct_first_ack, distinct_first_ack6, distinct_syn, distinct_udp, possible_cpus,
     run_repeat_cases, run_single_cases, time_repeat, time_single,
 };
-use crate::bench::{frames, profile};
+use crate::{bench::profile, frames};
 
 /// The LB's own address in the frames to it (ssh, not a service).
 const LB_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

@@ -28,11 +28,11 @@ use xdp_lb::{
 use xdp_lb_common::{FlowKey, FlowValue, MAGLEV_DEFAULT_SIZE, flow_stat, map_names, verdict};
 
 use super::{
-    frames::{self, LB_MAC},
     profile::{Profile, ProgramFacts},
     service_yaml, services,
     stats::{Summary, paired_difference, paired_ratio},
 };
+use crate::frames::{self, LB_MAC};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
