@@ -30,7 +30,7 @@ use xdp_lb_common::{
 use crate::{
     maps::{
         BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
-        VERDICT_STATS, count,
+        VERDICT_STATS, count, may_be_vip,
     },
     parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
@@ -107,6 +107,12 @@ fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     if !forward::addressed_to_us(ctx) {
         return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC));
     }
+    // A service's port on an address that is no VIP (the host's own, or one routed
+    // through it): settled by one bitmap read, not a connection-table miss and a service
+    // lookup.
+    if !may_be_vip(&flow.service.addr, flow.service.family) {
+        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
+    }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
     let now = flows::now_ns();
@@ -174,6 +180,9 @@ fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32
     }
     if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
+    }
+    if !may_be_vip(&flow.service.addr, flow.service.family) {
+        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
     }
     let now = flows::now_ns();
     let key = flows::flow_key(flow);
