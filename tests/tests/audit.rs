@@ -113,13 +113,18 @@ fn vip_filter_behind_the_back(h: &Harness) -> Array<MapData, u64> {
     Array::try_from(map).expect("an array")
 }
 
-/// Whether `vip_filter` has the bit of the IPv4 address `a`.
-fn vip_filter_has(h: &Harness, a: &str) -> bool {
-    let bit = vip_filter_bit(&vip_key(a).addr, FAMILY_IPV4);
+/// Whether `vip_filter` has the bit of the IPv4 address `a` and `port`.
+fn vip_filter_has(h: &Harness, a: &str, port: u16) -> bool {
+    let bit = filter_bit(a, port);
     let word = vip_filter_behind_the_back(h)
         .get(&(bit / 64), 0)
         .expect("a vip_filter word");
     word >> (bit % 64) & 1 == 1
+}
+
+/// The `vip_filter` bit of the IPv4 address `a` and `port`.
+fn filter_bit(a: &str, port: u16) -> u32 {
+    vip_filter_bit(&vip_key(a).addr, FAMILY_IPV4, port.to_be())
 }
 
 fn map_behind_the_back(h: &Harness, name: &str) -> MapData {
@@ -296,13 +301,13 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
     let mut h = Harness::new(&[video()]);
     let mut expected = ExpectedTables::default();
     assert_eq!(vips(&h), [addr(VIP)]);
-    assert!(vip_filter_has(&h, VIP));
+    assert!(vip_filter_has(&h, VIP, 1935));
     assert_ne!(
-        vip_filter_bit(&vip_key(VIP).addr, FAMILY_IPV4),
-        vip_filter_bit(&vip_key(NEW_VIP).addr, FAMILY_IPV4),
-        "the two VIPs' vip_filter bits differ (else the test below proves nothing)"
+        filter_bit(VIP, 1935),
+        filter_bit(NEW_VIP, 8443),
+        "the two services' vip_filter bits differ (else the test below proves nothing)"
     );
-    assert!(!vip_filter_has(&h, NEW_VIP));
+    assert!(!vip_filter_has(&h, NEW_VIP, 8443));
     assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
 
     // As a reload or `service add` does: the new VIP's later fragments are the backends'.
@@ -315,8 +320,8 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
         .unwrap();
     assert_eq!(vips(&h), [addr(VIP), addr(NEW_VIP)]);
     assert!(
-        vip_filter_has(&h, NEW_VIP),
-        "the new VIP's frames pass the filter"
+        vip_filter_has(&h, NEW_VIP, 8443),
+        "the new service's frames pass the filter"
     );
 
     // A server reached through a VLAN device: the device's MAC is the LB's on that VLAN.
@@ -347,10 +352,10 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
     assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
     h.balancer.remove_service("dash").unwrap();
     assert_eq!(vips(&h), [addr(VIP)]);
-    assert!(vip_filter_has(&h, VIP));
+    assert!(vip_filter_has(&h, VIP, 1935));
     assert!(
-        !vip_filter_has(&h, NEW_VIP),
-        "the removed VIP's bit is cleared"
+        !vip_filter_has(&h, NEW_VIP, 8443),
+        "the removed service's bit is cleared"
     );
     assert_eq!(drift(&h, &mut expected), Vec::<Drift>::new());
 }
@@ -382,11 +387,11 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
         macs: [mac_word([2, 0, 0, 0, 0, 0x42]), 0, 0, 0],
     };
     macs.insert(LOOPBACK_IFINDEX, foreign, 0).unwrap();
-    let stray = vip_filter_bit(&vip_key("10.0.0.99").addr, FAMILY_IPV4);
+    let stray = filter_bit("10.0.0.99", 1935);
     let mut filter = vip_filter_behind_the_back(&h);
     let word = filter.get(&(stray / 64), 0).unwrap();
     filter.set(stray / 64, word | 1 << (stray % 64), 0).unwrap();
-    let vip_bit = vip_filter_bit(&vip_key(VIP).addr, FAMILY_IPV4);
+    let service_bit = filter_bit(VIP, 1935);
     let problems: Vec<String> = drift(&h, &mut expected)
         .iter()
         .map(ToString::to_string)
@@ -395,10 +400,6 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
         problems,
         [
             "Maglev table of video pool default: 1 slot(s) name backend id 9999, which the agent does not use".to_owned(),
-            format!(
-                "VIP 10.0.0.100: bit {vip_bit} missing from vip_filter: its services' frames are \
-                 passed to the LB host instead of balanced"
-            ),
             "VIP 10.0.0.100: missing from vips: later fragments to it whose first was not seen \
              reach the LB host instead of being dropped"
                 .to_owned(),
@@ -415,8 +416,12 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
             "port 5: bit set in service_ports, but no configured service uses the port".to_owned(),
             "service video 10.0.0.100:1935/tcp: key missing from service_by_vip".to_owned(),
             format!(
-                "vip_filter bit {stray}: set, but no configured service address has it: frames \
-                 to the addresses that share it take the connection-table lookup"
+                "service video 10.0.0.100:1935/tcp: bit {service_bit} missing from vip_filter: \
+                 its frames are passed to the LB host instead of balanced"
+            ),
+            format!(
+                "vip_filter bit {stray}: set, but no configured service has it: frames to the \
+                 (address, port) pairs that share it take the lookups after the filter"
             ),
             "vips key 10.0.0.99: an address no configured service has: later fragments to it \
              whose first was not seen are dropped instead of reaching the LB host"

@@ -183,19 +183,32 @@ fn frames_that_are_not_for_a_service_pass_untouched() {
 #[test]
 fn a_service_s_port_on_an_address_that_is_no_vip_passes_before_the_connection_table() {
     let h = video_lb();
-    // Not one of these addresses shares a VIP's `vip_filter` bit: they take the filter's path
-    // (a shared bit would take the lookups after it, to the same verdict).
-    let vip_bits = [(VIP, FAMILY_IPV4), (VIP6, FAMILY_IPV6)]
-        .map(|(a, family)| vip_filter_bit(&addr_words(a.parse().expect("test address")), family));
-    for (a, family) in [
-        ("10.0.0.200", FAMILY_IPV4),
-        ("10.0.0.1", FAMILY_IPV4),
-        ("fd00::200", FAMILY_IPV6),
+    // Not one of these (address, port) pairs shares a service's `vip_filter` bit: they take
+    // the filter's path (a shared bit would take the lookups after it, to the same verdict).
+    let bit = |a: &str, port: u16| {
+        let addr: IpAddr = a.parse().expect("test address");
+        let family = if addr.is_ipv4() {
+            FAMILY_IPV4
+        } else {
+            FAMILY_IPV6
+        };
+        vip_filter_bit(&addr_words(addr), family, port.to_be())
+    };
+    let service_bits = [
+        bit(VIP, 1935),
+        bit(VIP, 8080),
+        bit(VIP, 9000),
+        bit(VIP6, 1935),
+    ];
+    for (a, port) in [
+        ("10.0.0.200", 1935),
+        ("10.0.0.1", 8080),
+        ("10.0.0.200", 9000),
+        ("fd00::200", 1935),
     ] {
-        let bit = vip_filter_bit(&addr_words(a.parse().expect("test address")), family);
         assert!(
-            !vip_bits.contains(&bit),
-            "{a} shares a VIP's vip_filter bit"
+            !service_bits.contains(&bit(a, port)),
+            "{a} port {port} shares a service's vip_filter bit"
         );
     }
     let mut ack = Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.200", 1935).build();

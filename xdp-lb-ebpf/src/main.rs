@@ -30,7 +30,7 @@ use xdp_lb_common::{
 use crate::{
     maps::{
         BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
-        VERDICT_STATS, count, may_be_vip,
+        VERDICT_STATS, count,
     },
     parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
@@ -99,19 +99,16 @@ fn counted((action, reason): (u32, u32), bytes: u64) -> u32 {
 /// backend; `None` when the connection table has no usable entry (see `new_flow`).
 #[inline(always)]
 fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
-    // Most frames that are not for a service are to ports no service uses: one array read
-    // settles them without hashing a key.
-    if !port_has_service(flow) {
-        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
+    // A frame to an (address, port) no service has, VIP or not: one array read settles it
+    // without hashing a key.
+    if !may_be_service(flow) {
+        return Some((
+            xdp_action::XDP_PASS,
+            not_service(ctx, flow, verdict::PASS_NOT_SERVICE),
+        ));
     }
     if !forward::addressed_to_us(ctx) {
         return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC));
-    }
-    // A service's port on an address that is no VIP (the host's own, or one routed
-    // through it): settled by one bitmap read, not a connection-table miss and a service
-    // lookup.
-    if !may_be_vip(&flow.service.addr, flow.service.family) {
-        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
@@ -175,14 +172,14 @@ fn forward_flow(
 /// LB of the farm computes it), untouched but for the MACs. It creates no entry.
 #[inline(always)]
 fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32) {
-    if !port_has_service(flow) {
-        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
+    if !may_be_service(flow) {
+        return (
+            xdp_action::XDP_PASS,
+            not_service(ctx, flow, verdict::PASS_ICMP_NOT_SERVICE),
+        );
     }
     if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
-    }
-    if !may_be_vip(&flow.service.addr, flow.service.family) {
-        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
     }
     let now = flows::now_ns();
     let key = flows::flow_key(flow);
@@ -252,6 +249,24 @@ fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u3
             (action, verdict::FRAGMENT_LATER_FORWARDED)
         }
         Err(reason) => (xdp_action::XDP_PASS, reason),
+    }
+}
+
+/// Whether the frame's (destination address, port) may be a service's (`vip_filter`).
+#[inline(always)]
+fn may_be_service(flow: &Flow) -> bool {
+    maps::may_be_service(&flow.service.addr, flow.service.family, flow.service.port)
+}
+
+/// The verdict of a frame `vip_filter` settled: `reason`, unless a service listens on its
+/// port and it is addressed to another host's MAC, which is what it was counted as before
+/// the filter (the port bitmap, then the MAC check) and still is.
+#[inline(always)]
+fn not_service(ctx: &XdpContext, flow: &Flow, reason: u32) -> u32 {
+    if port_has_service(flow) && !forward::addressed_to_us(ctx) {
+        verdict::PASS_NOT_OUR_MAC
+    } else {
+        reason
     }
 }
 

@@ -98,18 +98,18 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FlowValue> =
 #[map(name = "vips")]
 pub static VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// The `vip_filter_bit` of every address in `vips`, kept by the agent with it (a bit is set
-/// before its address's first service key is written and cleared after the last is gone):
-/// a frame to a service's port on an address whose bit is clear is no VIP's and is passed
-/// before the connection table is looked up. An array read, not a hashed lookup; a
-/// set bit proves nothing (the lookups after it decide). Not pinned (rebuilt at load).
+/// The `vip_filter_bit` of every service's (VIP, port), kept by the agent with
+/// `service_by_vip` (a bit is set before its key is written and cleared after it is
+/// removed): the first read of a TCP or UDP frame, which settles every frame to an
+/// (address, port) whose bit is clear (no service's, VIP or not) without a hashed lookup.
+/// A set bit proves nothing (the lookups after it decide). Not pinned (rebuilt at load).
 #[map(name = "vip_filter")]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
-/// Whether `addr` (of `family`) may be a service address: its `vip_filter` bit is set.
+/// Whether (`addr`, `port`) may be a service's: its `vip_filter` bit is set.
 #[inline(always)]
-pub fn may_be_vip(addr: &[u32; 4], family: u8) -> bool {
-    let bit = vip_filter_bit(addr, family);
+pub fn may_be_service(addr: &[u32; 4], family: u8, port: u16) -> bool {
+    let bit = vip_filter_bit(addr, family, port);
     let word = VIP_FILTER.get(bit / 64).copied().unwrap_or(0);
     word & (1u64 << (bit % 64)) != 0
 }

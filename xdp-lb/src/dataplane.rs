@@ -68,7 +68,7 @@ pub struct Dataplane {
     /// `vips`, kept as the distinct addresses of `service_keys`.
     vips: HashMap<MapData, VipKey, u32>,
     vip_keys: std::collections::HashSet<VipKey>,
-    /// `vip_filter`, kept with `vips`: the bit of each of its addresses.
+    /// `vip_filter`, kept with `vips`: the bit of each key of `service_keys`.
     vip_filter: Array<MapData, u64>,
     /// `vip_filter` as last written (all ones until the first write: unknown).
     filter_words: Vec<u64>,
@@ -373,8 +373,8 @@ impl Dataplane {
     }
 
     /// Brings `vips` to the distinct addresses of `service_keys`, and `vip_filter` to their
-    /// bits (`set_service` calls it before writing a key, `remove_service` after removing
-    /// one: a service's frames never find their address's bit clear).
+    /// (address, port) bits (`set_service` calls it before writing a key, `remove_service`
+    /// after removing one: a service's frames never find their bit clear).
     fn sync_vips(&mut self) -> anyhow::Result<()> {
         let wanted: std::collections::HashSet<VipKey> = self
             .service_keys
@@ -391,7 +391,7 @@ impl Dataplane {
         for new in wanted.difference(&self.vip_keys) {
             self.vips.insert(new, 0, 0).context("updating vips")?;
         }
-        let words = vip_filter_words(&wanted);
+        let words = vip_filter_words(&self.service_keys);
         for (i, word) in words.iter().enumerate() {
             if self.filter_words.get(i) != Some(word) {
                 self.vip_filter
@@ -699,11 +699,11 @@ fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Res
 
 /// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
 /// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
-/// The `vip_filter` words that hold the bits of `vips` (and no other bit).
-pub fn vip_filter_words<'a>(vips: impl IntoIterator<Item = &'a VipKey>) -> Vec<u64> {
+/// The `vip_filter` words that hold the bits of `services` (and no other bit).
+pub fn vip_filter_words<'a>(services: impl IntoIterator<Item = &'a ServiceKey>) -> Vec<u64> {
     let mut words = vec![0u64; VIP_FILTER_WORDS as usize];
-    for vip in vips {
-        let bit = vip_filter_bit(&vip.addr, vip.family) as usize;
+    for key in services {
+        let bit = vip_filter_bit(&key.addr, key.family, key.port) as usize;
         words[bit / 64] |= 1 << (bit % 64);
     }
     words

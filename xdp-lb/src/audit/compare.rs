@@ -294,23 +294,23 @@ fn vips(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
     }
 }
 
-/// `vip_filter`: the bit of every service address, and no other. A VIP's bit missing passes
-/// its services' frames to the host; a stray bit only costs frames to the addresses that
-/// share it the connection-table lookup.
+/// `vip_filter`: the bit of every service's (VIP, port), and no other. A service's bit
+/// missing passes its frames to the host; a stray bit only costs frames to the (address,
+/// port) pairs that share it the lookups after the filter.
 fn vip_filter(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
     let map = map_names::VIP_FILTER;
-    let wanted = crate::dataplane::vip_filter_words(intent.vips.iter().map(|v| &v.key));
+    let wanted = crate::dataplane::vip_filter_words(intent.services.iter().map(|s| &s.key));
     let have =
         |bit: usize| kernel.vip_filter_words.get(bit / 64).copied().unwrap_or(0) >> (bit % 64) & 1;
-    for v in &intent.vips {
-        let bit = vip_filter_bit(&v.key.addr, v.key.family) as usize;
+    for s in &intent.services {
+        let bit = vip_filter_bit(&s.key.addr, s.key.family, s.key.port) as usize;
         if have(bit) == 0 {
             drift.push(Drift::new(
-                &v.label,
+                &s.label,
                 map,
                 format!(
-                    "bit {bit} missing from vip_filter: its services' frames are passed to the \
-                     LB host instead of balanced"
+                    "bit {bit} missing from vip_filter: its frames are passed to the LB host \
+                     instead of balanced"
                 ),
             ));
         }
@@ -321,8 +321,8 @@ fn vip_filter(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
             drift.push(Drift::new(
                 format!("vip_filter bit {}", i * 64 + bit),
                 map,
-                "set, but no configured service address has it: frames to the addresses \
-                 that share it take the connection-table lookup",
+                "set, but no configured service has it: frames to the (address, port) pairs \
+                 that share it take the lookups after the filter",
             ));
         }
     }

@@ -1,9 +1,9 @@
 //! The audit's rules for `vips` and `local_macs`, against the fake kernel view of
 //! `tests.rs`.
 
-use xdp_lb_common::{VipKey, map_names, vip_filter_bit};
+use xdp_lb_common::{ServiceKey, VipKey, map_names, vip_filter_bit};
 
-use super::tests::{ETH0_MACS, consistent, lines, local_macs, vip};
+use super::tests::{ETH0_MACS, consistent, key, lines, local_macs, vip};
 use super::*;
 
 #[test]
@@ -37,35 +37,35 @@ fn an_address_in_vips_that_no_service_has_is_drift() {
 }
 
 #[test]
-fn a_vip_s_bit_missing_from_vip_filter_is_drift_naming_the_vip_and_what_it_costs() {
+fn a_service_s_bit_missing_from_vip_filter_is_drift_naming_the_service_and_what_it_costs() {
     let (intent, mut kernel) = consistent();
-    let bit = vip_filter_bit(&vip().addr, vip().family);
+    let bit = vip_filter_bit(&key().addr, key().family, key().port);
     kernel.vip_filter_words[bit as usize / 64] &= !(1 << (bit % 64));
     assert_eq!(
         lines(&intent, &kernel),
         [format!(
-            "VIP 10.77.0.100: bit {bit} missing from vip_filter: its services' frames are passed \
-             to the LB host instead of balanced"
+            "service video-rtmp 10.77.0.100:1935/tcp: bit {bit} missing from vip_filter: its \
+             frames are passed to the LB host instead of balanced"
         )]
     );
     assert_eq!(compare(&intent, &kernel)[0].map, map_names::VIP_FILTER);
 }
 
 #[test]
-fn a_vip_filter_bit_no_service_address_has_is_drift() {
+fn a_vip_filter_bit_no_service_has_is_drift() {
     let (intent, mut kernel) = consistent();
-    let stray = VipKey {
-        addr: [u32::from_ne_bytes([10, 77, 0, 101]), 0, 0, 0],
-        ..vip()
+    let other_port = ServiceKey {
+        port: 8080u16.to_be(),
+        ..key()
     };
-    let bit = vip_filter_bit(&stray.addr, stray.family);
-    assert_ne!(bit, vip_filter_bit(&vip().addr, vip().family));
+    let bit = vip_filter_bit(&other_port.addr, other_port.family, other_port.port);
+    assert_ne!(bit, vip_filter_bit(&key().addr, key().family, key().port));
     kernel.vip_filter_words[bit as usize / 64] |= 1 << (bit % 64);
     assert_eq!(
         lines(&intent, &kernel),
         [format!(
-            "vip_filter bit {bit}: set, but no configured service address has it: frames to the \
-             addresses that share it take the connection-table lookup"
+            "vip_filter bit {bit}: set, but no configured service has it: frames to the \
+             (address, port) pairs that share it take the lookups after the filter"
         )]
     );
     // A word missing altogether reads as zero: every VIP's bit is then missing.
