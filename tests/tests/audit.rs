@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::{
     Pod,
-    maps::{HashMap, Map, MapData, MapInfo},
+    maps::{Array, HashMap, Map, MapData, MapInfo},
 };
 use support::{frames::LB_MAC, harness::*};
 use xdp_lb::{
@@ -23,7 +23,7 @@ use xdp_lb::{
 };
 use xdp_lb_common::{
     BackendValue, FAMILY_IPV4, LocalMacs, PROTO_TCP, ServiceKey, VipKey, addr_words, mac_word,
-    map_names,
+    map_names, vip_filter_bit,
 };
 
 const VIP: &str = "10.0.0.100";
@@ -103,6 +103,31 @@ fn hls_failover() -> ServiceFailover {
 
 /// A second handle on the data plane's hash map `name`, opened by id as another tool would.
 fn behind_the_back<K: Pod, V: Pod>(h: &Harness, name: &str) -> HashMap<MapData, K, V> {
+    let map = Map::HashMap(map_behind_the_back(h, name));
+    HashMap::try_from(map).expect("a hash map")
+}
+
+/// The `vip_filter` array, opened as `behind_the_back` opens a hash map.
+fn vip_filter_behind_the_back(h: &Harness) -> Array<MapData, u64> {
+    let map = Map::Array(map_behind_the_back(h, map_names::VIP_FILTER));
+    Array::try_from(map).expect("an array")
+}
+
+/// Whether `vip_filter` has the bit of the IPv4 address `a` and `port`.
+fn vip_filter_has(h: &Harness, a: &str, port: u16) -> bool {
+    let bit = filter_bit(a, port);
+    let word = vip_filter_behind_the_back(h)
+        .get(&(bit / 64), 0)
+        .expect("a vip_filter word");
+    word >> (bit % 64) & 1 == 1
+}
+
+/// The `vip_filter` bit of the IPv4 address `a` and `port`.
+fn filter_bit(a: &str, port: u16) -> u32 {
+    vip_filter_bit(&vip_key(a).addr, FAMILY_IPV4, port.to_be())
+}
+
+fn map_behind_the_back(h: &Harness, name: &str) -> MapData {
     let info = h
         .balancer
         .dataplane()
@@ -114,8 +139,7 @@ fn behind_the_back<K: Pod, V: Pod>(h: &Harness, name: &str) -> HashMap<MapData, 
         .into_iter()
         .find(|id| MapInfo::from_id(*id).is_ok_and(|m| m.name_as_str() == Some(name)))
         .unwrap_or_else(|| panic!("the program has no map {name}"));
-    let map = Map::HashMap(MapData::from_id(id).expect("opening the map"));
-    HashMap::try_from(map).expect("a hash map")
+    MapData::from_id(id).expect("opening the map")
 }
 
 fn vip_key(a: &str) -> VipKey {
@@ -277,6 +301,13 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
     let mut h = Harness::new(&[video()]);
     let mut expected = ExpectedTables::default();
     assert_eq!(vips(&h), [addr(VIP)]);
+    assert!(vip_filter_has(&h, VIP, 1935));
+    assert_ne!(
+        filter_bit(VIP, 1935),
+        filter_bit(NEW_VIP, 8443),
+        "the two services' vip_filter bits differ (else the test below proves nothing)"
+    );
+    assert!(!vip_filter_has(&h, NEW_VIP, 8443));
     assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
 
     // As a reload or `service add` does: the new VIP's later fragments are the backends'.
@@ -288,6 +319,10 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
         .add_service(&dash, &Harness::loopback_forwarding)
         .unwrap();
     assert_eq!(vips(&h), [addr(VIP), addr(NEW_VIP)]);
+    assert!(
+        vip_filter_has(&h, NEW_VIP, 8443),
+        "the new service's frames pass the filter"
+    );
 
     // A server reached through a VLAN device: the device's MAC is the LB's on that VLAN.
     let tagged = backend("10.0.0.62");
@@ -317,6 +352,11 @@ fn vips_and_local_macs_follow_the_services_and_servers_of_a_running_data_plane()
     assert_eq!(local_macs(&h), [MacAddr(LB_MAC)]);
     h.balancer.remove_service("dash").unwrap();
     assert_eq!(vips(&h), [addr(VIP)]);
+    assert!(vip_filter_has(&h, VIP, 1935));
+    assert!(
+        !vip_filter_has(&h, NEW_VIP, 8443),
+        "the removed service's bit is cleared"
+    );
     assert_eq!(drift(&h, &mut expected), Vec::<Drift>::new());
 }
 
@@ -347,6 +387,11 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
         macs: [mac_word([2, 0, 0, 0, 0, 0x42]), 0, 0, 0],
     };
     macs.insert(LOOPBACK_IFINDEX, foreign, 0).unwrap();
+    let stray = filter_bit("10.0.0.99", 1935);
+    let mut filter = vip_filter_behind_the_back(&h);
+    let word = filter.get(&(stray / 64), 0).unwrap();
+    filter.set(stray / 64, word | 1 << (stray % 64), 0).unwrap();
+    let service_bit = filter_bit(VIP, 1935);
     let problems: Vec<String> = drift(&h, &mut expected)
         .iter()
         .map(ToString::to_string)
@@ -370,6 +415,14 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
                 .to_owned(),
             "port 5: bit set in service_ports, but no configured service uses the port".to_owned(),
             "service video 10.0.0.100:1935/tcp: key missing from service_by_vip".to_owned(),
+            format!(
+                "service video 10.0.0.100:1935/tcp: bit {service_bit} missing from vip_filter: \
+                 its frames are passed to the LB host instead of balanced"
+            ),
+            format!(
+                "vip_filter bit {stray}: set, but no configured service has it: frames to the \
+                 (address, port) pairs that share it take the lookups after the filter"
+            ),
             "vips key 10.0.0.99: an address no configured service has: later fragments to it \
              whose first was not seen are dropped instead of reaching the LB host"
                 .to_owned(),

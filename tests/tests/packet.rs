@@ -18,7 +18,7 @@ use xdp_lb::{
     config::{Backend, HashMode, MacAddr, NoBackendAction, Protocol},
     maglev::{self, MaglevBackend},
 };
-use xdp_lb_common::verdict;
+use xdp_lb_common::{FAMILY_IPV4, FAMILY_IPV6, addr_words, verdict, vip_filter_bit};
 
 const VIP: &str = "10.0.0.100";
 const VIP6: &str = "fd00::100";
@@ -178,6 +178,101 @@ fn frames_that_are_not_for_a_service_pass_untouched() {
     let v = h.verdicts();
     assert_eq!(v[verdict::PASS_NOT_SERVICE as usize].packets, 7);
     assert_eq!(v[verdict::TX as usize].packets, 0);
+}
+
+#[test]
+fn a_service_s_port_on_an_address_that_is_no_vip_passes_before_the_connection_table() {
+    let h = video_lb();
+    // Not one of these (address, port) pairs shares a service's `vip_filter` bit: they take
+    // the filter's path (a shared bit would take the lookups after it, to the same verdict).
+    let bit = |a: &str, port: u16| {
+        let addr: IpAddr = a.parse().expect("test address");
+        let family = if addr.is_ipv4() {
+            FAMILY_IPV4
+        } else {
+            FAMILY_IPV6
+        };
+        vip_filter_bit(&addr_words(addr), family, port.to_be())
+    };
+    let service_bits = [
+        bit(VIP, 1935),
+        bit(VIP, 8080),
+        bit(VIP, 9000),
+        bit(VIP6, 1935),
+    ];
+    for (a, port) in [
+        ("10.0.0.200", 1935),
+        ("10.0.0.1", 8080),
+        ("10.0.0.200", 9000),
+        ("fd00::200", 1935),
+    ] {
+        assert!(
+            !service_bits.contains(&bit(a, port)),
+            "{a} port {port} shares a service's vip_filter bit"
+        );
+    }
+    let mut ack = Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.200", 1935).build();
+    ack[14 + 20 + 13] = 0x10; // ACK: a segment of an established connection, were it a VIP's
+    check(
+        &h,
+        vec![
+            Fixture {
+                description: "SYN to a service's port on another address",
+                input: Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.200", 1935).build(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "ACK to a service's port on another address",
+                input: ack,
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "TCP to a service's port on the LB's own address",
+                input: Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.1", 8080).build(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "UDP to a UDP service's port on another address",
+                input: Ipv4Frame::udp(CLIENT, 40000, "10.0.0.200", 9000).build(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+            Fixture {
+                description: "IPv6 to an IPv6 service's port on another address",
+                input: Ipv6Frame::tcp("fd00::50", 40000, "fd00::200", 1935).build(),
+                action: XDP_PASS,
+                output: Expect::Untouched,
+            },
+        ],
+    );
+    let v = h.verdicts();
+    assert_eq!(v[verdict::PASS_NOT_SERVICE as usize].packets, 5);
+    assert_eq!(v[verdict::TX as usize].packets, 0);
+    assert!(
+        h.flow_stats().iter().all(|c| c.packets == 0),
+        "no connection-table event: {:?}",
+        h.flow_stats()
+    );
+    assert!(h.balancer.dataplane().flows().is_empty());
+    // To another host's MAC it is that, as before the filter.
+    let mut flooded = Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.200", 1935).build();
+    flooded[0..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 0x42]);
+    assert_eq!(h.run(&flooded).action, XDP_PASS);
+    assert_eq!(h.verdicts()[verdict::PASS_NOT_OUR_MAC as usize].packets, 1);
+    // The VIP's own frames still pass the filter.
+    assert_eq!(
+        h.run(&Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build())
+            .action,
+        XDP_TX
+    );
+    assert_eq!(
+        h.run(&Ipv6Frame::tcp("fd00::50", 40000, VIP6, 1935).build())
+            .action,
+        XDP_TX
+    );
 }
 
 #[test]

@@ -471,6 +471,20 @@ pub const FRAGMENT_TABLE_SIZE: u32 = 8192;
 pub const FRAGMENT_TIMEOUT_NS: u64 = 2_000_000_000;
 /// Entries of `vips` (distinct service addresses).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
+/// Words of `vip_filter`: one bit per [`vip_filter_bit`] value, 64 a word (65536 bits, so
+/// 1024 services set at most 1/64 of them).
+pub const VIP_FILTER_WORDS: u32 = 65536 / 64;
+
+/// The `vip_filter` bit of a service's (address, port) as `ServiceKey` holds them (address
+/// words and port as in the packet): folded into one word and spread by a multiplicative
+/// (Fibonacci) hash, top 16 bits. Two pairs may share a bit; a frame whose (destination
+/// address, port) has its bit clear is certainly no service's.
+#[inline(always)]
+pub fn vip_filter_bit(addr: &[u32; 4], family: u8, port: u16) -> u32 {
+    let folded = addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ (u32::from(port) << 8) ^ u32::from(family);
+    folded.wrapping_mul(0x9e37_79b1) >> 16
+}
+
 /// Entries of `local_macs` (interfaces the program is attached to).
 pub const MAX_LOCAL_INTERFACES: u32 = 64;
 /// MACs one interface may own in `local_macs` (its own, and its VLAN devices' when they
@@ -537,6 +551,7 @@ pub mod map_names {
     pub const CLIENT_RULES: &str = "client_rules";
     pub const FRAGMENTS: &str = "fragments";
     pub const VIPS: &str = "vips";
+    pub const VIP_FILTER: &str = "vip_filter";
     pub const LOCAL_MACS: &str = "local_macs";
 }
 

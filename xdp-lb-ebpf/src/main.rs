@@ -99,10 +99,13 @@ fn counted((action, reason): (u32, u32), bytes: u64) -> u32 {
 /// backend; `None` when the connection table has no usable entry (see `new_flow`).
 #[inline(always)]
 fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
-    // Most frames that are not for a service are to ports no service uses: one array read
-    // settles them without hashing a key.
-    if !port_has_service(flow) {
-        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
+    // A frame to an (address, port) no service has, VIP or not: one array read settles it
+    // without hashing a key.
+    if !may_be_service(flow) {
+        return Some((
+            xdp_action::XDP_PASS,
+            not_service(ctx, flow, verdict::PASS_NOT_SERVICE),
+        ));
     }
     if !forward::addressed_to_us(ctx) {
         return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC));
@@ -169,8 +172,11 @@ fn forward_flow(
 /// LB of the farm computes it), untouched but for the MACs. It creates no entry.
 #[inline(always)]
 fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32) {
-    if !port_has_service(flow) {
-        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
+    if !may_be_service(flow) {
+        return (
+            xdp_action::XDP_PASS,
+            not_service(ctx, flow, verdict::PASS_ICMP_NOT_SERVICE),
+        );
     }
     if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
@@ -243,6 +249,24 @@ fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u3
             (action, verdict::FRAGMENT_LATER_FORWARDED)
         }
         Err(reason) => (xdp_action::XDP_PASS, reason),
+    }
+}
+
+/// Whether the frame's (destination address, port) may be a service's (`vip_filter`).
+#[inline(always)]
+fn may_be_service(flow: &Flow) -> bool {
+    maps::may_be_service(&flow.service.addr, flow.service.family, flow.service.port)
+}
+
+/// The verdict of a frame `vip_filter` settled: `reason`, unless a service listens on its
+/// port and it is addressed to another host's MAC, which is what it was counted as before
+/// the filter (the port bitmap, then the MAC check) and still is.
+#[inline(always)]
+fn not_service(ctx: &XdpContext, flow: &Flow, reason: u32) -> u32 {
+    if port_has_service(flow) && !forward::addressed_to_us(ctx) {
+        verdict::PASS_NOT_OUR_MAC
+    } else {
+        reason
     }
 }
 

@@ -11,7 +11,7 @@ use xdp_lb_common::{
     FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES,
     MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE,
     PersistKey, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
-    VipKey,
+    VIP_FILTER_WORDS, VipKey, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -97,6 +97,22 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FlowValue> =
 /// a VIP. Not pinned (the agent rebuilds it from `service_by_vip`).
 #[map(name = "vips")]
 pub static VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// The `vip_filter_bit` of every service's (VIP, port), kept by the agent with
+/// `service_by_vip` (a bit is set before its key is written and cleared after it is
+/// removed): the first read of a TCP or UDP frame, which settles every frame to an
+/// (address, port) whose bit is clear (no service's, VIP or not) without a hashed lookup.
+/// A set bit proves nothing (the lookups after it decide). Not pinned (rebuilt at load).
+#[map(name = "vip_filter")]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+/// Whether (`addr`, `port`) may be a service's: its `vip_filter` bit is set.
+#[inline(always)]
+pub fn may_be_service(addr: &[u32; 4], family: u8, port: u16) -> bool {
+    let bit = vip_filter_bit(addr, family, port);
+    let word = VIP_FILTER.get(bit / 64).copied().unwrap_or(0);
+    word & (1u64 << (bit % 64)) != 0
+}
 
 /// ifindex -> the MACs frames addressed to the LB carry there, written by the agent before
 /// it attaches. A frame to another MAC is not balanced; an interface missing here is not

@@ -28,7 +28,8 @@ use xdp_lb_common::{
     FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, FLOW_TCP_FIN_TIMEOUT_GLOBAL,
     FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue, LocalMacs,
     MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey,
-    ServiceValue, VipKey, flow_stat, mac_word, map_names, verdict,
+    ServiceValue, VIP_FILTER_WORDS, VipKey, flow_stat, mac_word, map_names, verdict,
+    vip_filter_bit,
 };
 
 use crate::{
@@ -67,6 +68,10 @@ pub struct Dataplane {
     /// `vips`, kept as the distinct addresses of `service_keys`.
     vips: HashMap<MapData, VipKey, u32>,
     vip_keys: std::collections::HashSet<VipKey>,
+    /// `vip_filter`, kept with `vips`: the bit of each key of `service_keys`.
+    vip_filter: Array<MapData, u64>,
+    /// `vip_filter` as last written (all ones until the first write: unknown).
+    filter_words: Vec<u64>,
     local_macs: HashMap<MapData, u32, LocalMacs>,
     /// `local_macs` as last written, by ifindex.
     local_mac_values: std::collections::BTreeMap<u32, LocalMacs>,
@@ -174,6 +179,8 @@ impl Dataplane {
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_keys: std::collections::HashSet::new(),
+            vip_filter: take(&mut ebpf, map_names::VIP_FILTER)?,
+            filter_words: vec![u64::MAX; VIP_FILTER_WORDS as usize],
             local_macs: take(&mut ebpf, map_names::LOCAL_MACS)?,
             local_mac_values: std::collections::BTreeMap::new(),
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
@@ -191,7 +198,8 @@ impl Dataplane {
             service_keys,
             port_words: vec![u64::MAX; SERVICE_PORT_WORDS as usize],
         };
-        // `port_words` starts unknown (all ones), so every word is written once.
+        // `port_words` and `filter_words` start unknown (all ones), so every word is
+        // written once.
         dataplane.sync_service_ports()?;
         dataplane.sync_vips()?;
         Ok(dataplane)
@@ -364,7 +372,9 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Brings `vips` to the distinct addresses of `service_keys`.
+    /// Brings `vips` to the distinct addresses of `service_keys`, and `vip_filter` to their
+    /// (address, port) bits (`set_service` calls it before writing a key, `remove_service`
+    /// after removing one: a service's frames never find their bit clear).
     fn sync_vips(&mut self) -> anyhow::Result<()> {
         let wanted: std::collections::HashSet<VipKey> = self
             .service_keys
@@ -381,8 +391,24 @@ impl Dataplane {
         for new in wanted.difference(&self.vip_keys) {
             self.vips.insert(new, 0, 0).context("updating vips")?;
         }
+        let words = vip_filter_words(&self.service_keys);
+        for (i, word) in words.iter().enumerate() {
+            if self.filter_words.get(i) != Some(word) {
+                self.vip_filter
+                    .set(i as u32, *word, 0)
+                    .with_context(|| format!("updating vip_filter[{i}]"))?;
+            }
+        }
+        self.filter_words = words;
         self.vip_keys = wanted;
         Ok(())
+    }
+
+    /// The `vip_filter` bitmap as the kernel has it.
+    pub fn vip_filter_words(&self) -> Vec<u64> {
+        (0..VIP_FILTER_WORDS)
+            .map(|i| self.vip_filter.get(&i, 0).unwrap_or(0))
+            .collect()
     }
 
     /// Brings `local_macs` to `wanted`: for each interface (by ifindex) the MACs frames
@@ -673,6 +699,16 @@ fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Res
 
 /// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
 /// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
+/// The `vip_filter` words that hold the bits of `services` (and no other bit).
+pub fn vip_filter_words<'a>(services: impl IntoIterator<Item = &'a ServiceKey>) -> Vec<u64> {
+    let mut words = vec![0u64; VIP_FILTER_WORDS as usize];
+    for key in services {
+        let bit = vip_filter_bit(&key.addr, key.family, key.port) as usize;
+        words[bit / 64] |= 1 << (bit % 64);
+    }
+    words
+}
+
 fn local_macs_value(ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<LocalMacs> {
     let mut distinct: Vec<[u8; 6]> = Vec::new();
     for mac in macs {

@@ -188,21 +188,23 @@ pub const STEPS: [(&str, &str, &str); 8] = [
     (
         "not_service_port",
         "",
-        "parse Ethernet/IPv4/TCP, one read of the `service_ports` bitmap (no service on the \
-         port: no key hashed), one verdict counter",
+        "parse Ethernet/IPv4/TCP, one read of the `vip_filter` bitmap (the (address, port) \
+         bit is clear: no key hashed), one of the `service_ports` bitmap (no service on the \
+         port: the verdict needs no MAC check), one verdict counter",
     ),
     (
         "not_service",
         "not_service_port",
-        "the port is a service's: the MAC check (one `local_macs` lookup; the test run's \
-         interface has nothing registered, so it passes), the coarse clock read and one \
-         `flows` lookup (miss), then the `service_by_vip` lookup (key hashed, compared, \
-         missed)",
+        "the port is a service's, so the verdict takes the MAC check (one `local_macs` \
+         lookup; the test run's interface has nothing registered, so it passes): \
+         `pass_not_service` (the `vip_filter` bit is clear: no connection-table lookup)",
     ),
     (
         "no_backend",
         "not_service",
-        "the service found: its empty table; a drop",
+        "the (address, port) `vip_filter` bit is set (a service's): no `service_ports` read, \
+         the MAC check, the coarse clock read and one `flows` lookup (miss), the service found \
+         (`service_by_vip`), its empty table; a drop",
     ),
     (
         "hit",

@@ -101,6 +101,7 @@ pub fn render(bench: &Bench, charts: &[(String, std::path::PathBuf)]) -> String 
     lab(&mut out, bench);
     super::scraped_health::render(&mut out, &bench.scraped_health);
     out.push_str(&lb_failover_block(&bench.lb_failover, bench.quick, None));
+    let _ = writeln!(out, "{SIDE_BY_SIDE}");
     let _ = writeln!(
         out,
         "## Reproducing\n\n`cargo xtask bench` (root; it installs what is missing, builds the \
@@ -441,6 +442,12 @@ fn lab(out: &mut String, bench: &Bench) {
 fn whole_ms(s: &Summary) -> String {
     format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max)
 }
+
+/// Where the figures beside Katran and xvs are (another harness's, not this command's).
+const SIDE_BY_SIDE: &str = "## Side by side with Katran and xvs\n\nNot measured by this command: \
+    the per-packet cost beside Katran's and vc5's data planes comes from the shared harness \
+    (`../shared/perf/perf-lab.sh`), with its figures and what was tried and kept in \
+    [docs/perf/README.md](docs/perf/README.md).\n";
 
 const LB_FAILOVER_BEGIN: &str =
     "<!-- section lb-failover: `cargo xtask bench --only lb-failover` rewrites it -->";

@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr};
 
 use xdp_lb_common::{
     BACKEND_F_VALID, BackendValue, FAMILY_IPV4, LocalMacs, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP,
-    SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, map_names,
+    SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, map_names, vip_filter_bit,
 };
 
 use super::{Attached, Drift, Intent, KernelView, TableDigest};
@@ -26,6 +26,7 @@ pub fn compare(intent: &Intent, kernel: &KernelView) -> Vec<Drift> {
     backends(intent, kernel, &mut drift);
     pools(intent, kernel, &mut drift);
     vips(intent, kernel, &mut drift);
+    vip_filter(intent, kernel, &mut drift);
     local_macs(intent, kernel, &mut drift);
     tables(intent, kernel, &mut drift);
     attachments(intent, kernel, &mut drift);
@@ -288,6 +289,40 @@ fn vips(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
                 map,
                 "an address no configured service has: later fragments to it whose first was \
                  not seen are dropped instead of reaching the LB host",
+            ));
+        }
+    }
+}
+
+/// `vip_filter`: the bit of every service's (VIP, port), and no other. A service's bit
+/// missing passes its frames to the host; a stray bit only costs frames to the (address,
+/// port) pairs that share it the lookups after the filter.
+fn vip_filter(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
+    let map = map_names::VIP_FILTER;
+    let wanted = crate::dataplane::vip_filter_words(intent.services.iter().map(|s| &s.key));
+    let have =
+        |bit: usize| kernel.vip_filter_words.get(bit / 64).copied().unwrap_or(0) >> (bit % 64) & 1;
+    for s in &intent.services {
+        let bit = vip_filter_bit(&s.key.addr, s.key.family, s.key.port) as usize;
+        if have(bit) == 0 {
+            drift.push(Drift::new(
+                &s.label,
+                map,
+                format!(
+                    "bit {bit} missing from vip_filter: its frames are passed to the LB host \
+                     instead of balanced"
+                ),
+            ));
+        }
+    }
+    for (i, want) in wanted.iter().enumerate() {
+        let stray = kernel.vip_filter_words.get(i).copied().unwrap_or(0) & !want;
+        for bit in (0..64).filter(|bit| stray >> bit & 1 != 0) {
+            drift.push(Drift::new(
+                format!("vip_filter bit {}", i * 64 + bit),
+                map,
+                "set, but no configured service has it: frames to the (address, port) pairs \
+                 that share it take the lookups after the filter",
             ));
         }
     }

@@ -142,6 +142,7 @@ pub(super) fn consistent() -> (Intent, KernelView) {
             .collect(),
         pools: [(1, pool)].into(),
         vips: [vip()].into(),
+        vip_filter_words: crate::dataplane::vip_filter_words(&[key()]),
         // The data plane does not care in which order the MACs are.
         local_macs: [(2, local_macs(&[ETH0_MACS[1], ETH0_MACS[0]]))].into(),
         tables: [(0, Ok(TableDigest::of(&TABLE)))].into(),

@@ -1,9 +1,9 @@
 //! The audit's rules for `vips` and `local_macs`, against the fake kernel view of
 //! `tests.rs`.
 
-use xdp_lb_common::{VipKey, map_names};
+use xdp_lb_common::{ServiceKey, VipKey, map_names, vip_filter_bit};
 
-use super::tests::{ETH0_MACS, consistent, lines, local_macs, vip};
+use super::tests::{ETH0_MACS, consistent, key, lines, local_macs, vip};
 use super::*;
 
 #[test]
@@ -34,6 +34,43 @@ fn an_address_in_vips_that_no_service_has_is_drift() {
           whose first was not seen are dropped instead of reaching the LB host"
         ]
     );
+}
+
+#[test]
+fn a_service_s_bit_missing_from_vip_filter_is_drift_naming_the_service_and_what_it_costs() {
+    let (intent, mut kernel) = consistent();
+    let bit = vip_filter_bit(&key().addr, key().family, key().port);
+    kernel.vip_filter_words[bit as usize / 64] &= !(1 << (bit % 64));
+    assert_eq!(
+        lines(&intent, &kernel),
+        [format!(
+            "service video-rtmp 10.77.0.100:1935/tcp: bit {bit} missing from vip_filter: its \
+             frames are passed to the LB host instead of balanced"
+        )]
+    );
+    assert_eq!(compare(&intent, &kernel)[0].map, map_names::VIP_FILTER);
+}
+
+#[test]
+fn a_vip_filter_bit_no_service_has_is_drift() {
+    let (intent, mut kernel) = consistent();
+    let other_port = ServiceKey {
+        port: 8080u16.to_be(),
+        ..key()
+    };
+    let bit = vip_filter_bit(&other_port.addr, other_port.family, other_port.port);
+    assert_ne!(bit, vip_filter_bit(&key().addr, key().family, key().port));
+    kernel.vip_filter_words[bit as usize / 64] |= 1 << (bit % 64);
+    assert_eq!(
+        lines(&intent, &kernel),
+        [format!(
+            "vip_filter bit {bit}: set, but no configured service has it: frames to the \
+             (address, port) pairs that share it take the lookups after the filter"
+        )]
+    );
+    // A word missing altogether reads as zero: every VIP's bit is then missing.
+    kernel.vip_filter_words.clear();
+    assert_eq!(compare(&intent, &kernel).len(), 1);
 }
 
 #[test]

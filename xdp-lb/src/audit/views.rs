@@ -124,6 +124,8 @@ pub struct KernelView {
     pub pools: BTreeMap<u32, PoolValue>,
     /// Every key of `vips`.
     pub vips: HashSet<VipKey>,
+    /// The `vip_filter` bitmap (a missing word reads as zero).
+    pub vip_filter_words: Vec<u64>,
     /// Every entry of `local_macs`, by ifindex.
     pub local_macs: BTreeMap<u32, LocalMacs>,
     /// The table in each intended live region, by its offset (or why it could not be read).

@@ -76,6 +76,7 @@ impl Dataplane {
         view.pools = pools;
         view.backends = backends;
         view.port_words = self.service_port_words();
+        view.vip_filter_words = self.vip_filter_words();
         view.tables = intent
             .tables
             .iter()
