@@ -168,7 +168,7 @@ fn run(cli: Cli) -> Result<i32> {
 fn test(root: &Path, args: &[String]) -> Result<i32> {
     deps::run()?;
     // The suite builds forty-odd test binaries; incremental caches would add about 0.8 GB
-    // to a clean clone's 1.9 GB target (CI once ran out of disk). Set CARGO_INCREMENTAL to
+    // to a clean clone's 2 GB target (CI once ran out of disk). Set CARGO_INCREMENTAL to
     // keep them.
     let incremental = std::env::var_os("CARGO_INCREMENTAL").unwrap_or_else(|| "0".into());
     step("build (debug)");
