@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::{
     EbpfLoader,
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
     programs::Xdp,
 };
 use serde::Serialize;
@@ -269,7 +269,15 @@ struct Instance {
 }
 
 impl Instance {
-    fn load(base_maps: &FsPath, flows_pin: &FsPath, table_slots: u32, size: u32) -> Result<Self> {
+    /// `vip_filter`: the data plane's words (that map is not pinned: each loaded program
+    /// has its own, which the agent fills before attaching).
+    fn load(
+        base_maps: &FsPath,
+        flows_pin: &FsPath,
+        table_slots: u32,
+        size: u32,
+        vip_filter: &[u64],
+    ) -> Result<Self> {
         let flow_table = FlowTable::default();
         let tcp_timeout_ns = u64::from(flow_table.tcp_timeout_s) * 1_000_000_000;
         let udp_timeout_ns = u64::from(flow_table.udp_timeout_s) * 1_000_000_000;
@@ -302,6 +310,16 @@ impl Instance {
         program
             .load()
             .context("loading xdp_lb on the variant's map")?;
+        let mut filter: Array<&mut MapData, u64> = ebpf
+            .map_mut(map_names::VIP_FILTER)
+            .ok_or_else(|| anyhow!("the object has no map {}", map_names::VIP_FILTER))?
+            .try_into()?;
+        for (i, word) in vip_filter.iter().enumerate() {
+            let i = u32::try_from(i)?;
+            filter
+                .set(i, word, 0)
+                .with_context(|| format!("writing vip_filter[{i}]"))?;
+        }
         Ok(Self { ebpf })
     }
 
@@ -586,8 +604,21 @@ pub fn run(opts: &LruOptions) -> Result<LruResults> {
         let (room_pin, full_pin) = (dir.join("flows-room"), dir.join("flows-full"));
         create_flows_map(&room_pin, opts.table_size, flags)?;
         create_flows_map(&full_pin, opts.table_size, flags)?;
-        let room = Instance::load(&base_maps, &room_pin, base.table_slots, opts.table_size)?;
-        let full = Instance::load(&base_maps, &full_pin, base.table_slots, opts.table_size)?;
+        let filter = base.balancer.dataplane().vip_filter_words();
+        let room = Instance::load(
+            &base_maps,
+            &room_pin,
+            base.table_slots,
+            opts.table_size,
+            &filter,
+        )?;
+        let full = Instance::load(
+            &base_maps,
+            &full_pin,
+            base.table_slots,
+            opts.table_size,
+            &filter,
+        )?;
         let room_data = MapData::from_pin(&room_pin)?;
         let full_data = MapData::from_pin(&full_pin)?;
         let info = room_data.info()?;
