@@ -96,9 +96,23 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 /// Runs `cmd` with its output captured; a non-zero exit is not an error here.
+///
+/// A binary this process has just written may be refused with ETXTBSY ("Text file busy")
+/// for a moment: a thread that forked meanwhile holds the file's write descriptor until its
+/// child execs (the tests write and run binaries from several threads). That is retried.
 pub fn capture(cmd: &mut Command) -> Result<Output> {
-    cmd.output()
-        .with_context(|| format!("cannot run `{}`", describe(cmd)))
+    let mut tries = 0;
+    loop {
+        match cmd.output() {
+            Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => {
+                return result.with_context(|| format!("cannot run `{}`", describe(cmd)));
+            }
+        }
+    }
 }
 
 /// Runs `cmd` with its output captured and returns its stdout; fails with its stderr (and
