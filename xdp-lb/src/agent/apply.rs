@@ -8,7 +8,7 @@ use futures::future::join_all;
 
 use super::{
     failover,
-    resolve::{CHANGE_RESOLVE_TIMEOUT, REFRESH_INTERVAL, forwarding_for, note_egress},
+    resolve::{CHANGE_RESOLVE_TIMEOUT, forwarding_for, log_unreachable, note_egress},
     systemd,
 };
 use crate::{
@@ -219,11 +219,7 @@ async fn resolve_added(
                 Some(f)
             }
             Err(err) => {
-                log::error!(
-                    "backend {} is unreachable and gets no traffic until it resolves (retried every {}s): {err:#}",
-                    backend.address,
-                    REFRESH_INTERVAL.as_secs()
-                );
+                log_unreachable(backend.address, &err);
                 None
             }
         };

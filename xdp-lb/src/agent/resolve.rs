@@ -80,11 +80,7 @@ pub(super) async fn resolve_all(
                 Some(f)
             }
             Err(err) => {
-                log::error!(
-                    "backend {} is unreachable and gets no traffic until it resolves (retried every {}s): {err:#}",
-                    backend.address,
-                    REFRESH_INTERVAL.as_secs()
-                );
+                log_unreachable(backend.address, &err);
                 None
             }
         };
@@ -231,4 +227,13 @@ pub(super) fn apply_refresh(found: Refreshed, interfaces: &[Egress], balancer: &
             }
         }
     }
+}
+
+/// The error for a server whose MAC could not be resolved: it gets no traffic, and the
+/// re-resolution round tries it again.
+pub(super) fn log_unreachable(address: IpAddr, err: &anyhow::Error) {
+    log::error!(
+        "backend {address} is unreachable and gets no traffic until it resolves (retried every {}s): {err:#}",
+        REFRESH_INTERVAL.as_secs()
+    );
 }
