@@ -211,33 +211,7 @@ fn a_clean_stop_of_one_lb_moves_its_live_publishes_to_the_other_lb_and_the_same_
         );
     }
 
-    for (stream, ffmpeg) in &mut publishes {
-        let output = ffmpeg
-            .wait_with_timeout(Duration::from_secs(u64::from(STREAM_SECONDS) + 40))
-            .expect("ffmpeg ends");
-        assert!(
-            output.status.success(),
-            "publish {stream} went on to its end: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    for (stream, _) in &publishes {
-        let holder = lab
-            .wait_rtmp_publish(stream, Duration::from_secs(15))
-            .expect("one backend logged the publish");
-        let lines = lab
-            .rtmp_publishes(holder)
-            .expect("rtmp log")
-            .iter()
-            .filter(|l| l.contains(&format!("\"{stream}\"")))
-            .count();
-        assert_eq!(
-            lines,
-            1,
-            "{stream} was one uninterrupted session on {}",
-            Lab::backend_name(holder)
-        );
-    }
+    assert_unbroken(&lab, &mut publishes);
 }
 
 #[test]
@@ -367,7 +341,12 @@ fn assert_unbroken(lab: &Lab, publishes: &mut [(String, LabProcess)]) {
             .iter()
             .filter(|l| l.contains(&format!("\"{stream}\"")))
             .count();
-        assert_eq!(lines, 1, "{stream} was one uninterrupted session");
+        assert_eq!(
+            lines,
+            1,
+            "{stream} was one uninterrupted session on {}",
+            Lab::backend_name(holder)
+        );
     }
 }
 

@@ -221,31 +221,6 @@ mod tests {
     use super::*;
     use crate::config::{HealthState, Role};
 
-    /// A scratch directory, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("xdp-lb-notify-test-{}-{n}", std::process::id()));
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let path = dir.join(name);
         fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -291,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_command_gets_the_change_in_its_environment() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("env");
         let cmd = script(
             dir.path(),
@@ -324,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_or_missing_command_is_reported_with_its_stderr() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let cmd = script(
             dir.path(),
             "fail.sh",
@@ -343,7 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hanging_command_is_killed_with_its_children_at_the_timeout() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("child.pid");
         let cmd = script(
             dir.path(),
@@ -378,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hanging_notification_does_not_hold_up_the_next_ones() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let body = format!(
             "echo \"$XDP_LB_SERVICE\" >> {log}\n[ \"$XDP_LB_SERVICE\" = slow ] && sleep 60\nexit 0",
@@ -405,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_run_is_counted_by_how_it_ended() {
-        let dir = Scratch::new();
+        let dir = tempfile::tempdir().unwrap();
         let runs = Arc::new(NotifyRuns::default());
         let notifier = |body: &str, name: &str, timeout_ms: u64| {
             Notifier::new(&Notify {

@@ -237,56 +237,36 @@ mod tests {
     use super::*;
     use crate::config::{LiveHost, file::tests::ok_file, parse_file};
 
-    /// A scratch directory, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("xdp-lb-ops-test-{}-{n}", std::process::id()));
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-            let path = self.0.join(name);
-            fs::write(&path, text).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            path
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// Writes `text` to `dir/name` with permissions `mode`.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.path().join(name);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
     }
 
     #[test]
     fn a_token_is_one_private_line_of_printable_ascii() {
-        let dir = Scratch::new();
-        let good = dir.file("good", "  c0ffee-token\n", 0o600);
+        let dir = tempfile::tempdir().unwrap();
+        let good = file(&dir, "good", "  c0ffee-token\n", 0o600);
         assert_eq!(read_token_file(&good).unwrap(), "c0ffee-token");
-        let group = dir.file("group", "tok\n", 0o640);
+        let group = file(&dir, "group", "tok\n", 0o640);
         assert_eq!(read_token_file(&group).unwrap(), "tok");
         let cases = [
             (
-                dir.file("open", "tok\n", 0o644),
+                file(&dir, "open", "tok\n", 0o644),
                 "is readable by every user (mode 0644); make it root's only: chmod 600",
             ),
             (
-                dir.file("empty", " \n", 0o600),
+                file(&dir, "empty", " \n", 0o600),
                 "is empty (write a token in it, e.g. `openssl rand -hex 32`)",
             ),
             (
-                dir.file("spaces", "two words\n", 0o600),
+                file(&dir, "spaces", "two words\n", 0o600),
                 "must hold one token of printable ASCII without spaces (e.g. `openssl rand -hex 32`)",
             ),
             (
-                dir.file("long", &"a".repeat(MAX_TOKEN_BYTES + 1), 0o600),
+                file(&dir, "long", &"a".repeat(MAX_TOKEN_BYTES + 1), 0o600),
                 "holds more than 4096 bytes",
             ),
         ];
@@ -299,20 +279,20 @@ mod tests {
             );
         }
         assert!(
-            read_token_file(&dir.0.join("missing"))
+            read_token_file(&dir.path().join("missing"))
                 .unwrap_err()
                 .starts_with("cannot be opened: ")
         );
         assert_eq!(
-            read_token_file(&dir.0).unwrap_err(),
+            read_token_file(dir.path()).unwrap_err(),
             "is a directory, not a regular file"
         );
     }
 
     #[test]
     fn the_live_host_refuses_a_bad_token_file_at_its_line() {
-        let dir = Scratch::new();
-        let open = dir.file("open", "tok\n", 0o604);
+        let dir = tempfile::tempdir().unwrap();
+        let open = file(&dir, "open", "tok\n", 0o604);
         let text = format!(
             "interfaces: [lo]\nregistration:\n  listen: 127.0.0.1:9180\n  token_file: {}\nservices: []\n",
             open.display()
