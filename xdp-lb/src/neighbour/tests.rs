@@ -71,24 +71,9 @@ impl Scratch {
         Fut: Future<Output = T>,
         T: Send + 'static,
     {
-        let path = format!("/var/run/netns/{}", self.lb);
-        let thread = std::thread::spawn(move || {
-            let ns = File::open(&path).expect("open the namespace");
-            // setns(2) changes only this thread's namespace.
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async { f(Neighbours::new().expect("netlink connection")).await })
-        });
-        thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        self.in_lb_on(tokio::runtime::Builder::new_current_thread, f)
     }
-}
 
-impl Scratch {
     /// [`Self::in_lb`] on a multi-threaded runtime (its worker threads are started from
     /// the namespace's thread, so they are in the namespace too).
     fn in_lb_threaded<T, F, Fut>(&self, f: F) -> T
@@ -97,15 +82,29 @@ impl Scratch {
         Fut: Future<Output = T>,
         T: Send + 'static,
     {
+        self.in_lb_on(
+            || {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(4);
+                builder
+            },
+            f,
+        )
+    }
+
+    /// `f` on a runtime from `runtime`, built on a thread that entered the LB namespace.
+    fn in_lb_on<T, F, Fut>(&self, runtime: fn() -> tokio::runtime::Builder, f: F) -> T
+    where
+        F: FnOnce(Neighbours) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
         let path = format!("/var/run/netns/{}", self.lb);
         let thread = std::thread::spawn(move || {
             let ns = File::open(&path).expect("open the namespace");
+            // setns(2) changes only this thread's namespace.
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = runtime().enable_all().build().expect("tokio runtime");
             runtime.block_on(async { f(Neighbours::new().expect("netlink connection")).await })
         });
         thread
