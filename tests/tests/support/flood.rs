@@ -55,3 +55,30 @@ pub fn start_syn_flood(
     ];
     run_on_client(lab, cpu, "syn_flood.py", SCRIPT, &args)
 }
+
+/// Frames the lab's links dropped on the way from the client to the LB: the `tx_dropped`
+/// of the client's eth0 and of every switch port (a veth counts there what its peer could
+/// not take: a full backlog, or a full XDP ring in front of the LB's program). A flood
+/// sender counts what it handed to its socket; what reached the balancer is that less these.
+pub fn frames_dropped_on_the_way(lab: &Lab) -> u64 {
+    let tx_dropped = |ns: &str, args: &[&str]| -> u64 {
+        let out = lab
+            .exec_ok(ns, args)
+            .unwrap_or_else(|e| panic!("ip -s -j link in {ns}: {e:#}"));
+        let links: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j link: {e}: {out}"));
+        links
+            .as_array()
+            .map(|links| {
+                links
+                    .iter()
+                    .filter_map(|l| l["stats64"]["tx"]["dropped"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    tx_dropped(
+        lab.ns_client(),
+        &["ip", "-s", "-j", "link", "show", "dev", "eth0"],
+    ) + tx_dropped(lab.ns_switch(), &["ip", "-s", "-j", "link", "show"])
+}
