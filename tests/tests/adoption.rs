@@ -279,3 +279,25 @@ fn a_server_down_before_the_restart_stays_down_and_keeps_its_flows() {
         );
     }
 }
+
+/// An agent adopting the pins of a version whose data plane had a map this one no longer
+/// has (`service_ports`) keeps every live flow and removes that map's pin.
+#[test]
+fn an_upgrade_keeps_the_flows_and_removes_the_pin_of_a_retired_map() {
+    let pins = ScratchPins::new("retired");
+    let flows = first_agent_flows(&pins, 33000..33100);
+    // The older version's port bitmap: any pinned array stands in for it.
+    let retired = pins.0.map(xdp_lb_common::map_names::RETIRED_SERVICE_PORTS);
+    let map = aya::maps::MapData::from_pin(pins.0.map(xdp_lb_common::map_names::BACKENDS)).unwrap();
+    map.pin(&retired).unwrap();
+    assert!(retired.exists());
+    let h = start(
+        &pins,
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    assert!(h.balancer.dataplane().adopted());
+    assert!(!retired.exists(), "the retired map's pin is gone");
+    assert_flows_kept(&h, &flows);
+}

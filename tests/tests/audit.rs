@@ -376,7 +376,6 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
     };
     dp.set_backend(b1.id, stolen).unwrap();
     dp.write_table(live.table_offset + 7, &[9999]).unwrap();
-    dp.set_service_port_word(0, 1 << 5).unwrap();
     dp.remove_service(&key).unwrap();
     let mut vips: HashMap<MapData, VipKey, u32> = behind_the_back(&h, map_names::VIPS);
     vips.insert(vip_key("10.0.0.99"), 0, 0).unwrap();
@@ -411,9 +410,6 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
             "interface lo (ifindex 1): local_macs differ: 02:00:00:00:00:42 (agent: \
              02:1b:00:00:00:01)"
                 .to_owned(),
-            "port 1935: bit missing from service_ports (a configured service listens there)"
-                .to_owned(),
-            "port 5: bit set in service_ports, but no configured service uses the port".to_owned(),
             "service video 10.0.0.100:1935/tcp: key missing from service_by_vip".to_owned(),
             format!(
                 "service video 10.0.0.100:1935/tcp: bit {service_bit} missing from vip_filter: \

@@ -79,6 +79,36 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
             assert_eq!(case.ratio.samples[i], ns / noop, "{}", case.id);
         }
     }
+    // The floor is timed beside the IPv4 service cases, in the same runs; the ratio is of
+    // the two net figures, run by run.
+    for case in &results.cases {
+        let takes_floor = [
+            "hit",
+            "syn",
+            "hit_single",
+            "syn_single",
+            "new",
+            "udp_new",
+            "new_evicting",
+        ]
+        .contains(&case.id.as_str());
+        match (&case.floor_ns, &case.per_floor) {
+            (Some(floor), Some(per_floor)) if takes_floor => {
+                assert_eq!(floor.samples.len(), opts.runs, "{}", case.id);
+                for i in 0..opts.runs {
+                    let noop = case.noop_ns.samples[i];
+                    assert_eq!(
+                        per_floor.samples[i],
+                        (case.ns.samples[i] - noop) / (floor.samples[i] - noop),
+                        "{}",
+                        case.id
+                    );
+                }
+            }
+            (None, None) if !takes_floor => {}
+            other => panic!("{}: floor figures {other:?}", case.id),
+        }
+    }
     let hit = results.case("hit").unwrap();
     assert_eq!(hit.confirmed, "tx 1000/1000, flow hit 1000/1000");
     // Every new flow is a distinct 5-tuple: the counters show a new flow per packet and no
@@ -119,6 +149,60 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
     assert!(!e.first_prefilled_flow_still_present, "{e:?}");
 }
 
+/// The floor does what the balancer does to a new flow's packet, and no more: the same
+/// backend from the same Maglev slot, the same two MACs, nothing else changed; and a frame
+/// it cannot take (not a service's, IPv6) passes untouched.
+#[test]
+fn the_floor_sends_every_new_flow_where_the_balancer_does_and_passes_the_rest() {
+    require_root();
+    let rig = Rig::load(FlowTable::default()).unwrap();
+    use aya::programs::TestRun as _;
+    let run = |program: &aya::programs::Xdp, frame: &[u8]| {
+        let mut out = vec![0u8; frame.len()];
+        let result = program
+            .test_run(aya::programs::TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        (result.return_value, out)
+    };
+    let mut backends = std::collections::BTreeSet::new();
+    for port in 20_000..20_200 {
+        let syn = frames::tcp_v4(CLIENT, port, VIP, 1935, true);
+        let (action, by_balancer) = run(rig.program(), &syn);
+        assert_eq!(action, XDP_TX);
+        let (floor_action, by_floor) = run(rig.floor(), &syn);
+        assert_eq!(floor_action, XDP_TX, "port {port}");
+        assert_eq!(by_floor, by_balancer, "port {port}");
+        assert_ne!(
+            by_floor[..6],
+            syn[..6],
+            "the destination MAC is the backend's"
+        );
+        assert_eq!(by_floor[12..], syn[12..], "nothing but the MACs changes");
+        backends.insert(by_floor[..6].to_vec());
+    }
+    assert_eq!(backends.len(), 3, "the three backends all get flows");
+    for frame in [
+        frames::tcp_v4(CLIENT, 40_000, Ipv4Addr::new(10, 0, 0, 200), 1935, true),
+        frames::tcp_v4(CLIENT, 40_000, VIP, 22, true),
+        frames::tcp_v6(
+            "2001:db8::7".parse().unwrap(),
+            40_000,
+            "2001:db8::100".parse().unwrap(),
+            1935,
+            true,
+        ),
+    ] {
+        assert_eq!(
+            run(rig.floor(), &frame),
+            (xdp_lb_tests::bench::packet::XDP_PASS, frame.clone())
+        );
+    }
+}
+
 #[test]
 fn a_run_that_takes_another_path_than_the_one_timed_is_refused() {
     require_root();
@@ -136,6 +220,7 @@ fn a_run_that_takes_another_path_than_the_one_timed_is_refused() {
             flows: vec![(flow_stat::HIT, 1)],
             action: XDP_TX,
         }),
+        floor: true,
     };
     let err = packet::run_repeat_cases(&[case], &noop, &small()).unwrap_err();
     assert!(

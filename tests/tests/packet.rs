@@ -257,11 +257,13 @@ fn a_service_s_port_on_an_address_that_is_no_vip_passes_before_the_connection_ta
         h.flow_stats()
     );
     assert!(h.balancer.dataplane().flows().is_empty());
-    // To another host's MAC it is that, as before the filter.
+    // To another host's MAC it is the same: the filter settles it before the MAC check.
     let mut flooded = Ipv4Frame::tcp(CLIENT, 40000, "10.0.0.200", 1935).build();
     flooded[0..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 0x42]);
-    assert_eq!(h.run(&flooded).action, XDP_PASS);
-    assert_eq!(h.verdicts()[verdict::PASS_NOT_OUR_MAC as usize].packets, 1);
+    let run = h.run(&flooded);
+    assert_eq!((run.action, &run.frame), (XDP_PASS, &flooded));
+    assert_eq!(h.verdicts()[verdict::PASS_NOT_SERVICE as usize].packets, 6);
+    assert_eq!(h.verdicts()[verdict::PASS_NOT_OUR_MAC as usize].packets, 0);
     // The VIP's own frames still pass the filter.
     assert_eq!(
         h.run(&Ipv4Frame::tcp(CLIENT, 40000, VIP, 1935).build())

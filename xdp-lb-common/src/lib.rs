@@ -13,8 +13,6 @@ pub use flow_hash::{addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_raw,
 pub const MAX_SERVICES: u32 = 1024;
 /// Entries of `backends` (and of `backend_stats`): backend ids are indices below this.
 pub const MAX_BACKENDS: u32 = 16384;
-/// Words of `service_ports`: one bit per port, 64 ports a word.
-pub const SERVICE_PORT_WORDS: u32 = 65536 / 64;
 
 /// Entries of `tx_ports`, the devmap for backends behind another interface.
 pub const MAX_TX_PORTS: u32 = 64;
@@ -544,7 +542,9 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "backend_stats";
     pub const VERDICT_STATS: &str = "verdict_stats";
     pub const FLOWS: &str = "flows";
-    pub const SERVICE_PORTS: &str = "service_ports";
+    /// A port bitmap the data plane no longer has (`vip_filter`, keyed by (VIP, port),
+    /// settles what it did): an agent adopting an older one's pins removes its pin.
+    pub const RETIRED_SERVICE_PORTS: &str = "service_ports";
     pub const PERSISTENCE: &str = "persistence";
     pub const FLOW_STATS: &str = "flow_stats";
     pub const POOLS: &str = "pools";

@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod floor;
 mod flows;
 mod forward;
 mod fragments;
@@ -29,8 +30,7 @@ use xdp_lb_common::{
 
 use crate::{
     maps::{
-        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_PORTS, SERVICE_STATS,
-        VERDICT_STATS, count,
+        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_STATS, VERDICT_STATS, count,
     },
     parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
@@ -100,12 +100,9 @@ fn counted((action, reason): (u32, u32), bytes: u64) -> u32 {
 #[inline(always)]
 fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     // A frame to an (address, port) no service has, VIP or not: one array read settles it
-    // without hashing a key.
+    // without hashing a key, and without the MAC check (it passes whoever it is for).
     if !may_be_service(flow) {
-        return Some((
-            xdp_action::XDP_PASS,
-            not_service(ctx, flow, verdict::PASS_NOT_SERVICE),
-        ));
+        return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE));
     }
     if !forward::addressed_to_us(ctx) {
         return Some((xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC));
@@ -173,10 +170,7 @@ fn forward_flow(
 #[inline(always)]
 fn forward_icmp_error(ctx: &XdpContext, flow: &Flow, too_big: bool) -> (u32, u32) {
     if !may_be_service(flow) {
-        return (
-            xdp_action::XDP_PASS,
-            not_service(ctx, flow, verdict::PASS_ICMP_NOT_SERVICE),
-        );
+        return (xdp_action::XDP_PASS, verdict::PASS_ICMP_NOT_SERVICE);
     }
     if !forward::addressed_to_us(ctx) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_OUR_MAC);
@@ -256,29 +250,6 @@ fn forward_later_fragment(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u3
 #[inline(always)]
 fn may_be_service(flow: &Flow) -> bool {
     maps::may_be_service(&flow.service.addr, flow.service.family, flow.service.port)
-}
-
-/// The verdict of a frame `vip_filter` settled: `reason`, unless a service listens on its
-/// port and it is addressed to another host's MAC, which is what it was counted as before
-/// the filter (the port bitmap, then the MAC check) and still is.
-#[inline(always)]
-fn not_service(ctx: &XdpContext, flow: &Flow, reason: u32) -> u32 {
-    if port_has_service(flow) && !forward::addressed_to_us(ctx) {
-        verdict::PASS_NOT_OUR_MAC
-    } else {
-        reason
-    }
-}
-
-/// Whether some service listens on the frame's destination port (`service_ports`).
-#[inline(always)]
-fn port_has_service(flow: &Flow) -> bool {
-    let port = u16::from_be(flow.service.port);
-    let word = SERVICE_PORTS
-        .get(u32::from(port) / 64)
-        .copied()
-        .unwrap_or(0);
-    word & (1u64 << (port % 64)) != 0
 }
 
 /// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one

@@ -10,8 +10,8 @@ use xdp_lb_common::{
     ClientRuleValue, Counter, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FRAGMENT_TABLE_SIZE,
     FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES,
     MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE,
-    PersistKey, PoolValue, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
-    VIP_FILTER_WORDS, VipKey, vip_filter_bit,
+    PersistKey, PoolValue, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey,
+    vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -35,11 +35,6 @@ pub static CLIENT_RULES: LpmTrie<ClientRuleKey, ClientRuleValue> =
 /// `service_by_vip` value). A hash map so the agent's update replaces a value whole.
 #[map(name = "pools")]
 pub static POOLS: HashMap<u32, PoolValue> = HashMap::with_max_entries(MAX_POOLS, 0);
-
-/// One bit per destination port (host order) that some service listens on: frames to any
-/// other port are passed without hashing a key for `service_by_vip`.
-#[map(name = "service_ports")]
-pub static SERVICE_PORTS: Array<u64> = Array::with_max_entries(SERVICE_PORT_WORDS, 0);
 
 /// Backend id -> the MACs to write and the interface to send through.
 #[map(name = "backends")]

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// How often the agent's loop audits the data plane. One audit reads every `backends`
-/// entry and `service_ports` word (about 17,000 map lookups) and each live table once.
+/// entry and `vip_filter` word (about 17,000 map lookups) and each live table once.
 pub const AUDIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The audit's memory between runs: the tables the agent computed (rebuilt only when who

@@ -27,9 +27,8 @@ use xdp_lb_common::{
     BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, FLOW_TCP_FIN_TIMEOUT_GLOBAL,
     FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue, LocalMacs,
-    MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, SERVICE_PORT_WORDS, ServiceKey,
-    ServiceValue, VIP_FILTER_WORDS, VipKey, flow_stat, mac_word, map_names, verdict,
-    vip_filter_bit,
+    MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, ServiceKey, ServiceValue,
+    VIP_FILTER_WORDS, VipKey, flow_stat, mac_word, map_names, verdict, vip_filter_bit,
 };
 
 use crate::{
@@ -61,10 +60,8 @@ pub struct Dataplane {
     service_by_vip: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BackendValue>,
     backend_owners: Array<MapData, BackendOwner>,
-    service_ports: Array<MapData, u64>,
-    /// Every key in `service_by_vip`, and the `service_ports` bitmap as last written.
+    /// Every key in `service_by_vip`.
     service_keys: std::collections::HashSet<ServiceKey>,
-    port_words: Vec<u64>,
     /// `vips`, kept as the distinct addresses of `service_keys`.
     vips: HashMap<MapData, VipKey, u32>,
     vip_keys: std::collections::HashSet<VipKey>,
@@ -158,6 +155,14 @@ impl Dataplane {
         program
             .load()
             .context("the kernel refused the XDP program")?;
+        if let Some(pins) = &pins {
+            for path in pins.remove_retired()? {
+                log::info!(
+                    "removed {}: an earlier version's map this data plane no longer has",
+                    path.display()
+                );
+            }
+        }
 
         let tables_map: Map = ebpf
             .take_map(map_names::MAGLEV_TABLES)
@@ -175,7 +180,6 @@ impl Dataplane {
             service_by_vip,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             backend_owners: take(&mut ebpf, map_names::BACKEND_OWNERS)?,
-            service_ports: take(&mut ebpf, map_names::SERVICE_PORTS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_keys: std::collections::HashSet::new(),
@@ -196,11 +200,8 @@ impl Dataplane {
             adopted,
             ebpf,
             service_keys,
-            port_words: vec![u64::MAX; SERVICE_PORT_WORDS as usize],
         };
-        // `port_words` and `filter_words` start unknown (all ones), so every word is
-        // written once.
-        dataplane.sync_service_ports()?;
+        // `filter_words` starts unknown (all ones), so every word is written once.
         dataplane.sync_vips()?;
         Ok(dataplane)
     }
@@ -213,6 +214,11 @@ impl Dataplane {
 
     pub fn pins(&self) -> Option<&PinDir> {
         self.pins.as_ref()
+    }
+
+    /// The aya object (the benchmarks load its other programs on the same maps).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// The aya object, for the logger.
@@ -330,11 +336,10 @@ impl Dataplane {
         self.links.iter().map(|(name, _)| name.as_str())
     }
 
-    /// Adds or replaces a service; its port's bit in `service_ports` is set first, so its
+    /// Adds or replaces a service; its (VIP, port) bit in `vip_filter` is set first, so its
     /// frames are looked up from the moment it exists.
     pub fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> anyhow::Result<()> {
         if self.service_keys.insert(key) {
-            self.sync_service_ports()?;
             self.sync_vips()?;
         }
         self.service_by_vip
@@ -342,32 +347,13 @@ impl Dataplane {
             .context("updating service_by_vip")
     }
 
-    /// Removes a service; its port's bit goes when no other service uses the port.
+    /// Removes a service; its `vip_filter` bit goes when no other service shares it.
     pub fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.service_by_vip
             .remove(key)
             .context("removing from service_by_vip")?;
         if self.service_keys.remove(key) {
-            self.sync_service_ports()?;
             self.sync_vips()?;
-        }
-        Ok(())
-    }
-
-    /// Writes the `service_ports` words that differ from the ports of `service_keys`.
-    fn sync_service_ports(&mut self) -> anyhow::Result<()> {
-        let mut wanted = vec![0u64; SERVICE_PORT_WORDS as usize];
-        for key in &self.service_keys {
-            let port = usize::from(u16::from_be(key.port));
-            wanted[port / 64] |= 1 << (port % 64);
-        }
-        for (i, word) in wanted.iter().enumerate() {
-            if self.port_words.get(i) != Some(word) {
-                self.set_service_port_word(i as u32, *word)?;
-                if let Some(slot) = self.port_words.get_mut(i) {
-                    *slot = *word;
-                }
-            }
         }
         Ok(())
     }
@@ -547,20 +533,6 @@ impl Dataplane {
     /// Every (key, value) of `service_by_vip`, as the kernel has it.
     pub fn services(&self) -> Vec<(ServiceKey, ServiceValue)> {
         self.service_by_vip.iter().filter_map(Result::ok).collect()
-    }
-
-    /// The `service_ports` bitmap as the kernel has it.
-    pub fn service_port_words(&self) -> Vec<u64> {
-        (0..SERVICE_PORT_WORDS)
-            .map(|i| self.service_ports.get(&i, 0).unwrap_or(0))
-            .collect()
-    }
-
-    /// Sets one 64-port word of the `service_ports` bitmap.
-    pub fn set_service_port_word(&mut self, index: u32, word: u64) -> anyhow::Result<()> {
-        self.service_ports
-            .set(index, word, 0)
-            .with_context(|| format!("updating service_ports[{index}]"))
     }
 
     /// Makes an interface a redirect target for backends behind it.

@@ -26,10 +26,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-lb";
 
 /// The maps that carry state across agents (everything but the loader's own globals and
 /// the log ring, which belong to one program instance).
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 12] = [
     map_names::SERVICE_BY_VIP,
     map_names::POOLS,
-    map_names::SERVICE_PORTS,
     map_names::MAGLEV_TABLES,
     map_names::BACKENDS,
     map_names::BACKEND_OWNERS,
@@ -41,6 +40,11 @@ pub const PINNED_MAPS: [&str; 13] = [
     map_names::PERSISTENCE,
     map_names::FLOW_STATS,
 ];
+
+/// Maps an earlier version pinned that the data plane no longer has: an agent adopting
+/// such pins removes them once its program is loaded (the older program, still attached
+/// until it is replaced, holds its own reference).
+pub const RETIRED_MAPS: [&str; 1] = [map_names::RETIRED_SERVICE_PORTS];
 
 #[derive(Clone, Debug)]
 pub struct PinDir {
@@ -101,6 +105,19 @@ impl PinDir {
     /// Whether a previous agent left maps here.
     pub fn has_maps(&self) -> bool {
         PINNED_MAPS.iter().any(|name| self.map(name).exists())
+    }
+
+    /// Removes the pins of `RETIRED_MAPS` an earlier version left; returns what it removed.
+    pub fn remove_retired(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for name in RETIRED_MAPS {
+            let path = self.map(name);
+            if path.exists() {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
     }
 
     /// Interfaces with a pinned link.

@@ -124,12 +124,20 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
          now a distinct 5-tuple, timed with the single method.\n\
          * **Every run checks the data plane's counters**: each timed packet must be counted under \
          the case's verdict and connection-table event exactly once (column *confirmed*), or the \
-         benchmark stops.\n",
+         benchmark stops.\n\
+         * **× floor**: for the IPv4 service cases, the floor program `xdp_floor` \
+         (`xdp-lb-ebpf/src/floor.rs`) is timed on the same frames in the same runs: the least an \
+         L2-DSR Maglev balancer does per packet, on the project's own maps and hash (parse \
+         Ethernet/IPv4/ports, the `service_by_vip` lookup, the flow hash, one Maglev slot and its \
+         backend, both MACs rewritten, XDP_TX; no connection table, counters, pre-filter or MAC \
+         check). A test proves it sends every new flow where `xdp_lb` does. *× floor* is the \
+         case's net figure over the floor's, run by run: what the product's safety costs over \
+         the bare minimum.\n",
         p.repeat, p.single_packets, tz.iterations, tz.hits, tz.expired, tz.new
     );
     let _ = writeln!(
         out,
-        "| case | method | ns per packet | no-op | net | × no-op | confirmed per run |\n|---|---|---|---|---|---|---|"
+        "| case | method | ns per packet | no-op | net | × no-op | floor | × floor | confirmed per run |\n|---|---|---|---|---|---|---|---|---|"
     );
     for c in &p.cases {
         row(out, c);
@@ -171,7 +179,7 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
 fn row(out: &mut String, c: &Case) {
     let _ = writeln!(
         out,
-        "| `{}`: {} | {} | {} | {} | {} | {} | {} |",
+        "| `{}`: {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         c.id,
         c.title,
         c.method,
@@ -179,6 +187,8 @@ fn row(out: &mut String, c: &Case) {
         c.noop_ns.show(1),
         c.net_ns.show(1),
         c.ratio.show(2),
+        c.floor_ns.as_ref().map_or("—".to_owned(), |f| f.show(1)),
+        c.per_floor.as_ref().map_or("—".to_owned(), |f| f.show(2)),
         c.confirmed
     );
 }
@@ -189,21 +199,19 @@ pub const STEPS: [(&str, &str, &str); 8] = [
         "not_service_port",
         "",
         "parse Ethernet/IPv4/TCP, one read of the `vip_filter` bitmap (the (address, port) \
-         bit is clear: no key hashed), one of the `service_ports` bitmap (no service on the \
-         port: the verdict needs no MAC check), one verdict counter",
+         bit is clear: no key hashed, no MAC check), one verdict counter",
     ),
     (
         "not_service",
         "not_service_port",
-        "the port is a service's, so the verdict takes the MAC check (one `local_macs` \
-         lookup; the test run's interface has nothing registered, so it passes): \
-         `pass_not_service` (the `vip_filter` bit is clear: no connection-table lookup)",
+        "the same path on a service's port: the (address, port) bit is clear, so \
+         `pass_not_service` as above (this step is the noise between two identical paths)",
     ),
     (
         "no_backend",
         "not_service",
-        "the (address, port) `vip_filter` bit is set (a service's): no `service_ports` read, \
-         the MAC check, the coarse clock read and one `flows` lookup (miss), the service found \
+        "the (address, port) `vip_filter` bit is set (a service's): the MAC check (one \
+         `local_macs` lookup), the coarse clock read and one `flows` lookup (miss), the service found \
          (`service_by_vip`), its empty table; a drop",
     ),
     (

@@ -490,6 +490,8 @@ impl Samples {
             noop_ns: Summary::of(&self.noop),
             net_ns: Summary::of(&paired_difference(&self.case, &self.noop)),
             ratio: Summary::of(&paired_ratio(&self.case, &self.noop)),
+            floor_ns: None,
+            per_floor: None,
         }
     }
 }

@@ -14,6 +14,8 @@ pub const JSON: &str = "BENCHMARKS.json";
 pub const HIT_TARGET_NS: f64 = 50.0;
 pub const NEW_TARGET_NS: f64 = 100.0;
 pub const NOT_SERVICE_TARGET_NS: f64 = 15.0;
+/// A known flow's net cost over the floor program's (repeat method), at most.
+pub const HIT_PER_FLOOR_TARGET: f64 = 1.5;
 /// 65537 slots, 100 backends.
 pub const BUILD_TARGET_MS: f64 = 2.0;
 /// Health change to the new table live in the kernel, 65537 slots.
@@ -137,6 +139,15 @@ fn targets(out: &mut String, bench: &Bench) {
                 verdict(case.net_ns.median, target)
             );
         }
+    }
+    if let Some(per_floor) = bench.packet.case("hit").and_then(|c| c.per_floor.as_ref()) {
+        let _ = writeln!(
+            out,
+            "| connection-table hit: at most {HIT_PER_FLOOR_TARGET}× the floor program, net of \
+             the no-op (repeat) | {}× | {} |",
+            per_floor.show(2),
+            verdict(per_floor.median, HIT_PER_FLOOR_TARGET)
+        );
     }
     if let Some(b) = bench
         .maglev

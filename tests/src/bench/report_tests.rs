@@ -28,6 +28,8 @@ fn case(id: &str, ns: &[f64], noop: &[f64]) -> Case {
         noop_ns: s(noop),
         net_ns: s(&paired_difference(ns, noop)),
         ratio: s(&paired_ratio(ns, noop)),
+        floor_ns: None,
+        per_floor: None,
     }
 }
 
@@ -254,6 +256,8 @@ fn lru_fixture(per_cpu: [f64; 5], shared: [f64; 5]) -> LruResults {
             confirmed: "tx 100/100, flow new 100/100".to_owned(),
             net_ns: s(&paired_difference(&ns, &noop)),
             ratio: s(&paired_ratio(&ns, &noop)),
+            floor_ns: None,
+            per_floor: None,
             ns: s(&ns),
             noop_ns: s(&noop),
         }

@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr};
 
 use xdp_lb_common::{
     BACKEND_F_VALID, BackendValue, FAMILY_IPV4, LocalMacs, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP,
-    SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, map_names, vip_filter_bit,
+    ServiceKey, ServiceValue, VipKey, map_names, vip_filter_bit,
 };
 
 use super::{Attached, Drift, Intent, KernelView, TableDigest};
@@ -22,7 +22,6 @@ pub fn compare(intent: &Intent, kernel: &KernelView) -> Vec<Drift> {
         ));
     }
     services(intent, kernel, &mut drift);
-    service_ports(intent, kernel, &mut drift);
     backends(intent, kernel, &mut drift);
     pools(intent, kernel, &mut drift);
     vips(intent, kernel, &mut drift);
@@ -137,37 +136,6 @@ pub fn key_label(key: &ServiceKey) -> String {
 /// The port of a key in host order (the key holds the packet's bytes).
 fn port_of(key: &ServiceKey) -> u16 {
     u16::from_be_bytes(key.port.to_ne_bytes())
-}
-
-fn service_ports(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
-    let map = map_names::SERVICE_PORTS;
-    let mut wanted = vec![0u64; SERVICE_PORT_WORDS as usize];
-    for s in &intent.services {
-        let port = usize::from(port_of(&s.key));
-        wanted[port / 64] |= 1 << (port % 64);
-    }
-    for (i, want) in wanted.iter().enumerate() {
-        let have = kernel.port_words.get(i).copied().unwrap_or(0);
-        if have == *want {
-            continue;
-        }
-        for bit in 0..64 {
-            let port = i * 64 + bit;
-            match (want >> bit & 1, have >> bit & 1) {
-                (1, 0) => drift.push(Drift::new(
-                    format!("port {port}"),
-                    map,
-                    "bit missing from service_ports (a configured service listens there)",
-                )),
-                (0, 1) => drift.push(Drift::new(
-                    format!("port {port}"),
-                    map,
-                    "bit set in service_ports, but no configured service uses the port",
-                )),
-                _ => {}
-            }
-        }
-    }
 }
 
 fn backends(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {

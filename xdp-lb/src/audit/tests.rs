@@ -3,8 +3,7 @@
 
 use xdp_lb_common::{
     BACKEND_F_VALID, BackendOwner, BackendValue, LocalMacs, OWNER_F_HEALTHY, PROTO_TCP, PoolValue,
-    SERVICE_F_PASS_WHEN_EMPTY, SERVICE_PORT_WORDS, ServiceKey, ServiceValue, VipKey, mac_word,
-    map_names,
+    SERVICE_F_PASS_WHEN_EMPTY, ServiceKey, ServiceValue, VipKey, mac_word, map_names,
 };
 
 use crate::config::MacAddr;
@@ -125,11 +124,8 @@ pub(super) fn consistent() -> (Intent, KernelView) {
         )]
         .into(),
     };
-    let mut port_words = vec![0u64; SERVICE_PORT_WORDS as usize];
-    port_words[1935 / 64] |= 1 << (1935 % 64);
     let kernel = KernelView {
         services: [(key(), service)].into(),
-        port_words,
         backends: intent
             .backends
             .iter()
@@ -212,20 +208,6 @@ fn a_service_key_the_agent_does_not_own_is_drift() {
         lines(&intent, &kernel),
         [
             "service_by_vip key 10.77.0.200:1935/tcp: a key the agent does not own (service id 0, table of 0 slots)"
-        ]
-    );
-}
-
-#[test]
-fn a_missing_port_bit_and_an_extra_one_are_each_drift() {
-    let (intent, mut kernel) = consistent();
-    kernel.port_words[1935 / 64] = 0;
-    kernel.port_words[8080 / 64] |= 1 << (8080 % 64);
-    assert_eq!(
-        lines(&intent, &kernel),
-        [
-            "port 1935: bit missing from service_ports (a configured service listens there)",
-            "port 8080: bit set in service_ports, but no configured service uses the port",
         ]
     );
 }

@@ -114,8 +114,6 @@ impl TableDigest {
 pub struct KernelView {
     /// Every key of `service_by_vip` with its value.
     pub services: HashMap<ServiceKey, ServiceValue>,
-    /// The `service_ports` bitmap (a missing word reads as zero).
-    pub port_words: Vec<u64>,
     /// Every `backends` entry that is not all zero, by id.
     pub backends: BTreeMap<u32, BackendValue>,
     /// The `backend_owners` record of every id the agent uses.

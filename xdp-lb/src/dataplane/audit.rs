@@ -75,7 +75,6 @@ impl Dataplane {
         view.services = services;
         view.pools = pools;
         view.backends = backends;
-        view.port_words = self.service_port_words();
         view.vip_filter_words = self.vip_filter_words();
         view.tables = intent
             .tables

@@ -53,6 +53,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 flows: Vec::new(),
                 action: XDP_PASS,
             }),
+            floor: false,
         },
         RepeatCase {
             id: "not_service",
@@ -65,6 +66,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 flows: Vec::new(),
                 action: XDP_PASS,
             }),
+            floor: false,
         },
         RepeatCase {
             id: "hit",
@@ -73,6 +75,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             warmup: Some(ack4.clone()),
             frame: ack4,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
+            floor: true,
         },
         RepeatCase {
             id: "ipv6_hit",
@@ -81,6 +84,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             warmup: Some(ack6.clone()),
             frame: ack6,
             path: Some(tx_path(vec![(flow_stat::HIT, 1)])),
+            floor: false,
         },
         RepeatCase {
             id: "garbage",
@@ -89,6 +93,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             warmup: None,
             frame: frames::garbage(0x9a7b_a9e0, 64),
             path: None,
+            floor: false,
         },
         RepeatCase {
             id: "no_backend",
@@ -101,6 +106,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 flows: Vec::new(),
                 action: XDP_DROP,
             }),
+            floor: false,
         },
         RepeatCase {
             id: "syn",
@@ -110,6 +116,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             // A SYN creates no entry, so every iteration takes the same path.
             frame: frames::tcp_v4(CLIENT4, 40_002, VIP4, PORT, true),
             path: Some(tx_path(vec![(flow_stat::SYN_NOT_REMEMBERED, 1)])),
+            floor: true,
         },
     ];
     let mut cases = run_repeat_cases(&repeat_cases, &noop, opts)?;
@@ -153,6 +160,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             path: tx_path(vec![(flow_stat::HIT, 1)]),
             before_run: None,
             next_frame: Box::new(|| ack.clone()),
+            floor: true,
         },
         SingleCase {
             id: "ipv6_hit_single",
@@ -161,6 +169,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
             path: tx_path(vec![(flow_stat::HIT, 1)]),
             before_run: None,
             next_frame: Box::new(|| ack6.clone()),
+            floor: false,
         },
         SingleCase {
             id: "syn_single",
@@ -172,6 +181,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 s += 1;
                 distinct_syn(s)
             }),
+            floor: true,
         },
         SingleCase {
             id: "new",
@@ -183,6 +193,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 n4 += 1;
                 distinct_first_ack(n4)
             }),
+            floor: true,
         },
         SingleCase {
             id: "ipv6_new",
@@ -194,6 +205,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 n6 += 1;
                 distinct_first_ack6(n6)
             }),
+            floor: false,
         },
         SingleCase {
             id: "udp_new",
@@ -205,6 +217,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 u += 1;
                 distinct_udp(u)
             }),
+            floor: true,
         },
         SingleCase {
             id: "new_evicting",
@@ -217,6 +230,7 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
                 evicting_counter.set(evicting_counter.get() + 1);
                 distinct_first_ack(m)
             }),
+            floor: true,
         },
     ];
     cases.extend(run_single_cases(&mut single_cases, &noop, opts)?);

@@ -82,6 +82,13 @@ pub struct Case {
     pub noop_ns: Summary,
     pub net_ns: Summary,
     pub ratio: Summary,
+    /// The floor program (`xdp_floor`) on the same frames in the same runs, for the cases
+    /// it can take (IPv4 TCP or UDP to a service): ns per packet, and this case's net
+    /// figure over the floor's, run by run.
+    #[serde(default)]
+    pub floor_ns: Option<Summary>,
+    #[serde(default)]
+    pub per_floor: Option<Summary>,
 }
 
 /// Proof that the eviction case ran on a full table.
@@ -294,6 +301,13 @@ impl Rig {
         for s in &services {
             balancer.add_service(s, &loopback)?;
         }
+        let floor: &mut Xdp = balancer
+            .dataplane_mut()
+            .ebpf_mut()
+            .program_mut(FLOOR)
+            .ok_or_else(|| anyhow!("the object has no program {FLOOR}"))?
+            .try_into()?;
+        floor.load().context("loading the floor program")?;
         Ok(Rig {
             balancer,
             table_slots: slots,
@@ -302,6 +316,16 @@ impl Rig {
 
     pub fn program(&self) -> &Xdp {
         self.balancer.dataplane().program()
+    }
+
+    /// The floor program (`xdp_floor`), loaded on this rig's maps.
+    pub fn floor(&self) -> &Xdp {
+        self.balancer
+            .dataplane()
+            .ebpf()
+            .program(FLOOR)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded with the rig")
     }
 
     pub fn counters(&self) -> Counters {
@@ -342,6 +366,10 @@ pub fn clear_flows(map: &mut BpfHashMap<MapData, FlowKey, FlowValue>) -> Result<
     }
     Ok(())
 }
+
+/// The floor: the least an L2-DSR Maglev balancer does per packet, on the project's maps
+/// (`xdp-lb-ebpf/src/floor.rs`).
+pub const FLOOR: &str = "xdp_floor";
 
 /// The no-op XDP_TX program, loaded from the same object.
 pub struct Noop {
@@ -406,6 +434,8 @@ pub fn time_single(program: &Xdp, frames: &[Vec<u8>], action: u32) -> Result<f64
 struct Samples {
     case: Vec<f64>,
     noop: Vec<f64>,
+    /// Empty for a case the floor does not take.
+    floor: Vec<f64>,
 }
 
 impl Samples {
@@ -417,7 +447,19 @@ impl Samples {
         packets: u64,
         confirmed: String,
     ) -> Case {
+        let (floor_ns, per_floor) = if self.floor.is_empty() {
+            (None, None)
+        } else {
+            let net = paired_difference(&self.case, &self.noop);
+            let floor_net = paired_difference(&self.floor, &self.noop);
+            (
+                Some(Summary::of(&self.floor)),
+                Some(Summary::of(&paired_ratio(&net, &floor_net))),
+            )
+        };
         Case {
+            floor_ns,
+            per_floor,
             id: id.to_owned(),
             title: title.to_owned(),
             method: method.to_owned(),
@@ -441,6 +483,8 @@ pub struct RepeatCase<'a> {
     pub frame: Vec<u8>,
     /// `None`: whatever single pass verdict the first packet gets (garbage).
     pub path: Option<Path>,
+    /// Whether the floor program is timed beside it (it must send the frame out).
+    pub floor: bool,
 }
 
 /// Finds the path of a frame nobody can predict (garbage): one probe packet.
@@ -479,6 +523,15 @@ pub fn run_repeat_cases(
     for _ in 0..opts.runs {
         for ((case, path), s) in cases.iter().zip(&paths).zip(&mut samples) {
             let (noop_ns, _) = time_repeat(noop.program(), &case.frame, opts.repeat)?;
+            if case.floor {
+                let (floor_ns, action) = time_repeat(case.rig.floor(), &case.frame, opts.repeat)?;
+                ensure!(
+                    action == XDP_TX,
+                    "{}: the floor returned action {action}",
+                    case.id
+                );
+                s.floor.push(floor_ns);
+            }
             let before = case.rig.counters();
             let (ns, action) = time_repeat(case.rig.program(), &case.frame, opts.repeat)?;
             ensure!(
@@ -561,6 +614,8 @@ pub struct SingleCase<'a> {
     pub path: Path,
     pub before_run: Option<&'a dyn Fn() -> Result<()>>,
     pub next_frame: Box<dyn FnMut() -> Vec<u8> + 'a>,
+    /// Whether the floor program is timed beside it (it must send every frame out).
+    pub floor: bool,
 }
 
 /// Single-method cases, interleaved as the repeat cases are: every run times each case in
@@ -580,6 +635,12 @@ pub fn run_single_cases(
             }
             let frames: Vec<Vec<u8>> = (0..packets).map(|_| (case.next_frame)()).collect();
             s.noop.push(time_single(noop.program(), &frames, XDP_TX)?);
+            if case.floor {
+                s.floor.push(
+                    time_single(case.rig.floor(), &frames, XDP_TX)
+                        .with_context(|| format!("the floor on case {}", case.id))?,
+                );
+            }
             let before = case.rig.counters();
             s.case
                 .push(time_single(case.rig.program(), &frames, case.path.action)?);
