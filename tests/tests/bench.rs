@@ -60,6 +60,7 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
         "new",
         "ipv6_new",
         "new_evicting",
+        "hit_during_flood",
     ] {
         assert!(ids.contains(&id), "no case {id} in {ids:?}");
     }
@@ -129,6 +130,12 @@ fn every_per_packet_figure_comes_from_runs_whose_counters_confirm_the_path() {
     assert_eq!(
         other.confirmed,
         "pass_not_service 1000/1000, no connection-table event"
+    );
+    // The established flow's packets between the flood's SYNs: the counters of every run
+    // proved 8 SYNs per timed hit, none remembered.
+    assert_eq!(
+        results.case("hit_during_flood").unwrap().confirmed,
+        "tx 900/900, flow hit 100/100, flow syn_not_remembered 800/800 (the flood, untimed)"
     );
     assert_eq!(
         results.case("new_evicting").unwrap().confirmed,

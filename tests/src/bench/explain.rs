@@ -125,6 +125,12 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
          * **Every run checks the data plane's counters**: each timed packet must be counted under \
          the case's verdict and connection-table event exactly once (column *confirmed*), or the \
          benchmark stops.\n\
+         * **Under a spoofed-SYN flood**: a flood's packets are SYNs of distinct 5-tuples, \
+         which `syn_single` times (placed by the Maglev table, nothing remembered, so the flood \
+         evicts no entry); `hit_during_flood` times an established flow's packets while such a \
+         flood runs through the same program, 8 SYNs (untimed) before each timed packet, so the \
+         hit pays for the caches the flood leaves. Against `hit_single` it is what the flood \
+         costs the live streams.\n\
          * **× floor**: for the IPv4 service cases, the floor program `xdp_floor` \
          (`xdp-lb-ebpf/src/floor.rs`) is timed on the same frames in the same runs: the least an \
          L2-DSR Maglev balancer does per packet, on the project's own maps and hash (parse \

@@ -10,7 +10,7 @@ use super::{
     CLIENT4, CLIENT6, EMPTY_PORT, Eviction, Noop, PORT, PacketOptions, PacketResults, Path,
     RepeatCase, Rig, SingleCase, TimeoutZero, VIP4, VIP6, XDP_DROP, XDP_PASS, XDP_TX,
     distinct_first_ack, distinct_first_ack6, distinct_syn, distinct_udp, possible_cpus,
-    run_repeat_cases, run_single_cases, time_repeat, time_single,
+    run_flood_case, run_repeat_cases, run_single_cases, time_repeat, time_single,
 };
 use crate::{bench::profile, frames};
 
@@ -235,6 +235,18 @@ pub fn run(opts: &PacketOptions) -> Result<PacketResults> {
     ];
     cases.extend(run_single_cases(&mut single_cases, &noop, opts)?);
     drop(single_cases);
+    // Under a spoofed-SYN flood: the flood's own packets cost what `syn_single` times; the
+    // established flows' packets are timed between its SYNs.
+    cases.push(run_flood_case(
+        &main,
+        &noop,
+        opts,
+        &frames::tcp_v4(CLIENT4, 40_003, VIP4, PORT, false),
+        &mut || {
+            s += 1;
+            distinct_syn(s)
+        },
+    )?);
     fresh.clear_flows()?;
 
     let flows_now = small.balancer.dataplane().flows();

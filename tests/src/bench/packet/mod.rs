@@ -666,6 +666,88 @@ pub fn run_single_cases(
         .collect())
 }
 
+/// Untimed SYNs of the flood before each timed packet of `hit_during_flood`.
+pub const FLOOD_PER_PACKET: u64 = 8;
+
+/// `hit_during_flood`: a known flow's packets, one per test run, while a spoofed-SYN flood
+/// runs through the same program between them ([`FLOOD_PER_PACKET`] distinct SYNs, untimed,
+/// before each timed packet), so the hit is timed with the caches the flood leaves. The
+/// no-op is timed the same way, with the same SYNs between. Every run's counters must show
+/// exactly that: every frame forwarded, each timed one a hit, no SYN remembered.
+pub fn run_flood_case(
+    rig: &Rig,
+    noop: &Noop,
+    opts: &PacketOptions,
+    established: &[u8],
+    next_syn: &mut dyn FnMut() -> Vec<u8>,
+) -> Result<Case> {
+    let (_, action) = time_repeat(rig.program(), established, 1)?;
+    ensure!(
+        action == XDP_TX,
+        "the established flow's warm-up was not forwarded"
+    );
+    let packets = u64::from(opts.single_packets);
+    let mut samples = Samples::default();
+    for _ in 0..opts.runs {
+        let flood: Vec<Vec<u8>> = (0..packets * FLOOD_PER_PACKET)
+            .map(|_| next_syn())
+            .collect();
+        let timed = |program: &Xdp| -> Result<f64> {
+            let mut total = 0u128;
+            for burst in flood.chunks(FLOOD_PER_PACKET as usize) {
+                for syn in burst {
+                    let (_, action) = time_repeat(program, syn, 1)?;
+                    ensure!(action == XDP_TX, "a flood SYN returned action {action}");
+                }
+                let result = program
+                    .test_run(TestRunOptions {
+                        data_in: Some(established),
+                        ..TestRunOptions::default()
+                    })
+                    .context("BPF_PROG_TEST_RUN")?;
+                ensure!(
+                    result.return_value == XDP_TX,
+                    "the established flow's packet returned action {}",
+                    result.return_value
+                );
+                total += result.duration.as_nanos();
+            }
+            Ok(total as f64 / packets.max(1) as f64)
+        };
+        samples.noop.push(timed(noop.program())?);
+        let before = rig.counters();
+        samples.case.push(timed(rig.program())?);
+        let delta = rig.counters().since(&before);
+        let mut verdicts = vec![0; delta.verdicts.len()];
+        verdicts[verdict::TX as usize] = packets * (FLOOD_PER_PACKET + 1);
+        let mut flows = vec![0; delta.flows.len()];
+        flows[flow_stat::HIT as usize] = packets;
+        flows[flow_stat::SYN_NOT_REMEMBERED as usize] = packets * FLOOD_PER_PACKET;
+        ensure!(
+            delta.verdicts == verdicts && delta.flows == flows,
+            "case hit_during_flood: the run did not take its path: verdicts {:?} (slots {:?}), \
+             flow stats {:?} (slots {:?})",
+            delta.verdicts,
+            verdict::NAMES,
+            delta.flows,
+            flow_stat::NAMES
+        );
+    }
+    let flood = packets * FLOOD_PER_PACKET;
+    let all = packets + flood;
+    Ok(samples.into_case(
+        "hit_during_flood",
+        "known flow during a spoofed-SYN flood: 8 distinct SYNs through the program (untimed) \
+         before each timed packet",
+        "single",
+        packets,
+        format!(
+            "tx {all}/{all}, flow hit {packets}/{packets}, flow syn_not_remembered \
+             {flood}/{flood} (the flood, untimed)"
+        ),
+    ))
+}
+
 pub(super) fn possible_cpus() -> Result<usize> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
     let mut total = 0;
