@@ -681,7 +681,8 @@ pub fn run_flood_case(
     established: &[u8],
     next_syn: &mut dyn FnMut() -> Vec<u8>,
 ) -> Result<Case> {
-    let (_, action) = time_repeat(rig.program(), established, 1)?;
+    let established = established.to_vec();
+    let (_, action) = time_repeat(rig.program(), &established, 1)?;
     ensure!(
         action == XDP_TX,
         "the established flow's warm-up was not forwarded"
@@ -693,26 +694,16 @@ pub fn run_flood_case(
             .map(|_| next_syn())
             .collect();
         let timed = |program: &Xdp| -> Result<f64> {
-            let mut total = 0u128;
+            let mut total = 0f64;
             for burst in flood.chunks(FLOOD_PER_PACKET as usize) {
                 for syn in burst {
                     let (_, action) = time_repeat(program, syn, 1)?;
                     ensure!(action == XDP_TX, "a flood SYN returned action {action}");
                 }
-                let result = program
-                    .test_run(TestRunOptions {
-                        data_in: Some(established),
-                        ..TestRunOptions::default()
-                    })
-                    .context("BPF_PROG_TEST_RUN")?;
-                ensure!(
-                    result.return_value == XDP_TX,
-                    "the established flow's packet returned action {}",
-                    result.return_value
-                );
-                total += result.duration.as_nanos();
+                total += time_single(program, std::slice::from_ref(&established), XDP_TX)
+                    .context("the established flow's packet")?;
             }
-            Ok(total as f64 / packets.max(1) as f64)
+            Ok(total / packets.max(1) as f64)
         };
         samples.noop.push(timed(noop.program())?);
         let before = rig.counters();
