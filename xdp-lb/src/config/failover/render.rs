@@ -10,7 +10,7 @@ use crate::config::{
     health::render::write_check,
     shared::{
         duration::format_duration,
-        yaml::{address, string, vlan_line},
+        yaml::{address, string},
     },
 };
 
@@ -38,17 +38,7 @@ pub(crate) fn service(
     }
     writeln!(out, "    fallback:")?;
     for server in &f.fallback {
-        let b = &server.backend;
-        writeln!(out, "      - address: {}", address(b.address))?;
-        writeln!(out, "        weight: {}", b.weight)?;
-        match b.mac {
-            Some(mac) => writeln!(out, "        mac: {mac}")?,
-            None => writeln!(
-                out,
-                "        mac: null  # resolved from the neighbour table at start"
-            )?,
-        }
-        vlan_line(out, "        ", b.vlan, vlan)?;
+        server.backend.render(out, "      ", vlan)?;
         if let (Some(own), Some(base)) = (&server.check, &f.check) {
             write_check(out, "        ", own, Some(base))?;
         }

@@ -13,7 +13,7 @@ use crate::config::{
     shared::{
         duration::format_duration,
         errors::escape_controls,
-        yaml::{address, string, vlan_line},
+        yaml::{address, string},
     },
 };
 
@@ -143,16 +143,7 @@ fn write_config(
             writeln!(out, "    backends:")?;
         }
         for b in &s.backends {
-            writeln!(out, "      - address: {}", address(b.address))?;
-            writeln!(out, "        weight: {}", b.weight)?;
-            match b.mac {
-                Some(mac) => writeln!(out, "        mac: {mac}")?,
-                None => writeln!(
-                    out,
-                    "        mac: null  # resolved from the neighbour table at start"
-                )?,
-            }
-            vlan_line(out, "        ", b.vlan, s.vlan)?;
+            b.render(out, "      ", s.vlan)?;
             failover::render::backend(out, service_failover, b.address)?;
         }
         pools::render::service(out, s, service_failover)?;

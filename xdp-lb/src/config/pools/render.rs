@@ -9,8 +9,8 @@ use super::model::ClientAction;
 use crate::config::{
     failover::model::ServiceFailover,
     health::render::write_check,
-    services::{backend::Backend, model::Service},
-    shared::yaml::{address, string, vlan_line},
+    services::model::Service,
+    shared::yaml::{address, string},
 };
 
 type Result = std::fmt::Result;
@@ -33,7 +33,7 @@ pub(crate) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
         if !fallback.is_empty() {
             writeln!(out, "        fallback:")?;
             for server in fallback {
-                server_lines(out, &server.backend, s.vlan)?;
+                server.backend.render(out, "          ", s.vlan)?;
                 if let (Some(own), Some(base)) = (&server.check, check) {
                     write_check(out, "            ", own, Some(base))?;
                 }
@@ -45,7 +45,7 @@ pub(crate) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
         }
         writeln!(out, "        backends:")?;
         for b in &pool.backends {
-            server_lines(out, b, s.vlan)?;
+            b.render(out, "          ", s.vlan)?;
             let own = failover.and_then(|f| f.backends.get(&b.address));
             if let Some(backup) = own.and_then(|o| o.backup) {
                 writeln!(out, "            backup: {}", address(backup))?;
@@ -67,19 +67,4 @@ pub(crate) fn service(out: &mut String, s: &Service, failover: Option<&ServiceFa
         }
     }
     Ok(())
-}
-
-/// A pool server's address, weight, MAC and VLAN (`vlan`: its service's), as a list item
-/// at the pool's indentation.
-fn server_lines(out: &mut String, b: &Backend, vlan: Option<u16>) -> Result {
-    writeln!(out, "          - address: {}", address(b.address))?;
-    writeln!(out, "            weight: {}", b.weight)?;
-    match b.mac {
-        Some(mac) => writeln!(out, "            mac: {mac}")?,
-        None => writeln!(
-            out,
-            "            mac: null  # resolved from the neighbour table at start"
-        )?,
-    }
-    vlan_line(out, "            ", b.vlan, vlan)
 }

@@ -6,7 +6,13 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::config::{health::raw::RawHealthCheck, shared::number::Number};
+use crate::config::{
+    health::raw::RawHealthCheck,
+    shared::{
+        number::Number,
+        yaml::{address, vlan_line},
+    },
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +41,30 @@ pub struct Backend {
     /// outer tag's VLAN id rewritten to this. `None`: the service's VLAN (the tag is kept).
     /// Only a VLAN-bound service's backends have one (a tag is rewritten, never pushed).
     pub vlan: Option<u16>,
+}
+
+impl Backend {
+    /// The server as a list item of the effective configuration (`file/render.rs`): its
+    /// address at `indent` (the item's dash there), then its weight, MAC and VLAN
+    /// (`service_vlan`: its service's) two columns further in.
+    pub(crate) fn render(
+        &self,
+        out: &mut String,
+        indent: &str,
+        service_vlan: Option<u16>,
+    ) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        writeln!(out, "{indent}- address: {}", address(self.address))?;
+        writeln!(out, "{indent}  weight: {}", self.weight)?;
+        match self.mac {
+            Some(mac) => writeln!(out, "{indent}  mac: {mac}")?,
+            None => writeln!(
+                out,
+                "{indent}  mac: null  # resolved from the neighbour table at start"
+            )?,
+        }
+        vlan_line(out, &format!("{indent}  "), self.vlan, service_vlan)
+    }
 }
 
 /// An Ethernet address.
