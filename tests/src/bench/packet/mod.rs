@@ -85,9 +85,7 @@ pub struct Case {
     /// The floor program (`xdp_floor`) on the same frames in the same runs, for the cases
     /// it can take (IPv4 TCP or UDP to a service): ns per packet, and this case's net
     /// figure over the floor's, run by run.
-    #[serde(default)]
     pub floor_ns: Option<Summary>,
-    #[serde(default)]
     pub per_floor: Option<Summary>,
 }
 
