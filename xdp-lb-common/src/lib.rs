@@ -262,10 +262,33 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
+/// A connection-table entry the data plane just made, handed to the agent through
+/// `flow_events` for flow-state sync (`sync:`) while `sync_on` is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub service_id: u32,
+    /// `FLOW_F_*` of the new entry.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Size of the `flow_events` ring buffer in bytes (a power of two): about 16,000 events of
+/// 64 bytes plus the ring's 8-byte headers, a quarter second of 64,000 new flows per
+/// second before the agent must have read them.
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+
 /// [`FlowValue::flags`]: the client sent a FIN; the entry lives `tcp_fin_timeout` idle.
 pub const FLOW_F_FIN: u32 = 1 << 0;
 /// [`FlowValue::flags`]: the client sent a RST; the entry lives `tcp_close_timeout` idle.
 pub const FLOW_F_RST: u32 = 1 << 1;
+/// [`FlowValue::flags`]: the entry was learnt from another LB (flow-state sync) and this
+/// LB has not forwarded a packet of it since (the data plane clears it at the flow's next
+/// packet here). The agent's refresh only tells its peers about entries without it: a
+/// flow is told by the LB that carries it.
+pub const FLOW_F_LEARNT: u32 = 1 << 2;
 
 /// Key of `persistence`: a service, the pool the client was placed in and the (masked)
 /// client address. The pool is part of the key so that a client moved to another pool by a
@@ -372,7 +395,12 @@ pub mod flow_stat {
     pub const SYN_NOT_REMEMBERED: u32 = 6;
     /// A flow's entry switched to its short timeout by the client's FIN or RST.
     pub const CLOSED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A new entry handed to the agent for flow-state sync (`sync:` on).
+    pub const SYNC_QUEUED: u32 = 8;
+    /// A new entry not handed to the agent: its ring buffer was full (the agent's periodic
+    /// refresh still sends the entry to the peers).
+    pub const SYNC_RING_FULL: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const NAMES: [&str; COUNT as usize] = [
         "hit",
         "new",
@@ -382,6 +410,8 @@ pub mod flow_stat {
         "expired",
         "syn_not_remembered",
         "closed",
+        "sync_queued",
+        "sync_ring_full",
     ];
 }
 
@@ -553,6 +583,8 @@ pub mod map_names {
     pub const VIPS: &str = "vips";
     pub const VIP_FILTER: &str = "vip_filter";
     pub const LOCAL_MACS: &str = "local_macs";
+    pub const FLOW_EVENTS: &str = "flow_events";
+    pub const SYNC_ON: &str = "sync_on";
 }
 
 /// Name of the XDP program in the object file.
@@ -573,6 +605,7 @@ mod pod {
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for BackendOwner {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for PersistKey {}

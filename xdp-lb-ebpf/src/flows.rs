@@ -3,13 +3,13 @@
 
 use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use xdp_lb_common::{
-    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_RST,
-    FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowKey, FlowValue, FragmentKey, PROTO_TCP,
-    PersistKey, ServiceValue, flow_stat,
+    BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST,
+    FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowEvent, FlowKey, FlowValue, FragmentKey,
+    PROTO_TCP, PersistKey, ServiceValue, flow_stat,
 };
 
 use crate::{
-    maps::{BACKENDS, FLOW_STATS, FLOWS, FRAGMENTS, PERSISTENCE, count},
+    maps::{BACKENDS, FLOW_EVENTS, FLOW_STATS, FLOWS, FRAGMENTS, PERSISTENCE, SYNC_ON, count},
     parse::Flow,
 };
 
@@ -144,16 +144,18 @@ pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, u32, Ba
         }
         return None;
     };
+    // A packet of the flow here makes a learnt entry this LB's own (see FLOW_F_LEARNT).
     let flags = if syn {
         0
     } else {
-        value.flags | closing_flags(flow)
+        (value.flags | closing_flags(flow)) & !FLOW_F_LEARNT
     };
     if flags != value.flags {
-        if flags != 0 {
+        if flags & !value.flags != 0 {
             count(&FLOW_STATS, flow_stat::CLOSED, 0);
         }
-        // SAFETY: as above; only FIN, RST and SYN segments ever write here.
+        // SAFETY: as above; only FIN, RST and SYN segments (and a learnt entry's first
+        // packet here) ever write here.
         unsafe { (*entry).flags = flags };
     }
     touch(entry, &value, now, timeout);
@@ -275,6 +277,28 @@ pub fn remember_flow(
     // A full table evicts its least recently used entry; a failure only costs stickiness.
     let _ = FLOWS.insert(key, value, 0);
     count(&FLOW_STATS, flow_stat::NEW, 0);
+    if SYNC_ON.get(0).is_some_and(|on| *on != 0) {
+        hand_to_agent(key, &value);
+    }
+}
+
+/// Hands a new entry to the agent for its peers (flow-state sync). A full ring costs the
+/// peers this entry until the agent's next refresh of live entries.
+#[inline(always)]
+fn hand_to_agent(key: &FlowKey, value: &FlowValue) {
+    let event = FlowEvent {
+        key: *key,
+        backend_id: value.backend_id,
+        service_id: value.service_id,
+        flags: value.flags,
+        _pad: 0,
+    };
+    let slot = if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_ok() {
+        flow_stat::SYNC_QUEUED
+    } else {
+        flow_stat::SYNC_RING_FULL
+    };
+    count(&FLOW_STATS, slot, 0);
 }
 
 /// The persistence key of the flow's client in pool `pool_id` of the service.

@@ -3,15 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendOwner, BackendValue, ClientRuleKey,
-    ClientRuleValue, Counter, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FRAGMENT_TABLE_SIZE,
-    FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES,
-    MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE,
-    PersistKey, PoolValue, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey,
-    vip_filter_bit,
+    ClientRuleValue, Counter, FLOW_EVENTS_BYTES, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
+    FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS,
+    MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS,
+    PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
+    VIP_FILTER_WORDS, VipKey, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -69,6 +69,17 @@ pub static VERDICT_STATS: PerCpuArray<Counter> =
 #[map(name = "flows")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// New connection-table entries for the agent to tell its peers (flow-state sync), written
+/// only while `sync_on[0]` is not 0. Not pinned: each loaded program has its own, read by
+/// the agent that loaded it.
+#[map(name = "flow_events")]
+pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_BYTES, 0);
+
+/// Slot 0: whether new entries go to `flow_events` (the agent sets it with `sync:`). Not
+/// pinned (set at every start).
+#[map(name = "sync_on")]
+pub static SYNC_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Client persistence: (service, pool, masked client address) -> backend, for services with
 /// `persistence` set.

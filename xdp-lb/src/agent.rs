@@ -39,6 +39,7 @@ use crate::{
     neighbour::{Egress, Neighbours},
     pins::PinDir,
     runtime::RuntimeChanges,
+    sync::FlowSync,
 };
 
 pub use resolve::{CHANGE_RESOLVE_TIMEOUT, REFRESH_INTERVAL, RESOLVE_TIMEOUT};
@@ -92,6 +93,7 @@ pub async fn run(file: ConfigFile, opts: RunOptions) -> anyhow::Result<()> {
         interfaces,
         balancer,
         adopted,
+        sync_socket: listeners.sync.take(),
     };
     let (mut agent, wakeups) = Agent::start(parts, opts.state_file).await?;
     let leave_running = agent.serve(wakeups, &mut listeners.requests).await;
@@ -157,6 +159,8 @@ struct Listeners {
     _control_socket: Option<crate::control::server::ControlSocket>,
     _registration: Option<Endpoint>,
     _metrics: Option<Endpoint>,
+    /// The flow-sync socket (`sync:`), handed to the running agent.
+    sync: Option<std::net::UdpSocket>,
     requests: mpsc::Receiver<Pending>,
 }
 
@@ -176,7 +180,12 @@ impl Listeners {
             Some(path) => Some(crate::control::server::serve(path, control_tx).map_err(conflict)?),
             None => None,
         };
+        let sync = match &file.sync {
+            Some(settings) => Some(crate::sync::bind(settings).map_err(conflict)?),
+            None => None,
+        };
         Ok(Self {
+            sync,
             _control_socket: control_socket,
             _registration: registration,
             _metrics: metrics,
@@ -321,6 +330,8 @@ struct Loaded {
     balancer: Balancer,
     /// Whether the data plane was adopted from an earlier agent.
     adopted: bool,
+    /// The flow-sync socket, bound at start (`sync:`).
+    sync_socket: Option<std::net::UdpSocket>,
 }
 
 /// The agent's running state: the effective config and everything the loop reads and
@@ -328,6 +339,7 @@ struct Loaded {
 struct Agent {
     watchdog: systemd::Watchdog,
     census: FlowCensus,
+    sync: FlowSync,
     info: AgentInfo,
     auditor: Auditor,
     announcer: Announcer,
@@ -393,8 +405,9 @@ impl Agent {
             runtime,
             neighbours,
             interfaces,
-            balancer,
+            mut balancer,
             adopted,
+            sync_socket,
         } = loaded;
         let mut health = failover::Health::start(&neighbours, &file, &balancer);
         health.timeline.observe(&balancer);
@@ -412,12 +425,21 @@ impl Agent {
         let info = info::started(&file.config.path);
         let census =
             FlowCensus::start(balancer.dataplane().flows_handle()?, file.config.flow_table)?;
+        let directory = crate::sync::Directory::of(&balancer);
+        let sync = FlowSync::start(
+            balancer.dataplane_mut(),
+            directory,
+            file.sync.as_ref(),
+            sync_socket,
+            file.config.flow_table,
+        )?;
         let watchdog = systemd::Watchdog::new();
         // Ready for systemd only now: attached, tables live, every listener bound.
         systemd::ready(&systemd::serving_status(&balancer, &file.config.interfaces));
         let agent = Self {
             watchdog,
             census,
+            sync,
             info,
             auditor,
             announcer,
@@ -490,6 +512,18 @@ impl Agent {
         if let Ok((new, _)) = outcome {
             self.file = new;
             self.health.sync(&self.file, &self.balancer);
+            self.sync.publish(&self.balancer);
+            if let Err(err) = self
+                .sync
+                .follow(
+                    self.balancer.dataplane_mut(),
+                    self.file.sync.as_ref(),
+                    self.file.config.flow_table,
+                )
+                .await
+            {
+                log::error!("{err:#}; flow-state sync keeps its earlier settings");
+            }
         }
     }
 
@@ -510,6 +544,7 @@ impl Agent {
             info: &mut self.info,
             census: &self.census,
             announcer: &self.announcer,
+            sync: &self.sync,
         };
         let response = ctx.handle(request).await;
         self.health.sync(&self.file, &self.balancer);
@@ -530,6 +565,8 @@ impl Agent {
     /// announced routes brought up to date.
     async fn upkeep(&mut self) {
         self.health.timeline.observe(&self.balancer);
+        // Backends added, removed or given new epochs: peers' entries name them by address.
+        self.sync.publish(&self.balancer);
         save_snapshot(&self.balancer, self.state_file.as_deref());
         // Servers added, re-resolved or removed, an interface's MACs read anew.
         resolve::sync_local_macs(&mut self.balancer);

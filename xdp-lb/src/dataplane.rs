@@ -78,6 +78,8 @@ pub struct Dataplane {
     verdict_stats: PerCpuArray<MapData, Counter>,
     flows: aya::maps::HashMap<MapData, FlowKey, FlowValue>,
     flow_stats: PerCpuArray<MapData, Counter>,
+    /// `sync_on[0]`: whether new entries go to `flow_events` for flow-state sync.
+    sync_on: Array<MapData, u32>,
     pools: HashMap<MapData, u32, PoolValue>,
     client_rules: LpmTrie<MapData, ClientRuleKey, ClientRuleValue>,
     tables: TableArea,
@@ -192,6 +194,7 @@ impl Dataplane {
             verdict_stats: take(&mut ebpf, map_names::VERDICT_STATS)?,
             flows: take(&mut ebpf, map_names::FLOWS)?,
             flow_stats: take(&mut ebpf, map_names::FLOW_STATS)?,
+            sync_on: take(&mut ebpf, map_names::SYNC_ON)?,
             pools: take(&mut ebpf, map_names::POOLS)?,
             client_rules: take(&mut ebpf, map_names::CLIENT_RULES)?,
             tables,
@@ -620,6 +623,25 @@ impl Dataplane {
     /// Every entry of the connection table (a snapshot; the table changes meanwhile).
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Whether the program hands its new connection-table entries to the agent
+    /// (`flow_events`) for flow-state sync.
+    pub fn set_sync_on(&mut self, on: bool) -> anyhow::Result<()> {
+        self.sync_on
+            .set(0, u32::from(on), 0)
+            .context("updating sync_on")
+    }
+
+    /// Whether the program hands its new entries to the agent now.
+    pub fn sync_on(&self) -> bool {
+        self.sync_on.get(&0, 0).is_ok_and(|on| on != 0)
+    }
+
+    /// The ring buffer the program hands its new entries through (once: the reader owns
+    /// it).
+    pub fn take_flow_events(&mut self) -> anyhow::Result<aya::maps::RingBuf<MapData>> {
+        take(&mut self.ebpf, map_names::FLOW_EVENTS)
     }
 
     /// Zeroes a backend's counters (when its id is given to a new backend).

@@ -23,6 +23,7 @@ pub mod register;
 pub mod reload;
 pub mod runtime;
 pub mod simulate;
+pub mod sync;
 
 /// The compiled data plane (built by build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));

@@ -239,6 +239,7 @@ impl RuntimeChanges {
             failover: Default::default(),
             ops: Default::default(),
             announce: None,
+            sync: None,
         };
         let (file, dropped) = self.apply_file(&file, &LiveHost)?;
         if !dropped.is_empty() {

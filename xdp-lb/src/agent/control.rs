@@ -37,6 +37,7 @@ pub(super) struct Context<'a> {
     pub info: &'a mut AgentInfo,
     pub census: &'a FlowCensus,
     pub announcer: &'a crate::announce::Announcer,
+    pub sync: &'a crate::sync::FlowSync,
 }
 
 /// An answer now, or one finished off the control loop.
@@ -67,6 +68,7 @@ impl Context<'_> {
         report.audit_last_run_ms = self.auditor.last_run_ms();
         report.agent = self.info.clone();
         report.announce = self.announcer.status(self.file.announce.as_ref());
+        report.sync = self.sync.status(self.file.sync.as_ref());
         let counted = self.census.count();
         async move {
             if let Some(census) = counted.await {

@@ -22,6 +22,7 @@
 //!   with the checks;
 //! * `ops/`: `metrics:` and `registration:`;
 //! * `announce/`: `announce:`;
+//! * `sync/`: `sync:`, flow-state sync with the other LBs;
 //! * `shared/`: what every section uses (errors and their locations, numbers, durations,
 //!   the validation pass's `Checker`, the host facts, YAML scalars); it imports no section.
 //!
@@ -36,6 +37,7 @@ mod ops;
 mod pools;
 mod services;
 mod shared;
+mod sync;
 
 pub use announce::{
     ANNOUNCE_ROUTE_PROTOCOL, Announce, DEFAULT_ANNOUNCE_TABLE, DEFAULT_MIN_HEALTHY,
@@ -59,6 +61,10 @@ pub use shared::{
     duration::format_duration,
     errors::{ConfigError, ConfigErrors, quoted},
     host::HostFacts,
+};
+pub use sync::{
+    DEFAULT_SYNC_MAX_CLOCK_SKEW, DEFAULT_SYNC_MAX_RATE, DEFAULT_SYNC_PORT, DEFAULT_SYNC_REFRESH,
+    MAX_SYNC_PEERS, SyncSettings, read_key_file,
 };
 
 /// Whether `name` can name a service or a pool (1 to 64 characters of A-Z a-z 0-9 _ . -).

@@ -204,6 +204,9 @@ pub struct StatusReport {
     /// Which VIPs this LB announces to the routers, and why (`None`: no `announce:`).
     #[serde(default)]
     pub announce: Option<AnnounceStatus>,
+    /// Flow-state sync with the other LBs (`None`: no `sync:`).
+    #[serde(default)]
+    pub sync: Option<SyncStatus>,
     /// When the report was made, in milliseconds since the Unix epoch: rates are the
     /// difference of two reports' counters over the difference of their times.
     #[serde(default)]
@@ -212,6 +215,51 @@ pub struct StatusReport {
     /// most `control::timeline::MAX_EVENTS`).
     #[serde(default)]
     pub events: Vec<TimelineEvent>,
+}
+
+/// Flow-state sync with the other LBs (see `crate::sync`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The address and port this LB listens on, or why it does not.
+    pub listen: String,
+    /// Whether it listens (and so sends).
+    pub listening: bool,
+    pub peers: Vec<SyncPeerStatus>,
+    /// Entries sent (each peer's copy counted), datagrams and bytes sent.
+    pub sent: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    /// Entries received from peers in authentic, fresh datagrams, and of those applied to
+    /// the connection table.
+    pub received: u64,
+    pub applied: u64,
+    /// Received entries not applied, by reason (`local_fresher`, `unknown_service`,
+    /// `unknown_backend`, `rate_limited`, `map_error`).
+    pub rejected: BTreeMap<String, u64>,
+    /// Datagrams refused, by reason (`not_a_peer`, `auth`, `replay`, `stale`, ...).
+    pub datagrams_rejected: BTreeMap<String, u64>,
+    /// Entries this LB placed but did not send, by reason (`rate_limited`, `queue_full`,
+    /// `unknown_backend`, `send_error`, `ring_full`).
+    pub not_sent: BTreeMap<String, u64>,
+    /// Entries the last refresh walk found live and sent again.
+    pub last_refresh_entries: u64,
+}
+
+/// One other LB as flow-state sync sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPeerStatus {
+    pub addr: std::net::IpAddr,
+    /// `up` (an authentic datagram within the last 3 s), `silent` or `never heard`.
+    pub state: String,
+    /// Milliseconds since its last authentic datagram.
+    pub last_heard_ms: Option<u64>,
+    /// Its last datagram's receive time minus its send time, in milliseconds (the clocks'
+    /// difference included).
+    pub lag_ms: Option<i64>,
+    pub received: u64,
+    pub applied: u64,
+    pub rejected: u64,
+    pub datagrams_rejected: u64,
 }
 
 /// The VIP routes BIRD exports (see `crate::announce`).

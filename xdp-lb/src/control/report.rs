@@ -176,6 +176,8 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         agent: Default::default(),
         // And what it announces.
         announce: None,
+        // And what flow-state sync does.
+        sync: None,
         at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -275,7 +277,11 @@ pub fn lookup(
         return Ok(LookupAnswer {
             service: service.config.name.clone(),
             backend: Some(b.config.address),
-            source: "connection table".into(),
+            source: if entry.flags & xdp_lb_common::FLOW_F_LEARNT != 0 {
+                "connection table, learnt from a peer".into()
+            } else {
+                "connection table".into()
+            },
             rule: None,
             pool: service.pool_of(b.config.address).to_owned(),
         });

@@ -123,6 +123,9 @@ pub fn render(report: &StatusReport) -> String {
             );
         }
     }
+    if let Some(s) = &report.sync {
+        sync_lines(&mut out, s);
+    }
     let _ = writeln!(
         out,
         "{:<4} {:<28} {:<34} {:>9} {:>9}  Name",
@@ -214,6 +217,48 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out, "Notify command runs: {}", runs.join(", "));
     }
     out
+}
+
+/// `sync:` lines of `status`: the totals, then one line per peer.
+fn sync_lines(out: &mut String, s: &crate::control::protocol::SyncStatus) {
+    let reasons = |m: &std::collections::BTreeMap<String, u64>| {
+        let total: u64 = m.values().sum();
+        if total == 0 {
+            return "0".to_owned();
+        }
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{total} ({})", parts.join(", "))
+    };
+    let place = if s.listening {
+        format!("listening on {}", s.listen)
+    } else {
+        format!("not listening ({})", s.listen)
+    };
+    let _ = writeln!(
+        out,
+        "sync: {place}: sent {} entries in {} datagrams, not sent {}; received {}, applied {}, rejected {}; datagrams refused {}; last refresh {} live flows",
+        s.sent,
+        s.datagrams_sent,
+        reasons(&s.not_sent),
+        s.received,
+        s.applied,
+        reasons(&s.rejected),
+        reasons(&s.datagrams_rejected),
+        s.last_refresh_entries
+    );
+    for p in &s.peers {
+        let heard = p.last_heard_ms.map_or_else(String::new, |ms| {
+            format!(", heard {:.1} s ago", ms as f64 / 1e3)
+        });
+        let lag = p
+            .lag_ms
+            .map_or_else(String::new, |ms| format!(", lag {ms} ms"));
+        let _ = writeln!(
+            out,
+            "sync peer {}: {}{heard}{lag}, received {}, applied {}, rejected {}, datagrams refused {}",
+            p.addr, p.state, p.received, p.applied, p.rejected, p.datagrams_rejected
+        );
+    }
 }
 
 #[cfg(test)]

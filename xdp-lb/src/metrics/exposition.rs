@@ -146,6 +146,10 @@ pub fn render(report: &StatusReport) -> String {
         }
     }
 
+    if let Some(sync) = &report.sync {
+        sync_metrics(&mut registry, sync);
+    }
+
     let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for s in &report.services {
         let service = vec![("service", s.name.clone())];
@@ -280,6 +284,91 @@ fn backend_labels(service: &str, b: &BackendStatus) -> Labels {
     ]
 }
 
+/// Flow-state sync: entries sent, received, applied and refused by reason; each peer's
+/// state and lag.
+fn sync_metrics(registry: &mut Registry, sync: &crate::control::protocol::SyncStatus) {
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    };
+    counter(
+        "sync_entries_sent",
+        "Flow entries sent to peers (each peer's copy counted)",
+        sync.sent,
+    );
+    counter(
+        "sync_datagrams_sent",
+        "Flow-sync datagrams sent (heartbeats included)",
+        sync.datagrams_sent,
+    );
+    counter(
+        "sync_bytes_sent",
+        "Bytes of flow-sync datagrams sent (UDP payload)",
+        sync.bytes_sent,
+    );
+    counter(
+        "sync_entries_received",
+        "Flow entries received in authentic, fresh datagrams from peers",
+        sync.received,
+    );
+    counter(
+        "sync_entries_applied",
+        "Flow entries from peers inserted into the connection table",
+        sync.applied,
+    );
+    let by_reason = |registry: &mut Registry,
+                     name: &str,
+                     help: &str,
+                     m: &std::collections::BTreeMap<String, u64>| {
+        let family = Counters::default();
+        registry.register(name, help, family.clone());
+        for (reason, n) in m {
+            family
+                .get_or_create(&vec![("reason", reason.clone())])
+                .inc_by(*n);
+        }
+    };
+    by_reason(
+        registry,
+        "sync_entries_rejected",
+        "Flow entries from peers not applied, by reason",
+        &sync.rejected,
+    );
+    by_reason(
+        registry,
+        "sync_entries_not_sent",
+        "Flow entries placed here but not sent, by reason",
+        &sync.not_sent,
+    );
+    by_reason(
+        registry,
+        "sync_datagrams_rejected",
+        "Flow-sync datagrams refused, by reason",
+        &sync.datagrams_rejected,
+    );
+    let up = Gauges::default();
+    registry.register(
+        "sync_peer_up",
+        "1 while an authentic datagram came from the peer within the last 3 s",
+        up.clone(),
+    );
+    let lag = Seconds::default();
+    registry.register_with_unit(
+        "sync_lag",
+        "The peer's last datagram: receive time minus send time (clock difference included)",
+        Unit::Seconds,
+        lag.clone(),
+    );
+    for p in &sync.peers {
+        let labels = vec![("peer", p.addr.to_string())];
+        up.get_or_create(&labels).set(i64::from(p.state == "up"));
+        if let Some(ms) = p.lag_ms {
+            lag.get_or_create(&labels).set(ms as f64 / 1e3);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +479,29 @@ mod tests {
                     },
                 ],
             }),
+            sync: Some(crate::control::protocol::SyncStatus {
+                listen: "10.0.9.1:7946".into(),
+                listening: true,
+                peers: vec![crate::control::protocol::SyncPeerStatus {
+                    addr: "10.0.9.2".parse().unwrap(),
+                    state: "up".into(),
+                    last_heard_ms: Some(300),
+                    lag_ms: Some(2),
+                    received: 120,
+                    applied: 110,
+                    rejected: 10,
+                    datagrams_rejected: 1,
+                }],
+                sent: 240,
+                datagrams_sent: 30,
+                bytes_sent: 9000,
+                received: 120,
+                applied: 110,
+                rejected: [("local_fresher".to_owned(), 10)].into(),
+                datagrams_rejected: [("auth".to_owned(), 1)].into(),
+                not_sent: [("rate_limited".to_owned(), 4)].into(),
+                last_refresh_entries: 12,
+            }),
             at_ms: 1_780_000_200_000,
             events: Vec::new(),
         }
@@ -433,6 +545,15 @@ mod tests {
             "xdp_lb_config_reloads_total{result=\"failed\"} 0",
             "xdp_lb_vip_announced{vip=\"10.0.0.100\"} 1",
             "xdp_lb_vip_announced{vip=\"2001:db8::100\"} 0",
+            "xdp_lb_sync_entries_sent_total 240",
+            "xdp_lb_sync_bytes_sent_total 9000",
+            "xdp_lb_sync_entries_received_total 120",
+            "xdp_lb_sync_entries_applied_total 110",
+            "xdp_lb_sync_entries_rejected_total{reason=\"local_fresher\"} 10",
+            "xdp_lb_sync_entries_not_sent_total{reason=\"rate_limited\"} 4",
+            "xdp_lb_sync_datagrams_rejected_total{reason=\"auth\"} 1",
+            "xdp_lb_sync_peer_up{peer=\"10.0.9.2\"} 1",
+            "xdp_lb_sync_lag_seconds{peer=\"10.0.9.2\"} 0.002",
             "# EOF",
         ] {
             assert!(

@@ -48,6 +48,10 @@ impl HostFacts for LiveHost {
         read_token_file(path).map(|_| ())
     }
 
+    fn sync_key(&self, path: &Path) -> Result<(), String> {
+        crate::config::read_key_file(path).map(|_| ())
+    }
+
     fn local_addresses(&self) -> Vec<(std::net::IpAddr, u8)> {
         let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
             return Vec::new();

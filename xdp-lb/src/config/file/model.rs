@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::{
     announce::Announce, failover::model::Failover, ops::Ops, services::model::Service,
+    sync::SyncSettings,
 };
 
 /// Default seed of the flow hash. Every LB that must send a flow to the same backend (an
@@ -87,4 +88,6 @@ pub struct ConfigFile {
     pub ops: Ops,
     /// When this LB announces its VIPs through BIRD; `None`: never.
     pub announce: Option<Announce>,
+    /// Flow-state sync with the other LBs; `None`: off.
+    pub sync: Option<SyncSettings>,
 }

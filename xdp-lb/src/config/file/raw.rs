@@ -17,6 +17,7 @@ use crate::config::{
     ops::raw::{RawMetrics, RawRegistration},
     services::raw::RawService,
     shared::{duration::RawDuration, number::Number},
+    sync::raw::RawSync,
 };
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,8 @@ pub(crate) struct RawConfig {
     pub registration: Option<Spanned<RawRegistration>>,
     #[serde(default)]
     pub announce: Option<Spanned<RawAnnounce>>,
+    #[serde(default)]
+    pub sync: Option<Spanned<RawSync>>,
     pub services: Spanned<Vec<Spanned<RawService>>>,
 }
 

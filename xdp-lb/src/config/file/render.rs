@@ -15,6 +15,7 @@ use crate::config::{
         errors::escape_controls,
         yaml::{address, string},
     },
+    sync::{self, SyncSettings},
 };
 
 /// A count of seconds (the flow table's and persistence's unit), written with its unit.
@@ -28,7 +29,7 @@ fn seconds(s: u32) -> String {
 pub fn render(config: &Config) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = write_config(&mut out, config, None);
+    let _ = write_config(&mut out, config, None, None);
     out
 }
 
@@ -38,7 +39,7 @@ pub fn render_file(file: &ConfigFile) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let extras = (&file.failover, &file.ops, file.announce.as_ref());
-    let _ = write_config(&mut out, &file.config, Some(extras));
+    let _ = write_config(&mut out, &file.config, Some(extras), file.sync.as_ref());
     out
 }
 
@@ -46,6 +47,7 @@ fn write_config(
     out: &mut String,
     c: &Config,
     extras: Option<(&Failover, &Ops, Option<&Announce>)>,
+    sync: Option<&SyncSettings>,
 ) -> std::fmt::Result {
     let failover = extras.map(|(f, _, _)| f);
     let announced = extras.and_then(|(_, _, a)| a);
@@ -100,6 +102,7 @@ fn write_config(
         ops::render(out, ops)?;
     }
     announce::render(out, announced)?;
+    sync::render(out, sync)?;
     if c.services.is_empty() {
         return writeln!(out, "services: []");
     }

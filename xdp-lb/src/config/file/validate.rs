@@ -131,6 +131,11 @@ pub(crate) fn validate(
     check.pool_and_rule_totals(at(&raw.services), &services);
     let maglev_table_slots = check.table_slots(raw, needed_slots);
     let flow_table = check.flow_table(raw.flow_table.as_ref());
+    let sync = check.sync(
+        raw.sync.as_ref().map(|s| &s.value),
+        flow_table.map(|t| t.tcp_timeout_s),
+        host,
+    );
 
     match (
         flow_hash_seed,
@@ -141,6 +146,7 @@ pub(crate) fn validate(
         notify,
         ops,
         announce,
+        sync,
     ) {
         (
             Some(flow_hash_seed),
@@ -151,6 +157,7 @@ pub(crate) fn validate(
             Some(notify),
             Some(ops),
             Some(announce),
+            Some(sync),
         ) if check.errors.is_empty() => Ok(ConfigFile {
             config: Config {
                 path: path.to_path_buf(),
@@ -164,6 +171,7 @@ pub(crate) fn validate(
             failover: Failover { notify, ..failover },
             ops,
             announce,
+            sync,
         }),
         _ => Err(ConfigErrors(check.errors)),
     }

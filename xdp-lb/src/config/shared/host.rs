@@ -20,6 +20,12 @@ pub trait HostFacts {
         Ok(())
     }
 
+    /// Whether `path` holds a usable flow-sync key, or what is wrong with it. The default
+    /// says it does.
+    fn sync_key(&self, _path: &Path) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The host's own addresses with their prefix lengths: no backend, backup or fallback
     /// server may be one of them, nor the network or broadcast address of an IPv4 subnet of
     /// theirs. The default knows none (a config checked for another host).

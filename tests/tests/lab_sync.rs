@@ -1,0 +1,398 @@
+//! Flow-state sync between LBs (root only), on the BGP lab of two LBs behind a router
+//! with ECMP: live RTMP publishes and keep-alive HTTP connections run through both LBs; a
+//! backend is added to LB 2 at the moment LB 1 stops. The flows LB 1 carried move to LB 2,
+//! whose Maglev table now sends some of them to the new backend: only the entries LB 1
+//! told LB 2 about keep them on their backends. With sync every stream goes on; without
+//! it, the same change breaks the moved connections the new table sends elsewhere.
+
+mod support;
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use support::stream::wait_for;
+use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
+
+/// Backends in the lab; the first config lists all but the last, which the change adds.
+const BACKENDS: usize = 4;
+const STREAM_SECONDS: u32 = 24;
+const PUBLISHES: usize = 6;
+/// Keep-alive HTTP connections held through the change.
+const PROBES: usize = 40;
+const PROBE_SECONDS: u32 = 22;
+const PROBE_SCRIPT: &str = include_str!("support/probe_connections.py");
+
+/// The lab's services with `announce:`, the first `backends` backends, and (with `sync`)
+/// `sync:` between the two LBs.
+fn config(lab: &Lab, backends: usize, sync: bool) -> String {
+    let mut yaml = lab.announce_config();
+    for i in backends..BACKENDS {
+        yaml = yaml.replace(&format!("      - address: {}\n", Lab::backend_addr(i)), "");
+    }
+    if sync {
+        let key = lab.dir().join("sync.key");
+        std::fs::write(
+            &key,
+            "5f4dcc3b5aa765d61d8327deb882cf99b6b1e4c0a9d3b2f8e7c6d5a4b3c2d1e0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        yaml = format!(
+            "sync:\n  peers: [{}, {}]\n  key_file: {}\n  refresh: 5s\n{yaml}",
+            Lab::lb_addr(0),
+            Lab::lb_addr(1),
+            key.display()
+        );
+    }
+    yaml
+}
+
+fn write(lab: &Lab, name: &str, yaml: &str) -> PathBuf {
+    let path = lab.dir().join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// One probe connection's story (a line of `probe_connections.py`).
+#[derive(Debug, serde::Deserialize)]
+struct Probe {
+    port: u16,
+    backends: Vec<String>,
+    requests: u64,
+    error: Option<String>,
+}
+
+impl Probe {
+    fn unbroken(&self) -> bool {
+        self.error.is_none() && self.backends.len() == 1
+    }
+}
+
+/// What happened to the streams through the change.
+struct Outcome {
+    /// The probes that went through the LB that stopped.
+    moved: Vec<Probe>,
+    /// The publishes that ended with an error, and those a backend logged twice.
+    broken_publishes: Vec<String>,
+    lab: Lab,
+    binary: PathBuf,
+    /// Kept running until the test has read LB 2's status.
+    _agents: Vec<LabProcess>,
+}
+
+/// Runs the change under live traffic: publishes and probes through both LBs; then LB 1
+/// stops (SIGTERM: its route is withdrawn) while LB 2 reloads with a backend added.
+fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
+    assert!(is_root(), "the lab needs root (cargo xtask test)");
+    let lab = Lab::up(LabOptions {
+        backends: BACKENDS,
+        bgp_lbs: 2,
+        ..LabOptions::default()
+    })
+    .expect("lab");
+    let binary = Lab::locate_agent_binary().expect("agent binary");
+    let before = write(&lab, "xdp-lb-sync.yaml", &config(&lab, BACKENDS - 1, sync));
+    let mut agents: Vec<LabProcess> = (0..2)
+        .map(|k| lab.start_agent_on(k, &binary, &before).expect("agent"))
+        .collect();
+    lab.wait_router_nexthops(&[0, 1], Duration::from_secs(30))
+        .unwrap_or_else(|err| panic!("{err:#}\nlb1 log:\n{}", lab.agent_log_on(0)));
+    if sync {
+        for k in 0..2 {
+            wait_for(Duration::from_secs(10), || {
+                sync_peer_up(&lab, &binary, k).then_some(())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "LB {} hears its peer: {}\nits log:\n{}",
+                    k + 1,
+                    status_text(&lab, &binary, k),
+                    lab.agent_log_on(k)
+                )
+            });
+        }
+    }
+
+    let mut publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
+        .map(|i| {
+            let stream = format!("sync{i}");
+            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
+            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            (stream, lab.spawn(lab.ns_client(), &args).expect("ffmpeg"))
+        })
+        .collect();
+    let script = lab.dir().join("probe_connections.py");
+    std::fs::write(&script, PROBE_SCRIPT).unwrap();
+    let (count, seconds) = (PROBES.to_string(), PROBE_SECONDS.to_string());
+    let script_path = script.display().to_string();
+    let port = Lab::HTTP_PORT.to_string();
+    let mut probes = lab
+        .spawn(
+            lab.ns_client(),
+            &["python3", &script_path, Lab::VIP, &port, &count, &seconds],
+        )
+        .expect("probes");
+    wait_for(Duration::from_secs(15), || {
+        (support::stream::publish_ports_from(&lab, Lab::ROUTED_CLIENT_ADDR).len() == PUBLISHES
+            && probes.stdout().contains("open"))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("every publish and probe is open: {}", probes.stderr()));
+    // The flows through LB 1, by the client's source port.
+    let through_first: Vec<u16> = wait_for(Duration::from_secs(5), || {
+        let ports = client_ports(&lab);
+        let first: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|p| went_through(&lab, &binary, 0, *p))
+            .collect();
+        (!first.is_empty()).then_some(first)
+    })
+    .expect("LB 1 carries some flows");
+    eprintln!("flows through LB 1: {}", through_first.len());
+    if sync {
+        // LB 2 learnt every one of them (a batch leaves within 10 ms).
+        for port in &through_first {
+            assert!(
+                wait_for(Duration::from_secs(5), || {
+                    learnt(&lab, &binary, 1, *port).then_some(())
+                })
+                .is_some(),
+                "LB 2 learnt LB 1's flow from port {port}: {}",
+                status_text(&lab, &binary, 1)
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The change: a backend added to LB 2, LB 1 stopped, at the same moment.
+    let after = write(&lab, "xdp-lb-sync-4.yaml", &config(&lab, BACKENDS, sync));
+    std::thread::sleep(Duration::from_millis(1100)); // a file this fresh is refused
+    std::fs::copy(&after, &before).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    agents[0].signal(libc::SIGTERM).expect("SIGTERM to LB 1");
+    let reload = lab
+        .agent_command_on(1, &binary, &["reload"])
+        .expect("reload LB 2");
+    assert!(
+        reload.status.success(),
+        "LB 2 reloads: {}{}",
+        String::from_utf8_lossy(&reload.stdout),
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    lab.wait_router_nexthops(&[1], Duration::from_secs(10))
+        .unwrap_or_else(|err| panic!("{err:#}\nLB 1's log:\n{}", lab.agent_log_on(0)));
+    let stopped = agents[0]
+        .wait_with_timeout(Duration::from_secs(15))
+        .expect("LB 1's agent stops");
+    assert!(stopped.status.success(), "a clean stop of LB 1");
+
+    // New sessions go where LB 2's new state says, the added backend among them.
+    let mut landed = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..30u16 {
+        let port = 46000 + i;
+        let body = lab
+            .http_get_via_vip_from_port("/", port)
+            .expect("a new session through LB 2");
+        let predicted = lookup(&lab, &binary, 1, port, Lab::HTTP_PORT);
+        let name = body.trim().to_owned();
+        assert!(
+            predicted.contains(&format!("{} (", backend_addr_of(&name))),
+            "a new session from port {port} went to {name}, as LB 2 says: {predicted}"
+        );
+        *landed.entry(name).or_default() += 1;
+    }
+    eprintln!("new sessions after the change: {landed:?}");
+    assert!(
+        landed.contains_key(&Lab::backend_name(BACKENDS - 1)),
+        "the added backend takes new sessions: {landed:?}"
+    );
+
+    let out = probes
+        .wait_with_timeout(Duration::from_secs(u64::from(PROBE_SECONDS) + 30))
+        .expect("probes end");
+    let all: Vec<Probe> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a probe line"))
+        .collect();
+    assert_eq!(
+        all.len(),
+        PROBES,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in &all {
+        assert!(
+            p.requests > 0,
+            "probe {} was answered at all: {p:?}",
+            p.port
+        );
+    }
+    let moved: Vec<Probe> = all
+        .into_iter()
+        .filter(|p| through_first.contains(&p.port))
+        .collect();
+    let mut broken_publishes = Vec::new();
+    for (stream, ffmpeg) in publishes.iter_mut() {
+        let output = ffmpeg
+            .wait_with_timeout(Duration::from_secs(u64::from(STREAM_SECONDS) + 40))
+            .expect("ffmpeg ends");
+        let sessions = lab
+            .wait_rtmp_publish(stream, Duration::from_secs(5))
+            .ok()
+            .and_then(|holder| lab.rtmp_publishes(holder).ok())
+            .map_or(0, |lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains(&format!("\"{stream}\"")))
+                    .count()
+            });
+        if !output.status.success() || sessions != 1 {
+            broken_publishes.push(stream.clone());
+        }
+    }
+    Outcome {
+        moved,
+        broken_publishes,
+        lab,
+        binary,
+        _agents: agents,
+    }
+}
+
+/// The client's source ports of its connections to the VIP (publishes and probes).
+fn client_ports(lab: &Lab) -> Vec<u16> {
+    let mut ports = support::stream::publish_ports_from(lab, Lab::ROUTED_CLIENT_ADDR);
+    let out = lab
+        .exec_ok(
+            lab.ns_client(),
+            &[
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                "dst",
+                &format!("{}:{}", Lab::VIP, Lab::HTTP_PORT),
+            ],
+        )
+        .unwrap_or_default();
+    for line in out.lines() {
+        let local = line.split_whitespace().nth(2).unwrap_or_default();
+        if let Some(port) = local.rsplit(':').next().and_then(|p| p.parse().ok()) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+fn lookup(lab: &Lab, binary: &Path, k: usize, port: u16, service_port: u16) -> String {
+    let client = format!("{}:{port}", Lab::ROUTED_CLIENT_ADDR);
+    let vip = format!("{}:{service_port}", Lab::VIP);
+    let out = lab
+        .agent_command_on(k, binary, &["lookup", &client, &vip, "tcp"])
+        .expect("lookup");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether LB `k` holds an entry of its own (not learnt from its peer) for the client's
+/// flow from `port` (to either service): the flow went through it.
+fn went_through(lab: &Lab, binary: &Path, k: usize, port: u16) -> bool {
+    [Lab::RTMP_PORT, Lab::HTTP_PORT].iter().any(|s| {
+        let answer = lookup(lab, binary, k, port, *s);
+        answer.contains("from the connection table") && !answer.contains("learnt")
+    })
+}
+
+/// Whether LB `k` holds an entry it learnt from its peer for the flow from `port`.
+fn learnt(lab: &Lab, binary: &Path, k: usize, port: u16) -> bool {
+    [Lab::RTMP_PORT, Lab::HTTP_PORT]
+        .iter()
+        .any(|s| lookup(lab, binary, k, port, *s).contains("learnt from a peer"))
+}
+
+/// "b3" -> "10.77.0.13".
+fn backend_addr_of(name: &str) -> String {
+    let i: usize = name
+        .trim_start_matches('b')
+        .parse()
+        .unwrap_or_else(|_| panic!("a backend's name: {name:?}"));
+    Lab::backend_addr(i - 1)
+}
+
+fn status_json(lab: &Lab, binary: &Path, k: usize) -> serde_json::Value {
+    let out = lab
+        .agent_command_on(k, binary, &["status", "--json"])
+        .expect("status");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn status_text(lab: &Lab, binary: &Path, k: usize) -> String {
+    let out = lab
+        .agent_command_on(k, binary, &["status"])
+        .expect("status");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn sync_peer_up(lab: &Lab, binary: &Path, k: usize) -> bool {
+    status_json(lab, binary, k)["sync"]["peers"]
+        .as_array()
+        .is_some_and(|peers| peers.iter().all(|p| p["state"] == "up") && !peers.is_empty())
+}
+
+#[test]
+fn with_sync_every_stream_survives_its_lb_leaving_while_a_backend_is_added() {
+    let outcome = stop_one_lb_while_a_backend_is_added(true);
+    let Outcome {
+        moved,
+        broken_publishes,
+        lab,
+        binary,
+        _agents,
+    } = outcome;
+    let status = status_json(&lab, &binary, 1);
+    eprintln!("LB 2's sync: {}", status["sync"]);
+    eprintln!("{}", status_text(&lab, &binary, 1));
+    let broken: Vec<&Probe> = moved.iter().filter(|p| !p.unbroken()).collect();
+    assert!(
+        broken.is_empty(),
+        "{} of the {} connections LB 1 carried broke or changed backend: {broken:?}",
+        broken.len(),
+        moved.len()
+    );
+    assert!(
+        broken_publishes.is_empty(),
+        "every publish went on, one session on one backend: broken {broken_publishes:?}"
+    );
+    assert!(
+        status["sync"]["applied"].as_u64().unwrap_or(0) >= moved.len() as u64,
+        "LB 2 applied LB 1's entries: {}",
+        status["sync"]
+    );
+}
+
+#[test]
+fn without_sync_the_same_change_breaks_moved_streams() {
+    let Outcome { moved, .. } = stop_one_lb_while_a_backend_is_added(false);
+    let broken: Vec<&Probe> = moved.iter().filter(|p| !p.unbroken()).collect();
+    eprintln!(
+        "without sync, {} of the {} connections LB 1 carried broke or changed backend: {broken:?}",
+        broken.len(),
+        moved.len()
+    );
+    // The scenario is only a test of sync if it breaks streams without it: some of LB 1's
+    // flows must be ones LB 2's new table sends to another backend.
+    assert!(
+        !broken.is_empty(),
+        "the change moved none of LB 1's {} connections to another backend: {moved:?}",
+        moved.len()
+    );
+}

@@ -1,0 +1,487 @@
+//! One sync session: the socket, the batching of new entries, the refresh walks, the
+//! heartbeats, and every datagram heard checked and applied.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use tokio::sync::mpsc;
+use xdp_lb_common::{FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST, FlowEvent, FlowKey, FlowValue};
+
+use super::{
+    Shared,
+    directory::{Directory, flow_ends, flow_key, service_of},
+    wire::{
+        self, FLAG_FIN, FLAG_RST, Key, Kind, MAX_DATAGRAM, MAX_ENTRIES, Message, ReplayGuard,
+        SyncEntry, TokenBucket,
+    },
+};
+use crate::{
+    config::{FlowTable, SyncSettings},
+    control::census::{expired, monotonic_ns},
+};
+
+/// How long a new entry may wait for others to fill its datagram.
+pub const BATCH_DELAY: Duration = Duration::from_millis(10);
+/// How often each peer is sent a heartbeat (a peer is `up` while they arrive).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+type Flows = BpfHashMap<MapData, FlowKey, FlowValue>;
+
+/// What a session runs on.
+pub struct SessionParts {
+    pub settings: SyncSettings,
+    pub key: Arc<Key>,
+    pub socket: tokio::net::UdpSocket,
+    pub local: SocketAddr,
+    pub events: mpsc::Receiver<FlowEvent>,
+    /// A handle on the connection table for the entries peers tell.
+    pub apply_map: Flows,
+    /// Another, for the refresh walks' thread.
+    pub walk_map: Flows,
+    pub shared: Arc<Shared>,
+    pub timeouts: FlowTable,
+}
+
+/// The session's sending side.
+struct Sender {
+    key: Arc<Key>,
+    peers: Vec<SocketAddr>,
+    incarnation: u64,
+    seq: u64,
+    /// New entries waiting for their datagram.
+    pending: Vec<SyncEntry>,
+    /// Refreshed entries, sent as the rate leaves room.
+    backlog: VecDeque<SyncEntry>,
+    backlog_cap: usize,
+    bucket: TokenBucket,
+    burst: u32,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs until aborted (a reload that changes `sync:`, or the agent's end).
+pub async fn run_session(parts: SessionParts) {
+    let SessionParts {
+        settings,
+        key,
+        socket,
+        local,
+        mut events,
+        apply_map,
+        walk_map,
+        shared,
+        timeouts,
+    } = parts;
+    let peers: Vec<SocketAddr> = settings
+        .peers
+        .iter()
+        .filter(|a| **a != local.ip())
+        .map(|a| SocketAddr::new(*a, settings.port))
+        .collect();
+    let now = Instant::now();
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut sender = Sender {
+        key: key.clone(),
+        peers: peers.clone(),
+        incarnation,
+        seq: 0,
+        pending: Vec::with_capacity(MAX_ENTRIES),
+        backlog: VecDeque::new(),
+        backlog_cap: usize::try_from(
+            u64::from(settings.max_rate).saturating_mul(settings.refresh.as_secs().max(1)),
+        )
+        .unwrap_or(usize::MAX),
+        bucket: TokenBucket::new(settings.max_rate, settings.max_rate, now),
+        burst: settings.max_rate,
+    };
+    let mut receiver = Receiver {
+        key,
+        peers: peers.iter().map(SocketAddr::ip).collect(),
+        guards: HashMap::new(),
+        buckets: HashMap::new(),
+        settings: settings.clone(),
+        flows: apply_map,
+        shared: shared.clone(),
+    };
+    let (walked_tx, mut walked_rx) = mpsc::channel::<Vec<SyncEntry>>(1);
+    let walker = Walker::start(walk_map, timeouts, shared.clone(), walked_tx);
+    let mut flush = tokio::time::interval(BATCH_DELAY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: a new session tells its peers about every live flow.
+    let mut refresh = tokio::time::interval(settings.refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => {
+                sender.queue_event(&event, &shared);
+                if sender.pending.len() >= MAX_ENTRIES {
+                    sender.flush(&socket, &shared).await;
+                }
+            }
+            _ = flush.tick() => {
+                sender.flush(&socket, &shared).await;
+                sender.send_backlog(&socket, &shared).await;
+            }
+            _ = heartbeat.tick() => sender.heartbeat(&socket, &shared).await,
+            _ = refresh.tick() => walker.walk(),
+            Some(entries) = walked_rx.recv() => sender.queue_refresh(entries, &shared),
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, from)) => {
+                    let datagram = buf.get(..len).unwrap_or_default();
+                    receiver.hear(datagram, from);
+                }
+                Err(err) => log::debug!("sync: receiving: {err}"),
+            },
+        }
+    }
+}
+
+impl Sender {
+    /// A new entry from the data plane, named by address; dropped (and counted) when the
+    /// rate is used up or the backend is unknown.
+    fn queue_event(&mut self, event: &FlowEvent, shared: &Shared) {
+        let directory = shared.directory();
+        let Some(entry) = entry_of(&directory, &event.key, event.backend_id, event.flags, 0) else {
+            shared.count(|c| *c.not_sent.entry("unknown_backend").or_default() += 1);
+            return;
+        };
+        if self.bucket.take(1, Instant::now()) == 0 {
+            shared.count(|c| *c.not_sent.entry("rate_limited").or_default() += 1);
+            return;
+        }
+        self.pending.push(entry);
+    }
+
+    /// A refresh walk's entries, sent as the rate leaves room (new entries first).
+    fn queue_refresh(&mut self, entries: Vec<SyncEntry>, shared: &Shared) {
+        let n = entries.len() as u64;
+        let room = self.backlog_cap.saturating_sub(self.backlog.len());
+        let dropped = entries.len().saturating_sub(room) as u64;
+        self.backlog.extend(entries.into_iter().take(room));
+        shared.count(|c| {
+            c.last_refresh_entries = n;
+            if dropped > 0 {
+                *c.not_sent.entry("backlog_full").or_default() += dropped;
+            }
+        });
+    }
+
+    /// Sends the refresh backlog while at least half the bucket is left for new entries.
+    async fn send_backlog(&mut self, socket: &tokio::net::UdpSocket, shared: &Shared) {
+        while !self.backlog.is_empty() {
+            let now = Instant::now();
+            let want = MAX_ENTRIES.min(self.backlog.len()) as u32;
+            let room = self.bucket.available(now).saturating_sub(self.burst / 2);
+            let took = self.bucket.take(room.min(want), now) as usize;
+            if took == 0 {
+                break;
+            }
+            let batch: Vec<SyncEntry> = self.backlog.drain(..took).collect();
+            self.send(Kind::Flows, &batch, socket, shared).await;
+        }
+    }
+
+    async fn flush(&mut self, socket: &tokio::net::UdpSocket, shared: &Shared) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.send(Kind::Flows, &batch, socket, shared).await;
+    }
+
+    async fn heartbeat(&mut self, socket: &tokio::net::UdpSocket, shared: &Shared) {
+        self.send(Kind::Heartbeat, &[], socket, shared).await;
+    }
+
+    /// One datagram of `entries` (at most `MAX_ENTRIES`) to every peer.
+    async fn send(
+        &mut self,
+        kind: Kind,
+        entries: &[SyncEntry],
+        socket: &tokio::net::UdpSocket,
+        shared: &Shared,
+    ) {
+        self.seq = self.seq.saturating_add(1);
+        let message = Message {
+            kind,
+            sender: self.incarnation,
+            seq: self.seq,
+            sent_unix_ms: unix_ms(),
+            entries: entries.to_vec(),
+        };
+        let datagram = match wire::encode(&self.key, &message) {
+            Ok(datagram) => datagram,
+            Err(err) => {
+                log::warn!("sync: not sent: {err}");
+                let n = entries.len() as u64;
+                shared.count(|c| *c.not_sent.entry("encode").or_default() += n);
+                return;
+            }
+        };
+        for peer in &self.peers {
+            let n = entries.len() as u64;
+            match socket.send_to(&datagram, peer).await {
+                Ok(_) => shared.count(|c| {
+                    c.sent += n;
+                    c.datagrams_sent += 1;
+                    c.bytes_sent += datagram.len() as u64;
+                }),
+                Err(err) => {
+                    log::debug!("sync: sending to {peer}: {err}");
+                    shared.count(|c| *c.not_sent.entry("send_error").or_default() += n);
+                }
+            }
+        }
+    }
+}
+
+/// A connection-table entry as the peers are told it: `None` when its backend id is not
+/// one of this LB's (removed meanwhile).
+fn entry_of(
+    directory: &Directory,
+    key: &FlowKey,
+    backend_id: u32,
+    flags: u32,
+    age_ms: u32,
+) -> Option<SyncEntry> {
+    let placed = directory.by_id(backend_id)?;
+    if placed.service != service_of(key) {
+        return None;
+    }
+    let (client, vip) = flow_ends(key);
+    let mut wire_flags = 0;
+    if flags & FLOW_F_FIN != 0 {
+        wire_flags |= FLAG_FIN;
+    }
+    if flags & FLOW_F_RST != 0 {
+        wire_flags |= FLAG_RST;
+    }
+    Some(SyncEntry {
+        client,
+        vip,
+        proto: key.proto,
+        vlan: key.vlan,
+        backend: placed.address,
+        flags: wire_flags,
+        age_ms,
+    })
+}
+
+/// The session's receiving side.
+struct Receiver {
+    key: Arc<Key>,
+    peers: Vec<IpAddr>,
+    guards: HashMap<IpAddr, ReplayGuard>,
+    buckets: HashMap<IpAddr, TokenBucket>,
+    settings: SyncSettings,
+    flows: Flows,
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// One datagram from `from`: refused (counted by reason) unless it comes from a
+    /// listed peer, is authentic, fresh and not a replay; its entries then applied within
+    /// the peer's rate.
+    fn hear(&mut self, datagram: &[u8], from: SocketAddr) {
+        let peer = from.ip();
+        if !self.peers.contains(&peer) {
+            self.refuse(None, "not_a_peer");
+            return;
+        }
+        let message = match wire::decode(&self.key, datagram) {
+            Ok(message) => message,
+            Err(err) => {
+                self.refuse(Some(peer), err.reason());
+                return;
+            }
+        };
+        let now_ms = unix_ms();
+        let skew = u64::try_from(self.settings.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let guard = self.guards.entry(peer).or_default();
+        if let Err(why) = guard.check(
+            message.sender,
+            message.seq,
+            message.sent_unix_ms,
+            now_ms,
+            skew,
+        ) {
+            self.refuse(Some(peer), why.reason());
+            return;
+        }
+        let lag = i64::try_from(now_ms).unwrap_or(i64::MAX)
+            - i64::try_from(message.sent_unix_ms).unwrap_or(i64::MAX);
+        let n = message.entries.len() as u64;
+        self.shared.peer(peer, |p| {
+            p.last_heard = Some(Instant::now());
+            p.lag_ms = Some(lag);
+            p.received += n;
+        });
+        if message.entries.is_empty() {
+            return;
+        }
+        self.shared.count(|c| c.received += n);
+        let rate = self.settings.max_rate;
+        let now = Instant::now();
+        let allowed = self
+            .buckets
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::new(rate, rate, now))
+            .take(n as u32, now) as usize;
+        let directory = self.shared.directory();
+        let now_ns = monotonic_ns();
+        let (mut applied, mut rejected) = (0u64, 0u64);
+        for (i, entry) in message.entries.iter().enumerate() {
+            let outcome = if i < allowed {
+                apply(&mut self.flows, &directory, entry, now_ns)
+            } else {
+                Err("rate_limited")
+            };
+            match outcome {
+                Ok(()) => applied += 1,
+                Err(why) => {
+                    rejected += 1;
+                    self.shared
+                        .count(|c| *c.rejected.entry(why).or_default() += 1);
+                }
+            }
+        }
+        self.shared.count(|c| c.applied += applied);
+        self.shared.peer(peer, |p| {
+            p.applied += applied;
+            p.rejected += rejected;
+        });
+    }
+
+    fn refuse(&self, peer: Option<IpAddr>, why: &'static str) {
+        self.shared
+            .count(|c| *c.datagrams_rejected.entry(why).or_default() += 1);
+        if let Some(peer) = peer {
+            self.shared.peer(peer, |p| p.datagrams_rejected += 1);
+        }
+    }
+}
+
+/// Inserts a peer's entry into the connection table, marked learnt, unless this LB's own
+/// entry for the flow is fresher or the entry names a service or backend this LB lacks.
+pub fn apply(
+    flows: &mut Flows,
+    directory: &Directory,
+    entry: &SyncEntry,
+    now_ns: u64,
+) -> Result<(), &'static str> {
+    let key = flow_key(entry.client, entry.vip, entry.proto, entry.vlan);
+    let service = service_of(&key);
+    let Some(placed) = directory.by_address(&service, entry.backend) else {
+        return Err(if directory.has_service(&service) {
+            "unknown_backend"
+        } else {
+            "unknown_service"
+        });
+    };
+    let last_seen = now_ns.saturating_sub(u64::from(entry.age_ms) * 1_000_000);
+    if let Ok(local) = flows.get(&key, 0)
+        && local.last_seen_ns >= last_seen
+    {
+        return Err("local_fresher");
+    }
+    let mut flags = FLOW_F_LEARNT;
+    if entry.flags & FLAG_FIN != 0 {
+        flags |= FLOW_F_FIN;
+    }
+    if entry.flags & FLAG_RST != 0 {
+        flags |= FLOW_F_RST;
+    }
+    let value = FlowValue {
+        backend_id: placed.backend_id,
+        backend_epoch: placed.epoch,
+        service_id: placed.service_id,
+        flags,
+        last_seen_ns: last_seen,
+    };
+    flows.insert(key, value, 0).map_err(|_| "map_error")
+}
+
+/// The refresh walks, on a thread of their own (a walk of millions of entries takes
+/// seconds): each finds the flows this LB carried since the last walk.
+struct Walker {
+    requests: std::sync::mpsc::Sender<()>,
+}
+
+impl Walker {
+    fn start(
+        flows: Flows,
+        timeouts: FlowTable,
+        shared: Arc<Shared>,
+        walked: mpsc::Sender<Vec<SyncEntry>>,
+    ) -> Self {
+        let (requests, incoming) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("sync-refresh".into())
+            .spawn(move || {
+                let mut since = 0u64;
+                while incoming.recv().is_ok() {
+                    // Requests that queued during a walk share the next one.
+                    while incoming.try_recv().is_ok() {}
+                    let started = monotonic_ns();
+                    let entries = live_since(&flows, &shared.directory(), since, &timeouts);
+                    since = started;
+                    if walked.blocking_send(entries).is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            log::error!(
+                "sync: cannot start the refresh thread: {err}; live flows are not told again"
+            );
+        }
+        Self { requests }
+    }
+
+    fn walk(&self) {
+        let _ = self.requests.send(());
+    }
+}
+
+/// The flows this LB carried (not learnt, not expired) with a packet after `since`.
+pub fn live_since(
+    flows: &Flows,
+    directory: &Directory,
+    since: u64,
+    timeouts: &FlowTable,
+) -> Vec<SyncEntry> {
+    let now = monotonic_ns();
+    flows
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(key, value)| {
+            value.flags & FLOW_F_LEARNT == 0
+                && value.last_seen_ns > since
+                && !expired(key, value, now, timeouts)
+        })
+        .filter_map(|(key, value)| {
+            let age_ms = now.saturating_sub(value.last_seen_ns) / 1_000_000;
+            entry_of(
+                directory,
+                &key,
+                value.backend_id,
+                value.flags,
+                u32::try_from(age_ms).unwrap_or(u32::MAX),
+            )
+        })
+        .collect()
+}
