@@ -377,6 +377,11 @@ fn with_sync_every_stream_survives_its_lb_leaving_while_a_backend_is_added() {
         "LB 2 applied LB 1's entries: {}",
         status["sync"]
     );
+    assert_eq!(
+        status["drift"],
+        serde_json::json!([]),
+        "LB 2's data plane hands its new entries to its session (sync_on agrees)"
+    );
 }
 
 #[test]

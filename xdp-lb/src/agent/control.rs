@@ -64,6 +64,8 @@ impl Context<'_> {
             .run(self.balancer, self.neighbours, &self.file.config.interfaces)
             .await;
         let mut report = report::status(self.balancer, &observed);
+        let mut drift = drift;
+        drift.extend(self.sync.drift(self.balancer.dataplane()));
         report.drift = drift;
         report.audit_last_run_ms = self.auditor.last_run_ms();
         report.agent = self.info.clone();

@@ -315,6 +315,23 @@ impl FlowSync {
         self.start_session(dataplane, settings, socket)
     }
 
+    /// Where `sync_on` differs from what this agent runs: new entries handed over with no
+    /// session to send them, or a session that gets none (set behind the agent's back).
+    pub fn drift(&self, dataplane: &Dataplane) -> Option<crate::audit::Drift> {
+        let wanted = self.running.is_some();
+        (dataplane.sync_on() != wanted).then(|| {
+            crate::audit::Drift::new(
+                "flow-state sync",
+                xdp_lb_common::map_names::SYNC_ON,
+                if wanted {
+                    "sync_on[0] is 0: new flows are not told to the peers"
+                } else {
+                    "sync_on[0] is set without a sync session: new flows fill a ring nobody reads"
+                },
+            )
+        })
+    }
+
     /// Rebuilds the directory from the balancer when it changed.
     pub fn publish(&self, balancer: &Balancer) {
         let fresh = Directory::of(balancer);
