@@ -522,7 +522,8 @@ impl Agent {
                 )
                 .await
             {
-                log::error!("{err:#}; flow-state sync keeps its earlier settings");
+                // `status` shows the sync session's state (`off: why` when none runs).
+                log::error!("flow-state sync after the reload: {err:#}");
             }
         }
     }

@@ -306,13 +306,21 @@ impl FlowSync {
         let socket = if same_address {
             // Rebinding the same port would fail while the old session holds it.
             self.stop_session(dataplane).await;
-            bind(settings)?
+            bind(settings)
         } else {
             let socket = bind(settings)?;
             self.stop_session(dataplane).await;
-            socket
+            Ok(socket)
         };
-        self.start_session(dataplane, settings, socket)
+        let started = socket.and_then(|socket| self.start_session(dataplane, settings, socket));
+        if let Err(err) = &started {
+            // The old session is gone: status says so, and why.
+            self.shared.count(|c| {
+                c.listening = false;
+                c.listen = format!("off: {err:#}");
+            });
+        }
+        started
     }
 
     /// Where `sync_on` differs from what this agent runs: new entries handed over with no

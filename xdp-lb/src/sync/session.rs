@@ -111,7 +111,7 @@ pub async fn run_session(parts: SessionParts) {
         guards: HashMap::new(),
         buckets: HashMap::new(),
         settings: settings.clone(),
-        flows: apply_map,
+        appliers: Appliers::start(&apply_map, &shared),
         shared: shared.clone(),
     };
     let (walked_tx, mut walked_rx) = mpsc::channel::<Vec<SyncEntry>>(1);
@@ -288,7 +288,7 @@ struct Receiver {
     guards: HashMap<IpAddr, ReplayGuard>,
     buckets: HashMap<IpAddr, TokenBucket>,
     settings: SyncSettings,
-    flows: Flows,
+    appliers: Appliers,
     shared: Arc<Shared>,
 }
 
@@ -334,6 +334,10 @@ impl Receiver {
             return;
         }
         self.shared.count(|c| c.received += n);
+        // Dated from the datagram's send time, not its arrival: a late (or replayed)
+        // datagram's entries are that much older.
+        let transit =
+            u32::try_from(now_ms.saturating_sub(message.sent_unix_ms)).unwrap_or(u32::MAX);
         let rate = self.settings.max_rate;
         let now = Instant::now();
         let allowed = self
@@ -341,29 +345,20 @@ impl Receiver {
             .entry(peer)
             .or_insert_with(|| TokenBucket::new(rate, rate, now))
             .take(n as u32, now) as usize;
-        let directory = self.shared.directory();
-        let now_ns = monotonic_ns();
-        let (mut applied, mut rejected) = (0u64, 0u64);
-        for (i, entry) in message.entries.iter().enumerate() {
-            let outcome = if i < allowed {
-                apply(&mut self.flows, &directory, entry, now_ns)
-            } else {
-                Err("rate_limited")
-            };
-            match outcome {
-                Ok(()) => applied += 1,
-                Err(why) => {
-                    rejected += 1;
-                    self.shared
-                        .count(|c| *c.rejected.entry(why).or_default() += 1);
-                }
-            }
+        let mut entries = message.entries;
+        let limited = entries.len().saturating_sub(allowed) as u64;
+        entries.truncate(allowed);
+        for entry in &mut entries {
+            entry.age_ms = entry.age_ms.saturating_add(transit);
         }
-        self.shared.count(|c| c.applied += applied);
-        self.shared.peer(peer, |p| {
-            p.applied += applied;
-            p.rejected += rejected;
-        });
+        if limited > 0 {
+            self.shared
+                .count(|c| *c.rejected.entry("rate_limited").or_default() += limited);
+            self.shared.peer(peer, |p| p.rejected += limited);
+        }
+        if !entries.is_empty() {
+            self.appliers.apply(peer, entries, self.shared.directory());
+        }
     }
 
     fn refuse(&self, peer: Option<IpAddr>, why: &'static str) {
@@ -373,6 +368,147 @@ impl Receiver {
             self.shared.peer(peer, |p| p.datagrams_rejected += 1);
         }
     }
+}
+
+/// Datagrams of entries waiting for an applier thread; past it they are refused
+/// (`queue_full`).
+const APPLY_QUEUE: usize = 1024;
+
+/// One datagram's entries for an applier.
+struct Job {
+    peer: IpAddr,
+    entries: Vec<SyncEntry>,
+    directory: Arc<Directory>,
+}
+
+/// Applies peers' entries on one thread per CPU the agent may run on, each pinned to its
+/// CPU, datagrams dealt round-robin. The connection table's LRU lists are per CPU and an
+/// entry written from user space joins the list of the CPU that writes it: applied from
+/// one thread, every learnt entry would crowd one CPU's share of the table (and evict that
+/// CPU's own flows); dealt over all of them, learnt entries spread as the data plane's own
+/// do.
+struct Appliers {
+    queues: Vec<std::sync::mpsc::SyncSender<Job>>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+impl Appliers {
+    fn start(flows: &Flows, shared: &Arc<Shared>) -> Self {
+        let cpus = allowed_cpus();
+        let mut queues = Vec::new();
+        for cpu in cpus {
+            let handle = match duplicate(flows) {
+                Ok(handle) => handle,
+                Err(err) => {
+                    log::error!("sync: a connection-table handle for CPU {cpu}: {err:#}");
+                    continue;
+                }
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(APPLY_QUEUE);
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sync-apply-{cpu}"))
+                .spawn(move || applier(cpu, handle, rx, shared));
+            match spawned {
+                Ok(_) => queues.push(tx),
+                Err(err) => log::error!("sync: cannot start the applier for CPU {cpu}: {err}"),
+            }
+        }
+        if queues.is_empty() {
+            log::error!("sync: no applier thread: entries from peers are refused");
+        }
+        Self {
+            queues,
+            next: 0,
+            shared: shared.clone(),
+        }
+    }
+
+    fn apply(&mut self, peer: IpAddr, entries: Vec<SyncEntry>, directory: Arc<Directory>) {
+        let n = entries.len() as u64;
+        let job = Job {
+            peer,
+            entries,
+            directory,
+        };
+        let sent = match self.queues.get(self.next % self.queues.len().max(1)) {
+            Some(queue) => queue.try_send(job).is_ok(),
+            None => false,
+        };
+        self.next = self.next.wrapping_add(1);
+        if !sent {
+            self.shared
+                .count(|c| *c.rejected.entry("queue_full").or_default() += n);
+            self.shared.peer(peer, |p| p.rejected += n);
+        }
+    }
+}
+
+/// An applier thread: pinned to `cpu`, it applies every job until the session ends.
+fn applier(
+    cpu: usize,
+    mut flows: Flows,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_err()
+        || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err()
+    {
+        log::warn!("sync: the applier for CPU {cpu} cannot be pinned there; it runs anywhere");
+    }
+    while let Ok(job) = jobs.recv() {
+        let now_ns = monotonic_ns();
+        let (mut applied, mut rejected) = (0u64, 0u64);
+        let mut reasons: Vec<&'static str> = Vec::new();
+        for entry in &job.entries {
+            match apply(&mut flows, &job.directory, entry, now_ns) {
+                Ok(()) => applied += 1,
+                Err(why) => {
+                    rejected += 1;
+                    reasons.push(why);
+                }
+            }
+        }
+        shared.count(|c| {
+            c.applied += applied;
+            for why in reasons {
+                *c.rejected.entry(why).or_default() += 1;
+            }
+        });
+        shared.peer(job.peer, |p| {
+            p.applied += applied;
+            p.rejected += rejected;
+        });
+    }
+}
+
+/// The CPUs this process may run on (CPU 0 alone when that cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
+            .take(256)
+            .collect(),
+        Err(_) => vec![0],
+    }
+}
+
+/// Another handle on the same connection table.
+fn duplicate(flows: &Flows) -> anyhow::Result<Flows> {
+    use std::os::fd::AsFd as _;
+
+    use anyhow::Context as _;
+    use aya::maps::IterableMap as _;
+    let fd = flows
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the connection table's fd")?;
+    let data = MapData::from_fd(fd).context("opening the connection table again")?;
+    BpfHashMap::try_from(aya::maps::Map::LruHashMap(data)).context("the connection table's type")
 }
 
 /// Inserts a peer's entry into the connection table, marked learnt, unless this LB's own

@@ -133,7 +133,17 @@ pub(crate) fn validate(
     let flow_table = check.flow_table(raw.flow_table.as_ref());
     let sync = check.sync(
         raw.sync.as_ref().map(|s| &s.value),
-        flow_table.map(|t| t.tcp_timeout_s),
+        flow_table.map(|t| {
+            // The shortest idle timeout of a protocol a service uses.
+            let udp = services
+                .iter()
+                .any(|s| s.protocol == crate::config::Protocol::Udp);
+            if udp {
+                t.tcp_timeout_s.min(t.udp_timeout_s)
+            } else {
+                t.tcp_timeout_s
+            }
+        }),
         host,
     );
 

@@ -29,7 +29,7 @@ use crate::{
         errors::shown,
         host::HostFacts,
         number::at,
-        yaml::string,
+        yaml::{address, string},
     },
     sync::wire::Key,
 };
@@ -91,21 +91,27 @@ pub fn read_key_file(path: &Path) -> Result<Key, String> {
 }
 
 impl Checker<'_> {
-    /// `sync:`. `Some(None)`: valid and off.
+    /// `sync:`. `Some(None)`: valid and off. `idle_timeout_s`: the shorter of the flow
+    /// table's TCP and UDP timeouts (a peer's copy of a quiet flow lives that long).
     pub(crate) fn sync(
         &mut self,
         raw: Option<&RawSync>,
-        tcp_timeout_s: Option<u32>,
+        idle_timeout_s: Option<u32>,
         host: &dyn HostFacts,
     ) -> Option<Option<SyncSettings>> {
         let Some(raw) = raw else { return Some(None) };
         let before = self.errors.len();
+        // Told again at least twice within the shortest idle timeout, a peer's copy of a
+        // live flow never expires (the default shrinks to fit; a written one must).
+        let limit = idle_timeout_s.map(|s| Duration::from_secs(u64::from(s) / 2));
         let mut settings = SyncSettings {
             peers: Vec::new(),
             listen: None,
             port: DEFAULT_SYNC_PORT,
             key_file: PathBuf::new(),
-            refresh: DEFAULT_SYNC_REFRESH,
+            refresh: limit
+                .filter(|l| *l < DEFAULT_SYNC_REFRESH)
+                .map_or(DEFAULT_SYNC_REFRESH, |l| l.max(Duration::from_secs(1))),
             max_rate: DEFAULT_SYNC_MAX_RATE,
             max_clock_skew: DEFAULT_SYNC_MAX_CLOCK_SKEW,
         };
@@ -120,6 +126,18 @@ impl Checker<'_> {
                 Some(addr) => settings.peers.push(addr),
                 None => {}
             }
+        }
+        if let (Some(first), Some(other)) = (
+            settings.peers.first(),
+            settings
+                .peers
+                .iter()
+                .find(|a| a.is_ipv4() != settings.peers[0].is_ipv4()),
+        ) {
+            let message = format!(
+                "{first} and {other} are of different families: one LB listens on one address, so every peer must be IPv4, or every one IPv6"
+            );
+            self.error(at(&raw.peers), "sync.peers", message);
         }
         if raw.peers.value.len() < 2 {
             self.error(
@@ -167,13 +185,10 @@ impl Checker<'_> {
         if let Some(value) = &raw.refresh
             && let Some(d) = self.duration(value, "sync.refresh", &REFRESH_RULE)
         {
-            // A peer's copy of a flow lives a TCP timeout without packets of its own: told
-            // again at least twice in that time, it never expires while the flow lives.
-            let limit = tcp_timeout_s.map(|s| Duration::from_secs(u64::from(s) / 2));
             match limit {
                 Some(limit) if d > limit => {
                     let message = format!(
-                        "{} is more than half flow_table.tcp_timeout ({}): the peers' copies of quiet flows would expire before they are told again",
+                        "{} is more than half flow_table.tcp_timeout (or udp_timeout, with UDP services; {}): the peers' copies of quiet flows would expire before they are told again",
                         format_duration(d),
                         format_duration(limit * 2)
                     );
@@ -209,7 +224,16 @@ impl Checker<'_> {
             self.error(at(value), field, message);
             return None;
         };
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        let broadcast = matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
+        let link_local = matches!(addr, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if link_local {
+            let message = format!(
+                "{addr} is link-local: it needs an interface to be reached; use a global or unique-local address"
+            );
+            self.error(at(value), field, message);
+            return None;
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() || broadcast {
             let message = format!("{addr} is not an address another LB can send to");
             self.error(at(value), field, message);
             return None;
@@ -224,10 +248,10 @@ pub(crate) fn render(out: &mut String, sync: Option<&SyncSettings>) -> std::fmt:
     writeln!(out, "sync:")?;
     writeln!(out, "  peers:")?;
     for peer in &s.peers {
-        writeln!(out, "    - {peer}")?;
+        writeln!(out, "    - {}", address(*peer))?;
     }
     if let Some(listen) = s.listen {
-        writeln!(out, "  listen: {listen}")?;
+        writeln!(out, "  listen: {}", address(listen))?;
     }
     writeln!(out, "  port: {}", s.port)?;
     writeln!(out, "  key_file: {}", string(&s.key_file.to_string_lossy()))?;
@@ -239,3 +263,6 @@ pub(crate) fn render(out: &mut String, sync: Option<&SyncSettings>) -> std::fmt:
         format_duration(s.max_clock_skew)
     )
 }
+
+#[cfg(test)]
+mod tests;
