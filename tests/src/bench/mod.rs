@@ -9,7 +9,10 @@
 //! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab;
 //! * [`scraped_health`]: health verdicts while a 1M-entry connection table is scraped (lab);
 //! * [`lb_failover`]: one of two LBs behind ECMP leaving, until the router forwards the
-//!   VIP to the other alone (the BGP lab; `--only lb-failover` measures it alone).
+//!   VIP to the other alone (the BGP lab; `--only lb-failover` measures it alone);
+//! * [`sync`]: flow-state sync between LBs: what handing a new entry to the agent adds to
+//!   its first packet, entries per second sent and applied, sync traffic per peer
+//!   (`--only sync` measures it alone).
 //!
 //! Speed targets are reported here, never asserted by tests.
 
@@ -30,6 +33,7 @@ pub mod report;
 mod report_tests;
 pub mod scraped_health;
 pub mod stats;
+pub mod sync;
 pub mod throughput;
 
 use std::{
@@ -251,6 +255,18 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
     .join()
     .map_err(|_| anyhow!("the per-packet benchmark panicked"))??;
 
+    step("flow-state sync: handoff cost, entries per second, bandwidth");
+    let sync = Section::from_result(sync::run(
+        &sync::SyncOptions {
+            quick: q,
+            cpu: cpus - 1,
+            other_cpu: (cpus >= 2).then(|| cpus - 2),
+        },
+        &opts.root,
+        machine.date.clone(),
+        machine.commit.clone(),
+    ));
+
     step("Maglev: build time, health change to live table, slot-by-slot writes");
     let maglev = maglev::run(&maglev::MaglevOptions {
         build_runs: if q { 5 } else { 11 },
@@ -323,10 +339,13 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
     };
     step("writing BENCHMARKS.md, BENCHMARKS.json and the charts");
     report::write(&bench, &opts.root).context("writing the report")?;
+    // Not a field of `Bench`: written into the report as `--only sync` writes it.
+    sync::write(&opts.root, &sync, None).context("writing the sync section")?;
     Ok(bench)
 }
 
-/// `xdp-lb-bench --only lb-failover`: that section alone, written into the existing report.
+/// `xdp-lb-bench --only lb-failover|sync`: that section alone, written into the existing
+/// report.
 fn run_only(section: &str, opts: &BenchOptions) -> Result<()> {
     match section {
         "lb-failover" => {
@@ -357,7 +376,17 @@ fn run_only(section: &str, opts: &BenchOptions) -> Result<()> {
             );
             Ok(())
         }
-        other => anyhow::bail!("unknown section `{other}` (--only takes: lb-failover)"),
+        "sync" => {
+            step("flow-state sync: handoff cost, entries per second, bandwidth");
+            sync::run_only(opts)?;
+            println!(
+                "rewrote the flow-state sync part of {} and {}",
+                opts.root.join(report::MARKDOWN).display(),
+                opts.root.join(report::JSON).display()
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("unknown section `{other}` (--only takes: lb-failover, sync)"),
     }
 }
 
@@ -379,7 +408,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<()> {
                 ))
             }
             other => anyhow::bail!(
-                "unknown argument `{other}` (usage: xdp-lb-bench [--quick] [--only SECTION] [--agent PATH] [--root DIR])"
+                "unknown argument `{other}` (usage: xdp-lb-bench [--quick] [--only lb-failover|sync] [--agent PATH] [--root DIR])"
             ),
         }
     }

@@ -562,6 +562,83 @@ fn replace_block(md: &str, block: &str) -> String {
     }
 }
 
+/// Headings a section measured alone is put before when the report has no block of it
+/// yet (the first found), else at the end.
+const INSERT_BEFORE: [&str; 2] = ["## Side by side with Katran and xvs", "## Reproducing"];
+
+/// As [`update_section`], for a section between its own `begin` and `end` markers (the
+/// `sync` section): its block in BENCHMARKS.md replaced (or inserted before the side-by-side
+/// part, or "## Reproducing") and its key in BENCHMARKS.json set.
+pub fn update_marked_section(
+    root: &Path,
+    key: &str,
+    value: &serde_json::Value,
+    block: &str,
+    begin: &str,
+    end: &str,
+) -> Result<()> {
+    let md_path = root.join(MARKDOWN);
+    let md = fs::read_to_string(&md_path).with_context(|| {
+        format!(
+            "{}: run the whole `cargo xtask bench` first",
+            md_path.display()
+        )
+    })?;
+    fs::write(&md_path, replace_marked(&md, block, begin, end)).context("writing BENCHMARKS.md")?;
+    let json_path = root.join(JSON);
+    let mut json: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(&json_path)
+            .with_context(|| format!("reading {}", json_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", json_path.display()))?;
+    json.as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", json_path.display()))?
+        .insert(key.to_owned(), value.clone());
+    fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+        .context("writing BENCHMARKS.json")?;
+    Ok(())
+}
+
+/// `md` with the block between `begin` and `end` replaced by `block` (or `block` put
+/// before the first of [`INSERT_BEFORE`] found, or at the end).
+fn replace_marked(md: &str, block: &str, begin: &str, end: &str) -> String {
+    if let Some(at) = md.find(begin)
+        && let Some(to) = md[at..].find(end).map(|to| at + to)
+    {
+        let after = md[to + end.len()..].trim_start_matches('\n');
+        return format!("{}{block}{after}", &md[..at]);
+    }
+    match INSERT_BEFORE.iter().find_map(|h| md.find(h)) {
+        Some(at) => format!("{}{block}{}", &md[..at], &md[at..]),
+        None => format!("{md}\n{block}"),
+    }
+}
+
+#[cfg(test)]
+mod marked_section_tests {
+    use super::*;
+
+    #[test]
+    fn a_marked_section_is_inserted_once_then_replaced_and_nothing_else_changes() {
+        let (begin, end) = ("<!-- section x -->", "<!-- end of section x -->");
+        let old = format!(
+            "# r\n\n{LB_FAILOVER_BEGIN}\nlb\n{LB_FAILOVER_END}\n\n\
+             ## Side by side with Katran and xvs\n\nz\n\n## Reproducing\n\ny\n"
+        );
+        let block = format!("{begin}\n## X\n\none\n{end}\n\n");
+        let first = replace_marked(&old, &block, begin, end);
+        assert_eq!(
+            first,
+            old.replace("## Side by side", &format!("{block}## Side by side"))
+        );
+        let again = block.replace("one", "two");
+        let second = replace_marked(&first, &again, begin, end);
+        assert_eq!(second, first.replace("one", "two"));
+        // The LB-failover block is untouched, and still replaceable by its own markers.
+        assert!(replace_block(&second, "LB\n").contains(&again));
+    }
+}
+
 #[cfg(test)]
 mod lb_failover_tests {
     use super::*;
