@@ -38,7 +38,9 @@ use xdp_lb_common::FlowEvent;
 
 pub use self::{
     directory::{Directory, Placed, flow_ends, flow_key, service_of, words_addr},
-    session::{BATCH_DELAY, HEARTBEAT, SessionParts, apply, live_since, run_session},
+    session::{
+        BATCH_DELAY, HEARTBEAT, SessionParts, WALK_OVERLAP_NS, apply, live_since, run_session,
+    },
 };
 use crate::{
     balancer::Balancer,

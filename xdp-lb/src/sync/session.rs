@@ -32,6 +32,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 type Flows = BpfHashMap<MapData, FlowKey, FlowValue>;
 
+/// How far before a walk's start the next walk looks: more than a jiffy at HZ=100, the
+/// coarse clock's step (the data plane's last-seen times lag the precise clock by up to
+/// one).
+pub const WALK_OVERLAP_NS: u64 = 20_000_000;
+
 /// What a session runs on.
 pub struct SessionParts {
     pub settings: SyncSettings,
@@ -572,7 +577,10 @@ impl Walker {
                 while incoming.recv().is_ok() {
                     // Requests that queued during a walk share the next one.
                     while incoming.try_recv().is_ok() {}
-                    let started = monotonic_ns();
+                    // Entries are stamped by the data plane's coarse clock, up to a jiffy
+                    // behind this one: the next walk starts that far back (a flow told
+                    // twice is harmless; one missed would not be told again until touched).
+                    let started = monotonic_ns().saturating_sub(WALK_OVERLAP_NS);
                     let entries = live_since(&flows, &shared.directory(), since, &timeouts);
                     since = started;
                     if walked.blocking_send(entries).is_err() {
