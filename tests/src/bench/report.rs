@@ -586,17 +586,80 @@ pub fn update_marked_section(
     })?;
     fs::write(&md_path, replace_marked(&md, block, begin, end)).context("writing BENCHMARKS.md")?;
     let json_path = root.join(JSON);
-    let mut json: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(&json_path)
-            .with_context(|| format!("reading {}", json_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", json_path.display()))?;
-    json.as_object_mut()
-        .with_context(|| format!("{} is not a JSON object", json_path.display()))?
-        .insert(key.to_owned(), value.clone());
-    fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
-        .context("writing BENCHMARKS.json")?;
+    let text = fs::read_to_string(&json_path)
+        .with_context(|| format!("reading {}", json_path.display()))?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", json_path.display()))?;
+    let object = json
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", json_path.display()))?;
+    // The other sections' lines as they were: parsing and printing them again would change
+    // the last digits of many floats (serde_json parses them to within a few ulps). The
+    // splice is checked against the parsed file with the key set to `value` as it reads back
+    // once printed.
+    object.insert(
+        key.to_owned(),
+        serde_json::from_str(&serde_json::to_string(value)?)?,
+    );
+    let spliced = splice_json_key(&text, key, value)
+        .filter(|s| serde_json::from_str::<serde_json::Value>(s).ok().as_ref() == Some(&json));
+    let out = match spliced {
+        Some(s) => s,
+        None => {
+            if let Some(object) = json.as_object_mut() {
+                object.insert(key.to_owned(), value.clone());
+            }
+            serde_json::to_string_pretty(&json)? + "\n"
+        }
+    };
+    fs::write(&json_path, out).context("writing BENCHMARKS.json")?;
     Ok(())
+}
+
+/// `text`, a JSON object as `to_string_pretty` prints it (keys in order), with top-level
+/// `key` set to `value` and every other line as it was; `None` if it is not laid out so.
+fn splice_json_key(text: &str, key: &str, value: &serde_json::Value) -> Option<String> {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let (&"{", rest) = lines.split_first()? else {
+        return None;
+    };
+    let (&"}", body) = rest.split_last()? else {
+        return None;
+    };
+    // Each top-level entry: its key and its lines (the last without its comma).
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in body {
+        let top = line
+            .strip_prefix("  \"")
+            .filter(|_| !line.starts_with("   "));
+        match top.and_then(|l| l.split_once("\": ")) {
+            Some((name, _)) => entries.push((name.to_owned(), (*line).to_owned())),
+            None => {
+                let (_, lines) = entries.last_mut()?;
+                lines.push('\n');
+                lines.push_str(line);
+            }
+        }
+    }
+    for (_, lines) in &mut entries {
+        if lines.ends_with(',') {
+            lines.pop();
+        }
+    }
+    let printed = serde_json::to_string_pretty(value)
+        .ok()?
+        .replace('\n', "\n  ");
+    let entry = (
+        key.to_owned(),
+        format!("  {}: {printed}", serde_json::to_string(key).ok()?),
+    );
+    match entries.iter().position(|(name, _)| name.as_str() >= key) {
+        Some(at) if entries[at].0 == key => entries[at] = entry,
+        Some(at) => entries.insert(at, entry),
+        None => entries.push(entry),
+    }
+    let body: Vec<String> = entries.into_iter().map(|(_, lines)| lines).collect();
+    Some(format!("{{\n{}\n}}\n", body.join(",\n")))
 }
 
 /// `md` with the block between `begin` and `end` replaced by `block` (or `block` put
@@ -636,6 +699,61 @@ mod marked_section_tests {
         assert_eq!(second, first.replace("one", "two"));
         // The LB-failover block is untouched, and still replaceable by its own markers.
         assert!(replace_block(&second, "LB\n").contains(&again));
+    }
+
+    #[test]
+    fn updating_a_marked_section_leaves_the_other_keys_lines_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let json =
+            "{\n  \"a\": [\n    50.019999999999996,\n    2.7098774133780394\n  ],\n  \"z\": 1\n}\n";
+        fs::write(dir.path().join(JSON), json).unwrap();
+        fs::write(dir.path().join(MARKDOWN), "# r\n\n## Reproducing\n").unwrap();
+        let value = serde_json::json!({"m": 0.1 + 0.2, "n": 1.0 / 3.0});
+        update_marked_section(
+            dir.path(),
+            "s",
+            &value,
+            "<!-- b -->\nS\n<!-- e -->\n\n",
+            "<!-- b -->",
+            "<!-- e -->",
+        )
+        .unwrap();
+        let written = fs::read_to_string(dir.path().join(JSON)).unwrap();
+        assert!(written.starts_with(
+            "{\n  \"a\": [\n    50.019999999999996,\n    2.7098774133780394\n  ],\n  \"s\": {"
+        ));
+        assert!(written.ends_with("  \"z\": 1\n}\n"));
+        let read: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(
+            read["s"]["n"]
+                .as_f64()
+                .map(|n| (n * 3.0 - 1.0).abs() < 1e-12),
+            Some(true)
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(MARKDOWN)).unwrap(),
+            "# r\n\n<!-- b -->\nS\n<!-- e -->\n\n## Reproducing\n"
+        );
+    }
+
+    #[test]
+    fn a_json_key_is_spliced_in_and_the_other_lines_stay_as_they_were() {
+        // A float serde_json would print back otherwise once parsed.
+        let text = "{\n  \"a\": {\n    \"x\": 50.019999999999996\n  },\n  \"z\": 1\n}\n";
+        let value = serde_json::json!({"k": [1, 2]});
+        let spliced = splice_json_key(text, "sync", &value).unwrap();
+        assert_eq!(
+            spliced,
+            "{\n  \"a\": {\n    \"x\": 50.019999999999996\n  },\n  \"sync\": {\n    \"k\": [\n      1,\n      2\n    ]\n  },\n  \"z\": 1\n}\n"
+        );
+        let again = splice_json_key(&spliced, "sync", &serde_json::json!(3)).unwrap();
+        assert_eq!(
+            again,
+            "{\n  \"a\": {\n    \"x\": 50.019999999999996\n  },\n  \"sync\": 3,\n  \"z\": 1\n}\n"
+        );
+        let last = splice_json_key(text, "zz", &serde_json::json!(null)).unwrap();
+        assert!(last.ends_with("  \"z\": 1,\n  \"zz\": null\n}\n"));
+        assert_eq!(splice_json_key("[1]", "a", &value), None);
     }
 }
 
