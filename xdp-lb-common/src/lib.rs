@@ -275,9 +275,9 @@ pub struct FlowEvent {
     pub _pad: u32,
 }
 
-/// Size of the `flow_events` ring buffer in bytes (a power of two): about 16,000 events of
-/// 64 bytes plus the ring's 8-byte headers, a quarter second of 64,000 new flows per
-/// second before the agent must have read them.
+/// Size of the `flow_events` ring buffer in bytes (a power of two): 16,384 events of 56
+/// bytes plus the ring's 8-byte headers, a quarter second of 64,000 new flows per second;
+/// the agent reads it every 10 ms.
 pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 
 /// [`FlowValue::flags`]: the client sent a FIN; the entry lives `tcp_fin_timeout` idle.

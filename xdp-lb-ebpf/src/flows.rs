@@ -1,7 +1,9 @@
 //! The connection table and client persistence: a flow keeps its backend while that
 //! backend stays usable, whatever happens to the Maglev table.
 
-use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
+use aya_ebpf::{
+    Global, bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap,
+};
 use xdp_lb_common::{
     BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST,
     FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowEvent, FlowKey, FlowValue, FragmentKey,
@@ -283,7 +285,9 @@ pub fn remember_flow(
 }
 
 /// Hands a new entry to the agent for its peers (flow-state sync). A full ring costs the
-/// peers this entry until the agent's next refresh of live entries.
+/// peers this entry until the agent's next refresh of live entries. No wake-up: the agent
+/// reads the ring every 10 ms (its batching delay), where a wake-up per record would cost
+/// every new flow an interrupt whenever the agent keeps up (+10 to 17 µs measured).
 #[inline(always)]
 fn hand_to_agent(key: &FlowKey, value: &FlowValue) {
     let event = FlowEvent {
@@ -293,7 +297,10 @@ fn hand_to_agent(key: &FlowKey, value: &FlowValue) {
         flags: value.flags,
         _pad: 0,
     };
-    let slot = if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_ok() {
+    let slot = if FLOW_EVENTS
+        .output::<FlowEvent>(&event, u64::from(BPF_RB_NO_WAKEUP))
+        .is_ok()
+    {
         flow_stat::SYNC_QUEUED
     } else {
         flow_stat::SYNC_RING_FULL

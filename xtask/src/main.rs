@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Measure one section only and rewrite just its part of the report
-        /// (`lb-failover`).
+        /// (`lb-failover` or `sync`).
         #[arg(long, value_name = "SECTION")]
         only: Option<String>,
     },

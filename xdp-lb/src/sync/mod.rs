@@ -30,10 +30,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 use xdp_lb_common::FlowEvent;
 
 pub use self::{
@@ -165,7 +162,23 @@ pub fn bind(settings: &SyncSettings) -> anyhow::Result<UdpSocket> {
     socket
         .set_nonblocking(true)
         .context("sync: making the socket non-blocking")?;
+    grow_receive_buffer(&socket);
     Ok(socket)
+}
+
+/// The sync socket's receive buffer: a peer's refresh arrives as a stream of datagrams
+/// (paced, but at `max_rate`), which the default buffer of about 200 KiB drops in bursts.
+pub const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Sets [`RECEIVE_BUFFER`], past `net.core.rmem_max` as root (SO_RCVBUFFORCE), else as far
+/// as the limit allows.
+fn grow_receive_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err()
+        && let Err(err) = setsockopt(socket, sockopt::RcvBuf, &RECEIVE_BUFFER)
+    {
+        log::warn!("sync: cannot grow the socket's receive buffer: {err}");
+    }
 }
 
 fn list(addrs: &[IpAddr]) -> String {
@@ -426,28 +439,23 @@ fn fingerprint(key: &wire::Key) -> Vec<u8> {
     wire::encode(key, &message).unwrap_or_default()
 }
 
-/// Reads `flow_events` for the agent's whole life and hands each entry to the running
-/// session (none: dropped; the data plane only writes while a session runs).
+/// Reads `flow_events` every [`BATCH_DELAY`] for the agent's whole life and hands each
+/// entry to the running session (none: dropped; the data plane only writes while a
+/// session runs). Polled, not woken: the data plane writes without a wake-up, which would
+/// cost each new flow an interrupt whenever this reader keeps up; an entry waits at most
+/// one batching delay here, as it may in the session's batch anyway.
 fn start_ring_reader(
     dataplane: &mut Dataplane,
     events: Arc<Mutex<Option<mpsc::Sender<FlowEvent>>>>,
     shared: Arc<Shared>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let ring = dataplane.take_flow_events()?;
-    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .context("sync: watching the flow_events ring buffer")?;
+    let mut ring = dataplane.take_flow_events()?;
     Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BATCH_DELAY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(guard) => guard,
-                Err(err) => {
-                    log::error!("sync: reading flow_events: {err}");
-                    return;
-                }
-            };
+            tick.tick().await;
             let sender = events.lock().ok().and_then(|s| s.clone());
-            let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
                 let Some(event) = read_event(&item) else {
                     continue;
@@ -457,7 +465,6 @@ fn start_ring_reader(
                     shared.count(|c| *c.not_sent.entry("queue_full").or_default() += 1);
                 }
             }
-            guard.clear_ready();
         }
     }))
 }

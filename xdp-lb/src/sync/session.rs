@@ -52,6 +52,15 @@ pub struct SessionParts {
     pub timeouts: FlowTable,
 }
 
+/// Refreshed entries sent per batching tick: `max_rate` spread over the ticks of a second
+/// (at least one datagram's worth).
+fn per_tick(max_rate: u32) -> usize {
+    let ticks = (Duration::from_secs(1).as_micros() / BATCH_DELAY.as_micros()).max(1);
+    usize::try_from(u128::from(max_rate) / ticks)
+        .unwrap_or(usize::MAX)
+        .max(MAX_ENTRIES)
+}
+
 /// The session's sending side.
 struct Sender {
     key: Arc<Key>,
@@ -65,6 +74,8 @@ struct Sender {
     backlog_cap: usize,
     bucket: TokenBucket,
     burst: u32,
+    /// Refreshed entries sent per batching tick at most.
+    per_tick: usize,
 }
 
 fn unix_ms() -> u64 {
@@ -109,6 +120,7 @@ pub async fn run_session(parts: SessionParts) {
         .unwrap_or(usize::MAX),
         bucket: TokenBucket::new(settings.max_rate, settings.max_rate, now),
         burst: settings.max_rate,
+        per_tick: per_tick(settings.max_rate),
     };
     let mut receiver = Receiver {
         key,
@@ -185,17 +197,21 @@ impl Sender {
         });
     }
 
-    /// Sends the refresh backlog while at least half the bucket is left for new entries.
+    /// Sends the refresh backlog, paced: at most a batching delay's share of `max_rate`
+    /// each tick (a burst would overflow the peers' receive buffers), and only while at
+    /// least half the bucket is left for new entries.
     async fn send_backlog(&mut self, socket: &tokio::net::UdpSocket, shared: &Shared) {
-        while !self.backlog.is_empty() {
+        let mut budget = self.per_tick;
+        while !self.backlog.is_empty() && budget > 0 {
             let now = Instant::now();
-            let want = MAX_ENTRIES.min(self.backlog.len()) as u32;
+            let want = MAX_ENTRIES.min(self.backlog.len()).min(budget) as u32;
             let room = self.bucket.available(now).saturating_sub(self.burst / 2);
             let took = self.bucket.take(room.min(want), now) as usize;
             if took == 0 {
                 break;
             }
             let batch: Vec<SyncEntry> = self.backlog.drain(..took).collect();
+            budget = budget.saturating_sub(took);
             self.send(Kind::Flows, &batch, socket, shared).await;
         }
     }
