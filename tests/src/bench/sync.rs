@@ -1307,7 +1307,7 @@ fn variant_title(id: &str) -> &'static str {
         "off" => "off",
         "on" => "on, ring read in batches",
         "on_emptied" => "on, ring read after every packet, nobody waiting",
-        "on_woken" => "on, ring read after every packet, reader woken",
+        "on_woken" => "on, ring read after every packet, reader waiting",
         _ => "?",
     }
 }
@@ -1434,15 +1434,15 @@ fn render(out: &mut String, r: &SyncResults) {
          packets between test runs, so the timed packets never meet a full ring and only the \
          first record of a batch lands in an empty ring (a busy LB whose reader is behind);\n\
          * **on, ring read after every packet, nobody waiting**: every record lands in an \
-         empty ring, for which `bpf_ringbuf_commit` queues an irq_work to wake the ring's \
-         readers (the program passes no `BPF_RB_NO_WAKEUP`), here with no reader registered;\n\
-         * **on, ring read after every packet, reader woken**: the same with a thread waiting \
-         in `epoll_wait` on the ring (edge-triggered, on CPU {}), as the agent's reader waits \
-         (tokio): the irq_work now wakes it. This is every new flow of an LB whose reader \
-         keeps up, i.e. at low and moderate rates; the thread saw {} wake-ups per packet (the \
-         rest fell while it was still awake).\n\n\
-         The irq_work and the wake-up run inside the timed test run (the interrupt is taken \
-         at once, on the same CPU). Every run checks the counters (column *confirmed*: \
+         empty ring, as at an LB whose reader keeps up. The program passes \
+         `BPF_RB_NO_WAKEUP`, so `bpf_ringbuf_commit` queues no irq_work for it (without the \
+         flag it queued one per such record to wake the ring's readers);\n\
+         * **on, ring read after every packet, reader waiting**: the same with a thread \
+         waiting in `epoll_wait` on the ring (edge-triggered, on CPU {}), as an event-driven \
+         reader would: the thread saw {} wake-ups per packet. (The agent does not wait so: it \
+         reads the ring every `BATCH_DELAY`, 10 ms.)\n\n\
+         An irq_work and a wake-up, when there are any, run inside the timed test run (the \
+         interrupt is taken at once, on the same CPU). Every run checks the counters (column *confirmed*: \
          `sync_queued` rises by exactly the packets timed, `sync_ring_full` not at all) and \
          reads the ring back: exactly one record per packet, and the records' flows are the \
          flows sent.\n",
@@ -1498,20 +1498,22 @@ fn render(out: &mut String, r: &SyncResults) {
         let share = |rate: f64| rate * woken.median / 1e9 * 100.0;
         let _ = writeln!(
             out,
-            "What a kept-up reader costs: an agent's reader that has emptied the ring sleeps \
-             until the next record, so at any rate it keeps up with, every new flow pays the \
-             irq_work and the wake-up, here {:.1} µs: at 1,000 new flows per second {:.1}% of \
-             the CPU taking them, at 10,000 {:.0}%. Only when records come faster than the \
-             reader empties the ring does the cost fall to the batched figure.{}\n",
+            "What a kept-up reader costs: {:.3} µs per new flow with a reader waiting (at \
+             1,000 new flows per second {:.2}% of the CPU taking them, at 10,000 {:.1}%). The \
+             first measurements of this section (commit 26d0cfb) were taken before the program \
+             passed `BPF_RB_NO_WAKEUP`: then every record written into an emptied ring queued \
+             an irq_work that woke the reader, and a new flow at an LB whose reader kept up \
+             paid 10.4 to 16.8 µs (medians of four runs), about 17% of a CPU at 10,000 new \
+             flows per second. Hence the flag, and the agent reading the ring on its 10 ms \
+             batching tick instead of waiting on it: an entry waits at most that long, as it \
+             may in its batch anyway.{}\n",
             woken.median / 1000.0,
             share(1_000.0),
             share(10_000.0),
             if r.virtualized {
                 " This machine is a virtual machine (the CPU has the hypervisor flag), where \
-                 taking an interrupt costs an exit to the hypervisor: on bare metal the same \
-                 irq_work costs far less (not measured here), but the mechanism, one irq_work \
-                 per record written into an emptied ring unless the program passes \
-                 `BPF_RB_NO_WAKEUP`, is the kernel's (`bpf_ringbuf_commit`) everywhere."
+                 taking an interrupt costs an exit to the hypervisor: on bare metal an irq_work \
+                 costs less (not measured here)."
             } else {
                 ""
             }
@@ -1637,11 +1639,14 @@ fn render(out: &mut String, r: &SyncResults) {
     let bu = &t.burst;
     let _ = writeln!(
         out,
-        "**A refresh burst at a peer.** The first flush tick after a walk sends the backlog \
-         while more than half of the send bucket is left: from a full bucket (an LB with few \
-         new flows), {} entries ({} datagrams) back to back to each peer, as fast as encode \
-         and send go. Sent so over loopback to a receiver with the default receive buffer \
-         (SO_RCVBUF {} bytes), {} runs each way, alternating:\n\n\
+        "**A refresh burst at a peer.** The worst case the session first sent (until commit \
+         26d0cfb): the first flush tick after a walk sent the backlog while more than half \
+         of the send bucket was left, so from a full bucket (an LB with few new flows) {} \
+         entries ({} datagrams) back to back to each peer. The session now paces a refresh to \
+         `max_rate` × 10 ms per tick (500 entries, 25 datagrams, with the defaults) and asks \
+         for an 8 MiB receive buffer (`xdp_lb::sync::RECEIVE_BUFFER`); the burst is kept here \
+         as what a receiver survives. Sent over loopback to a receiver with the default \
+         receive buffer (SO_RCVBUF {} bytes), {} runs each way, alternating:\n\n\
          * as the session receives: decode and replay check on the receiving thread, `apply` \
          on one pinned thread per CPU ({} here), datagrams dealt round-robin through queues of \
          {} (refused `queue_full` when one is full): **{} % of the entries applied**, {} % \
