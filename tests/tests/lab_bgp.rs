@@ -133,16 +133,7 @@ fn new_sessions_spread_over_both_lbs() {
 #[test]
 fn a_clean_stop_of_one_lb_moves_its_live_publishes_to_the_other_lb_and_the_same_backend() {
     let (lab, binary, mut agents) = two_lbs();
-    let mut publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
-        .map(|i| {
-            let stream = format!("bgp{i}");
-            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
-            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let ffmpeg = lab.spawn(lab.ns_client(), &args).expect("ffmpeg");
-            (stream, ffmpeg)
-        })
-        .collect();
+    let mut publishes = support::stream::spawn_publishes(&lab, "bgp", PUBLISHES, STREAM_SECONDS);
     let ports = wait_for(Duration::from_secs(15), || {
         let ports = publish_ports(&lab);
         (ports.len() == PUBLISHES).then_some(ports)
@@ -303,15 +294,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// Starts `PUBLISHES` publishes named `{prefix}N` and waits until all are established.
 fn start_publishes(lab: &Lab, prefix: &str) -> Vec<(String, LabProcess)> {
-    let publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
-        .map(|i| {
-            let stream = format!("{prefix}{i}");
-            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
-            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            (stream, lab.spawn(lab.ns_client(), &args).expect("ffmpeg"))
-        })
-        .collect();
+    let publishes = support::stream::spawn_publishes(lab, prefix, PUBLISHES, STREAM_SECONDS);
     wait_for(Duration::from_secs(15), || {
         (publish_ports(lab).len() == PUBLISHES).then_some(())
     })

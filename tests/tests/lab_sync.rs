@@ -116,15 +116,7 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
         }
     }
 
-    let mut publishes: Vec<(String, LabProcess)> = (0..PUBLISHES)
-        .map(|i| {
-            let stream = format!("sync{i}");
-            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
-            let argv = Lab::publish_argv(&url, STREAM_SECONDS);
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            (stream, lab.spawn(lab.ns_client(), &args).expect("ffmpeg"))
-        })
-        .collect();
+    let mut publishes = support::stream::spawn_publishes(&lab, "sync", PUBLISHES, STREAM_SECONDS);
     let script = lab.dir().join("probe_connections.py");
     std::fs::write(&script, PROBE_SCRIPT).unwrap();
     let (count, seconds) = (PROBES.to_string(), PROBE_SECONDS.to_string());
@@ -268,25 +260,11 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
 /// The client's source ports of its connections to the VIP (publishes and probes).
 fn client_ports(lab: &Lab) -> Vec<u16> {
     let mut ports = support::stream::publish_ports_from(lab, Lab::ROUTED_CLIENT_ADDR);
-    let out = lab
-        .exec_ok(
-            lab.ns_client(),
-            &[
-                "ss",
-                "-Htn",
-                "state",
-                "established",
-                "dst",
-                &format!("{}:{}", Lab::VIP, Lab::HTTP_PORT),
-            ],
-        )
-        .unwrap_or_default();
-    for line in out.lines() {
-        let local = line.split_whitespace().nth(2).unwrap_or_default();
-        if let Some(port) = local.rsplit(':').next().and_then(|p| p.parse().ok()) {
-            ports.push(port);
-        }
-    }
+    ports.extend(support::stream::client_ports_to(
+        lab,
+        Lab::ROUTED_CLIENT_ADDR,
+        Lab::HTTP_PORT,
+    ));
     ports
 }
 

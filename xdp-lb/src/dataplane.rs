@@ -596,16 +596,7 @@ impl Dataplane {
     /// A handle of its own on the connection table, for a thread that walks it (see
     /// `control/census.rs`).
     pub fn flows_handle(&self) -> anyhow::Result<HashMap<MapData, FlowKey, FlowValue>> {
-        use aya::maps::IterableMap as _;
-        let fd = self
-            .flows
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the connection table's fd")?;
-        let data = MapData::from_fd(fd).context("opening the connection table again")?;
-        HashMap::try_from(Map::LruHashMap(data)).context("the connection table's type")
+        duplicate_flows(&self.flows)
     }
 
     /// The connection table's entries as the kernel sized it: `flow_table.size` rounded
@@ -693,6 +684,22 @@ fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Res
 
 /// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
 /// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
+/// Another handle on the connection table `flows` (a thread of its own walks or writes it
+/// through one).
+pub fn duplicate_flows(
+    flows: &HashMap<MapData, FlowKey, FlowValue>,
+) -> anyhow::Result<HashMap<MapData, FlowKey, FlowValue>> {
+    use aya::maps::IterableMap as _;
+    let fd = flows
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the connection table's fd")?;
+    let data = MapData::from_fd(fd).context("opening the connection table again")?;
+    HashMap::try_from(Map::LruHashMap(data)).context("the connection table's type")
+}
+
 /// The `vip_filter` words that hold the bits of `services` (and no other bit).
 pub fn vip_filter_words<'a>(services: impl IntoIterator<Item = &'a ServiceKey>) -> Vec<u64> {
     let mut words = vec![0u64; VIP_FILTER_WORDS as usize];

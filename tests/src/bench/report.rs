@@ -516,6 +516,19 @@ pub fn lb_failover_block(
     out
 }
 
+/// The existing BENCHMARKS.md under `root`, and its path (a section measured alone goes
+/// into a whole report).
+fn read_markdown(root: &Path) -> Result<(std::path::PathBuf, String)> {
+    let md_path = root.join(MARKDOWN);
+    let md = fs::read_to_string(&md_path).with_context(|| {
+        format!(
+            "{}: run the whole `cargo xtask bench` first",
+            md_path.display()
+        )
+    })?;
+    Ok((md_path, md))
+}
+
 /// Replaces one section of an existing report: its block in BENCHMARKS.md (inserted
 /// before "## Reproducing" when the report has none yet) and its key in BENCHMARKS.json.
 pub fn update_section(
@@ -524,13 +537,7 @@ pub fn update_section(
     value: &serde_json::Value,
     block: &str,
 ) -> Result<()> {
-    let md_path = root.join(MARKDOWN);
-    let md = fs::read_to_string(&md_path).with_context(|| {
-        format!(
-            "{}: run the whole `cargo xtask bench` first",
-            md_path.display()
-        )
-    })?;
+    let (md_path, md) = read_markdown(root)?;
     fs::write(&md_path, replace_block(&md, block)).context("writing BENCHMARKS.md")?;
     let json_path = root.join(JSON);
     let mut json: serde_json::Value = serde_json::from_str(
@@ -577,13 +584,7 @@ pub fn update_marked_section(
     begin: &str,
     end: &str,
 ) -> Result<()> {
-    let md_path = root.join(MARKDOWN);
-    let md = fs::read_to_string(&md_path).with_context(|| {
-        format!(
-            "{}: run the whole `cargo xtask bench` first",
-            md_path.display()
-        )
-    })?;
+    let (md_path, md) = read_markdown(root)?;
     fs::write(&md_path, replace_marked(&md, block, begin, end)).context("writing BENCHMARKS.md")?;
     let json_path = root.join(JSON);
     let text = fs::read_to_string(&json_path)

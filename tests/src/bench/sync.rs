@@ -688,6 +688,22 @@ fn key() -> Key {
     Key::from_bytes(&[0x5a; 32]).expect("a 32-byte key")
 }
 
+/// A received datagram as the session takes it: decoded (its tag verified) and checked
+/// against the replay window (send times within 10 s).
+fn accept(key: &wire::Key, guard: &mut ReplayGuard, datagram: &[u8]) -> Result<wire::Message> {
+    let message = wire::decode(key, datagram)?;
+    guard
+        .check(
+            message.sender,
+            message.seq,
+            message.sent_unix_ms,
+            unix_ms(),
+            10_000,
+        )
+        .map_err(|why| anyhow!("refused: {why}"))?;
+    Ok(message)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -899,16 +915,7 @@ fn end_to_end(
                 let len = rx
                     .recv(&mut buf)
                     .context("a datagram lost (receive timed out)")?;
-                let message = wire::decode(&key, &buf[..len])?;
-                guard
-                    .check(
-                        message.sender,
-                        message.seq,
-                        message.sent_unix_ms,
-                        unix_ms(),
-                        10_000,
-                    )
-                    .map_err(|why| anyhow!("refused: {why}"))?;
+                let message = accept(&key, &mut guard, &buf[..len])?;
                 let now = monotonic_ns();
                 for e in &message.entries {
                     lb_sync::apply(flows, directory, e, now)
@@ -1048,16 +1055,7 @@ fn burst_once(
         let (mut full, mut next) = (0u64, 0usize);
         // Until the sender is done and nothing came for 300 ms.
         while let Ok(len) = rx.recv(&mut buf) {
-            let message = wire::decode(&key, &buf[..len])?;
-            guard
-                .check(
-                    message.sender,
-                    message.seq,
-                    message.sent_unix_ms,
-                    unix_ms(),
-                    10_000,
-                )
-                .map_err(|why| anyhow!("refused: {why}"))?;
+            let message = accept(&key, &mut guard, &buf[..len])?;
             match way {
                 Receiving::Inline => {
                     let now = monotonic_ns();

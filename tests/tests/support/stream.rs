@@ -71,6 +71,11 @@ pub fn publish_ports(lab: &Lab) -> Vec<u16> {
 
 /// [`publish_ports`] of a client at `client` (behind the router: `Lab::ROUTED_CLIENT_ADDR`).
 pub fn publish_ports_from(lab: &Lab, client: &str) -> Vec<u16> {
+    client_ports_to(lab, client, Lab::RTMP_PORT)
+}
+
+/// The source ports of `client`'s established connections to the VIP's `port`.
+pub fn client_ports_to(lab: &Lab, client: &str, port: u16) -> Vec<u16> {
     let out = lab
         .exec_ok(
             lab.ns_client(),
@@ -80,13 +85,31 @@ pub fn publish_ports_from(lab: &Lab, client: &str) -> Vec<u16> {
                 "state",
                 "established",
                 "dst",
-                &format!("{}:{}", Lab::VIP, Lab::RTMP_PORT),
+                &format!("{}:{port}", Lab::VIP),
             ],
         )
         .unwrap_or_default();
     out.split_whitespace()
         .filter(|f| f.starts_with(client))
         .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect()
+}
+
+/// Starts `count` publishes of `seconds` from the client, named `{prefix}0`, `{prefix}1`...
+pub fn spawn_publishes(
+    lab: &Lab,
+    prefix: &str,
+    count: usize,
+    seconds: u32,
+) -> Vec<(String, LabProcess)> {
+    (0..count)
+        .map(|i| {
+            let stream = format!("{prefix}{i}");
+            let url = format!("rtmp://{}:{}/live/{stream}", Lab::VIP, Lab::RTMP_PORT);
+            let argv = Lab::publish_argv(&url, seconds);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            (stream, lab.spawn(lab.ns_client(), &args).expect("ffmpeg"))
+        })
         .collect()
 }
 

@@ -419,7 +419,7 @@ impl Appliers {
         let cpus = allowed_cpus();
         let mut queues = Vec::new();
         for cpu in cpus {
-            let handle = match duplicate(flows) {
+            let handle = match crate::dataplane::duplicate_flows(flows) {
                 Ok(handle) => handle,
                 Err(err) => {
                     log::error!("sync: a connection-table handle for CPU {cpu}: {err:#}");
@@ -514,22 +514,6 @@ fn allowed_cpus() -> Vec<usize> {
             .collect(),
         Err(_) => vec![0],
     }
-}
-
-/// Another handle on the same connection table.
-fn duplicate(flows: &Flows) -> anyhow::Result<Flows> {
-    use std::os::fd::AsFd as _;
-
-    use anyhow::Context as _;
-    use aya::maps::IterableMap as _;
-    let fd = flows
-        .map()
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("duplicating the connection table's fd")?;
-    let data = MapData::from_fd(fd).context("opening the connection table again")?;
-    BpfHashMap::try_from(aya::maps::Map::LruHashMap(data)).context("the connection table's type")
 }
 
 /// Inserts a peer's entry into the connection table, marked learnt, unless this LB's own
