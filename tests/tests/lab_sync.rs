@@ -186,7 +186,8 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
     // New sessions go where LB 2's new state says, the added backend among them.
     let mut landed = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..30u16 {
-        let port = 46000 + i;
+        // Above the ephemeral range (32768-60999): no probe or publish holds it.
+        let port = 61000 + i;
         let body = lab
             .http_get_via_vip_from_port("/", port)
             .expect("a new session through LB 2");

@@ -50,6 +50,23 @@ impl Directory {
         directory
     }
 
+    /// A hash of what [`Self::of`] would hold for `balancer` (never 0), computed without
+    /// building it: equal prints, equal directories (but for a hash collision).
+    pub fn fingerprint(balancer: &Balancer) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for service in balancer.services() {
+            service.key.hash(&mut hasher);
+            service.id.hash(&mut hasher);
+            for backend in service.backends.values().chain(service.standbys.values()) {
+                backend.config.address.hash(&mut hasher);
+                backend.id.hash(&mut hasher);
+                backend.epoch.hash(&mut hasher);
+            }
+        }
+        hasher.finish().max(1)
+    }
+
     /// Adds one backend (tests and benchmarks build directories by hand).
     pub fn insert(&mut self, placed: Placed) {
         self.services.insert(placed.service);

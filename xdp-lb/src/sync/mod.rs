@@ -121,6 +121,8 @@ pub struct FlowSync {
     ring: Option<tokio::task::JoinHandle<()>>,
     running: Option<Running>,
     timeouts: FlowTable,
+    /// [`Directory::fingerprint`] of the directory last published (0: none yet).
+    published: std::sync::atomic::AtomicU64,
 }
 
 /// The sync socket for `settings`, bound before anything is attached (a port taken, or
@@ -211,9 +213,18 @@ impl FlowSync {
             ring: Some(ring),
             running: None,
             timeouts,
+            published: std::sync::atomic::AtomicU64::new(0),
         };
-        if let (Some(settings), Some(socket)) = (settings, socket) {
-            sync.start_session(dataplane, settings, socket)?;
+        if let (Some(settings), Some(socket)) = (settings, socket)
+            && let Err(err) = sync.start_session(dataplane, settings, socket)
+        {
+            // The data plane is attached and forwarding: a sync session that cannot start
+            // stops nothing else. `status` says so, and a reload tries again.
+            log::error!("flow-state sync is off: {err:#}");
+            sync.shared.count(|c| {
+                c.listening = false;
+                c.listen = format!("off: {err:#}");
+            });
         }
         Ok(sync)
     }
@@ -259,6 +270,9 @@ impl FlowSync {
             settings.peers.len().saturating_sub(1),
             crate::config::format_duration(settings.refresh)
         );
+        // A new session starts from a directory published afresh.
+        self.published
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.running = Some(Running {
             settings: settings.clone(),
             key_print,
@@ -356,11 +370,24 @@ impl FlowSync {
     }
 
     /// Rebuilds the directory from the balancer when it changed.
+    ///
+    /// Called after every wake-up of the agent's loop, so it costs nothing without a
+    /// session, and with one only a pass over the backends (no allocation) while nothing
+    /// changed.
     pub fn publish(&self, balancer: &Balancer) {
-        let fresh = Directory::of(balancer);
-        if let Ok(mut current) = self.shared.directory.write()
-            && **current != fresh
+        if self.running.is_none() {
+            return;
+        }
+        let print = Directory::fingerprint(balancer);
+        if self
+            .published
+            .swap(print, std::sync::atomic::Ordering::Relaxed)
+            == print
         {
+            return;
+        }
+        let fresh = Directory::of(balancer);
+        if let Ok(mut current) = self.shared.directory.write() {
             *current = Arc::new(fresh);
         }
     }
