@@ -25,7 +25,7 @@ use support::{
 use xdp_lb::{
     config::{FlowTable, Protocol},
     control::census::monotonic_ns,
-    sync::{Directory, apply, flow_key, live_since, wire::SyncEntry},
+    sync::{Directory, apply, live_since, wire::SyncEntry},
 };
 use xdp_lb_common::{
     FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST, FlowEvent, FlowKey, FlowValue, PROTO_TCP, PROTO_UDP,
@@ -71,7 +71,7 @@ fn ack(ip: &str, port: u16) -> Vec<u8> {
 
 /// The flow's connection-table key, as sync names it.
 fn key(ip: &str, port: u16) -> FlowKey {
-    flow_key(client(ip, port), vip(), PROTO_TCP, 0)
+    FlowKey::new(client(ip, port), vip(), PROTO_TCP, 0)
 }
 
 /// The handshake as the LB sees it (SYN, then the client's ACK, which makes the entry);

@@ -95,9 +95,30 @@ pub fn addr_words(addr: core::net::IpAddr) -> [u32; 4] {
     }
 }
 
+/// The address the data plane's words hold, in `family` (`FAMILY_IPV4`: word 0 only): the
+/// inverse of [`addr_words`].
+pub fn addr_from_words(words: &[u32; 4], family: u8) -> core::net::IpAddr {
+    if family == crate::FAMILY_IPV4 {
+        return core::net::IpAddr::from(words[0].to_ne_bytes());
+    }
+    let mut octets = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        octets[4 * i..4 * i + 4].copy_from_slice(&b);
+        i += 1;
+    }
+    core::net::IpAddr::from(octets)
+}
+
 /// A port as the data plane reads it: its network-order bytes as a native `u16`.
 pub fn port_raw(port: u16) -> u16 {
     u16::from_ne_bytes(port.to_be_bytes())
+}
+
+/// The port a data-plane `u16` holds: the inverse of [`port_raw`].
+pub fn port_from_raw(raw: u16) -> u16 {
+    u16::from_be_bytes(raw.to_ne_bytes())
 }
 
 /// The flow hash the data plane computes for a packet from `src`:`src_port` to

@@ -7,7 +7,10 @@
 
 pub mod flow_hash;
 
-pub use flow_hash::{addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_raw, source_hash};
+pub use flow_hash::{
+    addr_from_words, addr_words, flow_hash, flow_hash_v4, flow_hash_v6, port_from_raw, port_raw,
+    source_hash,
+};
 
 /// Entries of `service_by_vip` (and the stats slots a service can own).
 pub const MAX_SERVICES: u32 = 1024;
@@ -241,6 +244,28 @@ pub struct FlowKey {
     pub family: u8,
     /// The frame's outer VLAN id (0 untagged): one 5-tuple on two VLANs is two flows.
     pub vlan: u16,
+}
+
+impl FlowKey {
+    /// The key of a flow from `client` to the service at `vip` with IP protocol `proto`,
+    /// on outer VLAN `vlan` (0: untagged, or a service on any VLAN). The two addresses
+    /// are of one family.
+    pub fn new(
+        client: core::net::SocketAddr,
+        vip: core::net::SocketAddr,
+        proto: u8,
+        vlan: u16,
+    ) -> Self {
+        let service = ServiceKey::new(vip.ip(), vip.port(), proto);
+        Self {
+            src: addr_words(client.ip()),
+            dst: service.addr,
+            ports: flow_hash::ports_word(port_raw(client.port()), service.port),
+            proto,
+            family: service.family,
+            vlan,
+        }
+    }
 }
 
 /// Value of `flows`: the backend a flow was given, and when it was last seen.

@@ -331,7 +331,7 @@ fn first_ack(n: u64) -> Vec<u8> {
 }
 
 fn flow_of(n: u64) -> FlowKey {
-    lb_sync::flow_key(SocketAddr::V4(client(n)), vip(), 6, 0)
+    FlowKey::new(SocketAddr::V4(client(n)), vip(), 6, 0)
 }
 
 fn new_flow_path(sync: bool) -> Path {

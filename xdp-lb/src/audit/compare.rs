@@ -4,8 +4,8 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, FAMILY_IPV4, LocalMacs, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP,
-    ServiceKey, ServiceValue, VipKey, map_names, vip_filter_bit,
+    BACKEND_F_VALID, BackendValue, LocalMacs, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP, ServiceKey,
+    ServiceValue, VipKey, addr_from_words, map_names, port_from_raw, vip_filter_bit,
 };
 
 use super::{Attached, Drift, Intent, KernelView, TableDigest};
@@ -102,22 +102,10 @@ fn differ(out: &mut Vec<String>, name: &str, want: u32, have: u32) {
     }
 }
 
-/// The address of a key's words (see `ServiceKey` for their byte order).
-fn address_of(words: &[u32; 4], family: u8) -> IpAddr {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    if family == FAMILY_IPV4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        let mut octets = [0u8; 16];
-        octets.copy_from_slice(&bytes);
-        IpAddr::from(octets)
-    }
-}
-
 /// `VIP:PORT/PROTO` (and `vlan N`) of a `service_by_vip` key.
 pub fn key_label(key: &ServiceKey) -> String {
-    let addr = address_of(&key.addr, key.family);
-    let port = port_of(key);
+    let addr = addr_from_words(&key.addr, key.family);
+    let port = port_from_raw(key.port);
     let proto = match key.proto {
         PROTO_TCP => "tcp".to_owned(),
         PROTO_UDP => "udp".to_owned(),
@@ -131,11 +119,6 @@ pub fn key_label(key: &ServiceKey) -> String {
         IpAddr::V4(a) => format!("{a}:{port}/{proto}{vlan}"),
         IpAddr::V6(a) => format!("[{a}]:{port}/{proto}{vlan}"),
     }
-}
-
-/// The port of a key in host order (the key holds the packet's bytes).
-fn port_of(key: &ServiceKey) -> u16 {
-    u16::from_be_bytes(key.port.to_ne_bytes())
 }
 
 fn backends(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
@@ -253,7 +236,7 @@ fn vips(intent: &Intent, kernel: &KernelView, drift: &mut Vec<Drift>) {
     for key in &kernel.vips {
         if !owned.contains(key) {
             drift.push(Drift::new(
-                format!("vips key {}", address_of(&key.addr, key.family)),
+                format!("vips key {}", addr_from_words(&key.addr, key.family)),
                 map,
                 "an address no configured service has: later fragments to it whose first was \
                  not seen are dropped instead of reaching the LB host",

@@ -17,15 +17,13 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     path::Path,
 };
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use xdp_lb_common::{
-    BACKEND_F_VALID, BackendOwner, BackendValue, FAMILY_IPV4, OWNER_F_HEALTHY, ServiceKey,
-};
+use xdp_lb_common::{BACKEND_F_VALID, BackendOwner, BackendValue, OWNER_F_HEALTHY, ServiceKey};
 
 use super::{BackendState, Balancer, Forwarding, ServiceState};
 use crate::config::{MacAddr, Service};
@@ -192,14 +190,7 @@ fn servers(state: &ServiceState) -> BTreeMap<IpAddr, ServerSnapshot> {
 
 /// The address an owner record names, in its service's family.
 fn owner_address(owner: &BackendOwner) -> IpAddr {
-    let bytes: Vec<u8> = owner.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    if owner.service.family == FAMILY_IPV4 {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        let mut octets = [0u8; 16];
-        octets.copy_from_slice(&bytes);
-        IpAddr::V6(Ipv6Addr::from(octets))
-    }
+    xdp_lb_common::addr_from_words(&owner.addr, owner.service.family)
 }
 
 /// Where a pinned entry sent frames, if it held a MAC.

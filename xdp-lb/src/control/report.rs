@@ -7,10 +7,7 @@ use std::{
     time::Duration,
 };
 
-use xdp_lb_common::{
-    BACKEND_F_VALID, FAMILY_IPV4, FAMILY_IPV6, FlowKey, addr_words, flow_hash::ports_word,
-    flow_stat, port_raw, verdict,
-};
+use xdp_lb_common::{BACKEND_F_VALID, FlowKey, flow_stat, verdict};
 
 use super::census::{Census, expired, monotonic_ns};
 use super::protocol::{
@@ -251,18 +248,12 @@ pub fn lookup(
             "client {client} and VIP {vip} are of different families"
         ));
     }
-    let key = FlowKey {
-        src: addr_words(client.ip()),
-        dst: addr_words(vip.ip()),
-        ports: ports_word(port_raw(client.port()), port_raw(vip.port())),
-        proto: protocol.number(),
-        family: if vip.is_ipv4() {
-            FAMILY_IPV4
-        } else {
-            FAMILY_IPV6
-        },
-        vlan: service.config.vlan.unwrap_or(0),
-    };
+    let key = FlowKey::new(
+        client,
+        vip,
+        protocol.number(),
+        service.config.vlan.unwrap_or(0),
+    );
     if let Some(entry) = balancer.dataplane().flow(&key)
         && !expired(&key, &entry, monotonic_ns(), timeouts)
         && let Ok(value) = balancer.dataplane().backend(entry.backend_id)

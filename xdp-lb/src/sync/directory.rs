@@ -4,12 +4,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
 };
 
-use xdp_lb_common::{
-    FAMILY_IPV4, FlowKey, ServiceKey, addr_words, flow_hash::ports_word, port_raw,
-};
+use xdp_lb_common::{FlowKey, ServiceKey, addr_from_words, port_from_raw};
 
 use crate::balancer::Balancer;
 
@@ -91,40 +89,14 @@ impl Directory {
     }
 }
 
-/// The address held in key words `words` of family `family` (see `ServiceKey`).
-pub fn words_addr(words: &[u32; 4], family: u8) -> IpAddr {
-    if family == FAMILY_IPV4 {
-        return IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()));
-    }
-    let mut octets = [0u8; 16];
-    for (chunk, word) in octets.chunks_exact_mut(4).zip(words) {
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    IpAddr::V6(Ipv6Addr::from(octets))
-}
-
 /// A flow's client and VIP, from its connection-table key.
 pub fn flow_ends(key: &FlowKey) -> (SocketAddr, SocketAddr) {
-    let raw = |half: u32| u16::from_be_bytes((half as u16).to_ne_bytes());
-    let client_port = raw(key.ports & 0xffff);
-    let vip_port = raw(key.ports >> 16);
+    let client_port = port_from_raw((key.ports & 0xffff) as u16);
+    let vip_port = port_from_raw((key.ports >> 16) as u16);
     (
-        SocketAddr::new(words_addr(&key.src, key.family), client_port),
-        SocketAddr::new(words_addr(&key.dst, key.family), vip_port),
+        SocketAddr::new(addr_from_words(&key.src, key.family), client_port),
+        SocketAddr::new(addr_from_words(&key.dst, key.family), vip_port),
     )
-}
-
-/// The connection-table key of a flow from `client` to `vip` (families already equal).
-pub fn flow_key(client: SocketAddr, vip: SocketAddr, proto: u8, vlan: u16) -> FlowKey {
-    let service = ServiceKey::new(vip.ip(), vip.port(), proto);
-    FlowKey {
-        src: addr_words(client.ip()),
-        dst: service.addr,
-        ports: ports_word(port_raw(client.port()), port_raw(vip.port())),
-        proto,
-        family: service.family,
-        vlan,
-    }
 }
 
 /// The listener key of the service a flow's key belongs to.
@@ -145,7 +117,7 @@ mod tests {
         ] {
             let (client, vip): (SocketAddr, SocketAddr) =
                 (client.parse().unwrap(), vip.parse().unwrap());
-            let key = flow_key(client, vip, 6, 200);
+            let key = FlowKey::new(client, vip, 6, 200);
             assert_eq!(flow_ends(&key), (client, vip));
             assert_eq!(
                 service_of(&key),

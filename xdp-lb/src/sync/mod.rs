@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use xdp_lb_common::FlowEvent;
 
 pub use self::{
-    directory::{Directory, Placed, flow_ends, flow_key, service_of, words_addr},
+    directory::{Directory, Placed, flow_ends, service_of},
     session::{
         BATCH_DELAY, HEARTBEAT, SessionParts, WALK_OVERLAP_NS, apply, live_since, run_session,
     },
@@ -216,7 +216,8 @@ impl FlowSync {
             published: std::sync::atomic::AtomicU64::new(0),
         };
         if let (Some(settings), Some(socket)) = (settings, socket)
-            && let Err(err) = sync.start_session(dataplane, settings, socket)
+            && let Err(err) = read_key(settings)
+                .and_then(|key| sync.start_session(dataplane, settings, socket, key))
         {
             // The data plane is attached and forwarding: a sync session that cannot start
             // stops nothing else. `status` says so, and a reload tries again.
@@ -234,10 +235,8 @@ impl FlowSync {
         dataplane: &mut Dataplane,
         settings: &SyncSettings,
         socket: UdpSocket,
+        key: wire::Key,
     ) -> anyhow::Result<()> {
-        let key = read_key_file(&settings.key_file).map_err(|why| {
-            anyhow::anyhow!("sync.key_file {}: {why}", settings.key_file.display())
-        })?;
         let key_print = fingerprint(&key);
         let local = socket.local_addr().context("sync: the socket's address")?;
         let socket = tokio::net::UdpSocket::from_std(socket).context("sync: the socket")?;
@@ -317,9 +316,7 @@ impl FlowSync {
             }
             return Ok(());
         };
-        let key = read_key_file(&settings.key_file).map_err(|why| {
-            anyhow::anyhow!("sync.key_file {}: {why}", settings.key_file.display())
-        })?;
+        let key = read_key(settings)?;
         let print = fingerprint(&key);
         if let Some(running) = &self.running
             && running.settings == *settings
@@ -341,7 +338,8 @@ impl FlowSync {
             self.stop_session(dataplane).await;
             Ok(socket)
         };
-        let started = socket.and_then(|socket| self.start_session(dataplane, settings, socket));
+        let started =
+            socket.and_then(|socket| self.start_session(dataplane, settings, socket, key));
         if let Err(err) = &started {
             // The old session is gone: status says so, and why.
             self.shared.count(|c| {
@@ -452,6 +450,12 @@ impl Drop for FlowSync {
             running.task.abort();
         }
     }
+}
+
+/// The shared key `settings` name, read from its file.
+fn read_key(settings: &SyncSettings) -> anyhow::Result<wire::Key> {
+    read_key_file(&settings.key_file)
+        .map_err(|why| anyhow::anyhow!("sync.key_file {}: {why}", settings.key_file.display()))
 }
 
 /// A key's fingerprint: the tag of a fixed heartbeat (equal keys, equal prints).

@@ -14,7 +14,7 @@ use xdp_lb_common::{FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST, FlowEvent, FlowKey, F
 
 use super::{
     Shared,
-    directory::{Directory, flow_ends, flow_key, service_of},
+    directory::{Directory, flow_ends, service_of},
     wire::{
         self, FLAG_FIN, FLAG_RST, Key, Kind, MAX_DATAGRAM, MAX_ENTRIES, Message, ReplayGuard,
         SyncEntry, TokenBucket,
@@ -524,7 +524,7 @@ pub fn apply(
     entry: &SyncEntry,
     now_ns: u64,
 ) -> Result<(), &'static str> {
-    let key = flow_key(entry.client, entry.vip, entry.proto, entry.vlan);
+    let key = FlowKey::new(entry.client, entry.vip, entry.proto, entry.vlan);
     let service = service_of(&key);
     let Some(placed) = directory.by_address(&service, entry.backend) else {
         return Err(if directory.has_service(&service) {
