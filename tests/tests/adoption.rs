@@ -6,13 +6,17 @@ mod support;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use aya::maps::{HashMap as AyaHashMap, Map, MapData};
 use support::{frames::Ipv4Frame, harness::*, scratch_pins::ScratchPins};
 use xdp_lb::{
     balancer::{Balancer, adopt::Snapshot},
     config::{Backend, FlowTable, Protocol, Service},
     dataplane::{Dataplane, LoadOptions, LogLevel},
 };
-use xdp_lb_common::{PROTO_TCP, ServiceKey, flow_stat, verdict};
+use xdp_lb_common::{
+    BPF_F_NO_COMMON_LRU, FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS, FlowKey, FlowValue, PROTO_TCP,
+    ServiceKey, flow_stat, map_names, verdict,
+};
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
@@ -26,16 +30,37 @@ fn start(
     snapshot: Option<Snapshot>,
     forwarding: &dyn Fn(&Backend) -> Option<xdp_lb::balancer::Forwarding>,
 ) -> Harness {
-    let dataplane = Dataplane::load_pinned(
+    fill(
+        load(pins, FlowTable::default()),
+        services,
+        snapshot,
+        forwarding,
+    )
+}
+
+/// An agent's load on `pins` with a connection table of `flow_table`.
+fn load(pins: &ScratchPins, flow_table: FlowTable) -> Dataplane {
+    Dataplane::load_pinned(
         &LoadOptions {
             flow_hash_seed: SEED,
             maglev_table_slots: 8 * 65537,
-            flow_table: FlowTable::default(),
+            flow_table,
             log_level: LogLevel::Warn,
         },
         Some(pins.0.clone()),
     )
-    .expect("load");
+    .expect("load")
+}
+
+/// The rest of an agent's start on a loaded `dataplane`, up to where it attaches (these
+/// tests run the program through BPF_PROG_TEST_RUN instead) and settles a connection
+/// table's move.
+fn fill(
+    dataplane: Dataplane,
+    services: &[Service],
+    snapshot: Option<Snapshot>,
+    forwarding: &dyn Fn(&Backend) -> Option<xdp_lb::balancer::Forwarding>,
+) -> Harness {
     let adopted = dataplane.adopted();
     let mut balancer = Balancer::new(dataplane, SEED);
     if adopted {
@@ -49,6 +74,10 @@ fn start(
             .expect("adding a service");
     }
     balancer.finish_adoption();
+    balancer
+        .dataplane_mut()
+        .settle_flow_migration()
+        .expect("settling the connection table's move");
     Harness { balancer }
 }
 
@@ -300,4 +329,193 @@ fn an_upgrade_keeps_the_flows_and_removes_the_pin_of_a_retired_map() {
     assert!(h.balancer.dataplane().adopted());
     assert!(!retired.exists(), "the retired map's pin is gone");
     assert_flows_kept(&h, &flows);
+}
+
+/// The pinned connection table's shape, as the kernel has it.
+fn pinned_flows_shape(pins: &ScratchPins) -> xdp_lb::pins::MapShape {
+    xdp_lb::pins::pinned_shape(&pins.0.map(map_names::FLOWS)).expect("the pinned flows")
+}
+
+/// Replaces the pinned connection table by a table of the flavour earlier versions made
+/// (per-CPU LRU lists, `BPF_F_NO_COMMON_LRU`) holding the same entries: pins as an agent
+/// of such a version leaves them.
+fn pin_a_per_cpu_lists_table(pins: &ScratchPins) -> AyaHashMap<MapData, FlowKey, FlowValue> {
+    let path = pins.0.map(map_names::FLOWS);
+    let current: AyaHashMap<MapData, FlowKey, FlowValue> =
+        AyaHashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
+    let entries: Vec<(FlowKey, FlowValue)> = current.iter().map(Result::unwrap).collect();
+    let staged = pins.0.root().join("flows-per-cpu");
+    let status = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&staged)
+        .args(["type", "lru_hash", "key", "40", "value", "24", "entries"])
+        .arg(FLOW_TABLE_DEFAULT_SIZE.to_string())
+        .args(["name", "flows", "flags"])
+        .arg(BPF_F_NO_COMMON_LRU.to_string())
+        .status()
+        .expect("bpftool");
+    assert!(status.success(), "bpftool map create");
+    std::fs::rename(&staged, &path).expect("pinning the per-CPU lists table as flows");
+    let mut old: AyaHashMap<MapData, FlowKey, FlowValue> =
+        AyaHashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
+    for (key, value) in &entries {
+        old.insert(key, value, 0).unwrap();
+    }
+    assert_eq!(pinned_flows_shape(pins).flags, BPF_F_NO_COMMON_LRU);
+    old
+}
+
+/// An agent of this version on the pins of one whose connection table had per-CPU LRU
+/// lists: every live flow moves into one shared list, also a flow the earlier program
+/// made between the new agent's load and its attach, and the new table takes the pin.
+#[test]
+fn an_upgrade_over_a_table_with_per_cpu_lru_lists_moves_every_live_flow_into_one_shared_list() {
+    let pins = ScratchPins::new("flavour");
+    let mut flows = first_agent_flows(&pins, 34000..34200);
+    let mut old = pin_a_per_cpu_lists_table(&pins);
+
+    let dataplane = load(&pins, FlowTable::default());
+    assert!(dataplane.adopted());
+    // The earlier program still runs until the attach: a flow it places now is in the old
+    // table only.
+    let late_port = 34999u16;
+    let late_value = FlowValue {
+        last_seen_ns: xdp_lb::control::census::monotonic_ns(),
+        ..old.get(&flow_key(34000), 0).unwrap()
+    };
+    old.insert(flow_key(late_port), late_value, 0).unwrap();
+    flows.insert(late_port, flows[&34000]);
+
+    let h = fill(
+        dataplane,
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    let shape = pinned_flows_shape(&pins);
+    assert_eq!(shape.flags, FLOW_TABLE_FLAGS, "the new table is pinned");
+    assert_eq!(shape.max_entries, FLOW_TABLE_DEFAULT_SIZE);
+    assert!(!pins.0.map("flows-new").exists(), "nothing left staged");
+    assert_flows_kept(&h, &flows);
+    // The next agent adopts the new table as it is.
+    drop(h);
+    let again = start(
+        &pins,
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    assert_flows_kept(&again, &flows);
+}
+
+/// A restart with another `flow_table.size` moves the live flows into a table of that
+/// size; a smaller one than the flows keeps the most recently seen.
+#[test]
+fn a_restart_with_another_flow_table_size_moves_the_live_flows_keeping_the_most_recent() {
+    let pins = ScratchPins::new("resize");
+    let flows = first_agent_flows(&pins, 35000..35300);
+    // The last 64 flows get a packet a little later (touches are one a second at most).
+    let recent: BTreeMap<u16, IpAddr> = flows.range(35236..).map(|(p, b)| (*p, *b)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_flows_kept(
+        &start(
+            &pins,
+            &[rtmp("video-rtmp", 251, &BACKENDS)],
+            None,
+            &Harness::loopback_forwarding,
+        ),
+        &recent,
+    );
+
+    // 300 flows into a table of 256.
+    let smaller = FlowTable {
+        size: 256,
+        ..FlowTable::default()
+    };
+    let h = fill(
+        load(&pins, smaller),
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    assert_eq!(pinned_flows_shape(&pins).max_entries, 256);
+    let kept = h.balancer.dataplane().flows().len();
+    assert!(kept <= 256, "{kept} entries in a table of 256");
+    for port in recent.keys() {
+        assert!(
+            h.balancer.dataplane().flow(&flow_key(*port)).is_some(),
+            "the recently seen flow from port {port} was kept ({kept} kept)"
+        );
+    }
+    assert_flows_kept(&h, &recent);
+    drop(h);
+
+    // And into a bigger one: every flow the small table kept.
+    let bigger = FlowTable {
+        size: 1 << 19,
+        ..FlowTable::default()
+    };
+    let h = fill(
+        load(&pins, bigger),
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    assert_eq!(pinned_flows_shape(&pins).max_entries, 1 << 19);
+    assert_eq!(h.balancer.dataplane().flows().len(), kept);
+    assert_flows_kept(&h, &recent);
+}
+
+/// A pinned connection table whose entries have another layout cannot be moved: the agent
+/// refuses it, says why and what to do, and leaves it as it was.
+#[test]
+fn a_pinned_connection_table_of_another_key_layout_is_refused_and_left_alone() {
+    let pins = ScratchPins::new("layout-flows");
+    let flows = first_agent_flows(&pins, 36000..36010);
+    // Any LRU hash of another key size stands in: the persistence table's.
+    let path = pins.0.map(map_names::FLOWS);
+    let flows_pin = pins.0.root().join("flows-real");
+    std::fs::rename(&path, &flows_pin).unwrap();
+    MapData::from_pin(pins.0.map(map_names::PERSISTENCE))
+        .unwrap()
+        .pin(&path)
+        .unwrap();
+    let before = pinned_flows_shape(&pins);
+    let err = Dataplane::load_pinned(
+        &LoadOptions {
+            flow_hash_seed: SEED,
+            maglev_table_slots: 8 * 65537,
+            flow_table: FlowTable::default(),
+            log_level: LogLevel::Warn,
+        },
+        Some(pins.0.clone()),
+    )
+    .err()
+    .expect("refused");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("flows: pinned key 24 B") && message.contains("xdp-lb cleanup"),
+        "{message}"
+    );
+    assert_eq!(pinned_flows_shape(&pins), before, "left alone");
+    // Put back, the real table is adopted with its flows.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&flows_pin, &path).unwrap();
+    let h = start(
+        &pins,
+        &[rtmp("video-rtmp", 251, &BACKENDS)],
+        None,
+        &Harness::loopback_forwarding,
+    );
+    assert_flows_kept(&h, &flows);
+}
+
+/// The connection-table key of the client's flow from `port` to the RTMP service.
+fn flow_key(port: u16) -> FlowKey {
+    FlowKey::new(
+        std::net::SocketAddr::new(CLIENT.parse().unwrap(), port),
+        std::net::SocketAddr::new(VIP.parse().unwrap(), 1935),
+        PROTO_TCP,
+        0,
+    )
 }

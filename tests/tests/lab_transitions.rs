@@ -2,8 +2,8 @@
 //! leaves `maglev_table_slots` to the agent, adding and removing a service, renaming one,
 //! changing a table size and adding and removing a client pool each take effect, through
 //! a reload and through a flow-keeping restart (SIGQUIT, edit, new agent; also with the
-//! agent's snapshot gone, and after a kill -9 in the middle of a burst of run-time
-//! changes), while a live RTMP publish runs on: it ends as one uninterrupted session on
+//! agent's snapshot gone, with another connection-table size, and after a kill -9 in the
+//! middle of a burst of run-time changes), while a live RTMP publish runs on: it ends as one uninterrupted session on
 //! the server it started on, and every new session lands where the new config says.
 //!
 //! The publish's server is drained first, so from then on Maglev would send its flow
@@ -60,6 +60,7 @@ fn first_farm() -> Farm {
         maglev_size: None,
         blue_pool: None,
         hls: None,
+        flow_table_size: None,
     }
 }
 
@@ -206,6 +207,22 @@ fn flow_keeping_restarts_through_every_kind_of_edit_without_the_snapshot_and_aft
         live.assert_publish_still_on_its_server(&what);
         farm.assert_running(&live.lab, &live.binary, &mut ports, &what);
     }
+
+    // A connection table of another size cannot be adopted as it is: the next agent moves
+    // the live flows into a new one (the publish's own among them: its server is drained,
+    // so Maglev would send it elsewhere).
+    let what = "a restart with flow_table.size changed to 4096";
+    farm.flow_table_size = Some(4096);
+    live.restart_keeping_flows(&farm, false);
+    assert!(
+        live.lab
+            .agent_log()
+            .contains("from the pinned connection table (262144 entries, flags 0x0) into a new one (4096 entries, flags 0x0)"),
+        "the next agent moved the live flows into a table of 4096:\n{}",
+        live.lab.agent_log()
+    );
+    live.assert_publish_still_on_its_server(what);
+    farm.assert_running(&live.lab, &live.binary, &mut ports, what);
 
     // b1 joins the default pool, and the new agent has no snapshot: it cannot reuse the
     // earlier agent's backend ids, and b1 sorts first.

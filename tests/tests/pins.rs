@@ -1,5 +1,6 @@
 //! Pinned maps (root only): a second data plane loaded on the same pins takes over the
-//! first one's services, tables and connection table; pins of another layout are refused.
+//! first one's services, tables and connection table; pins of another entry layout are refused
+//! (a connection table of another size or flavour is moved instead: `adoption.rs`).
 
 mod support;
 
@@ -92,19 +93,26 @@ fn pins_of_another_layout_are_refused_with_the_reason_and_left_alone() {
     drop(
         Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone())).expect("load"),
     );
-    let smaller = FlowTable {
-        size: 4096,
-        ..FlowTable::default()
-    };
-    let err = Dataplane::load_pinned(&options(smaller), Some(pins.0.clone()))
+    // A `backends` of another entry layout (any other pinned map stands in: persistence's).
+    let backends = pins.0.map(xdp_lb_common::map_names::BACKENDS);
+    let real = pins.0.root().join("backends-real");
+    std::fs::rename(&backends, &real).unwrap();
+    aya::maps::MapData::from_pin(pins.0.map(xdp_lb_common::map_names::PERSISTENCE))
+        .unwrap()
+        .pin(&backends)
+        .unwrap();
+    let err = Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
         .err()
         .expect("refused");
     let message = format!("{err:#}");
     assert!(
-        message.contains("flows") && message.contains("xdp-lb cleanup"),
+        message.contains("backends: pinned") && message.contains("xdp-lb cleanup"),
         "{message}"
     );
-    // Still usable by an agent of the right layout.
+    assert!(real.exists() && backends.exists(), "nothing was removed");
+    // Put back, the pins are usable by an agent of the right layout.
+    std::fs::remove_file(&backends).unwrap();
+    std::fs::rename(&real, &backends).unwrap();
     assert!(
         Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
             .expect("load")

@@ -51,7 +51,12 @@ pub const FLOW_TCP_CLOSE_TIMEOUT_DEFAULT_S: u32 = 10;
 /// fewer writes keep the entry's cache line from bouncing between CPUs.
 pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
 /// Map flag (linux/bpf.h): an LRU hash with per-CPU LRU lists instead of one shared list.
+/// Earlier versions made `flows` with it; every insert then rotates the CPU's lists
+/// (about 250 ns more per new flow, docs/perf/README.md), and each CPU holds only its share.
 pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// Flags of `flows`: one LRU list shared by all CPUs (no `BPF_F_NO_COMMON_LRU`). An agent
+/// adopting a pinned table of other flags or size moves its live flows into a new one.
+pub const FLOW_TABLE_FLAGS: u32 = 0;
 
 /// Maglev table size used when a service does not set one (prime, as the paper asks).
 pub const MAGLEV_DEFAULT_SIZE: u32 = 65537;

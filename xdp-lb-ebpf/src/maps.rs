@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, BackendOwner, BackendValue, ClientRuleKey,
-    ClientRuleValue, Counter, FLOW_EVENTS_BYTES, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
+    BPF_F_MMAPABLE, BackendOwner, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
+    FLOW_EVENTS_BYTES, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS,
     FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS,
     MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS,
     PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
@@ -63,12 +63,13 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 pub static VERDICT_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(VERDICT_STATS_SLOTS, 0);
 
-/// The connection table: 5-tuple -> backend, read before the Maglev table. An LRU hash
-/// with per-CPU LRU lists (no lock shared by all CPUs on insert), one table for lookups;
-/// sized by the agent at load.
+/// The connection table: 5-tuple -> backend, read before the Maglev table. One LRU hash
+/// with one LRU list for all CPUs (`FLOW_TABLE_FLAGS`: each CPU pops free entries from a
+/// local list the kernel refills 128 at a time, so the shared lock is taken once per 128
+/// new flows); sized by the agent at load.
 #[map(name = "flows")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, BPF_F_NO_COMMON_LRU);
+    LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS);
 
 /// New connection-table entries for the agent to tell its peers (flow-state sync), written
 /// only while `sync_on[0]` is not 0. Not pinned: each loaded program has its own, read by

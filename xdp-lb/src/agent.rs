@@ -300,6 +300,12 @@ fn attach(
     for name in &config.interfaces {
         balancer.dataplane_mut().attach(name, mode)?;
     }
+    // The program runs on the new connection table everywhere now: the earlier one's last
+    // flows follow, and the new table takes the old one's pin.
+    balancer
+        .dataplane_mut()
+        .settle_flow_migration()
+        .context("moving the pinned connection table's live flows")?;
     log::info!(
         "xdp-lb is running: {} service(s) on {} ({:?} XDP); SIGINT or SIGTERM detaches",
         config.services.len(),

@@ -87,6 +87,49 @@ pub struct Dataplane {
     pins: Option<PinDir>,
     /// The maps were found pinned by an earlier agent (and reused).
     adopted: bool,
+    /// A pinned connection table of another shape whose flows were moved into `flows` at
+    /// load: what is left to do once the program is attached (`settle_flow_migration`).
+    migration: Option<FlowMigration>,
+}
+
+/// The earlier agent's connection table, replaced by one of the shape this agent needs
+/// (another `flow_table.size`, or per-CPU LRU lists): its live flows were moved into the
+/// new table at load, while the earlier program still ran on the old one.
+struct FlowMigration {
+    old: HashMap<MapData, FlowKey, FlowValue>,
+    change: pins::ShapeChange,
+    /// The data plane's clock (coarse monotonic) when the first move began, less its lag:
+    /// an entry seen since was made or touched by the earlier program meanwhile.
+    started_ns: u64,
+    moved: usize,
+}
+
+/// What moving a pinned connection table into a new one did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowMigrationReport {
+    pub pinned: pins::MapShape,
+    pub wanted: pins::MapShape,
+    /// Entries moved at load.
+    pub moved: usize,
+    /// Entries the earlier program made or touched during the move, moved after the
+    /// attach.
+    pub moved_late: usize,
+}
+
+impl std::fmt::Display for FlowMigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "moved {} live flow(s) ({} of them after the attach) from the pinned connection table \
+             ({} entries, flags {:#x}) into a new one ({} entries, flags {:#x})",
+            self.moved + self.moved_late,
+            self.moved_late,
+            self.pinned.max_entries,
+            self.pinned.flags,
+            self.wanted.max_entries,
+            self.wanted.flags
+        )
+    }
 }
 
 fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -130,19 +173,36 @@ impl Dataplane {
             loader.map_max_entries(name, size);
         }
         let mut adopted = false;
+        let mut flows_change = None;
         let map_paths: Vec<(&str, PathBuf)> = match &pins {
             None => Vec::new(),
             Some(pins) => {
                 pins.prepare()?;
+                for path in pins.remove_staged()? {
+                    log::warn!(
+                        "removed {}: a new map an earlier agent died before it replaced the old one",
+                        path.display()
+                    );
+                }
                 adopted = pins.has_maps();
                 if adopted {
-                    pins.check_compatible(&pins::expected_shapes(crate::EBPF_OBJECT, &sizes)?)?;
+                    let changes =
+                        pins.check_compatible(&pins::expected_shapes(crate::EBPF_OBJECT, &sizes)?)?;
+                    flows_change = changes.into_iter().find(|c| c.name == map_names::FLOWS);
                 }
+                // A table of another shape is not reused: the loader makes a new one, pinned
+                // once the program runs on it (`settle_flow_migration`).
                 PINNED_MAPS
                     .iter()
+                    .filter(|name| flows_change.is_none() || **name != map_names::FLOWS)
                     .map(|name| (*name, pins.map(name)))
                     .collect()
             }
+        };
+        // Opened before the load, so that the old table is the one the earlier agent left.
+        let old_flows = match (&flows_change, &pins) {
+            (Some(_), Some(pins)) => Some(open_pinned_flows(pins)?),
+            _ => None,
         };
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
@@ -201,12 +261,79 @@ impl Dataplane {
             links: Vec::new(),
             pins,
             adopted,
+            migration: None,
             ebpf,
             service_keys,
         };
         // `filter_words` starts unknown (all ones), so every word is written once.
         dataplane.sync_vips()?;
+        if let (Some(change), Some(old)) = (flows_change, old_flows) {
+            dataplane.migration = Some(dataplane.move_flows(old, change)?);
+        }
         Ok(dataplane)
+    }
+
+    /// Moves the live flows of the earlier agent's connection table into the new one, the
+    /// least recently seen first (a smaller table keeps the most recent).
+    fn move_flows(
+        &mut self,
+        old: HashMap<MapData, FlowKey, FlowValue>,
+        change: pins::ShapeChange,
+    ) -> anyhow::Result<FlowMigration> {
+        let started_ns =
+            crate::control::census::monotonic_ns().saturating_sub(crate::sync::WALK_OVERLAP_NS);
+        let mut entries: Vec<(FlowKey, FlowValue)> = old.iter().filter_map(Result::ok).collect();
+        entries.sort_by_key(|(_, value)| value.last_seen_ns);
+        for (key, value) in &entries {
+            self.flows
+                .insert(key, *value, 0)
+                .context("moving a live flow into the new connection table")?;
+        }
+        log::info!(
+            "the pinned connection table ({}) is not the one this agent needs ({}): moved its {} \
+             live flow(s) into a new one; the earlier program keeps the old one until the attach",
+            change.pinned,
+            change.wanted,
+            entries.len()
+        );
+        Ok(FlowMigration {
+            old,
+            change,
+            started_ns,
+            moved: entries.len(),
+        })
+    }
+
+    /// Once the program is attached everywhere: moves the flows the earlier program made
+    /// or touched since the first move (none it already has: this program's entries are
+    /// newer), and pins the new table in the old one's place. Nothing to do without a
+    /// migration.
+    pub fn settle_flow_migration(&mut self) -> anyhow::Result<Option<FlowMigrationReport>> {
+        let Some(migration) = self.migration.take() else {
+            return Ok(None);
+        };
+        let mut late = 0;
+        for (key, value) in migration.old.iter().filter_map(Result::ok) {
+            if value.last_seen_ns < migration.started_ns {
+                continue;
+            }
+            if self.flows.insert(key, value, BPF_NOEXIST).is_ok() {
+                late += 1;
+            }
+        }
+        if let Some(pins) = &self.pins {
+            use aya::maps::IterableMap as _;
+            pins.replace_map_pin(map_names::FLOWS, self.flows.map())
+                .context("pinning the new connection table")?;
+        }
+        let report = FlowMigrationReport {
+            pinned: migration.change.pinned,
+            wanted: migration.change.wanted,
+            moved: migration.moved,
+            moved_late: late,
+        };
+        log::info!("{report}");
+        Ok(Some(report))
     }
 
     /// Whether the maps (and so the tables and live flows) were taken over from an earlier
@@ -599,8 +726,7 @@ impl Dataplane {
         duplicate_flows(&self.flows)
     }
 
-    /// The connection table's entries as the kernel sized it: `flow_table.size` rounded
-    /// up to a multiple of the possible CPUs (its per-CPU LRU lists hold equal shares).
+    /// The connection table's entries as the kernel sized it (`flow_table.size`).
     pub fn flow_table_entries(&self) -> anyhow::Result<u32> {
         use aya::maps::IterableMap as _;
         let info = self
@@ -658,6 +784,21 @@ impl Drop for Dataplane {
             self.detach_all();
         }
     }
+}
+
+/// `BPF_NOEXIST` (linux/bpf.h): an update that never replaces an entry.
+const BPF_NOEXIST: u64 = 1;
+
+/// The connection table an earlier agent pinned.
+fn open_pinned_flows(pins: &PinDir) -> anyhow::Result<HashMap<MapData, FlowKey, FlowValue>> {
+    let path = pins.map(map_names::FLOWS);
+    let data = MapData::from_pin(&path).map_err(|err| {
+        anyhow!(
+            "opening the pinned connection table {}: {err}",
+            path.display()
+        )
+    })?;
+    HashMap::try_from(Map::LruHashMap(data)).context("the pinned connection table's type")
 }
 
 /// The capacity of `maglev_tables`: the configured one, or the pinned map's when an earlier

@@ -41,6 +41,14 @@ pub const PINNED_MAPS: [&str; 12] = [
     map_names::FLOW_STATS,
 ];
 
+/// Pinned maps an agent may replace by a new map of another size or flags, moving their
+/// entries over, instead of refusing them: the connection table (`flow_table.size`
+/// changed, or pinned by a version whose table had per-CPU LRU lists).
+pub const MIGRATABLE_MAPS: [&str; 1] = [map_names::FLOWS];
+
+/// What a new map's pin is called until it replaces the old one.
+const STAGED_SUFFIX: &str = "-new";
+
 /// Maps an earlier version pinned that the data plane no longer has: an agent adopting
 /// such pins removes them once its program is loaded (the older program, still attached
 /// until it is replaced, holds its own reference).
@@ -134,23 +142,34 @@ impl PinDir {
     }
 
     /// Refuses pinned maps whose layout differs from what this program expects (`expected`:
-    /// name -> key size, value size, max entries, flags), naming every difference.
-    pub fn check_compatible(&self, expected: &[(String, MapShape)]) -> anyhow::Result<()> {
+    /// name -> key size, value size, max entries, flags), naming every difference. A map of
+    /// `MIGRATABLE_MAPS` whose entries keep their layout (key and value sizes) but whose
+    /// size or flags differ is not refused: it is returned, for its entries to move into a
+    /// new map of the wanted shape (`dataplane::FlowMigration`).
+    pub fn check_compatible(
+        &self,
+        expected: &[(String, MapShape)],
+    ) -> anyhow::Result<Vec<ShapeChange>> {
         let mut problems = Vec::new();
+        let mut changes = Vec::new();
         for (name, want) in expected {
             let path = self.map(name);
             if !path.exists() {
                 continue;
             }
-            let info = MapInfo::from_pin(&path)
-                .map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
-            let have = MapShape {
-                key_size: info.key_size(),
-                value_size: info.value_size(),
-                max_entries: info.max_entries(),
-                flags: info.map_flags(),
-            };
-            if !have.fits(want) {
+            let have = pinned_shape(&path)?;
+            if have.fits(want) {
+                continue;
+            }
+            if MIGRATABLE_MAPS.contains(&name.as_str())
+                && (have.key_size, have.value_size) == (want.key_size, want.value_size)
+            {
+                changes.push(ShapeChange {
+                    name: name.clone(),
+                    pinned: have,
+                    wanted: *want,
+                });
+            } else {
                 problems.push(format!("{name}: pinned {have}, this agent needs {want}"));
             }
         }
@@ -163,7 +182,41 @@ impl PinDir {
                 problems.join("\n  ")
             );
         }
-        Ok(())
+        Ok(changes)
+    }
+
+    /// Replaces the pin of map `name` by `map`, atomically: pinned under a temporary name
+    /// first, then renamed over the old pin (a reader finds one map or the other, never
+    /// none).
+    pub fn replace_map_pin(&self, name: &str, map: &aya::maps::MapData) -> anyhow::Result<()> {
+        let path = self.map(name);
+        let staged = self.map(&format!("{name}{STAGED_SUFFIX}"));
+        if staged.exists() {
+            fs::remove_file(&staged).with_context(|| format!("removing {}", staged.display()))?;
+        }
+        map.pin(&staged)
+            .map_err(|err| anyhow!("pinning the new {name} at {}: {err}", staged.display()))?;
+        fs::rename(&staged, &path).with_context(|| {
+            format!(
+                "renaming {} over {} (the old pin stays)",
+                staged.display(),
+                path.display()
+            )
+        })
+    }
+
+    /// Removes what an agent that died while replacing a pin left staged.
+    pub fn remove_staged(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for name in MIGRATABLE_MAPS {
+            let staged = self.map(&format!("{name}{STAGED_SUFFIX}"));
+            if staged.exists() {
+                fs::remove_file(&staged)
+                    .with_context(|| format!("removing {}", staged.display()))?;
+                removed.push(staged);
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes every pin (links first, so the program detaches, then maps) and the directory.
@@ -184,6 +237,26 @@ impl PinDir {
         let _ = fs::remove_dir(&self.root);
         Ok(removed)
     }
+}
+
+/// The shape of the map pinned at `path`, as the kernel reports it.
+pub fn pinned_shape(path: &Path) -> anyhow::Result<MapShape> {
+    let info = MapInfo::from_pin(path)
+        .map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
+    Ok(MapShape {
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+        flags: info.map_flags(),
+    })
+}
+
+/// A pinned map an agent replaces by one of another shape, its entries moved over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeChange {
+    pub name: String,
+    pub pinned: MapShape,
+    pub wanted: MapShape,
 }
 
 /// A map's shape as the kernel reports it.

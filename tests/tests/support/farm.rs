@@ -28,6 +28,8 @@ pub struct Farm {
     pub blue_pool: Option<usize>,
     /// The backends of service video-hls (the VIP's HTTP port), when there is one.
     pub hls: Option<Vec<usize>>,
+    /// `flow_table.size`, when the YAML gives one (a restart changes it).
+    pub flow_table_size: Option<u32>,
 }
 
 impl Farm {
@@ -46,6 +48,9 @@ impl Farm {
             );
         }
         let mut yaml = named_rtmp_config(self.rtmp_name, &self.rtmp, &extra);
+        if let Some(size) = self.flow_table_size {
+            yaml = format!("flow_table:\n  size: {size}\n{yaml}");
+        }
         if let Some(hls) = &self.hls {
             let _ = write!(
                 yaml,
