@@ -9,7 +9,8 @@ use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
 use support::{frames::Ipv4Frame, harness::*};
 use xdp_lb::config::{Backend, DownAction, FlowTable, Persistence, Protocol};
 use xdp_lb_common::{
-    FAMILY_IPV4, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word, flow_stat, port_raw,
+    FAMILY_IPV4, FLOW_TABLE_FLAGS, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word,
+    flow_stat, port_raw,
 };
 
 const VIP: &str = "10.0.0.100";
@@ -603,26 +604,55 @@ fn a_syn_or_a_rst_without_an_entry_creates_none() {
 }
 
 #[test]
-fn status_reports_the_tables_real_entries_and_each_cpus_share_of_them() {
-    let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
-    let table = FlowTable {
-        size: 4097,
-        ..FlowTable::default()
-    };
-    let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
-    let observed = xdp_lb::control::report::Observed {
-        flow_table: table,
-        ..Default::default()
-    };
-    let size = xdp_lb::control::report::status(&h.balancer, &observed).flow_table;
-    let possible = aya::util::nr_cpus().unwrap() as u32;
-    // The kernel rounds the size up to equal per-CPU lists.
-    assert_eq!(size.configured, 4097);
-    assert_eq!(size.entries, 4097u32.div_ceil(possible) * possible);
-    assert_eq!(size.possible_cpus, possible);
-    assert_eq!(size.per_cpu, size.entries / possible);
-    assert_eq!(
-        size.usable,
-        u64::from(size.per_cpu) * u64::from(size.online_cpus)
-    );
+fn the_table_has_exactly_its_configured_size_as_status_reports_and_one_cpu_can_fill_it() {
+    // On its own thread, pinned to one CPU: BPF_PROG_TEST_RUN runs the program there.
+    thread::spawn(|| {
+        let mut cpu = nix::sched::CpuSet::new();
+        cpu.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+        let possible = aya::util::nr_cpus().unwrap() as u32;
+        // Sizes that are no multiple of the CPUs (per-CPU LRU lists were rounded up to one).
+        for configured in [4097, 1021] {
+            let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);
+            let table = FlowTable {
+                size: configured,
+                ..FlowTable::default()
+            };
+            let h = Harness::with_flow_table(&[svc], table, &Harness::loopback_forwarding);
+            let observed = xdp_lb::control::report::Observed {
+                flow_table: table,
+                ..Default::default()
+            };
+            let size = xdp_lb::control::report::status(&h.balancer, &observed).flow_table;
+            assert_eq!(
+                size,
+                xdp_lb::control::protocol::FlowTableSize::new(configured, configured)
+            );
+            // What the kernel made, from its own map info: an LRU hash of exactly that size
+            // with one LRU list for all CPUs.
+            let info = {
+                use aya::maps::IterableMap as _;
+                let flows = h.balancer.dataplane().flows_handle().unwrap();
+                flows.map().info().unwrap()
+            };
+            assert_eq!(info.max_entries(), configured);
+            assert_eq!(info.map_flags(), FLOW_TABLE_FLAGS);
+            assert_eq!(info.map_type().unwrap(), aya::maps::MapType::LruHash);
+
+            // One CPU holds three quarters of the table, more than any per-CPU share of it,
+            // and nothing is evicted (a CPU takes free entries 128 at a time and evicts only
+            // when fewer are left, so a table within 128 of full may already evict).
+            let flows = configured * 3 / 4;
+            assert!(flows > configured / possible.max(2));
+            for port in 10_000..10_000 + flows as u16 {
+                assert!(h.sent_to(&h.run(&ack(CLIENT, port))).is_some());
+            }
+            assert_eq!(h.balancer.dataplane().flows().len(), flows as usize);
+            for port in [10_000, 10_000 + flows as u16 - 1] {
+                assert!(h.balancer.dataplane().flow(&key(CLIENT, port)).is_some());
+            }
+        }
+    })
+    .join()
+    .unwrap();
 }

@@ -33,6 +33,18 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// The clock for a new flow's placement, read only when something is remembered (the
+/// connection table's entry, the client's persistence, a first fragment's backend); 0 for
+/// a SYN (or RST) of a service without persistence, which remembers nothing.
+#[inline(always)]
+pub fn now_if_needed(flow: &Flow, service: &ServiceValue) -> u64 {
+    if remembers(flow) || service.persist_timeout_s != 0 || flow.fragment_id.is_some() {
+        now_ns()
+    } else {
+        0
+    }
+}
+
 #[inline(always)]
 pub fn flow_key(flow: &Flow) -> FlowKey {
     FlowKey {
@@ -128,12 +140,14 @@ fn touch(entry: *mut FlowValue, value: &FlowValue, now: u64, timeout: u64) {
 }
 
 /// The flow's remembered service id, backend id and backend, if that backend is still
-/// usable: a TCP SYN (a new connection on a reused 5-tuple) only while its backend takes
-/// new connections. A FIN or RST moves the entry to its short timeout; a SYN reusing the
-/// 5-tuple opens it again. Nothing here costs more than the one lookup on a hit.
+/// usable, and the clock read to judge it: a TCP SYN (a new connection on a reused
+/// 5-tuple) only while its backend takes new connections. A FIN or RST moves the entry to
+/// its short timeout; a SYN reusing the 5-tuple opens it again. Nothing here costs more
+/// than the one lookup on a hit, and a miss reads no clock.
 #[inline(always)]
-pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, u32, BackendValue)> {
+pub fn lookup_flow(key: &FlowKey, flow: &Flow) -> Option<(u32, u32, BackendValue, u64)> {
     let entry = FLOWS.get_ptr_mut(key)?;
+    let now = now_ns();
     // SAFETY: LRU entries stay valid (RCU) for the whole program run.
     let value = unsafe { *entry };
     let syn = flow.syn();
@@ -162,7 +176,7 @@ pub fn lookup_flow(key: &FlowKey, flow: &Flow, now: u64) -> Option<(u32, u32, Ba
     }
     touch(entry, &value, now, timeout);
     count(&FLOW_STATS, flow_stat::HIT, 0);
-    Some((value.service_id, value.backend_id, backend))
+    Some((value.service_id, value.backend_id, backend, now))
 }
 
 /// The backend a live entry of `map` names, read only: no touch, no count (an ICMP error

@@ -109,8 +109,7 @@ fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
-    let now = flows::now_ns();
-    let (service_id, backend_id, backend) = flows::lookup_flow(&flows::flow_key(flow), flow, now)?;
+    let (service_id, backend_id, backend, now) = flows::lookup_flow(&flows::flow_key(flow), flow)?;
     Some(forward_flow(
         ctx, flow, service_id, backend_id, &backend, bytes, now,
     ))
@@ -124,7 +123,7 @@ fn new_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
     };
     flows::count_miss(flow);
-    let now = flows::now_ns();
+    let now = flows::now_if_needed(flow, &service);
     match choose_backend(ctx, flow, &service, now) {
         Choice::Backend(id, backend) => {
             forward_flow(ctx, flow, service.service_id, id, &backend, bytes, now)

@@ -163,14 +163,16 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
          are only found expired when their flow comes back), so once a busy balancer's table \
          has filled, **every** new flow evicts: `new_evicting` is the steady state, `new` the \
          first minutes after a start. `new_evicting` runs on a connection table of {} entries. \
-         The table is an LRU hash with per-CPU LRU lists, so the {} possible CPUs each get a \
-         share; the benchmark first inserted {} distinct flows from its one CPU, leaving {} \
-         entries (every insert past that evicts). The timed runs inserted {} more distinct \
-         flows; the table then held {} entries, and the very first flow inserted was {}.\n",
+         The table is an LRU hash with one LRU list shared by all CPUs, so the benchmark's one \
+         CPU fills all of it: it first inserted {} distinct flows, leaving {} entries (every \
+         insert past the table's size evicts; the kernel evicts in batches of up to {} to \
+         refill a CPU's free list, so a full table holds a little less than its size). The \
+         timed runs inserted {} more distinct flows; the table then held {} entries, and the \
+         very first flow inserted was {}.\n",
         e.table_size,
-        e.possible_cpus,
         e.prefilled_flows,
         e.entries_after_prefill,
+        super::lru::FREE_BATCH,
         e.timed_new_flows,
         e.entries_after_timed_runs,
         if e.first_prefilled_flow_still_present {

@@ -3,7 +3,8 @@
 //! shown with their min and max; the JSON keeps every run's sample.
 //!
 //! * [`packet`]: per-packet cost of the XDP program (BPF_PROG_TEST_RUN), beside a no-op;
-//! * [`lru`]: the connection table with per-CPU LRU lists against one shared list;
+//! * [`lru`]: the connection table with one LRU list shared by all CPUs (as shipped) against
+//!   per-CPU LRU lists;
 //! * [`maglev`]: table build time, health change to live table, slot-by-slot writes;
 //! * [`distribution`]: how flows spread, weights, flows moved, two independent LBs;
 //! * [`agent`], [`failover`], [`throughput`]: in the network-namespace lab;
@@ -248,7 +249,7 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
         // SAFETY: setpriority has no memory-safety preconditions.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
         let packet = packet::run(&packet_opts)?;
-        step("connection table: per-CPU LRU lists against one shared list");
+        step("connection table: one shared LRU list against per-CPU LRU lists");
         let lru = Section::from_result(lru::run(&lru_opts));
         anyhow::Ok((packet, lru))
     })

@@ -315,36 +315,23 @@ pub struct AgentInfo {
     pub last_reload_success_s: Option<u64>,
 }
 
-/// The connection table's effective size. Its LRU lists are per CPU: the kernel rounds the
-/// configured size up to a multiple of the *possible* CPUs and gives each CPU's list an
-/// equal share, and a flow's entry lives on the list of the CPU that created it. A CPU
-/// whose share is full evicts its own least recently used flow while the table as a whole
-/// may be far from full; CPUs that are possible but not online never use their share.
+/// The connection table's size. It has one LRU list shared by all CPUs: any CPU can fill
+/// the whole table, a flow's entry is found whatever CPU made it, and a full table evicts
+/// its least recently used flow whatever CPU made it. The kernel makes exactly the
+/// configured number of entries (no rounding to the CPUs).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowTableSize {
     /// `flow_table.size` as configured.
     pub configured: u32,
-    /// Entries the kernel made (`bpftool map show`).
+    /// Entries the kernel made (`bpftool map show`): the most flows the table holds.
     pub entries: u32,
-    pub possible_cpus: u32,
-    pub online_cpus: u32,
-    /// Entries each CPU's LRU list holds: `entries / possible_cpus`.
-    pub per_cpu: u32,
-    /// Flows the online CPUs can hold together when the traffic is spread evenly:
-    /// `per_cpu * online_cpus`.
-    pub usable: u64,
 }
 
 impl FlowTableSize {
-    pub fn new(configured: u32, entries: u32, possible_cpus: u32, online_cpus: u32) -> Self {
-        let per_cpu = entries / possible_cpus.max(1);
+    pub fn new(configured: u32, entries: u32) -> Self {
         Self {
             configured,
             entries,
-            possible_cpus,
-            online_cpus,
-            per_cpu,
-            usable: u64::from(per_cpu) * u64::from(online_cpus),
         }
     }
 }

@@ -182,12 +182,10 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
     }
 }
 
-/// The connection table's effective size (0 for what cannot be read).
+/// The connection table's size: configured and as the kernel made it (0 if unreadable).
 fn flow_table_size(balancer: &Balancer, table: &FlowTable) -> FlowTableSize {
     let entries = balancer.dataplane().flow_table_entries().unwrap_or(0);
-    let possible = aya::util::nr_cpus().map_or(0, |n| n as u32);
-    let online = aya::util::online_cpus().map_or(0, |cpus| cpus.len() as u32);
-    FlowTableSize::new(table.size, entries, possible, online)
+    FlowTableSize::new(table.size, entries)
 }
 
 /// A service's pools for `status`: none for a service without named pools or rules.

@@ -102,8 +102,8 @@ pub fn render(report: &StatusReport) -> String {
     if t.entries != 0 {
         let _ = writeln!(
             out,
-            "flow table: {} entries ({} configured) in {} per-CPU LRU lists of {}: {} usable by the {} online CPU(s)",
-            t.entries, t.configured, t.possible_cpus, t.per_cpu, t.usable, t.online_cpus
+            "flow table: {} entries ({} configured), one LRU list shared by all CPUs",
+            t.entries, t.configured
         );
     }
     if let Some(a) = &report.announce {
@@ -338,12 +338,14 @@ mod tests {
                 pools: Vec::new(),
             }],
             active_flows: 4,
-            flow_table: FlowTableSize::new(4096, 4096, 4, 2),
+            flow_table: FlowTableSize::new(4097, 4097),
             ..StatusReport::default()
         };
         let text = render(&report);
         assert!(
-            text.contains("flow table: 4096 entries (4096 configured) in 4 per-CPU LRU lists of 1024: 2048 usable by the 2 online CPU(s)"),
+            text.contains(
+                "flow table: 4097 entries (4097 configured), one LRU list shared by all CPUs"
+            ),
             "{text}"
         );
         assert!(text.contains("TCP  10.0.0.100:1935"), "{text}");

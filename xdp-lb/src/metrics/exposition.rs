@@ -88,17 +88,11 @@ pub fn render(report: &StatusReport) -> String {
         "Entries in the connection table",
         active_flows.clone(),
     );
-    let flow_table_per_cpu = Gauge::<i64>::default();
+    let flow_table_entries = Gauge::<i64>::default();
     registry.register(
-        "flow_table_per_cpu_entries",
-        "Entries each CPU's LRU list of the connection table holds: a CPU evicts once its own share is full",
-        flow_table_per_cpu.clone(),
-    );
-    let flow_table_usable = Gauge::<i64>::default();
-    registry.register(
-        "flow_table_usable_entries",
-        "Flows the online CPUs' shares of the connection table hold together",
-        flow_table_usable.clone(),
+        "flow_table_entries",
+        "Entries the connection table holds at most (flow_table.size)",
+        flow_table_entries.clone(),
     );
     let drift = Gauge::<i64>::default();
     registry.register(
@@ -211,8 +205,7 @@ pub fn render(report: &StatusReport) -> String {
             .inc_by(*runs);
     }
     active_flows.set(gauge_value(report.active_flows));
-    flow_table_per_cpu.set(gauge_value(u64::from(report.flow_table.per_cpu)));
-    flow_table_usable.set(gauge_value(report.flow_table.usable));
+    flow_table_entries.set(gauge_value(u64::from(report.flow_table.entries)));
     drift.set(gauge_value(report.drift.len() as u64));
 
     let mut text = String::new();
@@ -449,7 +442,7 @@ mod tests {
                 bytes: 0,
             }],
             active_flows: 3,
-            flow_table: FlowTableSize::new(4096, 4096, 4, 2),
+            flow_table: FlowTableSize::new(4097, 4097),
             notify_runs: [("ok".to_owned(), 2), ("failed".to_owned(), 1)].into(),
             drift: vec![Drift::new(
                 "service video-hls 10.0.0.100:8080/tcp",
@@ -528,8 +521,8 @@ mod tests {
             "xdp_lb_verdict_bytes_total{verdict=\"tx\"} 4200",
             "xdp_lb_flow_events_total{event=\"new\"} 3",
             "xdp_lb_active_flows 3",
-            "xdp_lb_flow_table_per_cpu_entries 1024",
-            "xdp_lb_flow_table_usable_entries 2048",
+            "# TYPE xdp_lb_flow_table_entries gauge",
+            "xdp_lb_flow_table_entries 4097",
             "xdp_lb_table_switches_total{service=\"video-hls\"} 7",
             "xdp_lb_table_switch_duration_seconds{service=\"video-hls\"} 0.00025",
             "xdp_lb_notify_runs_total{result=\"failed\"} 1",

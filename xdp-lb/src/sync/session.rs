@@ -403,11 +403,9 @@ struct Job {
 }
 
 /// Applies peers' entries on one thread per CPU the agent may run on, each pinned to its
-/// CPU, datagrams dealt round-robin. The connection table's LRU lists are per CPU and an
-/// entry written from user space joins the list of the CPU that writes it: applied from
-/// one thread, every learnt entry would crowd one CPU's share of the table (and evict that
-/// CPU's own flows); dealt over all of them, learnt entries spread as the data plane's own
-/// do.
+/// CPU, datagrams dealt round-robin: a burst (a peer's refresh) is applied by every CPU at
+/// once, each taking free entries from its own local list of the connection table's LRU
+/// (refilled 128 at a time), as the data plane's CPUs do.
 struct Appliers {
     queues: Vec<std::sync::mpsc::SyncSender<Job>>,
     next: usize,

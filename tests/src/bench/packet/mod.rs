@@ -93,7 +93,6 @@ pub struct Case {
 #[derive(Clone, Debug, Serialize)]
 pub struct Eviction {
     pub table_size: u32,
-    pub possible_cpus: usize,
     pub prefilled_flows: u64,
     pub entries_after_prefill: u64,
     pub entries_after_timed_runs: u64,

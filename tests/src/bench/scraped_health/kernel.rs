@@ -130,9 +130,10 @@ impl ServiceMaps {
     }
 
     /// Writes `count` live connections to the service into the agent's connection table
-    /// (`flows`), spread over `backends`, from a thread on each CPU of `cpus` in turn
-    /// (each CPU's LRU list holds its own share of the table). Distinct clients from
-    /// 100.64.0.0; the entries are as fresh as a packet just seen would leave them.
+    /// (`flows`), spread over `backends`, from a thread on each CPU of `cpus` at once (the
+    /// table's one LRU list takes them from any CPU; the threads share the work). Distinct
+    /// clients from 100.64.0.0; the entries are as fresh as a packet just seen would leave
+    /// them.
     pub fn fill_flows(&self, count: u64, backends: &[BackendId], cpus: &[usize]) -> Result<()> {
         ensure!(
             !backends.is_empty() && !cpus.is_empty(),
@@ -140,11 +141,11 @@ impl ServiceMaps {
         );
         let service_id = self.service()?.service_id;
         let (vip, port) = (self.key.addr, self.key.port);
-        let per_cpu = count.div_ceil(cpus.len() as u64);
+        let each = count.div_ceil(cpus.len() as u64);
         let mut threads = Vec::new();
         for (i, &cpu) in cpus.iter().enumerate() {
-            let first = i as u64 * per_cpu;
-            let last = count.min(first + per_cpu);
+            let first = i as u64 * each;
+            let last = count.min(first + each);
             let pins = self.pins.clone();
             let backends = backends.to_vec();
             threads.push(thread::spawn(move || -> Result<()> {

@@ -37,7 +37,7 @@ use self::{
     scrapers::{Endpoints, Scrapers, Scraping},
     target::CheckTarget,
 };
-use super::{agent::proc_usage, packet::possible_cpus, stats::Summary};
+use super::{agent::proc_usage, stats::Summary};
 use crate::Lab;
 
 /// Entries written into the connection table.
@@ -64,11 +64,11 @@ const SINGLE_SCRAPES: usize = 5;
 /// the run-by-run ratios).
 pub const SCRAPED_VERDICT_TARGET_RATIO: f64 = 1.01;
 
-/// `flow_table.size` giving every online CPU room for its share of `flows` with a quarter
-/// to spare: the kernel splits the table evenly over the *possible* CPUs.
-fn table_size(flows: u64, online: usize, possible: usize) -> Result<u32> {
-    let per_cpu = (flows.div_ceil(online as u64) * 5).div_ceil(4);
-    u32::try_from(per_cpu * possible as u64).context("the connection table would be too big")
+/// `flow_table.size` holding `flows` with a quarter to spare: the table has one LRU list
+/// shared by all CPUs, so any CPU's inserts can use all of it (the spare also covers the
+/// free entries each CPU keeps aside, up to 128).
+fn table_size(flows: u64) -> Result<u32> {
+    u32::try_from((flows * 5).div_ceil(4)).context("the connection table would be too big")
 }
 
 fn config(lab: &Lab, table_size: u32) -> String {
@@ -167,7 +167,7 @@ impl Rig<'_> {
 }
 
 pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ScrapedHealthResults> {
-    let size = table_size(FLOWS, online_cpus()?.len(), possible_cpus()?)?;
+    let size = table_size(FLOWS)?;
     let config_path = lab.dir().join("scraped-health.yaml");
     fs::write(&config_path, config(lab, size))?;
     let log = lab.agent_log_path();
@@ -239,7 +239,12 @@ fn measure(
             scrapers::metrics_inside(&inside)
         })?);
     }
-    let per_cpu = all_up(&at)?;
+    let entries = all_up(&at)?;
+    ensure!(
+        entries == setup.size,
+        "status reports a connection table of {entries} entries, not the configured {}",
+        setup.size
+    );
     raise_priority();
     let load_before = load_average();
 
@@ -278,7 +283,7 @@ fn measure(
         runs,
         flows: FLOWS,
         flow_table_size: setup.size,
-        flow_table_per_cpu: per_cpu,
+        flow_table_entries: entries,
         fill_s,
         check_settings: format!(
             "kind: tcp, interval: {}s, timeout: {TIMEOUT}, fall: {FALL}, rise: {RISE}",

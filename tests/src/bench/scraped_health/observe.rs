@@ -48,7 +48,7 @@ pub fn load_average() -> f64 {
 }
 
 /// Waits (30 s at most) until `status` shows every backend up, as the runs need; returns
-/// the entries of each CPU's share of the connection table.
+/// the connection table's entries as the kernel made them.
 pub fn all_up(at: &Endpoints) -> Result<u32> {
     let started = Instant::now();
     loop {
@@ -64,7 +64,7 @@ pub fn all_up(at: &Endpoints) -> Result<u32> {
             .map(|(s, b)| format!("{} of {} is {}", b.address, s.name, b.state))
             .collect();
         if down.is_empty() {
-            return Ok(report.flow_table.per_cpu);
+            return Ok(report.flow_table.entries);
         }
         ensure!(
             started.elapsed() < Duration::from_secs(30),

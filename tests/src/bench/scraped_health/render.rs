@@ -59,10 +59,10 @@ pub fn render(out: &mut String, section: &Section<ScrapedHealthResults>) {
     let _ = writeln!(
         out,
         "The release agent in the lab (two services of 20 backends each, every backend checked \
-         with `{check}`), with `flow_table.size: {size}` ({per_cpu} entries per CPU's LRU list) \
-         holding {flows} live connections of `video-hls`, written into its pinned `flows` map by \
-         the benchmark in {fill:.1} s (a thread on each CPU, as each CPU's list holds its own \
-         share). Every `status` and `/metrics` answer below counted all {flows} (the benchmark \
+         with `{check}`), with `flow_table.size: {size}` ({entries} entries as `status` reports \
+         them, one LRU list shared by all CPUs) holding {flows} live connections of `video-hls`, \
+         written into its pinned `flows` map by the benchmark in {fill:.1} s (a thread on each \
+         online CPU). Every `status` and `/metrics` answer below counted all {flows} (the benchmark \
          checks each one), so each walked the whole table in the agent's census thread. \
          Backend b1's check of `video-hls` goes to port {CHECK_PORT}, a listener of the \
          benchmark's in b1's namespace.\n\n\
@@ -89,7 +89,7 @@ pub fn render(out: &mut String, section: &Section<ScrapedHealthResults>) {
          CPUs, and shows in the spread).\n",
         check = r.check_settings,
         size = r.flow_table_size,
-        per_cpu = r.flow_table_per_cpu,
+        entries = r.flow_table_entries,
         flows = r.flows,
         fill = r.fill_s,
         interval = INTERVAL.as_secs(),

@@ -48,9 +48,10 @@ pub struct ModeResults {
 pub struct ScrapedHealthResults {
     pub runs: usize,
     pub flows: u64,
-    /// `flow_table.size` as configured, and the entries of each CPU's LRU list.
+    /// `flow_table.size` as configured, and the entries the kernel made (as `status`
+    /// reports them: the same, with one LRU list shared by all CPUs).
     pub flow_table_size: u32,
-    pub flow_table_per_cpu: u32,
+    pub flow_table_entries: u32,
     /// Writing the entries into the pinned map.
     pub fill_s: f64,
     pub check_settings: String,

@@ -42,7 +42,7 @@ fn results(unscraped: &[f64], every_second: &[f64], back_to_back: &[f64]) -> Scr
         runs: unscraped.len(),
         flows: 1_000_000,
         flow_table_size: 1_250_000,
-        flow_table_per_cpu: 625_000,
+        flow_table_entries: 1_250_000,
         fill_s: 1.5,
         check_settings: "kind: tcp".to_owned(),
         one_status_ms: Summary::of(&[3000.0]),
@@ -115,6 +115,13 @@ fn the_report_says_what_failed_and_that_no_other_server_changed_state() {
         "{out}"
     );
     assert!(out.contains("No other server changed state"), "{out}");
+    assert!(
+        out.contains(
+            "with `flow_table.size: 1250000` (1250000 entries as `status` reports them, one LRU \
+             list shared by all CPUs)"
+        ),
+        "{out}"
+    );
     r.other_health_changes = vec!["health: service=video-rtmp backend=10.77.0.12".to_owned()];
     out.clear();
     super::render(&mut out, &Section::Measured(r));
@@ -125,10 +132,9 @@ fn the_report_says_what_failed_and_that_no_other_server_changed_state() {
 }
 
 #[test]
-fn the_connection_table_leaves_every_online_cpu_room_for_its_share() {
-    // 2 online and 2 possible CPUs: 500000 each, a quarter more, on each possible CPU.
-    assert_eq!(table_size(1_000_000, 2, 2).expect("a size"), 1_250_000);
-    // 4 online of 8 possible: each possible CPU's list gets the online CPUs' share.
-    assert_eq!(table_size(1_000_000, 4, 8).expect("a size"), 2_500_000);
-    assert!(table_size(u64::from(u32::MAX), 1, 64).is_err());
+fn the_connection_table_holds_the_flows_with_a_quarter_to_spare_whatever_the_cpus() {
+    // One LRU list shared by all CPUs: the size does not depend on them.
+    assert_eq!(table_size(1_000_000).expect("a size"), 1_250_000);
+    assert_eq!(table_size(3).expect("a size"), 4);
+    assert!(table_size(u64::from(u32::MAX)).is_err());
 }
