@@ -307,7 +307,7 @@ pub fn run(opts: &BenchOptions) -> Result<Bench> {
             ));
             let scraped_health = Section::from_result(scraped_health::run(&lab, &opts.agent, q));
             step("throughput");
-            let throughput = Section::from_result(throughput::run(&lab, &opts.agent, q));
+            let throughput = Section::from_result(throughput::run(&lab, q));
             (agent, failover, throughput, scraped_health)
         }
         Err(err) => {

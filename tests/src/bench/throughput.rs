@@ -1,7 +1,9 @@
-//! Packets per second through the LB in the lab, with a real generator sending UDP frames
-//! to the VIP from the switch's end of the LB's veth, straight into the LB's eth0: first
-//! with the agent's `xdp_lb` attached there (frames go back out to a backend), then with
-//! `xdp_pass` (frames go up the LB's own stack). The generator is `xdp-trafficgen`
+//! Packets per second through the LB in the lab, and the steady-state cost per frame
+//! inside the program (the kernel's own accounting), with a real generator sending UDP
+//! frames to the VIP from the switch's end of the LB's veth, straight into the LB's eth0:
+//! with `xdp_lb` attached there and then the floor `xdp_floor` on the same maps (frames go
+//! back out to a backend), then with `xdp_pass` (frames go up the LB's own stack; the
+//! accounting's own cost). The generator is `xdp-trafficgen`
 //! (xdp-tools) when it runs on this kernel, else the same mechanism built in: an XDP_TX
 //! program run through BPF_PROG_TEST_RUN in live-frames mode, which transmits every frame
 //! out of the interface. veth is not a NIC: the generator, the LB and the rest of the lab
@@ -9,8 +11,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -323,7 +323,7 @@ fn find_prog_id(xdp: &serde_json::Value) -> Option<u64> {
         .find_map(|a| a.get("prog")?.get("id")?.as_u64())
 }
 
-pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ThroughputResults> {
+pub fn run(lab: &Lab, quick: bool) -> Result<ThroughputResults> {
     let (runs, window) = if quick {
         (3, Duration::from_secs(1))
     } else {
@@ -339,21 +339,29 @@ pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ThroughputResults
     let mut frame_with_macs = frame.clone();
     frame_with_macs[0..6].copy_from_slice(&mac(Lab::LB_MAC)?);
     frame_with_macs[6..12].copy_from_slice(&mac(Lab::CLIENT_MAC)?);
-    let config = lab.dir().join("throughput.yaml");
-    fs::write(&config, udp_config(lab))?;
-    let mut agent = lab.start_agent(agent_bin, &config)?;
     let refused = probe_trafficgen(lab).err();
     let use_trafficgen = refused.is_none();
-    let with_lb = measure(
-        lab,
-        "xdp_lb",
-        use_trafficgen,
-        &frame_with_macs,
-        runs,
-        window,
-    );
-    agent.kill().context("stopping the agent")?;
-    let with_lb = with_lb?;
+    // `xdp_lb`, then the floor on the same maps, each attached in turn to the LB's eth0 on
+    // a data plane the benchmark loads itself; then `xdp_pass`. Not the agent's: it
+    // registers eth0's MAC, and a live-frames generator sends again the very pages the LB
+    // rewrote (addressed to a backend by then), which the agent's program rightly passes
+    // as `pass_not_our_mac`; with no MAC registered, every frame is a packet of the one
+    // flow, balanced.
+    let mut modes = Vec::new();
+    for program in [LB, FLOOR] {
+        let plane = OwnDataPlane::attach(lab, program)?;
+        let mode = measure(lab, program, use_trafficgen, &frame_with_macs, runs, window);
+        plane.detach(lab)?;
+        let mode = mode?;
+        ensure!(
+            mode.backends_rx_pps.median >= 0.9 * mode.lb_rx_pps.median,
+            "{program} sent on {:.0} of the {:.0} frames per second it received: not the \
+             forwarding path this section times",
+            mode.backends_rx_pps.median,
+            mode.lb_rx_pps.median
+        );
+        modes.push(mode);
+    }
     let pass = netns::attach_xdp_pass(lab.ns_lb(), "eth0")?;
     let with_pass = measure(
         lab,
@@ -364,6 +372,7 @@ pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ThroughputResults
         window,
     );
     netns::drop_inside(lab.ns_lb(), pass)?;
+    modes.push(with_pass?);
     Ok(ThroughputResults {
         generator: if use_trafficgen {
             "xdp-trafficgen (xdp-tools), one thread".to_owned()
@@ -375,8 +384,96 @@ pub fn run(lab: &Lab, agent_bin: &Path, quick: bool) -> Result<ThroughputResults
         trafficgen_refused: refused,
         frame_bytes: frame_with_macs.len(),
         window_s: window.as_secs_f64(),
-        modes: vec![with_lb, with_pass?],
+        modes,
     })
+}
+
+/// The data plane's program (the name a mode carries).
+pub const LB: &str = "xdp_lb";
+/// The floor program, on the same maps.
+pub const FLOOR: &str = "xdp_floor";
+
+/// A data plane the bench loads in the LB's namespace (the agent has stopped): the UDP
+/// service over the lab's backends, every backend reached back out of eth0 (XDP_TX, as
+/// the agent's are), and one program attached to eth0.
+struct OwnDataPlane {
+    balancer: xdp_lb::balancer::Balancer,
+}
+
+impl OwnDataPlane {
+    fn attach(lab: &Lab, program: &'static str) -> Result<Self> {
+        let yaml = udp_config(lab);
+        let entries = yaml
+            .split_once("services:\n")
+            .map(|(_, rest)| rest.to_owned())
+            .context("the UDP config has services")?;
+        // Each backend's real MAC, so that frames reach it as the agent's do.
+        let mut macs = std::collections::BTreeMap::new();
+        for i in 0..lab.backends() {
+            macs.insert(
+                Lab::backend_addr(i).parse::<std::net::IpAddr>()?,
+                mac(&Lab::backend_mac(i))?,
+            );
+        }
+        let lb_mac = mac(Lab::LB_MAC)?;
+        run_inside_lb(lab, move || {
+            use xdp_lb::dataplane::{Dataplane, LoadOptions, LogLevel};
+            let services = super::services(&entries)?;
+            let name = std::ffi::CString::new("eth0")?;
+            // SAFETY: a valid NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            ensure!(ifindex != 0, "no eth0 in the LB's namespace");
+            let dataplane = Dataplane::load(&LoadOptions {
+                flow_hash_seed: 1,
+                maglev_table_slots: services.iter().map(|s| 2 * s.maglev_size).sum(),
+                flow_table: xdp_lb::config::FlowTable::default(),
+                log_level: LogLevel::Error,
+            })?;
+            let mut balancer = xdp_lb::balancer::Balancer::new(dataplane, 1);
+            let forwarding = move |b: &xdp_lb::config::Backend| {
+                Some(xdp_lb::balancer::Forwarding {
+                    mac: xdp_lb::config::MacAddr(*macs.get(&b.address)?),
+                    src_mac: xdp_lb::config::MacAddr(lb_mac),
+                    ifindex,
+                })
+            };
+            for service in &services {
+                balancer.add_service(service, &forwarding)?;
+            }
+            if program == LB {
+                balancer
+                    .dataplane_mut()
+                    .attach("eth0", xdp_lb::config::XdpAttachMode::Native)?;
+            } else {
+                let floor: &mut aya::programs::Xdp = balancer
+                    .dataplane_mut()
+                    .ebpf_mut()
+                    .program_mut(super::packet::FLOOR)
+                    .context("the object has no floor program")?
+                    .try_into()?;
+                floor.load().context("loading the floor program")?;
+                floor
+                    .attach("eth0", aya::programs::XdpMode::Driver)
+                    .context("attaching the floor program to eth0")?;
+            }
+            Ok(OwnDataPlane { balancer })
+        })
+    }
+
+    /// Detaches (dropping it inside the namespace, where its links were made).
+    fn detach(self, lab: &Lab) -> Result<()> {
+        run_inside_lb(lab, move || {
+            drop(self.balancer);
+            Ok(())
+        })
+    }
+}
+
+fn run_inside_lb<T: Send + 'static>(
+    lab: &Lab,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    netns::run_inside(lab.ns_lb(), f)
 }
 
 /// UDP payload of the generated frames (a 60-byte frame, the smallest Ethernet allows
