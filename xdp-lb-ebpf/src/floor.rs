@@ -64,10 +64,20 @@ fn floor(ctx: &XdpContext) -> Option<u32> {
     if backend.flags & BACKEND_F_VALID == 0 {
         return Some(xdp_action::XDP_DROP);
     }
+    // Read out first (volatile, so the compiler keeps the copy): a copy from the map value
+    // straight into the frame may overlap for all it knows, and becomes a byte-by-byte
+    // `memmove` call, which `xdp_lb` (its backend copied out of the map) never makes.
+    // SAFETY: a map value, valid for the program run.
+    let (mac, src_mac) = unsafe {
+        (
+            core::ptr::read_volatile(&backend.mac),
+            core::ptr::read_volatile(&backend.src_mac),
+        )
+    };
     // SAFETY: `ptr_at` checked the header above; the frame's only writes.
     unsafe {
-        (*eth).dst_addr = backend.mac;
-        (*eth).src_addr = backend.src_mac;
+        (*eth).dst_addr = mac;
+        (*eth).src_addr = src_mac;
     }
     Some(xdp_action::XDP_TX)
 }

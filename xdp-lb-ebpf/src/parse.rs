@@ -36,8 +36,10 @@ pub struct Flow {
     pub src: [u32; 4],
     /// Both ports as one word (see `xdp_lb_common::flow_hash`); 0 in a later fragment.
     pub ports: u32,
-    /// The TCP flags byte (0 for UDP): SYN, FIN and RST drive the connection table.
-    pub tcp_flags: u8,
+    /// The TCP flags byte (0 for UDP): SYN, FIN and RST drive the connection table. A
+    /// word, not a byte: with a byte, zeroing a new `Flow` took a byte-by-byte `memset`
+    /// call on every packet (its tail was 9 bytes long).
+    pub tcp_flags: u32,
     /// The IP identification of a fragmented datagram (its first fragment or a later one).
     pub fragment_id: Option<u32>,
 }
@@ -59,19 +61,19 @@ impl Flow {
     /// A TCP segment with SYN set: a connection's first packet (or its retransmission).
     #[inline(always)]
     pub fn syn(&self) -> bool {
-        self.tcp_flags & TCP_SYN != 0
+        self.tcp_flags & u32::from(TCP_SYN) != 0
     }
 
     /// A TCP segment with RST set: the connection is over.
     #[inline(always)]
     pub fn rst(&self) -> bool {
-        self.tcp_flags & TCP_RST != 0
+        self.tcp_flags & u32::from(TCP_RST) != 0
     }
 
     /// A TCP segment with FIN set: the client is closing.
     #[inline(always)]
     pub fn fin(&self) -> bool {
-        self.tcp_flags & TCP_FIN != 0
+        self.tcp_flags & u32::from(TCP_FIN) != 0
     }
 }
 
@@ -251,7 +253,7 @@ fn l4_ports(ctx: &XdpContext, offset: usize, proto: u8, flow: &mut Flow) -> Resu
     flow.tcp_flags = if proto == PROTO_TCP {
         let flags = ptr_at::<u8>(ctx, offset + TCP_FLAGS_OFFSET).ok_or(verdict::PASS_MALFORMED)?;
         // SAFETY: checked by `ptr_at`.
-        unsafe { *flags }
+        u32::from(unsafe { *flags })
     } else {
         0
     };
