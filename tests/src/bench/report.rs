@@ -460,7 +460,8 @@ fn lab(out: &mut String, bench: &Bench) {
 
 /// The steady-state per-frame cost the kernel's accounting gave in the throughput windows.
 fn throughput_steady_state(out: &mut String, t: &super::throughput::ThroughputResults) {
-    use super::throughput::{FLOOR, LB};
+    use super::packet::FLOOR;
+    use xdp_lb_common::PROGRAM_NAME as LB;
     let of = |name: &str| t.modes.iter().find(|m| m.program == name);
     let (Some(lb), Some(floor), Some(pass)) = (of(LB), of(FLOOR), of("xdp_pass")) else {
         return;

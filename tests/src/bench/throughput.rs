@@ -10,7 +10,6 @@
 //! share this machine's CPUs.
 
 use std::{
-    fmt::Write as _,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -23,7 +22,13 @@ use anyhow::{Context as _, Result, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 use serde::Serialize;
 
-use super::{packet::Noop, stats::Summary};
+use xdp_lb::config::MacAddr;
+use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, PROGRAM_NAME};
+
+use super::{
+    packet::{FLOOR, Noop},
+    stats::Summary,
+};
 use crate::{Lab, LabProcess, frames, netns};
 
 /// The UDP service port on the VIP.
@@ -81,17 +86,19 @@ fn counters(lab: &Lab) -> Result<(u64, u64)> {
     Ok((lb, backends))
 }
 
-fn udp_config(lab: &Lab) -> String {
-    let mut yaml = format!(
-        "interfaces: [eth0]\nservices:\n  - name: video-udp\n    vip: {}\n    port: {UDP_PORT}\n    \
-         protocol: udp\n    backends:\n",
-        Lab::VIP
-    );
-    for i in 0..lab.backends() {
-        // Writing to a String cannot fail.
-        let _ = writeln!(yaml, "      - address: {}", Lab::backend_addr(i));
-    }
-    yaml
+/// The UDP service over the lab's backends, as a `services:` entry.
+fn udp_service(lab: &Lab) -> Result<String> {
+    let backends = (0..lab.backends())
+        .map(|i| Ok((Lab::backend_addr(i).parse()?, 1)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(super::service_yaml(
+        "video-udp",
+        Lab::VIP.parse()?,
+        UDP_PORT,
+        "udp",
+        MAGLEV_DEFAULT_SIZE,
+        &backends,
+    ))
 }
 
 fn trafficgen_argv() -> Vec<String> {
@@ -337,8 +344,8 @@ pub fn run(lab: &Lab, quick: bool) -> Result<ThroughputResults> {
         PAYLOAD_BYTES,
     );
     let mut frame_with_macs = frame.clone();
-    frame_with_macs[0..6].copy_from_slice(&mac(Lab::LB_MAC)?);
-    frame_with_macs[6..12].copy_from_slice(&mac(Lab::CLIENT_MAC)?);
+    frame_with_macs[0..6].copy_from_slice(&Lab::LB_MAC.parse::<MacAddr>()?.0);
+    frame_with_macs[6..12].copy_from_slice(&Lab::CLIENT_MAC.parse::<MacAddr>()?.0);
     let refused = probe_trafficgen(lab).err();
     let use_trafficgen = refused.is_none();
     // `xdp_lb`, then the floor on the same maps, each attached in turn to the LB's eth0 on
@@ -348,7 +355,7 @@ pub fn run(lab: &Lab, quick: bool) -> Result<ThroughputResults> {
     // as `pass_not_our_mac`; with no MAC registered, every frame is a packet of the one
     // flow, balanced.
     let mut modes = Vec::new();
-    for program in [LB, FLOOR] {
+    for program in [PROGRAM_NAME, FLOOR] {
         let plane = OwnDataPlane::attach(lab, program)?;
         let mode = measure(lab, program, use_trafficgen, &frame_with_macs, runs, window);
         plane.detach(lab)?;
@@ -388,37 +395,27 @@ pub fn run(lab: &Lab, quick: bool) -> Result<ThroughputResults> {
     })
 }
 
-/// The data plane's program (the name a mode carries).
-pub const LB: &str = "xdp_lb";
-/// The floor program, on the same maps.
-pub const FLOOR: &str = "xdp_floor";
-
-/// A data plane the bench loads in the LB's namespace (the agent has stopped): the UDP
-/// service over the lab's backends, every backend reached back out of eth0 (XDP_TX, as
-/// the agent's are), and one program attached to eth0.
+/// A data plane the bench loads in the LB's namespace: the UDP service over the lab's
+/// backends, every backend reached back out of eth0 (XDP_TX, as the agent's are), and one
+/// program (`xdp_lb` or the floor, on the same maps) attached to eth0.
 struct OwnDataPlane {
     balancer: xdp_lb::balancer::Balancer,
 }
 
 impl OwnDataPlane {
     fn attach(lab: &Lab, program: &'static str) -> Result<Self> {
-        let yaml = udp_config(lab);
-        let entries = yaml
-            .split_once("services:\n")
-            .map(|(_, rest)| rest.to_owned())
-            .context("the UDP config has services")?;
+        let services = super::services(&udp_service(lab)?)?;
         // Each backend's real MAC, so that frames reach it as the agent's do.
         let mut macs = std::collections::BTreeMap::new();
         for i in 0..lab.backends() {
             macs.insert(
                 Lab::backend_addr(i).parse::<std::net::IpAddr>()?,
-                mac(&Lab::backend_mac(i))?,
+                Lab::backend_mac(i).parse::<MacAddr>()?,
             );
         }
-        let lb_mac = mac(Lab::LB_MAC)?;
-        run_inside_lb(lab, move || {
+        let lb_mac: MacAddr = Lab::LB_MAC.parse()?;
+        netns::run_inside(lab.ns_lb(), move || {
             use xdp_lb::dataplane::{Dataplane, LoadOptions, LogLevel};
-            let services = super::services(&entries)?;
             let name = std::ffi::CString::new("eth0")?;
             // SAFETY: a valid NUL-terminated name.
             let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -432,27 +429,20 @@ impl OwnDataPlane {
             let mut balancer = xdp_lb::balancer::Balancer::new(dataplane, 1);
             let forwarding = move |b: &xdp_lb::config::Backend| {
                 Some(xdp_lb::balancer::Forwarding {
-                    mac: xdp_lb::config::MacAddr(*macs.get(&b.address)?),
-                    src_mac: xdp_lb::config::MacAddr(lb_mac),
+                    mac: *macs.get(&b.address)?,
+                    src_mac: lb_mac,
                     ifindex,
                 })
             };
             for service in &services {
                 balancer.add_service(service, &forwarding)?;
             }
-            if program == LB {
+            if program == PROGRAM_NAME {
                 balancer
                     .dataplane_mut()
                     .attach("eth0", xdp_lb::config::XdpAttachMode::Native)?;
             } else {
-                let floor: &mut aya::programs::Xdp = balancer
-                    .dataplane_mut()
-                    .ebpf_mut()
-                    .program_mut(super::packet::FLOOR)
-                    .context("the object has no floor program")?
-                    .try_into()?;
-                floor.load().context("loading the floor program")?;
-                floor
+                super::packet::load_floor(balancer.dataplane_mut())?
                     .attach("eth0", aya::programs::XdpMode::Driver)
                     .context("attaching the floor program to eth0")?;
             }
@@ -462,28 +452,13 @@ impl OwnDataPlane {
 
     /// Detaches (dropping it inside the namespace, where its links were made).
     fn detach(self, lab: &Lab) -> Result<()> {
-        run_inside_lb(lab, move || {
+        netns::run_inside(lab.ns_lb(), move || {
             drop(self.balancer);
             Ok(())
         })
     }
 }
 
-fn run_inside_lb<T: Send + 'static>(
-    lab: &Lab,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    netns::run_inside(lab.ns_lb(), f)
-}
-
 /// UDP payload of the generated frames (a 60-byte frame, the smallest Ethernet allows
 /// without padding: the worst case for packet rate).
 const PAYLOAD_BYTES: usize = 18;
-
-fn mac(text: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    for (byte, part) in out.iter_mut().zip(text.split(':')) {
-        *byte = u8::from_str_radix(part, 16)?;
-    }
-    Ok(out)
-}

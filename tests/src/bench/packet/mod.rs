@@ -298,13 +298,7 @@ impl Rig {
         for s in &services {
             balancer.add_service(s, &loopback)?;
         }
-        let floor: &mut Xdp = balancer
-            .dataplane_mut()
-            .ebpf_mut()
-            .program_mut(FLOOR)
-            .ok_or_else(|| anyhow!("the object has no program {FLOOR}"))?
-            .try_into()?;
-        floor.load().context("loading the floor program")?;
+        load_floor(balancer.dataplane_mut())?;
         Ok(Rig {
             balancer,
             table_slots: slots,
@@ -367,6 +361,17 @@ pub fn clear_flows(map: &mut BpfHashMap<MapData, FlowKey, FlowValue>) -> Result<
 /// The floor: the least an L2-DSR Maglev balancer does per packet, on the project's maps
 /// (`xdp-lb-ebpf/src/floor.rs`).
 pub const FLOOR: &str = "xdp_floor";
+
+/// Loads the floor program into the kernel, on `dataplane`'s maps.
+pub fn load_floor(dataplane: &mut Dataplane) -> Result<&mut Xdp> {
+    let floor: &mut Xdp = dataplane
+        .ebpf_mut()
+        .program_mut(FLOOR)
+        .ok_or_else(|| anyhow!("the object has no program {FLOOR}"))?
+        .try_into()?;
+    floor.load().context("loading the floor program")?;
+    Ok(floor)
+}
 
 /// The no-op XDP_TX program, loaded from the same object.
 pub struct Noop {
