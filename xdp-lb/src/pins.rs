@@ -105,9 +105,7 @@ impl PinDir {
         if !path.exists() {
             return Ok(None);
         }
-        let info = MapInfo::from_pin(&path)
-            .map_err(|err| anyhow!("reading pinned map {}: {err}", path.display()))?;
-        Ok(Some(info.max_entries()))
+        Ok(Some(pinned_shape(&path)?.max_entries))
     }
 
     /// Whether a previous agent left maps here.
