@@ -38,18 +38,19 @@ fn start(
     )
 }
 
+/// What every agent here loads with, and a connection table of `flow_table`.
+fn options(flow_table: FlowTable) -> LoadOptions {
+    LoadOptions {
+        flow_hash_seed: SEED,
+        maglev_table_slots: 8 * 65537,
+        flow_table,
+        log_level: LogLevel::Warn,
+    }
+}
+
 /// An agent's load on `pins` with a connection table of `flow_table`.
 fn load(pins: &ScratchPins, flow_table: FlowTable) -> Dataplane {
-    Dataplane::load_pinned(
-        &LoadOptions {
-            flow_hash_seed: SEED,
-            maglev_table_slots: 8 * 65537,
-            flow_table,
-            log_level: LogLevel::Warn,
-        },
-        Some(pins.0.clone()),
-    )
-    .expect("load")
+    Dataplane::load_pinned(&options(flow_table), Some(pins.0.clone())).expect("load")
 }
 
 /// The rest of an agent's start on a loaded `dataplane`, up to where it attaches (these
@@ -481,17 +482,9 @@ fn a_pinned_connection_table_of_another_key_layout_is_refused_and_left_alone() {
         .pin(&path)
         .unwrap();
     let before = pinned_flows_shape(&pins);
-    let err = Dataplane::load_pinned(
-        &LoadOptions {
-            flow_hash_seed: SEED,
-            maglev_table_slots: 8 * 65537,
-            flow_table: FlowTable::default(),
-            log_level: LogLevel::Warn,
-        },
-        Some(pins.0.clone()),
-    )
-    .err()
-    .expect("refused");
+    let err = Dataplane::load_pinned(&options(FlowTable::default()), Some(pins.0.clone()))
+        .err()
+        .expect("refused");
     let message = format!("{err:#}");
     assert!(
         message.contains("flows: pinned key 24 B") && message.contains("xdp-lb cleanup"),

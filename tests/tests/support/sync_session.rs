@@ -58,6 +58,33 @@ struct Peer {
     seq: u64,
 }
 
+/// A `FlowSync` on `h`'s data plane, as the agent starts one: with `sync:` settings and
+/// its bound socket, or without (the ring reader alone); and the runtime it runs on.
+fn start_sync(
+    h: &mut Harness,
+    session: Option<(&SyncSettings, UdpSocket)>,
+) -> (tokio::runtime::Runtime, FlowSync) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let directory = Directory::of(&h.balancer);
+    let (settings, socket) = session.unzip();
+    let sync = {
+        let _inside = runtime.enter();
+        FlowSync::start(
+            h.balancer.dataplane_mut(),
+            directory,
+            settings,
+            socket,
+            FlowTable::default(),
+        )
+        .expect("starting flow sync")
+    };
+    (runtime, sync)
+}
+
 impl Lb {
     /// A session with `max_rate` and `refresh`, and the peer it listens to. `before` runs
     /// on the data plane before the session starts.
@@ -85,24 +112,8 @@ impl Lb {
                 xdp_lb::sync::bind(&settings).ok().map(|lb| (peer, lb))
             })
             .expect("a free port on 127.0.0.1 and 127.0.0.2");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let mut h = h;
-        let directory = Directory::of(&h.balancer);
-        let sync = {
-            let _inside = runtime.enter();
-            FlowSync::start(
-                h.balancer.dataplane_mut(),
-                directory,
-                Some(&settings),
-                Some(lb_socket),
-                FlowTable::default(),
-            )
-            .expect("starting the session")
-        };
+        let (runtime, sync) = start_sync(&mut h, Some((&settings, lb_socket)));
         assert!(h.balancer.dataplane().sync_on());
         let peer = Peer {
             socket: peer_socket,
@@ -569,23 +580,7 @@ fn a_new_flow_is_told_to_the_peer_and_nothing_is_queued_with_sync_off() {
 
     // Started without `sync:`: the ring reader runs, the data plane hands nothing over.
     let mut h = rtmp();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let directory = Directory::of(&h.balancer);
-    let sync = {
-        let _inside = runtime.enter();
-        FlowSync::start(
-            h.balancer.dataplane_mut(),
-            directory,
-            None,
-            None,
-            FlowTable::default(),
-        )
-        .unwrap()
-    };
+    let (_runtime, sync) = start_sync(&mut h, None);
     assert!(!h.balancer.dataplane().sync_on());
     connect(&h, CLIENT, 48002);
     assert_eq!(stat(&h, flow_stat::NEW), 1);
