@@ -528,7 +528,7 @@ fn a_flow_placed_just_after_a_walk_starts_is_listed_by_the_next_walk() {
     // As the refresh thread does: `started` read (a jiffy's overlap back), the walk, the
     // next walk from `started`.
     for port in 51000..51020 {
-        let started = monotonic_ns().saturating_sub(xdp_lb::sync::WALK_OVERLAP_NS);
+        let started = xdp_lb::control::census::coarse_floor_ns();
         live_since(&flows, &directory, since, &timeouts);
         since = started;
         connect(&h, CLIENT, port);

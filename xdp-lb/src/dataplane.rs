@@ -280,8 +280,7 @@ impl Dataplane {
         old: HashMap<MapData, FlowKey, FlowValue>,
         change: pins::ShapeChange,
     ) -> anyhow::Result<FlowMigration> {
-        let started_ns =
-            crate::control::census::monotonic_ns().saturating_sub(crate::sync::WALK_OVERLAP_NS);
+        let started_ns = crate::control::census::coarse_floor_ns();
         let mut entries: Vec<(FlowKey, FlowValue)> = old.iter().filter_map(Result::ok).collect();
         entries.sort_by_key(|(_, value)| value.last_seen_ns);
         for (key, value) in &entries {

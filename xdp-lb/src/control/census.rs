@@ -77,6 +77,16 @@ fn lower_priority() {
     }
 }
 
+/// How far the data plane's coarse clock may lag `monotonic_ns`: more than a jiffy at
+/// HZ=100, the coarse clock's step.
+pub const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
+
+/// A time that every last-seen time the data plane writes from now on is at or after
+/// (`monotonic_ns` less the coarse clock's lag).
+pub fn coarse_floor_ns() -> u64 {
+    monotonic_ns().saturating_sub(COARSE_CLOCK_LAG_NS)
+}
+
 /// `bpf_ktime_get_coarse_ns()` now, near enough: the clock of the entries' last-seen times.
 pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {

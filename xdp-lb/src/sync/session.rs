@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     config::{FlowTable, SyncSettings},
-    control::census::{expired, monotonic_ns},
+    control::census::{COARSE_CLOCK_LAG_NS, coarse_floor_ns, expired, monotonic_ns},
 };
 
 /// How long a new entry may wait for others to fill its datagram.
@@ -32,10 +32,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 type Flows = BpfHashMap<MapData, FlowKey, FlowValue>;
 
-/// How far before a walk's start the next walk looks: more than a jiffy at HZ=100, the
-/// coarse clock's step (the data plane's last-seen times lag the precise clock by up to
-/// one).
-pub const WALK_OVERLAP_NS: u64 = 20_000_000;
+/// How far before a walk's start the next walk looks: the coarse clock's lag (the data
+/// plane's last-seen times lag the precise clock by up to a jiffy).
+pub const WALK_OVERLAP_NS: u64 = COARSE_CLOCK_LAG_NS;
 
 /// What a session runs on.
 pub struct SessionParts {
@@ -578,7 +577,7 @@ impl Walker {
                     // Entries are stamped by the data plane's coarse clock, up to a jiffy
                     // behind this one: the next walk starts that far back (a flow told
                     // twice is harmless; one missed would not be told again until touched).
-                    let started = monotonic_ns().saturating_sub(WALK_OVERLAP_NS);
+                    let started = coarse_floor_ns();
                     let entries = live_since(&flows, &shared.directory(), since, &timeouts);
                     since = started;
                     if walked.blocking_send(entries).is_err() {
