@@ -96,6 +96,17 @@ fn enter(ns: &str) -> Result<()> {
         .with_context(|| format!("setns into network namespace {ns}"))
 }
 
+/// Runs `f` on this thread inside namespace `ns`, then brings the thread back to the
+/// namespace it was in (for work that cannot move to another thread, such as running a
+/// loaded program whose handle is not `Send`).
+pub fn on_this_thread<T>(ns: &str, f: impl FnOnce() -> T) -> Result<T> {
+    let home = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
+    enter(ns)?;
+    let out = f();
+    setns(&home, CloneFlags::CLONE_NEWNET).context("setns back into the thread's own netns")?;
+    Ok(out)
+}
+
 /// Runs `f` on a new thread that has entered namespace `ns`, and returns its result.
 pub fn run_inside<T, F>(ns: &str, f: F) -> Result<T>
 where

@@ -22,8 +22,8 @@ use xdp_lb::{
     },
 };
 use xdp_lb_common::{
-    BackendValue, FAMILY_IPV4, LocalMacs, PROTO_TCP, ServiceKey, VipKey, addr_words, mac_word,
-    map_names, vip_filter_bit,
+    BackendValue, FAMILY_IPV4, IfindexMacs, NO_MAC_WORD, PROTO_TCP, ServiceKey, VipKey, addr_words,
+    mac_word, map_names, vip_filter_bit,
 };
 
 const VIP: &str = "10.0.0.100";
@@ -164,12 +164,23 @@ fn vips(h: &Harness) -> Vec<IpAddr> {
     out
 }
 
-/// The MACs `local_macs` holds for the ingress interface, in order.
+/// `local_macs_ix`, the array of the LB's MACs by ifindex, opened as `behind_the_back`
+/// opens a hash map.
+fn local_macs_behind_the_back(h: &Harness) -> Array<MapData, IfindexMacs> {
+    let map = Map::Array(map_behind_the_back(h, map_names::LOCAL_MACS_IX));
+    Array::try_from(map).expect("an array")
+}
+
+/// The MACs `local_macs_ix` holds for the ingress interface, in slot order.
 fn local_macs(h: &Harness) -> Vec<MacAddr> {
-    let map: HashMap<MapData, u32, LocalMacs> = behind_the_back(h, map_names::LOCAL_MACS);
-    let value = map.get(&LOOPBACK_IFINDEX, 0).expect("loopback's entry");
-    value.macs[..value.count as usize]
+    let value = local_macs_behind_the_back(h)
+        .get(&LOOPBACK_IFINDEX, 0)
+        .expect("loopback's entry");
+    assert_eq!(value.checked, 1, "loopback's MACs are checked");
+    value
+        .macs
         .iter()
+        .filter(|w| **w != NO_MAC_WORD)
         .map(|w| {
             let b = w.to_le_bytes();
             MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
@@ -379,13 +390,18 @@ fn a_map_written_behind_the_balancer_s_back_is_found_and_named() {
     dp.remove_service(&key).unwrap();
     let mut vips: HashMap<MapData, VipKey, u32> = behind_the_back(&h, map_names::VIPS);
     vips.insert(vip_key("10.0.0.99"), 0, 0).unwrap();
-    let mut macs: HashMap<MapData, u32, LocalMacs> = behind_the_back(&h, map_names::LOCAL_MACS);
-    let foreign = LocalMacs {
-        count: 1,
+    let mut macs = local_macs_behind_the_back(&h);
+    let foreign = IfindexMacs {
+        checked: 1,
         _pad: 0,
-        macs: [mac_word([2, 0, 0, 0, 0, 0x42]), 0, 0, 0],
+        macs: [
+            mac_word([2, 0, 0, 0, 0, 0x42]),
+            NO_MAC_WORD,
+            NO_MAC_WORD,
+            NO_MAC_WORD,
+        ],
     };
-    macs.insert(LOOPBACK_IFINDEX, foreign, 0).unwrap();
+    macs.set(LOOPBACK_IFINDEX, foreign, 0).unwrap();
     let stray = filter_bit("10.0.0.99", 1935);
     let mut filter = vip_filter_behind_the_back(&h);
     let word = filter.get(&(stray / 64), 0).unwrap();

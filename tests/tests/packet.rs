@@ -708,6 +708,74 @@ fn frames_to_another_hosts_mac_pass_untouched_and_are_counted() {
 }
 
 #[test]
+fn an_interface_whose_ifindex_is_past_the_indexed_array_still_has_its_macs_checked() {
+    // The LB's MAC on an interface of an ifindex too large for `local_macs_ix`, which
+    // `local_macs` (the hash map) holds instead.
+    const BIG_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0x50, 0x00];
+    const BIG_IFINDEX: u32 = xdp_lb_common::LOCAL_MACS_IX_SLOTS + 904;
+    let ns = format!("xlb-ifx-{}", std::process::id());
+    xdp_lb_tests::netns::add(&ns).unwrap();
+    let made = std::process::Command::new("ip")
+        .args(["-n", &ns, "link", "add", "big", "index"])
+        .arg(BIG_IFINDEX.to_string())
+        .args(["type", "veth", "peer", "name", "big-peer"])
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "making an interface of ifindex {BIG_IFINDEX}"
+    );
+    let mut h = video_lb();
+    h.balancer.set_local_interfaces([
+        xdp_lb::balancer::LocalInterface {
+            ifindex: LOOPBACK_IFINDEX,
+            name: "lo".to_owned(),
+            macs: vec![MacAddr(LB_MAC)],
+        },
+        xdp_lb::balancer::LocalInterface {
+            ifindex: BIG_IFINDEX,
+            name: "big".to_owned(),
+            macs: vec![MacAddr(BIG_MAC)],
+        },
+    ]);
+    h.balancer.sync_local_macs().unwrap();
+    let to = |mac: [u8; 6], port: u16| {
+        let mut frame = Ipv4Frame::tcp(CLIENT, port, VIP, 8080).build();
+        frame[0..6].copy_from_slice(&mac);
+        frame
+    };
+    let actions = xdp_lb_tests::netns::on_this_thread(&ns, || {
+        [
+            to(BIG_MAC, 42000),
+            to(LB_MAC, 42001),
+            to([0x02, 0x99, 0, 0, 0, 0x42], 42002),
+        ]
+        .map(|frame| h.run_on(&frame, BIG_IFINDEX).action)
+    })
+    .unwrap();
+    xdp_lb_tests::netns::delete(&ns).unwrap();
+    assert_eq!(actions, [XDP_PASS; 3]);
+    let verdicts = h.verdicts();
+    assert_eq!(
+        verdicts[verdict::PASS_NOT_OUR_MAC as usize].packets,
+        2,
+        "frames there to another interface's MAC and to another host's are not the LB's"
+    );
+    // The backends are behind loopback, which `tx_ports` does not hold: the frame to the
+    // interface's own MAC got past the check, to its backend's interface.
+    assert_eq!(
+        verdicts[verdict::PASS_REDIRECT_FAILED as usize].packets,
+        1,
+        "the frame to the interface's own MAC is the LB's"
+    );
+    assert_eq!(
+        h.run(&to(LB_MAC, 42003)).action,
+        XDP_TX,
+        "the small ifindex's MACs are still the array's"
+    );
+}
+
+#[test]
 fn frames_to_a_vlan_devices_mac_are_balanced_while_the_lb_owns_that_mac() {
     // The MACs of two VLAN devices of the ingress interface.
     const VLAN_200_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0x02, 0x00];

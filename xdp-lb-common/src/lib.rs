@@ -548,6 +548,13 @@ pub const MAX_LOCAL_INTERFACES: u32 = 64;
 /// MACs one interface may own in `local_macs` (its own, and its VLAN devices' when they
 /// differ).
 pub const MAX_LOCAL_MACS: usize = 4;
+/// Interfaces whose MACs sit in `local_macs_ix`, the array indexed by ifindex that the
+/// packet path reads without hashing a key: ifindex 0 to this − 1. A larger ifindex has its
+/// entry in the hash map `local_macs` instead; each interface is in exactly one of the two.
+pub const LOCAL_MACS_IX_SLOTS: u32 = 4096;
+/// An empty slot of an [`IfindexMacs`]: a MAC word's top two bytes are zero, so this one
+/// never equals a frame's destination.
+pub const NO_MAC_WORD: u64 = u64::MAX;
 
 /// Key of `fragments`: one IP datagram, as RFC 791/8200 identify it (source, destination,
 /// protocol, identification), and the frame's outer VLAN id.
@@ -584,6 +591,24 @@ pub struct LocalMacs {
     pub macs: [u64; MAX_LOCAL_MACS],
 }
 
+/// Value of `local_macs_ix` at an interface's ifindex: as [`LocalMacs`], for the packet
+/// path's array read. The agent writes it through an mmap of the map one aligned word at a
+/// time, so a frame read during a change sees each word old or new, never torn: a MAC moves
+/// only between a slot and [`NO_MAC_WORD`] (never straight to another MAC), and `checked`
+/// is set only once every MAC is in its slot and cleared first when the interface goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfindexMacs {
+    /// 0: the interface is not registered, and frames there are not checked.
+    pub checked: u32,
+    pub _pad: u32,
+    /// [`mac_word`]s in any slot; the other slots hold [`NO_MAC_WORD`].
+    pub macs: [u64; MAX_LOCAL_MACS],
+}
+
+/// Bytes one `local_macs_ix` value takes in the map's mmap-ed view (a multiple of 8).
+pub const IFINDEX_MACS_STRIDE: usize = core::mem::size_of::<IfindexMacs>();
+
 /// A MAC as the data plane compares it: its six bytes, then two zero bytes, read as a
 /// little-endian word (BPF's byte order on every host xdp-lb runs on).
 #[inline(always)]
@@ -613,6 +638,7 @@ pub mod map_names {
     pub const VIPS: &str = "vips";
     pub const VIP_FILTER: &str = "vip_filter";
     pub const LOCAL_MACS: &str = "local_macs";
+    pub const LOCAL_MACS_IX: &str = "local_macs_ix";
     pub const FLOW_EVENTS: &str = "flow_events";
     pub const SYNC_ON: &str = "sync_on";
 }
@@ -645,6 +671,7 @@ mod pod {
     unsafe impl aya::Pod for FragmentKey {}
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for LocalMacs {}
+    unsafe impl aya::Pod for IfindexMacs {}
 }
 
 // Every counted slot fits its map.

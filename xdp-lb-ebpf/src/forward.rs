@@ -5,10 +5,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::warn;
 use network_types::eth::EthHdr;
-use xdp_lb_common::{BackendValue, MAX_LOCAL_MACS, verdict};
+use xdp_lb_common::{BackendValue, LOCAL_MACS_IX_SLOTS, MAX_LOCAL_MACS, verdict};
 
 use crate::{
-    maps::{LOCAL_MACS, TX_PORTS},
+    maps::{LOCAL_MACS, LOCAL_MACS_IX, TX_PORTS},
     parse::{ETH_P_8021AD, ETH_P_8021Q, ptr_at},
 };
 
@@ -73,7 +73,8 @@ fn retag(ctx: &XdpContext, vlan: u16) {
 }
 
 /// Whether the frame's destination MAC is one the receiving interface owns
-/// (`local_macs`); an interface the agent registered nothing for is not checked.
+/// (`local_macs_ix`, or `local_macs` for a large ifindex); an interface the agent
+/// registered nothing for is not checked.
 #[inline(always)]
 pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     // The destination MAC and the first two bytes of the source, read as one word.
@@ -83,6 +84,27 @@ pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     // SAFETY: checked by `ptr_at`.
     let dst = u64::from_le_bytes(unsafe { *head }) & MAC_WORD_MASK;
     let ifindex = ctx.ingress_ifindex() as u32;
+    if ifindex < LOCAL_MACS_IX_SLOTS {
+        let Some(local) = LOCAL_MACS_IX.get_ptr(ifindex) else {
+            return true;
+        };
+        // SAFETY: a map value, valid for the program run, read word by word: the agent
+        // writes it a word at a time (see `IfindexMacs`). `checked` is read first, and set
+        // by the agent only after the MACs; an empty slot never matches.
+        unsafe {
+            if (*local).checked == 0 {
+                return true;
+            }
+            let mut i = 0;
+            while i < MAX_LOCAL_MACS {
+                if (*local).macs[i] == dst {
+                    return true;
+                }
+                i += 1;
+            }
+            return false;
+        }
+    }
     let Some(local) = LOCAL_MACS.get_ptr(ifindex) else {
         return true;
     };

@@ -8,10 +8,10 @@ use aya_ebpf::{
 use xdp_lb_common::{
     BPF_F_MMAPABLE, BackendOwner, BackendValue, ClientRuleKey, ClientRuleValue, Counter,
     FLOW_EVENTS_BYTES, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS,
-    FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, LocalMacs, MAX_BACKENDS,
-    MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS,
-    PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS,
-    VIP_FILTER_WORDS, VipKey, vip_filter_bit,
+    FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, IfindexMacs, LOCAL_MACS_IX_SLOTS,
+    LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES,
+    MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue,
+    VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -121,11 +121,19 @@ pub fn may_be_service(addr: &[u32; 4], family: u8, port: u16) -> bool {
     word & (1u64 << (bit % 64)) != 0
 }
 
-/// ifindex -> the MACs frames addressed to the LB carry there, written by the agent before
-/// it attaches. A frame to another MAC is not balanced; an interface missing here is not
-/// checked. Not pinned.
+/// ifindex -> the MACs frames addressed to the LB carry there, for an ifindex of
+/// `LOCAL_MACS_IX_SLOTS` or more (a smaller one is in `local_macs_ix`), written by the agent
+/// before it attaches. A frame to another MAC is not balanced; an interface missing here is
+/// not checked. Not pinned.
 #[map(name = "local_macs")]
 pub static LOCAL_MACS: HashMap<u32, LocalMacs> = HashMap::with_max_entries(MAX_LOCAL_INTERFACES, 0);
+
+/// `local_macs` for an ifindex below `LOCAL_MACS_IX_SLOTS`, indexed by it: an array read,
+/// where a hash map costs every frame a hashed key. The agent writes it through an mmap
+/// (see `IfindexMacs`). Not pinned.
+#[map(name = "local_macs_ix")]
+pub static LOCAL_MACS_IX: Array<IfindexMacs> =
+    Array::with_max_entries(LOCAL_MACS_IX_SLOTS, BPF_F_MMAPABLE);
 
 #[inline(always)]
 pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {

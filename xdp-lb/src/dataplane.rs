@@ -37,6 +37,7 @@ use crate::{
 };
 
 mod audit;
+mod local_macs;
 pub mod rx_vlan;
 
 /// Levels of the data plane's aya-log records.
@@ -69,6 +70,9 @@ pub struct Dataplane {
     vip_filter: Array<MapData, u64>,
     /// `vip_filter` as last written (all ones until the first write: unknown).
     filter_words: Vec<u64>,
+    /// The LB's MACs of an interface with an ifindex below `LOCAL_MACS_IX_SLOTS`.
+    local_macs_ix: local_macs::IfindexMacsArea,
+    /// The same for a larger ifindex.
     local_macs: HashMap<MapData, u32, LocalMacs>,
     /// `local_macs` as last written, by ifindex.
     local_mac_values: std::collections::BTreeMap<u32, LocalMacs>,
@@ -234,6 +238,14 @@ impl Dataplane {
         };
         let tables = TableArea::map(tables_data, table_slots)?;
 
+        let Some(Map::Array(macs_data)) = ebpf.take_map(map_names::LOCAL_MACS_IX) else {
+            bail!(
+                "the data plane object has no array `{}`",
+                map_names::LOCAL_MACS_IX
+            );
+        };
+        let local_macs_ix = local_macs::IfindexMacsArea::map(macs_data)?;
+
         let service_by_vip: HashMap<MapData, ServiceKey, ServiceValue> =
             take(&mut ebpf, map_names::SERVICE_BY_VIP)?;
         // Adopted maps already hold services: the bitmap must cover them.
@@ -247,6 +259,7 @@ impl Dataplane {
             vip_keys: std::collections::HashSet::new(),
             vip_filter: take(&mut ebpf, map_names::VIP_FILTER)?,
             filter_words: vec![u64::MAX; VIP_FILTER_WORDS as usize],
+            local_macs_ix,
             local_macs: take(&mut ebpf, map_names::LOCAL_MACS)?,
             local_mac_values: std::collections::BTreeMap::new(),
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
@@ -526,42 +539,6 @@ impl Dataplane {
             .collect()
     }
 
-    /// Brings `local_macs` to `wanted`: for each interface (by ifindex) the MACs frames
-    /// addressed to the LB carry there (at most `MAX_LOCAL_MACS`, distinct); frames there to
-    /// any other MAC are not balanced. Interfaces not in `wanted` lose their entry (and are
-    /// not checked). Only the entries that differ from the last written are touched.
-    pub fn sync_local_macs(
-        &mut self,
-        wanted: &std::collections::BTreeMap<u32, Vec<[u8; 6]>>,
-    ) -> anyhow::Result<()> {
-        let mut values = std::collections::BTreeMap::new();
-        for (ifindex, macs) in wanted {
-            values.insert(*ifindex, local_macs_value(*ifindex, macs)?);
-        }
-        let gone: Vec<u32> = self
-            .local_mac_values
-            .keys()
-            .filter(|ifindex| !values.contains_key(ifindex))
-            .copied()
-            .collect();
-        for ifindex in gone {
-            self.local_macs
-                .remove(&ifindex)
-                .with_context(|| format!("removing ifindex {ifindex} from local_macs"))?;
-            self.local_mac_values.remove(&ifindex);
-        }
-        for (ifindex, value) in values {
-            if self.local_mac_values.get(&ifindex) == Some(&value) {
-                continue;
-            }
-            self.local_macs
-                .insert(ifindex, value, 0)
-                .with_context(|| format!("updating local_macs for ifindex {ifindex}"))?;
-            self.local_mac_values.insert(ifindex, value);
-        }
-        Ok(())
-    }
-
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
         self.service_by_vip.get(key, 0).ok()
     }
@@ -822,8 +799,6 @@ fn adopted_table_slots(opts: &LoadOptions, pins: Option<&PinDir>) -> anyhow::Res
     }
 }
 
-/// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
-/// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
 /// Another handle on the connection table `flows` (a thread of its own walks or writes it
 /// through one).
 pub fn duplicate_flows(
@@ -850,6 +825,7 @@ pub fn vip_filter_words<'a>(services: impl IntoIterator<Item = &'a ServiceKey>) 
     words
 }
 
+/// The `local_macs` value holding `macs` (distinct, at most `MAX_LOCAL_MACS`).
 fn local_macs_value(ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<LocalMacs> {
     let mut distinct: Vec<[u8; 6]> = Vec::new();
     for mac in macs {
@@ -873,6 +849,7 @@ fn local_macs_value(ifindex: u32, macs: &[[u8; 6]]) -> anyhow::Result<LocalMacs>
     Ok(value)
 }
 
+/// The `client_rules` key of a client prefix of a service (see `ClientRuleKey`).
 fn rule_key(service_id: u32, addr: std::net::IpAddr, prefix_len: u8) -> LpmKey<ClientRuleKey> {
     LpmKey::new(
         CLIENT_RULE_SERVICE_BITS + u32::from(prefix_len),
@@ -899,26 +876,26 @@ fn reset_per_cpu(map: &mut PerCpuArray<MapData, Counter>, index: u32) -> anyhow:
         .with_context(|| format!("zeroing counter {index}"))
 }
 
-/// The mmap-ed view of `maglev_tables`.
-struct TableArea {
+/// A shared read-write mmap of a `BPF_F_MMAPABLE` array, unmapped on drop.
+struct Mapping {
     // Keeps the map (and so the mapping's backing) alive.
     _map: MapData,
     base: NonNull<u8>,
     len: usize,
-    slots: u32,
 }
 
 // SAFETY: the mapping is owned by this value and only written through `&mut self`.
-unsafe impl Send for TableArea {}
-unsafe impl Sync for TableArea {}
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
 
-impl TableArea {
-    fn map(map: MapData, slots: u32) -> anyhow::Result<Self> {
+impl Mapping {
+    /// Maps the first `bytes` of `map` (rounded up to whole pages).
+    fn new(map: MapData, bytes: usize, name: &str) -> anyhow::Result<Self> {
         let page = page_size();
-        let len = (slots as usize * MAGLEV_SLOT_STRIDE).div_ceil(page) * page;
+        let len = bytes.div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a shared read-write mapping of an mmapable BPF array of `slots` elements;
-        // the kernel checks the length against the map.
+        // SAFETY: a shared read-write mapping of an mmapable BPF array; the kernel checks
+        // the length against the map.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -930,15 +907,50 @@ impl TableArea {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap of maglev_tables");
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("mmap of {name}"));
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| anyhow!("mmap returned null"))?;
         Ok(Self {
             _map: map,
             base,
             len,
-            slots,
         })
+    }
+
+    /// The word of type `T` at byte `offset`.
+    ///
+    /// # Safety
+    /// `offset + size_of::<T>()` is within the mapping and `offset` is aligned for `T`.
+    unsafe fn at<T>(&self, offset: usize) -> *mut T {
+        debug_assert!(offset + std::mem::size_of::<T>() <= self.len);
+        // SAFETY: the caller keeps the offset inside the mapping.
+        unsafe { self.base.as_ptr().add(offset).cast::<T>() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// The mmap-ed view of `maglev_tables`.
+struct TableArea {
+    mapping: Mapping,
+    slots: u32,
+}
+
+impl TableArea {
+    fn map(map: MapData, slots: u32) -> anyhow::Result<Self> {
+        let mapping = Mapping::new(
+            map,
+            slots as usize * MAGLEV_SLOT_STRIDE,
+            map_names::MAGLEV_TABLES,
+        )?;
+        Ok(Self { mapping, slots })
     }
 
     fn check(&self, offset: u32, len: usize) -> anyhow::Result<()> {
@@ -957,10 +969,8 @@ impl TableArea {
         for (i, id) in table.iter().enumerate() {
             // SAFETY: in bounds (checked above); slots are 8-byte aligned in the mapping.
             unsafe {
-                self.base
-                    .as_ptr()
-                    .add(start + i * MAGLEV_SLOT_STRIDE)
-                    .cast::<u32>()
+                self.mapping
+                    .at::<u32>(start + i * MAGLEV_SLOT_STRIDE)
                     .write_volatile(*id);
             }
         }
@@ -975,22 +985,11 @@ impl TableArea {
         Ok((0..len as usize)
             // SAFETY: in bounds (checked above).
             .map(|i| unsafe {
-                self.base
-                    .as_ptr()
-                    .add(start + i * MAGLEV_SLOT_STRIDE)
-                    .cast::<u32>()
+                self.mapping
+                    .at::<u32>(start + i * MAGLEV_SLOT_STRIDE)
                     .read_volatile()
             })
             .collect())
-    }
-}
-
-impl Drop for TableArea {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-        }
     }
 }
 

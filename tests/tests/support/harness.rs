@@ -162,6 +162,32 @@ impl Harness {
         }
     }
 
+    /// As `run`, with the frame received on interface `ifindex` (which must exist in the
+    /// calling thread's network namespace).
+    pub fn run_on(&self, frame: &[u8], ifindex: u32) -> Run {
+        let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let md = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let result = self
+            .balancer
+            .dataplane()
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        Run {
+            action: result.return_value,
+            frame: out,
+        }
+    }
+
     /// The backend a frame was sent to, from its rewritten destination MAC.
     pub fn sent_to(&self, run: &Run) -> Option<IpAddr> {
         assert!(

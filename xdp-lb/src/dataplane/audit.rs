@@ -64,14 +64,11 @@ impl Dataplane {
                 Err(err) => unreadable(map_names::VIPS, err.to_string()),
             }
         }
-        for entry in self.local_macs.iter() {
-            match entry {
-                Ok((ifindex, value)) => {
-                    view.local_macs.insert(ifindex, value);
-                }
-                Err(err) => unreadable(map_names::LOCAL_MACS, err.to_string()),
-            }
+        let (local_macs, err) = self.local_macs_seen();
+        if let Some(err) = err {
+            unreadable(map_names::LOCAL_MACS, err);
         }
+        view.local_macs = local_macs;
         view.services = services;
         view.pools = pools;
         view.backends = backends;
