@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, net::IpAddr, thread, time::Duration};
 use support::{frames::Ipv4Frame, harness::*};
 use xdp_lb::config::{Backend, DownAction, FlowTable, Persistence, Protocol};
 use xdp_lb_common::{
-    FAMILY_IPV4, FLOW_TABLE_FLAGS, FlowKey, PROTO_TCP, addr_words, flow_hash::ports_word,
-    flow_stat, port_raw,
+    FAMILY_IPV4, FLOW_TABLE_FLAGS, FlowKey, FlowValue, PROTO_TCP, addr_words,
+    flow_hash::ports_word, flow_stat, port_raw,
 };
 
 const VIP: &str = "10.0.0.100";
@@ -655,4 +655,144 @@ fn the_table_has_exactly_its_configured_size_as_status_reports_and_one_cpu_can_f
     })
     .join()
     .unwrap();
+}
+
+/// An entry for `port` from CLIENT naming `backend`, as another writer than this program
+/// leaves it (an earlier program, before the flow filter's first walk).
+fn entry_for(h: &Harness, backend: &str) -> FlowValue {
+    let service = h.balancer.service("video-rtmp").unwrap();
+    let b = &service.backends[&addr(backend)];
+    FlowValue {
+        backend_id: b.id,
+        backend_epoch: b.epoch,
+        service_id: service.id,
+        flags: 0,
+        last_seen_ns: xdp_lb::control::census::coarse_floor_ns()
+            + xdp_lb::control::census::COARSE_CLOCK_LAG_NS,
+    }
+}
+
+/// A backend of BACKENDS other than `not`.
+fn other_than(not: IpAddr) -> &'static str {
+    BACKENDS.into_iter().find(|b| addr(b) != not).unwrap()
+}
+
+#[test]
+fn a_syn_skips_the_connection_table_only_where_the_flow_filter_promises_no_entry() {
+    let mut h = rtmp(&BACKENDS);
+    let filter = h.balancer.dataplane().flow_filter();
+    let mut flows = h.balancer.dataplane().flows_handle().unwrap();
+    let skipped = |h: &Harness| h.flow_stats()[flow_stat::FILTER_SKIP as usize].packets;
+
+    // Entries an earlier program made (it set no slot in this program's filter), each on
+    // another backend than Maglev's: a new connection reusing the 5-tuple goes where the
+    // entry says, as without the filter.
+    let earlier: BTreeMap<u16, IpAddr> = (30000..30100)
+        .map(|port| {
+            let other = other_than(h.predict("video-rtmp", CLIENT, port));
+            flows
+                .insert(key(CLIENT, port), entry_for(&h, other), 0)
+                .unwrap();
+            (port, addr(other))
+        })
+        .collect();
+    assert_eq!(filter.status().half, 0, "off until its first walk");
+    assert_eq!(
+        h.sent_to(&h.run(&syn(CLIENT, 40000))),
+        Some(h.predict("video-rtmp", CLIENT, 40000))
+    );
+    assert_eq!(
+        skipped(&h),
+        0,
+        "an unknown flow's SYN looks the table up while the filter is off"
+    );
+
+    assert_eq!(
+        filter.renew(&flows).unwrap(),
+        100,
+        "the walk found the earlier entries"
+    );
+    for (port, backend) in &earlier {
+        assert_eq!(
+            h.sent_to(&h.run(&syn(CLIENT, *port))),
+            Some(*backend),
+            "a SYN reusing the earlier entry of port {port} goes to its backend"
+        );
+    }
+    assert_eq!(skipped(&h), 0, "no SYN of a held flow skipped the table");
+    let on = filter.status();
+    assert_eq!(on.half, 1);
+    assert!(on.set >= 90 && on.set <= 100, "{on:?}");
+
+    // Unknown flows' SYNs skip it (all but those whose slot an entry shares), and go where
+    // Maglev says; an unknown flow's first ACK looks it up (its entry is made then).
+    for port in 41000..41200 {
+        let sent = h.sent_to(&h.run(&syn(CLIENT, port)));
+        assert_eq!(sent, Some(h.predict("video-rtmp", CLIENT, port)));
+    }
+    assert!(
+        skipped(&h) >= 190,
+        "{} of 200 unknown SYNs skipped the table",
+        skipped(&h)
+    );
+    let before = skipped(&h);
+    h.run(&ack(CLIENT, 41000));
+    assert_eq!(skipped(&h), before, "a first ACK never skips the table");
+
+    // Connections this program makes after the walk set their slots themselves: with the
+    // Maglev table changed under them (a fourth backend), a SYN reusing one goes to the
+    // backend its entry names.
+    let made = open_flows(&h, 42000..42200);
+    let fourth = Backend {
+        address: addr("10.0.0.14"),
+        weight: 1,
+        mac: None,
+        vlan: None,
+    };
+    h.balancer
+        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
+        .unwrap();
+    let moved: Vec<u16> = made
+        .iter()
+        .filter(|(port, b)| h.predict("video-rtmp", CLIENT, **port) != **b)
+        .map(|(port, _)| *port)
+        .collect();
+    assert!(
+        moved.len() >= 20,
+        "Maglev moved {} of 200 flows",
+        moved.len()
+    );
+    let before = skipped(&h);
+    for port in &moved {
+        assert_eq!(
+            h.sent_to(&h.run(&syn(CLIENT, *port))),
+            Some(made[port]),
+            "a SYN reusing port {port}, whose entry this program made, goes to its backend"
+        );
+    }
+    assert_eq!(skipped(&h), before);
+
+    // A renewal switches halves and keeps every held flow's slot; once the entries are
+    // gone, two renewals clear their slots and their SYNs skip the table again.
+    filter.renew(&flows).unwrap();
+    assert_eq!(filter.status().half, 2);
+    for (port, backend) in &earlier {
+        assert_eq!(h.sent_to(&h.run(&syn(CLIENT, *port))), Some(*backend));
+    }
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    for k in &keys {
+        flows.remove(k).unwrap();
+    }
+    filter.renew(&flows).unwrap();
+    filter.renew(&flows).unwrap();
+    assert_eq!(filter.status().set, 0, "{:?}", filter.status());
+    let before = skipped(&h);
+    for port in earlier.keys() {
+        h.run(&syn(CLIENT, *port));
+    }
+    assert_eq!(
+        skipped(&h) - before,
+        100,
+        "their slots cleared with the entries"
+    );
 }

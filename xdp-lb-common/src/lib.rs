@@ -430,7 +430,10 @@ pub mod flow_stat {
     /// A new entry not handed to the agent: its ring buffer was full (the agent's periodic
     /// refresh still sends the entry to the peers).
     pub const SYNC_RING_FULL: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// A TCP SYN (or RST) the flow filter showed to have no entry: the connection table
+    /// was not looked up (see `FLOW_FILTER_OFF`).
+    pub const FILTER_SKIP: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const NAMES: [&str; COUNT as usize] = [
         "hit",
         "new",
@@ -442,6 +445,7 @@ pub mod flow_stat {
         "closed",
         "sync_queued",
         "sync_ring_full",
+        "filter_skip",
     ];
 }
 
@@ -543,6 +547,53 @@ pub fn vip_filter_bit(addr: &[u32; 4], family: u8, port: u16) -> u32 {
     folded.wrapping_mul(0x9e37_79b1) >> 16
 }
 
+/// The flow filter: a table of one-byte slots in front of the connection table, one slot
+/// per hash of a 5-tuple, set for every entry the table holds, so that a TCP SYN (or RST)
+/// whose slot is clear (a new connection's first packet, a spoofed SYN) skips the table's
+/// lookup, whose miss costs a random cache line and TLB entry of a large table. Two halves
+/// of `flow_filter_slots(size)` slots in `flow_filter`, interleaved (byte `2s + h` is slot
+/// `s` of half `h`): every entry made sets its slot in both with one plain two-byte store
+/// (bytes, not bits: a store of a byte loses no other, where setting a bit takes an atomic
+/// read-modify-write that stalls the packet), the packet path reads the half
+/// `flow_filter_on[0]` names (1 or 2; 0: off, every packet looks the table up), and the
+/// agent renews the other one from a walk of the table before it switches halves. A set
+/// slot only ever makes a packet look the table up for nothing; a clear one is a promise.
+pub const FLOW_FILTER_OFF: u32 = 0;
+/// Slots per entry of the connection table in each half of the filter: at a full table
+/// about one SYN of an unknown flow in three still looks the table up.
+pub const FLOW_FILTER_SLOTS_PER_ENTRY: u32 = 2;
+/// The byte a set slot holds, and the two-byte store that sets a slot in both halves.
+pub const FLOW_FILTER_SET: u8 = 1;
+pub const FLOW_FILTER_SET_BOTH: u16 = 0x0101;
+
+/// Slots of each half of the flow filter for a connection table of `size` entries: a power
+/// of two, at least 64 K.
+pub const fn flow_filter_slots(size: u32) -> u32 {
+    let wanted = (size as u64 * FLOW_FILTER_SLOTS_PER_ENTRY as u64).next_power_of_two();
+    let wanted = if wanted < (1 << 16) { 1 << 16 } else { wanted };
+    if wanted > (1 << 30) {
+        1 << 30
+    } else {
+        wanted as u32
+    }
+}
+
+/// The flow filter's slot of a 5-tuple (the connection table's key, without its VLAN) in a
+/// half of `slots` slots (a power of two), from the flow hash under its own seed.
+#[inline(always)]
+pub fn flow_filter_slot(key: &FlowKey, seed: u32, slots: u32) -> u32 {
+    let seed = seed ^ FLOW_FILTER_SEED_SALT;
+    let hash = if key.family == FAMILY_IPV4 {
+        flow_hash_v4(key.src[0], key.dst[0], key.ports, key.proto, seed)
+    } else {
+        flow_hash_v6(&key.src, &key.dst, key.ports, key.proto, seed)
+    };
+    hash & (slots - 1)
+}
+
+/// Mixed into the flow-hash seed for the filter, so its slots do not follow Maglev's.
+pub const FLOW_FILTER_SEED_SALT: u32 = 0x7f4a_7c15;
+
 /// Entries of `local_macs` (interfaces the program is attached to).
 pub const MAX_LOCAL_INTERFACES: u32 = 64;
 /// MACs one interface may own in `local_macs` (its own, and its VLAN devices' when they
@@ -641,6 +692,8 @@ pub mod map_names {
     pub const LOCAL_MACS_IX: &str = "local_macs_ix";
     pub const FLOW_EVENTS: &str = "flow_events";
     pub const SYNC_ON: &str = "sync_on";
+    pub const FLOW_FILTER: &str = "flow_filter";
+    pub const FLOW_FILTER_ON: &str = "flow_filter_on";
 }
 
 /// Name of the XDP program in the object file.
@@ -652,6 +705,8 @@ pub const FLOW_TCP_TIMEOUT_GLOBAL: &str = "FLOW_TCP_TIMEOUT_NS";
 pub const FLOW_UDP_TIMEOUT_GLOBAL: &str = "FLOW_UDP_TIMEOUT_NS";
 pub const FLOW_TCP_FIN_TIMEOUT_GLOBAL: &str = "FLOW_TCP_FIN_TIMEOUT_NS";
 pub const FLOW_TCP_CLOSE_TIMEOUT_GLOBAL: &str = "FLOW_TCP_CLOSE_TIMEOUT_NS";
+/// Global holding the slots of each half of the flow filter, set by the agent at load.
+pub const FLOW_FILTER_SLOTS_GLOBAL: &str = "FLOW_FILTER_SLOTS";
 
 #[cfg(feature = "user")]
 mod pod {

@@ -6,12 +6,16 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST,
-    FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowEvent, FlowKey, FlowValue, FragmentKey,
-    PROTO_TCP, PersistKey, ServiceValue, flow_stat,
+    FLOW_FILTER_OFF, FLOW_FILTER_SET_BOTH, FLOW_TOUCH_INTERVAL_NS, FRAGMENT_TIMEOUT_NS, FlowEvent,
+    FlowKey, FlowValue, FragmentKey, PROTO_TCP, PersistKey, ServiceValue, flow_filter_slot,
+    flow_filter_slots, flow_stat,
 };
 
 use crate::{
-    maps::{BACKENDS, FLOW_EVENTS, FLOW_STATS, FLOWS, FRAGMENTS, PERSISTENCE, SYNC_ON, count},
+    maps::{
+        BACKENDS, FLOW_EVENTS, FLOW_FILTER, FLOW_FILTER_ON, FLOW_STATS, FLOWS, FRAGMENTS,
+        PERSISTENCE, SYNC_ON, count,
+    },
     parse::Flow,
 };
 
@@ -24,6 +28,63 @@ static FLOW_UDP_TIMEOUT_NS: Global<u64> = Global::new(300_000_000_000);
 static FLOW_TCP_FIN_TIMEOUT_NS: Global<u64> = Global::new(120_000_000_000);
 #[unsafe(no_mangle)]
 static FLOW_TCP_CLOSE_TIMEOUT_NS: Global<u64> = Global::new(10_000_000_000);
+
+/// Slots of each half of `flow_filter`, set by the agent at load.
+#[unsafe(no_mangle)]
+static FLOW_FILTER_SLOTS: Global<u32> = Global::new(flow_filter_slots(0));
+
+/// The key's two slots in `flow_filter` (half 0's byte, then half 1's): their word, and
+/// the byte offset of the pair in it.
+#[inline(always)]
+fn filter_slots(key: &FlowKey) -> Option<(*mut u8, usize)> {
+    let slots = FLOW_FILTER_SLOTS.load();
+    let slot = flow_filter_slot(key, crate::FLOW_HASH_SEED.load(), slots);
+    // Four slot pairs per 8-byte word.
+    let word = FLOW_FILTER.get_ptr_mut(slot / 4)?;
+    Some((word.cast::<u8>(), (slot % 4) as usize * 2))
+}
+
+/// Whether a packet skips the connection table's lookup: one that makes no entry (a TCP
+/// SYN or RST, see `remembers`) whose flow the filter shows to have none. A packet that
+/// makes one looks the table up whatever the filter says, without reading it: its entry's
+/// insert walks the same bucket the lookup warms, so skipping the lookup saves it nothing.
+#[inline(always)]
+pub fn skips_table(key: &FlowKey, flow: &Flow) -> bool {
+    if remembers(flow) || may_be_known(key) {
+        return false;
+    }
+    count(&FLOW_STATS, flow_stat::FILTER_SKIP, 0);
+    true
+}
+
+/// Whether the connection table may hold the key's entry: `false` only when the flow
+/// filter is on and the key's slot is clear, which no entry the table holds leaves it.
+#[inline(always)]
+fn may_be_known(key: &FlowKey) -> bool {
+    let on = FLOW_FILTER_ON.get(0).copied().unwrap_or(FLOW_FILTER_OFF);
+    if on == FLOW_FILTER_OFF {
+        return true;
+    }
+    let Some((word, pair)) = filter_slots(key) else {
+        return true;
+    };
+    let byte = pair + ((on - 1) & 1) as usize;
+    // SAFETY: `byte` is below 8: inside the map value, valid for the program run.
+    unsafe { *word.add(byte) != 0 }
+}
+
+/// Sets the key's slot in both halves of the flow filter (one two-byte store), just before
+/// its entry is made. The agent clears a half a whole renewal interval before it walks the
+/// table into it, so an entry whose slot a clear wiped is in the table by that walk.
+#[inline(always)]
+fn mark_known(key: &FlowKey) {
+    if let Some((word, pair)) = filter_slots(key) {
+        // SAFETY: `pair` is 0, 2, 4 or 6: the two bytes lie inside the map value, 2-byte
+        // aligned. A plain store: it sets both bytes whatever they held, and other CPUs
+        // write only other bytes.
+        unsafe { core::ptr::write_volatile(word.add(pair).cast::<u16>(), FLOW_FILTER_SET_BOTH) };
+    }
+}
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
@@ -292,6 +353,7 @@ pub fn remember_flow(
     let value = entry(service_id, backend_id, backend, closing_flags(flow), now);
     // A full table evicts its least recently used entry; a failure only costs stickiness.
     let _ = FLOWS.insert(key, value, 0);
+    mark_known(key);
     count(&FLOW_STATS, flow_stat::NEW, 0);
     if SYNC_ON.get(0).is_some_and(|on| *on != 0) {
         hand_to_agent(key, &value);

@@ -38,14 +38,19 @@ use crate::{
 
 /// Seed of the flow hash, set by the agent at load from the config (`flow_hash_seed`).
 #[unsafe(no_mangle)]
-static FLOW_HASH_SEED: Global<u32> = Global::new(0);
+pub static FLOW_HASH_SEED: Global<u32> = Global::new(0);
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let mut flow = Flow::default();
     match parse_frame(&ctx, &mut flow) {
-        Ok(Frame::Flow) => match flow_frame(&ctx, &flow, bytes) {
+        Ok(Frame::Flow) => match {
+            if flow.syn() {
+                warm_maglev_slot(&flow);
+            }
+            flow_frame(&ctx, &flow, bytes)
+        } {
             FLOW_MISS => new_flow_frame(&ctx, &flow, bytes),
             action => action,
         },
@@ -60,6 +65,29 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 // along a call chain. A flow's packet takes two of them, called one after the other from
 // `xdp_lb` (siblings, whose frames do not add up): the connection table's hit, and only
 // when it misses, the new flow's placement.
+
+/// Reads the Maglev slot a TCP SYN of a service will be placed by before the connection
+/// table (or the flow filter in front of it) is consulted: the slot's cache miss then
+/// overlaps theirs, where after them it comes on top (measured: a SYN about 80 ns cheaper
+/// for a second lookup of its service, from the cache). Read only; a SYN whose client a
+/// rule places in another pool warms its service's own table for nothing.
+#[inline(never)]
+fn warm_maglev_slot(flow: &Flow) {
+    if !may_be_service(flow) {
+        return;
+    }
+    let Some(service) = find_service(flow) else {
+        return;
+    };
+    if service.table_size == 0 {
+        return;
+    }
+    let slot = maglev_slot(flow, &service, service.table_offset, service.table_size);
+    if let Some(word) = MAGLEV_TABLES.get_ptr(slot) {
+        // SAFETY: a map value, valid for the program run; volatile, so the read is made.
+        let _ = unsafe { core::ptr::read_volatile(word) };
+    }
+}
 
 /// What `flow_frame` returns when the connection table has no usable entry for the packet:
 /// no XDP action, and nothing counted yet; `new_flow_frame` places it.
@@ -109,7 +137,11 @@ fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
     }
     // A packet of a known flow needs nothing but its connection-table entry; only a new
     // flow (or one whose backend went) looks its service up.
-    let (service_id, backend_id, backend, now) = flows::lookup_flow(&flows::flow_key(flow), flow)?;
+    let key = flows::flow_key(flow);
+    if flows::skips_table(&key, flow) {
+        return None;
+    }
+    let (service_id, backend_id, backend, now) = flows::lookup_flow(&key, flow)?;
     Some(forward_flow(
         ctx, flow, service_id, backend_id, &backend, bytes, now,
     ))
@@ -333,17 +365,7 @@ fn pick_backend(
     if table.size == 0 {
         return None;
     }
-    let seed = FLOW_HASH_SEED.load();
-    let key = &flow.service;
-    let v4 = key.family == xdp_lb_common::FAMILY_IPV4;
-    let hash = if service.flags & SERVICE_F_HASH_SOURCE != 0 {
-        source_hash(&flow.src, v4, seed)
-    } else if v4 {
-        flow_hash_v4(flow.src[0], key.addr[0], flow.ports, key.proto, seed)
-    } else {
-        flow_hash_v6(&flow.src, &key.addr, flow.ports, key.proto, seed)
-    };
-    let slot = table.offset + hash % table.size;
+    let slot = maglev_slot(flow, service, table.offset, table.size);
     let backend_id = *MAGLEV_TABLES.get(slot)?;
     let backend = *BACKENDS.get(backend_id)?;
     if backend.flags & BACKEND_F_VALID == 0 {
@@ -354,6 +376,23 @@ fn pick_backend(
         return None;
     }
     Some((backend_id, backend))
+}
+
+/// The slot of the Maglev table at `offset` (`size` slots, not 0) naming the flow's
+/// backend.
+#[inline(always)]
+fn maglev_slot(flow: &Flow, service: &ServiceValue, offset: u32, size: u32) -> u32 {
+    let seed = FLOW_HASH_SEED.load();
+    let key = &flow.service;
+    let v4 = key.family == xdp_lb_common::FAMILY_IPV4;
+    let hash = if service.flags & SERVICE_F_HASH_SOURCE != 0 {
+        source_hash(&flow.src, v4, seed)
+    } else if v4 {
+        flow_hash_v4(flow.src[0], key.addr[0], flow.ports, key.proto, seed)
+    } else {
+        flow_hash_v6(&flow.src, &key.addr, flow.ports, key.proto, seed)
+    };
+    offset + hash % size
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use xdp_lb_common::{
     FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, IfindexMacs, LOCAL_MACS_IX_SLOTS,
     LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES,
     MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue,
-    VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey, vip_filter_bit,
+    VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey, flow_filter_slots, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
@@ -70,6 +70,18 @@ pub static VERDICT_STATS: PerCpuArray<Counter> =
 #[map(name = "flows")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS);
+
+/// The flow filter (see `xdp_lb_common::FLOW_FILTER_OFF`): two halves of
+/// `FLOW_FILTER_SLOTS` one-byte slots, interleaved (byte `2s + h` is slot `s` of half `h`),
+/// as 8-byte words; sized by the agent at load, which reads and renews it through an mmap.
+/// Not pinned: a new program's is off until its agent has walked the table into it.
+#[map(name = "flow_filter")]
+pub static FLOW_FILTER: Array<u64> =
+    Array::with_max_entries(flow_filter_slots(0) / 4, BPF_F_MMAPABLE);
+
+/// Slot 0: the half of `flow_filter` the packet path reads (1 or 2), or 0 (off).
+#[map(name = "flow_filter_on")]
+pub static FLOW_FILTER_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// New connection-table entries for the agent to tell its peers (flow-state sync), written
 /// only while `sync_on[0]` is not 0. Not pinned: each loaded program has its own, read by

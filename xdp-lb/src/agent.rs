@@ -306,6 +306,12 @@ fn attach(
         .dataplane_mut()
         .settle_flow_migration()
         .context("moving the pinned connection table's live flows")?;
+    // The flow filter goes on once the earlier program's last entries are in the table.
+    let dataplane = balancer.dataplane();
+    crate::dataplane::flow_filter::keep_renewed(
+        dataplane.flow_filter(),
+        dataplane.flows_handle()?,
+    )?;
     log::info!(
         "xdp-lb is running: {} service(s) on {} ({:?} XDP); SIGINT or SIGTERM detaches",
         config.services.len(),

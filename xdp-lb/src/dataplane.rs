@@ -25,10 +25,11 @@ use aya::{
 };
 use xdp_lb_common::{
     BackendOwner, BackendValue, CLIENT_RULE_SERVICE_BITS, ClientRuleKey, ClientRuleValue, Counter,
-    FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, FLOW_TCP_FIN_TIMEOUT_GLOBAL,
-    FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey, FlowValue, LocalMacs,
-    MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, ServiceKey, ServiceValue,
-    VIP_FILTER_WORDS, VipKey, flow_stat, mac_word, map_names, verdict, vip_filter_bit,
+    FLOW_FILTER_SLOTS_GLOBAL, FLOW_HASH_SEED_GLOBAL, FLOW_TCP_CLOSE_TIMEOUT_GLOBAL,
+    FLOW_TCP_FIN_TIMEOUT_GLOBAL, FLOW_TCP_TIMEOUT_GLOBAL, FLOW_UDP_TIMEOUT_GLOBAL, FlowKey,
+    FlowValue, LocalMacs, MAGLEV_SLOT_STRIDE, MAX_LOCAL_MACS, PROGRAM_NAME, PoolValue, ServiceKey,
+    ServiceValue, VIP_FILTER_WORDS, VipKey, flow_filter_slots, flow_stat, mac_word, map_names,
+    verdict, vip_filter_bit,
 };
 
 use crate::{
@@ -37,6 +38,7 @@ use crate::{
 };
 
 mod audit;
+pub mod flow_filter;
 mod local_macs;
 pub mod rx_vlan;
 
@@ -70,6 +72,9 @@ pub struct Dataplane {
     vip_filter: Array<MapData, u64>,
     /// `vip_filter` as last written (all ones until the first write: unknown).
     filter_words: Vec<u64>,
+    /// The flow filter in front of `flows`, shared with the threads that renew it and
+    /// write entries.
+    flow_filter: std::sync::Arc<flow_filter::FlowFilter>,
     /// The LB's MACs of an interface with an ifindex below `LOCAL_MACS_IX_SLOTS`.
     local_macs_ix: local_macs::IfindexMacsArea,
     /// The same for a larger ifindex.
@@ -161,9 +166,11 @@ impl Dataplane {
         let fin_timeout_ns = u64::from(opts.flow_table.tcp_fin_timeout_s) * 1_000_000_000;
         let close_timeout_ns = u64::from(opts.flow_table.tcp_close_timeout_s) * 1_000_000_000;
         let table_slots = adopted_table_slots(opts, pins.as_ref())?;
+        let filter_slots = flow_filter_slots(opts.flow_table.size);
         let sizes = [
             (map_names::MAGLEV_TABLES, table_slots),
             (map_names::FLOWS, opts.flow_table.size),
+            (map_names::FLOW_FILTER, filter_slots / 4),
         ];
         let mut loader = EbpfLoader::new();
         loader
@@ -172,6 +179,7 @@ impl Dataplane {
             .override_global(FLOW_UDP_TIMEOUT_GLOBAL, &udp_timeout_ns, true)
             .override_global(FLOW_TCP_FIN_TIMEOUT_GLOBAL, &fin_timeout_ns, true)
             .override_global(FLOW_TCP_CLOSE_TIMEOUT_GLOBAL, &close_timeout_ns, true)
+            .override_global(FLOW_FILTER_SLOTS_GLOBAL, &filter_slots, true)
             .override_global(aya_log::LEVEL, &level, false);
         for (name, size) in sizes {
             loader.map_max_entries(name, size);
@@ -245,6 +253,18 @@ impl Dataplane {
             );
         };
         let local_macs_ix = local_macs::IfindexMacsArea::map(macs_data)?;
+        let Some(Map::Array(filter_data)) = ebpf.take_map(map_names::FLOW_FILTER) else {
+            bail!(
+                "the data plane object has no array `{}`",
+                map_names::FLOW_FILTER
+            );
+        };
+        let flow_filter = std::sync::Arc::new(flow_filter::FlowFilter::new(
+            filter_data,
+            take(&mut ebpf, map_names::FLOW_FILTER_ON)?,
+            filter_slots,
+            opts.flow_hash_seed,
+        )?);
 
         let service_by_vip: HashMap<MapData, ServiceKey, ServiceValue> =
             take(&mut ebpf, map_names::SERVICE_BY_VIP)?;
@@ -260,6 +280,7 @@ impl Dataplane {
             vip_filter: take(&mut ebpf, map_names::VIP_FILTER)?,
             filter_words: vec![u64::MAX; VIP_FILTER_WORDS as usize],
             local_macs_ix,
+            flow_filter,
             local_macs: take(&mut ebpf, map_names::LOCAL_MACS)?,
             local_mac_values: std::collections::BTreeMap::new(),
             service_stats: take(&mut ebpf, map_names::SERVICE_STATS)?,
@@ -300,6 +321,7 @@ impl Dataplane {
             self.flows
                 .insert(key, *value, 0)
                 .context("moving a live flow into the new connection table")?;
+            self.flow_filter.mark(key);
         }
         log::info!(
             "the pinned connection table ({}) is not the one this agent needs ({}): moved its {} \
@@ -330,6 +352,7 @@ impl Dataplane {
                 continue;
             }
             if self.flows.insert(key, value, BPF_NOEXIST).is_ok() {
+                self.flow_filter.mark(&key);
                 late += 1;
             }
         }
@@ -693,7 +716,14 @@ impl Dataplane {
     pub fn set_flow(&mut self, key: &FlowKey, value: FlowValue) -> anyhow::Result<()> {
         self.flows
             .insert(key, value, 0)
-            .context("updating the connection table")
+            .context("updating the connection table")?;
+        self.flow_filter.mark(key);
+        Ok(())
+    }
+
+    /// The flow filter, for the threads that renew it or write entries into `flows`.
+    pub fn flow_filter(&self) -> std::sync::Arc<flow_filter::FlowFilter> {
+        self.flow_filter.clone()
     }
 
     /// A handle of its own on the connection table, for a thread that walks it (see

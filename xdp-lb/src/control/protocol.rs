@@ -187,6 +187,9 @@ pub struct StatusReport {
     /// How big the connection table really is (see `FlowTableSize`).
     #[serde(default)]
     pub flow_table: FlowTableSize,
+    /// The flow filter in front of the connection table (see `FlowFilterStatus`).
+    #[serde(default)]
+    pub flow_filter: Option<FlowFilterStatus>,
     /// Runs of the notify command since the agent started, by how they ended (`ok`,
     /// `failed`, `timeout`, `not_started`).
     #[serde(default)]
@@ -334,6 +337,23 @@ impl FlowTableSize {
             entries,
         }
     }
+}
+
+/// The flow filter: one-byte slots, one per hash of a 5-tuple, set for every entry of the
+/// connection table, which a TCP SYN whose slot is clear does not look up. Its walk of the
+/// table renews it (and turns it on the first time), so slots of entries gone clear.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowFilterStatus {
+    /// The half the packet path reads (1 or 2), or 0: off (every SYN looks the table up).
+    pub half: u32,
+    /// Slots of each half.
+    pub slots: u32,
+    /// Slots set in the half read: about the chance a SYN of an unknown flow still looks
+    /// the table up, as a fraction of `slots`.
+    pub set: u64,
+    /// Seconds since the last renewal, and the connection-table entries it walked.
+    pub renewed_s_ago: Option<u64>,
+    pub renewed_entries: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,6 +161,7 @@ pub fn status(balancer: &Balancer, observed: &Observed) -> StatusReport {
         flow_events: named(&flow_stat::NAMES, dp.flow_counters()),
         active_flows,
         flow_table: flow_table_size(balancer, &observed.flow_table),
+        flow_filter: Some(dp.flow_filter().status()),
         notify_runs: observed
             .notify_runs
             .iter()

@@ -106,6 +106,9 @@ pub fn render(report: &StatusReport) -> String {
             t.entries, t.configured
         );
     }
+    if let Some(f) = &report.flow_filter {
+        let _ = writeln!(out, "{}", flow_filter_line(f));
+    }
     if let Some(a) = &report.announce {
         for v in &a.vips {
             let word = if v.announced {
@@ -261,6 +264,33 @@ fn sync_lines(out: &mut String, s: &crate::control::protocol::SyncStatus) {
     }
 }
 
+/// The `flow filter:` line of `status`.
+fn flow_filter_line(f: &crate::control::protocol::FlowFilterStatus) -> String {
+    if f.half == 0 {
+        return "flow filter: off until its first walk of the connection table (every SYN looks \
+                the table up)"
+            .to_owned();
+    }
+    let share = if f.slots == 0 {
+        0.0
+    } else {
+        f.set as f64 * 100.0 / f64::from(f.slots)
+    };
+    let renewed = match (f.renewed_s_ago, f.renewed_entries) {
+        (Some(ago), Some(entries)) => {
+            format!(", renewed {ago} s ago from {entries} connection-table entries")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "flow filter: on, {} of {} slots set ({share:.1} %: a SYN of an unknown flow skips the \
+         table {:.1} % of the time){renewed}",
+        f.set,
+        f.slots,
+        100.0 - share
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +298,32 @@ mod tests {
         audit::Drift,
         control::protocol::{CheckResult, FlowTableSize, HealthStatus},
     };
+
+    #[test]
+    fn the_flow_filter_line_says_whether_it_is_on_and_how_full() {
+        use crate::control::protocol::FlowFilterStatus;
+        let off = FlowFilterStatus {
+            slots: 524_288,
+            ..FlowFilterStatus::default()
+        };
+        assert_eq!(
+            flow_filter_line(&off),
+            "flow filter: off until its first walk of the connection table (every SYN looks the \
+             table up)"
+        );
+        let on = FlowFilterStatus {
+            half: 2,
+            slots: 524_288,
+            set: 131_072,
+            renewed_s_ago: Some(12),
+            renewed_entries: Some(140_000),
+        };
+        assert_eq!(
+            flow_filter_line(&on),
+            "flow filter: on, 131072 of 524288 slots set (25.0 %: a SYN of an unknown flow skips \
+             the table 75.0 % of the time), renewed 12 s ago from 140000 connection-table entries"
+        );
+    }
 
     #[test]
     fn large_counts_are_shortened_as_ipvsadm_does() {

@@ -94,6 +94,18 @@ pub fn render(report: &StatusReport) -> String {
         "Entries the connection table holds at most (flow_table.size)",
         flow_table_entries.clone(),
     );
+    let filter_slots_set = Gauge::<i64>::default();
+    registry.register(
+        "flow_filter_slots_set",
+        "Slots of the flow filter set, in the half the packet path reads; -1 while the filter is off (every SYN looks the connection table up)",
+        filter_slots_set.clone(),
+    );
+    let filter_slots = Gauge::<i64>::default();
+    registry.register(
+        "flow_filter_slots",
+        "Slots of each half of the flow filter",
+        filter_slots.clone(),
+    );
     let drift = Gauge::<i64>::default();
     registry.register(
         "dataplane_drift",
@@ -206,6 +218,14 @@ pub fn render(report: &StatusReport) -> String {
     }
     active_flows.set(gauge_value(report.active_flows));
     flow_table_entries.set(gauge_value(u64::from(report.flow_table.entries)));
+    if let Some(filter) = &report.flow_filter {
+        filter_slots.set(gauge_value(u64::from(filter.slots)));
+        filter_slots_set.set(if filter.half == 0 {
+            -1
+        } else {
+            gauge_value(filter.set)
+        });
+    }
     drift.set(gauge_value(report.drift.len() as u64));
 
     let mut text = String::new();
@@ -368,7 +388,7 @@ mod tests {
     use crate::{
         audit::Drift,
         control::protocol::{
-            CheckResult, FlowTableSize, HealthStatus, NamedCounter, ServiceStatus,
+            CheckResult, FlowFilterStatus, FlowTableSize, HealthStatus, NamedCounter, ServiceStatus,
         },
     };
 
@@ -443,6 +463,13 @@ mod tests {
             }],
             active_flows: 3,
             flow_table: FlowTableSize::new(4097, 4097),
+            flow_filter: Some(FlowFilterStatus {
+                half: 1,
+                slots: 65536,
+                set: 3,
+                renewed_s_ago: Some(5),
+                renewed_entries: Some(3),
+            }),
             notify_runs: [("ok".to_owned(), 2), ("failed".to_owned(), 1)].into(),
             drift: vec![Drift::new(
                 "service video-hls 10.0.0.100:8080/tcp",
@@ -523,6 +550,8 @@ mod tests {
             "xdp_lb_active_flows 3",
             "# TYPE xdp_lb_flow_table_entries gauge",
             "xdp_lb_flow_table_entries 4097",
+            "xdp_lb_flow_filter_slots_set 3",
+            "xdp_lb_flow_filter_slots 65536",
             "xdp_lb_table_switches_total{service=\"video-hls\"} 7",
             "xdp_lb_table_switch_duration_seconds{service=\"video-hls\"} 0.00025",
             "xdp_lb_notify_runs_total{result=\"failed\"} 1",

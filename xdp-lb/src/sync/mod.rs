@@ -248,6 +248,7 @@ impl FlowSync {
             local,
             events: rx,
             apply_map: dataplane.flows_handle()?,
+            filter: dataplane.flow_filter(),
             walk_map: dataplane.flows_handle()?,
             shared: self.shared.clone(),
             timeouts: self.timeouts,

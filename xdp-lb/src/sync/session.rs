@@ -20,6 +20,7 @@ use super::{
         SyncEntry, TokenBucket,
     },
 };
+use crate::dataplane::flow_filter::FlowFilter;
 use crate::{
     config::{FlowTable, SyncSettings},
     control::census::{COARSE_CLOCK_LAG_NS, coarse_floor_ns, expired, monotonic_ns},
@@ -45,6 +46,8 @@ pub struct SessionParts {
     pub events: mpsc::Receiver<FlowEvent>,
     /// A handle on the connection table for the entries peers tell.
     pub apply_map: Flows,
+    /// The flow filter, told of every entry applied.
+    pub filter: Arc<FlowFilter>,
     /// Another, for the refresh walks' thread.
     pub walk_map: Flows,
     pub shared: Arc<Shared>,
@@ -92,6 +95,7 @@ pub async fn run_session(parts: SessionParts) {
         local,
         mut events,
         apply_map,
+        filter,
         walk_map,
         shared,
         timeouts,
@@ -127,7 +131,7 @@ pub async fn run_session(parts: SessionParts) {
         guards: HashMap::new(),
         buckets: HashMap::new(),
         settings: settings.clone(),
-        appliers: Appliers::start(&apply_map, &shared),
+        appliers: Appliers::start(&apply_map, &filter, &shared),
         shared: shared.clone(),
     };
     let (walked_tx, mut walked_rx) = mpsc::channel::<Vec<SyncEntry>>(1);
@@ -412,7 +416,7 @@ struct Appliers {
 }
 
 impl Appliers {
-    fn start(flows: &Flows, shared: &Arc<Shared>) -> Self {
+    fn start(flows: &Flows, filter: &Arc<FlowFilter>, shared: &Arc<Shared>) -> Self {
         let cpus = allowed_cpus();
         let mut queues = Vec::new();
         for cpu in cpus {
@@ -424,10 +428,10 @@ impl Appliers {
                 }
             };
             let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(APPLY_QUEUE);
-            let shared = shared.clone();
+            let (shared, filter) = (shared.clone(), filter.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("sync-apply-{cpu}"))
-                .spawn(move || applier(cpu, handle, rx, shared));
+                .spawn(move || applier(cpu, handle, filter, rx, shared));
             match spawned {
                 Ok(_) => queues.push(tx),
                 Err(err) => log::error!("sync: cannot start the applier for CPU {cpu}: {err}"),
@@ -467,6 +471,7 @@ impl Appliers {
 fn applier(
     cpu: usize,
     mut flows: Flows,
+    filter: Arc<FlowFilter>,
     jobs: std::sync::mpsc::Receiver<Job>,
     shared: Arc<Shared>,
 ) {
@@ -482,7 +487,15 @@ fn applier(
         let mut reasons: Vec<&'static str> = Vec::new();
         for entry in &job.entries {
             match apply(&mut flows, &job.directory, entry, now_ns) {
-                Ok(()) => applied += 1,
+                Ok(()) => {
+                    filter.mark(&FlowKey::new(
+                        entry.client,
+                        entry.vip,
+                        entry.proto,
+                        entry.vlan,
+                    ));
+                    applied += 1;
+                }
                 Err(why) => {
                     rejected += 1;
                     reasons.push(why);
