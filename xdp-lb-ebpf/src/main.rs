@@ -16,6 +16,7 @@ mod floor;
 mod flows;
 mod forward;
 mod fragments;
+mod r#gen;
 mod icmp;
 mod maps;
 mod parse;
