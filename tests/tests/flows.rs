@@ -47,6 +47,20 @@ fn addr(a: &str) -> IpAddr {
     a.parse().unwrap()
 }
 
+/// A fourth backend, 10.0.0.14, joins video-rtmp: Maglev sends a share of every flow's
+/// 5-tuples there from now on.
+fn add_fourth_backend(h: &mut Harness) {
+    let fourth = Backend {
+        address: addr("10.0.0.14"),
+        weight: 1,
+        mac: None,
+        vlan: None,
+    };
+    h.balancer
+        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
+        .unwrap();
+}
+
 /// A connection's handshake as the LB sees it: the SYN, then the client's ACK, both to the
 /// same backend; where it went.
 fn connect(h: &Harness, client: &str, port: u16) -> Option<IpAddr> {
@@ -94,15 +108,7 @@ fn live_flows_keep_their_backend_when_the_table_changes_and_new_flows_follow_the
     let before = open_flows(&h, 6000..6300);
     // A fourth backend joins and the weights change: Maglev now sends many of these flows
     // elsewhere.
-    let fourth = Backend {
-        address: addr("10.0.0.14"),
-        weight: 1,
-        mac: None,
-        vlan: None,
-    };
-    h.balancer
-        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
-        .unwrap();
+    add_fourth_backend(&mut h);
     h.balancer
         .set_weight("video-rtmp", addr(BACKENDS[0]), 5)
         .unwrap();
@@ -508,15 +514,7 @@ fn a_flood_of_spoofed_syns_several_times_the_table_evicts_no_established_flow() 
         "every spoofed SYN counted"
     );
     // A backend joins during the flood: Maglev alone would now move some established flows.
-    let fourth = Backend {
-        address: addr("10.0.0.14"),
-        weight: 1,
-        mac: None,
-        vlan: None,
-    };
-    h.balancer
-        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
-        .unwrap();
+    add_fourth_backend(&mut h);
     let would_move = established
         .iter()
         .filter(|(port, old)| h.predict("video-rtmp", CLIENT, **port) != **old)
@@ -743,15 +741,7 @@ fn a_syn_skips_the_connection_table_only_where_the_flow_filter_promises_no_entry
     // Maglev table changed under them (a fourth backend), a SYN reusing one goes to the
     // backend its entry names.
     let made = open_flows(&h, 42000..42200);
-    let fourth = Backend {
-        address: addr("10.0.0.14"),
-        weight: 1,
-        mac: None,
-        vlan: None,
-    };
-    h.balancer
-        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
-        .unwrap();
+    add_fourth_backend(&mut h);
     let moved: Vec<u16> = made
         .iter()
         .filter(|(port, b)| h.predict("video-rtmp", CLIENT, **port) != **b)

@@ -144,32 +144,23 @@ impl Harness {
 
     /// Runs one frame through the program.
     pub fn run(&self, frame: &[u8]) -> Run {
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .balancer
-            .dataplane()
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        Run {
-            action: result.return_value,
-            frame: out,
-        }
+        self.run_with(frame, None)
     }
 
     /// As `run`, with the frame received on interface `ifindex` (which must exist in the
     /// calling thread's network namespace).
     pub fn run_on(&self, frame: &[u8], ifindex: u32) -> Run {
-        let mut out = vec![0u8; frame.len() + 256];
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex.
         let md = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        self.run_with(frame, Some(&ctx))
+    }
+
+    /// One BPF_PROG_TEST_RUN of `frame`, with an `xdp_md` context or the kernel's default
+    /// (received on loopback).
+    fn run_with(&self, frame: &[u8], ctx: Option<&[u8]>) -> Run {
+        let mut out = vec![0u8; frame.len() + 256];
         let result = self
             .balancer
             .dataplane()
@@ -177,7 +168,7 @@ impl Harness {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
+                ctx_in: ctx,
                 ..TestRunOptions::default()
             })
             .expect("BPF_PROG_TEST_RUN");
