@@ -238,6 +238,12 @@ fn a_peers_entry_arrives_over_udp_is_applied_and_the_flow_follows_it() {
     let target = addr(BACKENDS[2]);
     let port = port_not_placed_on(&lb.h, CLIENT, target, 45000);
     let maglev = lb.h.predict(SERVICE, CLIENT, port);
+    // The flow filter on, as the agent has it a second after the attach: an entry applied
+    // from now on must set its slot.
+    let filter = lb.h.balancer.dataplane().flow_filter();
+    filter
+        .renew(&lb.h.balancer.dataplane().flows_handle().unwrap())
+        .unwrap();
 
     let before = monotonic_ns();
     peer.send(vec![entry(CLIENT, port, target, 3000)]);
@@ -279,6 +285,13 @@ fn a_peers_entry_arrives_over_udp_is_applied_and_the_flow_follows_it() {
         lb.flow(CLIENT, port).unwrap().flags,
         0,
         "learnt flag cleared"
+    );
+    // The applier set the entry's flow-filter slot: a new connection reusing the 5-tuple
+    // finds the entry, as without the filter.
+    assert_eq!(
+        lb.h.sent_to(&lb.h.run(&syn(CLIENT, port))),
+        Some(target),
+        "a SYN reusing the applied entry's 5-tuple (Maglev alone says {maglev})"
     );
     println!(
         "entry applied in {} µs; port {port} sent to {target} (Maglev: {maglev})",
