@@ -658,15 +658,13 @@ fn the_table_has_exactly_its_configured_size_as_status_reports_and_one_cpu_can_f
 /// An entry for `port` from CLIENT naming `backend`, as another writer than this program
 /// leaves it (an earlier program, before the flow filter's first walk).
 fn entry_for(h: &Harness, backend: &str) -> FlowValue {
-    let service = h.balancer.service("video-rtmp").unwrap();
-    let b = &service.backends[&addr(backend)];
+    let (backend_id, backend_epoch, service_id) = h.placed("video-rtmp", addr(backend));
     FlowValue {
-        backend_id: b.id,
-        backend_epoch: b.epoch,
-        service_id: service.id,
+        backend_id,
+        backend_epoch,
+        service_id,
         flags: 0,
-        last_seen_ns: xdp_lb::control::census::coarse_floor_ns()
-            + xdp_lb::control::census::COARSE_CLOCK_LAG_NS,
+        last_seen_ns: xdp_lb::control::census::monotonic_ns(),
     }
 }
 

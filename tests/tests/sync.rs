@@ -108,9 +108,7 @@ fn stat(h: &Harness, slot: u32) -> u64 {
 
 /// The backend id and epoch the balancer gave `backend`.
 fn placed(h: &Harness, backend: IpAddr) -> (u32, u32, u32) {
-    let s = h.balancer.service(SERVICE).unwrap();
-    let b = &s.backends[&backend];
-    (b.id, b.epoch, s.id)
+    h.placed(SERVICE, backend)
 }
 
 #[test]

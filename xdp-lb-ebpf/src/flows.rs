@@ -73,9 +73,10 @@ fn may_be_known(key: &FlowKey) -> bool {
     unsafe { *word.add(byte) != 0 }
 }
 
-/// Sets the key's slot in both halves of the flow filter (one two-byte store), just before
-/// its entry is made. The agent clears a half a whole renewal interval before it walks the
-/// table into it, so an entry whose slot a clear wiped is in the table by that walk.
+/// Sets the key's slot in both halves of the flow filter (one two-byte store), right after
+/// its entry is made: before, the insert's locked operations would wait for this store to
+/// a cold line. The agent clears a half a whole renewal interval before it walks the table
+/// into it, so an entry whose slot a clear wiped is in the table by that walk.
 #[inline(always)]
 fn mark_known(key: &FlowKey) {
     if let Some((word, pair)) = filter_slots(key) {

@@ -95,14 +95,7 @@ pub fn addressed_to_us(ctx: &XdpContext) -> bool {
             if (*local).checked == 0 {
                 return true;
             }
-            let mut i = 0;
-            while i < MAX_LOCAL_MACS {
-                if (*local).macs[i] == dst {
-                    return true;
-                }
-                i += 1;
-            }
-            return false;
+            return holds_mac(&(*local).macs, MAX_LOCAL_MACS, dst);
         }
     }
     let Some(local) = LOCAL_MACS.get_ptr(ifindex) else {
@@ -110,11 +103,19 @@ pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     };
     // SAFETY: a map value, valid for the program run; read word by word, never copied
     // whole (a copy would be spilled byte by byte onto the small stack).
-    let count = unsafe { (*local).count } as usize;
+    unsafe { holds_mac(&(*local).macs, (*local).count as usize, dst) }
+}
+
+/// Whether one of the first `count` of `macs` is `dst`.
+///
+/// # Safety
+/// `macs` is a map value's, read in place word by word.
+#[inline(always)]
+unsafe fn holds_mac(macs: *const [u64; MAX_LOCAL_MACS], count: usize, dst: u64) -> bool {
     let mut i = 0;
     while i < MAX_LOCAL_MACS {
-        // SAFETY: as above; `i` is in bounds.
-        if i < count && unsafe { (*local).macs[i] } == dst {
+        // SAFETY: `i` is in bounds; the caller's pointer is a live map value.
+        if i < count && unsafe { (*macs)[i] } == dst {
             return true;
         }
         i += 1;

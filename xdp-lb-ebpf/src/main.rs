@@ -46,15 +46,15 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let mut flow = Flow::default();
     match parse_frame(&ctx, &mut flow) {
-        Ok(Frame::Flow) => match {
+        Ok(Frame::Flow) => {
             if flow.syn() {
                 warm_maglev_slot(&flow);
             }
-            flow_frame(&ctx, &flow, bytes)
-        } {
-            FLOW_MISS => new_flow_frame(&ctx, &flow, bytes),
-            action => action,
-        },
+            match flow_frame(&ctx, &flow, bytes) {
+                FLOW_MISS => new_flow_frame(&ctx, &flow, bytes),
+                action => action,
+            }
+        }
         Ok(Frame::IcmpError { too_big }) => icmp_error_frame(&ctx, &flow, too_big, bytes),
         Ok(Frame::LaterFragment) => later_fragment_frame(&ctx, &flow, bytes),
         Err(reason) => counted((xdp_action::XDP_PASS, reason), bytes),

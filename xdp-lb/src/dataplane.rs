@@ -79,7 +79,7 @@ pub struct Dataplane {
     local_macs_ix: local_macs::IfindexMacsArea,
     /// The same for a larger ifindex.
     local_macs: HashMap<MapData, u32, LocalMacs>,
-    /// `local_macs` as last written, by ifindex.
+    /// The MACs last written for each interface, in `local_macs_ix` or `local_macs`.
     local_mac_values: std::collections::BTreeMap<u32, LocalMacs>,
     tx_ports: DevMapHash<MapData>,
     service_stats: PerCpuArray<MapData, Counter>,
@@ -149,6 +149,16 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .ok_or_else(|| anyhow!("the data plane object has no map `{name}`"))?;
     T::try_from(map).with_context(|| format!("map `{name}` has an unexpected type"))
+}
+
+/// Takes an array of the object that the agent reads and writes through an mmap (see
+/// `Mapping`): its map data, for the view of its own.
+fn take_mmapable(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MapData> {
+    match ebpf.take_map(name) {
+        Some(Map::Array(data)) => Ok(data),
+        Some(_) => bail!("map `{name}` is not an array"),
+        None => bail!("the data plane object has no map `{name}`"),
+    }
 }
 
 impl Dataplane {
@@ -238,29 +248,14 @@ impl Dataplane {
             }
         }
 
-        let tables_map: Map = ebpf
-            .take_map(map_names::MAGLEV_TABLES)
-            .ok_or_else(|| anyhow!("the data plane object has no map `maglev_tables`"))?;
-        let Map::Array(tables_data) = tables_map else {
-            bail!("map `maglev_tables` is not an array");
-        };
-        let tables = TableArea::map(tables_data, table_slots)?;
-
-        let Some(Map::Array(macs_data)) = ebpf.take_map(map_names::LOCAL_MACS_IX) else {
-            bail!(
-                "the data plane object has no array `{}`",
-                map_names::LOCAL_MACS_IX
-            );
-        };
-        let local_macs_ix = local_macs::IfindexMacsArea::map(macs_data)?;
-        let Some(Map::Array(filter_data)) = ebpf.take_map(map_names::FLOW_FILTER) else {
-            bail!(
-                "the data plane object has no array `{}`",
-                map_names::FLOW_FILTER
-            );
-        };
+        let tables = TableArea::map(
+            take_mmapable(&mut ebpf, map_names::MAGLEV_TABLES)?,
+            table_slots,
+        )?;
+        let local_macs_ix =
+            local_macs::IfindexMacsArea::map(take_mmapable(&mut ebpf, map_names::LOCAL_MACS_IX)?)?;
         let flow_filter = std::sync::Arc::new(flow_filter::FlowFilter::new(
-            filter_data,
+            take_mmapable(&mut ebpf, map_names::FLOW_FILTER)?,
             take(&mut ebpf, map_names::FLOW_FILTER_ON)?,
             filter_slots,
             opts.flow_hash_seed,

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::{
     EbpfLoader,
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions},
 };
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ use xdp_lb::config::MacAddr;
 use xdp_lb_common::{MAGLEV_DEFAULT_SIZE, PROGRAM_NAME, flow_stat};
 
 use super::{
-    packet::{FLOOR, Noop, XDP_TX},
+    packet::{FLOOR, LoneProgram, Noop, XDP_TX},
     stats::Summary,
 };
 use crate::{Lab, LabProcess, frames, netns};
@@ -244,17 +244,11 @@ impl Generator {
         );
         let thread = thread::spawn(move || {
             netns::run_inside(&ns, move || {
-                let (noop, many);
-                let program = match stream {
-                    Stream::OneFlow => {
-                        noop = Noop::load()?;
-                        noop.program()
-                    }
-                    Stream::ManyFlows(flows) => {
-                        many = GenFlows::load(flows)?;
-                        many.program()?
-                    }
+                let generator = match stream {
+                    Stream::OneFlow => Noop::load()?.0,
+                    Stream::ManyFlows(flows) => gen_flows(flows)?,
                 };
+                let program = generator.program();
                 let name = std::ffi::CString::new("lb")?;
                 // SAFETY: a valid NUL-terminated name.
                 let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -330,32 +324,11 @@ impl Generator {
 const BATCH: u32 = 1 << 13;
 
 /// The many-flows generator, loaded from the data plane's object with its flow count.
-struct GenFlows {
-    ebpf: aya::Ebpf,
-}
-
-impl GenFlows {
-    fn load(flows: u32) -> Result<GenFlows> {
-        let mut ebpf = EbpfLoader::new()
-            .override_global(GEN_FLOWS_GLOBAL, &flows, true)
-            .load(xdp_lb::EBPF_OBJECT)
-            .context("loading the object for the many-flows generator")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(GEN_FLOWS_PROGRAM)
-            .with_context(|| format!("the object has no program {GEN_FLOWS_PROGRAM}"))?
-            .try_into()?;
-        program
-            .load()
-            .with_context(|| format!("loading {GEN_FLOWS_PROGRAM}"))?;
-        Ok(GenFlows { ebpf })
-    }
-
-    fn program(&self) -> Result<&Xdp> {
-        self.ebpf
-            .program(GEN_FLOWS_PROGRAM)
-            .and_then(|p| <&Xdp>::try_from(p).ok())
-            .with_context(|| format!("no loaded {GEN_FLOWS_PROGRAM}"))
-    }
+fn gen_flows(flows: u32) -> Result<LoneProgram> {
+    LoneProgram::load_with(
+        EbpfLoader::new().override_global(GEN_FLOWS_GLOBAL, &flows, true),
+        GEN_FLOWS_PROGRAM,
+    )
 }
 
 /// Runs `xdp_gen_flows` (flow count `flows`) once on `frame`, without live frames: the
@@ -363,10 +336,10 @@ impl GenFlows {
 /// (source address 198.18.a.b with the flow's number over 32768, plus 1, as a.b, source port in the
 /// generator's range, no UDP checksum, a right IPv4 header checksum) and otherwise unchanged.
 fn check_gen_flows(frame: &[u8], flows: u32) -> Result<()> {
-    let generator = GenFlows::load(flows)?;
+    let generator = gen_flows(flows)?;
     let mut out = vec![0u8; frame.len()];
     let result = generator
-        .program()?
+        .program()
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -384,19 +357,13 @@ fn check_gen_flows(frame: &[u8], flows: u32) -> Result<()> {
         result.data_size_out,
         frame.len()
     );
-    let header_sum = out[14..34]
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let folded = (header_sum & 0xffff) + (header_sum >> 16);
-    let folded = (folded & 0xffff) + (folded >> 16);
     let host = u32::from(u16::from_be_bytes([out[28], out[29]]));
     let port = u32::from(u16::from_be_bytes([out[34], out[35]]));
     let changed: Vec<usize> = (0..frame.len())
         .filter(|&i| frame[i] != out[i] && ![24, 25, 28, 29, 34, 35, 40, 41].contains(&i))
         .collect();
     ensure!(
-        folded == 0xffff
+        frames::checksum(&out[14..34]) == 0
             && out[26..28] == [198, 18]
             && (1..=1 + (flows.max(1) - 1) / GEN_PORTS_PER_ADDR).contains(&host)
             && port >= GEN_FIRST_PORT

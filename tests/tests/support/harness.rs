@@ -202,6 +202,14 @@ impl Harness {
         self.balancer.dataplane().verdict_counters()
     }
 
+    /// The id and epoch the balancer gave `backend` of `service`, and the service's id: what
+    /// a connection-table entry for it holds.
+    pub fn placed(&self, service: &str, backend: IpAddr) -> (u32, u32, u32) {
+        let s = self.balancer.service(service).expect("the service");
+        let b = &s.backends[&backend];
+        (b.id, b.epoch, s.id)
+    }
+
     /// The backend userspace predicts for a flow.
     pub fn predict(&self, service: &str, client: &str, port: u16) -> IpAddr {
         self.balancer

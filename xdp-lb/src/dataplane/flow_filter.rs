@@ -1,5 +1,5 @@
 //! The flow filter (see `xdp_lb_common::FLOW_FILTER_OFF`): the agent's side. The data plane
-//! sets a flow's slot in both halves of `flow_filter` just before it makes the flow's
+//! sets a flow's slot in both halves of `flow_filter` right after it makes the flow's
 //! entry; the agent does the same for the entries it writes itself (peers' entries, moved
 //! ones), turns the filter on once it has walked the table into a half, and renews the
 //! other half the same way before it switches to it, so slots of entries long gone clear.
@@ -11,8 +11,8 @@
 //!    the fresh map's), a whole [`RENEW_INTERVAL`] ago, and since then every entry made set
 //!    its slot there too.
 //! 2. The table is walked and every entry's slot set in that half. An entry made since the
-//!    clear set its own (a slot set just before a clear reached it belongs to an entry
-//!    made then, which is in the table during the walk); one made before is walked.
+//!    clear set its own (a slot a clear wiped belongs to an entry made before the clear,
+//!    which is in the table during the walk); one made before is walked.
 //! 3. `flow_filter_on` names that half.
 //! 4. After [`GRACE`] (far longer than any program run that read the old half's number), the
 //!    other half is cleared: it is the next one renewed.
@@ -92,21 +92,11 @@ impl FlowFilter {
     }
 
     /// Sets the key's slot in both halves, for an entry the agent writes into the
-    /// connection table (before or after the write: see the module's doc).
+    /// connection table, after the write (as the data plane does).
     pub fn mark(&self, key: &FlowKey) {
         let slot = self.key_slot(key);
         self.slot(0, slot).store(FLOW_FILTER_SET, Ordering::SeqCst);
         self.slot(1, slot).store(FLOW_FILTER_SET, Ordering::SeqCst);
-    }
-
-    /// Whether the half the packet path reads has the key's slot set (always, when off).
-    pub fn may_hold(&self, key: &FlowKey) -> bool {
-        let half = self.half();
-        half == FLOW_FILTER_OFF
-            || self
-                .slot((half - 1) & 1, self.key_slot(key))
-                .load(Ordering::SeqCst)
-                != 0
     }
 
     /// The half the packet path reads (1 or 2), or 0 (off).
@@ -154,11 +144,6 @@ impl FlowFilter {
         Ok(entries)
     }
 
-    /// Turns the filter off: every packet looks the table up again.
-    pub fn turn_off(&self) -> anyhow::Result<()> {
-        self.set_half(FLOW_FILTER_OFF)
-    }
-
     pub fn status(&self) -> FlowFilterStatus {
         let half = self.half();
         let set = if half == FLOW_FILTER_OFF {
@@ -180,8 +165,8 @@ impl FlowFilter {
 }
 
 /// Renews `filter` from `flows` for the agent's whole life: first after [`GRACE`], then
-/// every [`RENEW_INTERVAL`]. A failed renewal leaves the filter as it was (still true: its
-/// bits only grow) and is logged.
+/// every [`RENEW_INTERVAL`]. A failed renewal leaves the filter as it was (still true: no
+/// slot was cleared) and is logged.
 pub fn keep_renewed(
     filter: std::sync::Arc<FlowFilter>,
     flows: HashMap<MapData, FlowKey, FlowValue>,

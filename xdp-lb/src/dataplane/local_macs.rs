@@ -47,19 +47,6 @@ impl IfindexMacsArea {
         unsafe { AtomicU64::from_ptr(self.mapping.at::<u64>(offset)) }
     }
 
-    /// The MAC words registered at `ifindex`, or `None` when frames there are not checked.
-    fn get(&self, ifindex: u32) -> Option<Vec<u64>> {
-        if self.checked(ifindex).load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        Some(
-            (0..MAX_LOCAL_MACS)
-                .map(|slot| self.slot(ifindex, slot).load(Ordering::Relaxed))
-                .filter(|word| *word != NO_MAC_WORD)
-                .collect(),
-        )
-    }
-
     /// The value at `ifindex`, as the data plane reads it.
     fn value(&self, ifindex: u32) -> IfindexMacs {
         IfindexMacs {
@@ -67,6 +54,18 @@ impl IfindexMacsArea {
             _pad: 0,
             macs: std::array::from_fn(|slot| self.slot(ifindex, slot).load(Ordering::Relaxed)),
         }
+    }
+
+    /// The MAC words registered at `ifindex`, or `None` when frames there are not checked.
+    fn get(&self, ifindex: u32) -> Option<Vec<u64>> {
+        let value = self.value(ifindex);
+        (value.checked != 0).then(|| {
+            value
+                .macs
+                .into_iter()
+                .filter(|word| *word != NO_MAC_WORD)
+                .collect()
+        })
     }
 
     /// Makes `ifindex` check exactly the distinct MAC words `macs`, or nothing (`None`),
@@ -142,37 +141,44 @@ impl Dataplane {
         for (ifindex, macs) in wanted {
             values.insert(*ifindex, local_macs_value(*ifindex, macs)?);
         }
-        let (small, large): (BTreeMap<u32, LocalMacs>, BTreeMap<u32, LocalMacs>) = values
-            .into_iter()
-            .partition(|(ifindex, _)| *ifindex < LOCAL_MACS_IX_SLOTS);
-        for ifindex in 0..LOCAL_MACS_IX_SLOTS {
-            let macs = small
-                .get(&ifindex)
-                .map(|value| &value.macs[..value.count as usize]);
-            self.local_macs_ix.set(ifindex, macs);
-        }
         let gone: Vec<u32> = self
             .local_mac_values
             .keys()
-            .filter(|ifindex| !large.contains_key(ifindex))
+            .filter(|ifindex| !values.contains_key(ifindex))
             .copied()
             .collect();
         for ifindex in gone {
-            self.local_macs
-                .remove(&ifindex)
-                .with_context(|| format!("removing ifindex {ifindex} from local_macs"))?;
+            self.write_local_macs(ifindex, None)?;
             self.local_mac_values.remove(&ifindex);
         }
-        for (ifindex, value) in large {
+        for (ifindex, value) in values {
             if self.local_mac_values.get(&ifindex) == Some(&value) {
                 continue;
             }
-            self.local_macs
-                .insert(ifindex, value, 0)
-                .with_context(|| format!("updating local_macs for ifindex {ifindex}"))?;
+            self.write_local_macs(ifindex, Some(&value))?;
             self.local_mac_values.insert(ifindex, value);
         }
         Ok(())
+    }
+
+    /// Writes (`None`: removes) the MACs of `ifindex` where the packet path reads them:
+    /// `local_macs_ix` below `LOCAL_MACS_IX_SLOTS`, `local_macs` from there on.
+    fn write_local_macs(&mut self, ifindex: u32, value: Option<&LocalMacs>) -> anyhow::Result<()> {
+        if ifindex < LOCAL_MACS_IX_SLOTS {
+            let macs = value.map(|v| &v.macs[..(v.count as usize).min(MAX_LOCAL_MACS)]);
+            self.local_macs_ix.set(ifindex, macs);
+            return Ok(());
+        }
+        match value {
+            Some(value) => self
+                .local_macs
+                .insert(ifindex, *value, 0)
+                .with_context(|| format!("updating local_macs for ifindex {ifindex}")),
+            None => self
+                .local_macs
+                .remove(&ifindex)
+                .with_context(|| format!("removing ifindex {ifindex} from local_macs")),
+        }
     }
 
     /// The MACs the packet path checks on each interface, as `local_macs` values by

@@ -397,27 +397,45 @@ pub fn load_floor(dataplane: &mut Dataplane) -> Result<&mut Xdp> {
     Ok(floor)
 }
 
-/// The no-op XDP_TX program, loaded from the same object.
-pub struct Noop {
+/// One program of the data plane's object, loaded on its own (with the object's own maps,
+/// not the agent's): the no-op, the throughput bench's many-flows generator.
+pub struct LoneProgram {
     ebpf: aya::Ebpf,
+    name: &'static str,
 }
 
-impl Noop {
-    pub fn load() -> Result<Noop> {
-        let mut ebpf = aya::Ebpf::load(xdp_lb::EBPF_OBJECT).context("loading the object")?;
+impl LoneProgram {
+    /// Loads `name` with the globals `loader` sets.
+    pub fn load_with(loader: &mut aya::EbpfLoader<'_>, name: &'static str) -> Result<Self> {
+        let mut ebpf = loader
+            .load(xdp_lb::EBPF_OBJECT)
+            .context("loading the object")?;
         let program: &mut Xdp = ebpf
-            .program_mut("xdp_noop_tx")
-            .ok_or_else(|| anyhow!("the object has no program xdp_noop_tx"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("the object has no program {name}"))?
             .try_into()?;
-        program.load().context("loading xdp_noop_tx")?;
-        Ok(Noop { ebpf })
+        program.load().with_context(|| format!("loading {name}"))?;
+        Ok(Self { ebpf, name })
     }
 
     pub fn program(&self) -> &Xdp {
         self.ebpf
-            .program("xdp_noop_tx")
+            .program(self.name)
             .and_then(|p| <&Xdp>::try_from(p).ok())
-            .expect("loaded above")
+            .expect("loaded by load_with")
+    }
+}
+
+/// The no-op XDP_TX program, loaded from the same object.
+pub struct Noop(pub LoneProgram);
+
+impl Noop {
+    pub fn load() -> Result<Noop> {
+        LoneProgram::load_with(&mut aya::EbpfLoader::new(), "xdp_noop_tx").map(Noop)
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.0.program()
     }
 }
 
