@@ -202,6 +202,37 @@ pub struct ServiceValue {
     pub persist_prefix_len: u32,
 }
 
+/// Slots per CPU of `service_cache` (a power of two).
+pub const SERVICE_CACHE_SLOTS: u32 = 16;
+
+/// A slot of `service_cache`: one CPU's copy of what `service_by_vip` answered for `key`
+/// (the frame's VLAN; the value may be the any-VLAN service's), valid while `epoch` is
+/// `service_epoch[0]`. The agent bumps that word after every change to `service_by_vip`, so
+/// a packet that starts after the bump reads the new value, as it would from the hash map.
+/// A hash-map lookup costs a new flow several helper calls (on CPUs with return-thunk
+/// mitigations, ~100 ns: docs/perf/README.md); a hit here costs a few loads of a line the
+/// CPU keeps warm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCacheEntry {
+    /// Even while the slot is whole, odd while its CPU writes it: a program run that
+    /// interrupts the write on the same CPU (a test run's, or generic XDP's) does not read
+    /// the slot, and a reader whose copy a nested write overlapped sees `seq` move.
+    pub seq: u32,
+    pub _pad: u32,
+    /// `service_epoch[0]` read (with a full barrier) before the lookup that filled the slot.
+    pub epoch: u64,
+    pub key: ServiceKey,
+    pub value: ServiceValue,
+}
+
+/// The `service_cache` slot of a service key.
+#[inline(always)]
+pub fn service_cache_slot(key: &ServiceKey) -> u32 {
+    (vip_filter_bit(&key.addr, key.family, key.port) ^ u32::from(key.proto) ^ u32::from(key.vlan))
+        & (SERVICE_CACHE_SLOTS - 1)
+}
+
 /// Value of `backends`, indexed by backend id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -694,6 +725,8 @@ pub mod map_names {
     pub const SYNC_ON: &str = "sync_on";
     pub const FLOW_FILTER: &str = "flow_filter";
     pub const FLOW_FILTER_ON: &str = "flow_filter_on";
+    pub const SERVICE_CACHE: &str = "service_cache";
+    pub const SERVICE_EPOCH: &str = "service_epoch";
 }
 
 /// Name of the XDP program in the object file.

@@ -11,6 +11,8 @@
 //! is passed untouched.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod floor;
 mod flows;
@@ -22,16 +24,23 @@ mod maps;
 mod parse;
 mod pools;
 
+use core::{
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+    sync::atomic::{Ordering, compiler_fence},
+};
+
 use aya_ebpf::{Global, bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::warn;
 use xdp_lb_common::{
-    BACKEND_F_VALID, BackendValue, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY, ServiceKey,
-    ServiceValue, flow_hash_v4, flow_hash_v6, source_hash, verdict,
+    BACKEND_F_VALID, BackendValue, SERVICE_F_HASH_SOURCE, SERVICE_F_PASS_WHEN_EMPTY,
+    ServiceCacheEntry, ServiceKey, ServiceValue, flow_hash_v4, flow_hash_v6, service_cache_slot,
+    source_hash, verdict,
 };
 
 use crate::{
     maps::{
-        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_STATS, VERDICT_STATS, count,
+        BACKEND_STATS, BACKENDS, MAGLEV_TABLES, SERVICE_BY_VIP, SERVICE_CACHE, SERVICE_EPOCH,
+        SERVICE_STATS, VERDICT_STATS, count,
     },
     parse::{Flow, Frame, parse_frame},
     pools::{Placement, Table},
@@ -152,9 +161,10 @@ fn known_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> Option<(u32, u32)> {
 /// to the backend its service places it on.
 #[inline(always)]
 fn new_flow(ctx: &XdpContext, flow: &Flow, bytes: u64) -> (u32, u32) {
-    let Some(service) = find_service(flow) else {
+    let mut service = ServiceValue::default();
+    if !find_service_into(flow, &mut service) {
         return (xdp_action::XDP_PASS, verdict::PASS_NOT_SERVICE);
-    };
+    }
     flows::count_miss(flow);
     let now = flows::now_if_needed(flow, &service);
     match choose_backend(ctx, flow, &service, now) {
@@ -286,11 +296,112 @@ fn may_be_service(flow: &Flow) -> bool {
 
 /// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one
 /// taking any VLAN.
+/// The service of the frame's (VIP, port, protocol, VLAN): from this CPU's
+/// `service_cache` when its slot holds the key at the current `service_epoch`, else looked
+/// up in `service_by_vip` and remembered there. No frame that is no service's is
+/// remembered (the lookup is the answer for those, as before).
 #[inline(always)]
 fn find_service(flow: &Flow) -> Option<ServiceValue> {
-    // SAFETY: values are copied out at once; the agent replaces values whole.
+    let mut out = ServiceValue::default();
+    find_service_into(flow, &mut out).then_some(out)
+}
+
+/// `find_service` writing into `out`: one copy of the value, where returning it made two
+/// (the verifier's 512-byte stack limit for three frames has no room for both).
+#[inline(always)]
+fn find_service_into(flow: &Flow, out: &mut ServiceValue) -> bool {
+    let slot = service_cache_slot(&flow.service);
+    // Both always exist (a slot below `SERVICE_CACHE_SLOTS`, index 0 of one); without
+    // them the map alone answers.
+    let cache = SERVICE_CACHE
+        .get_ptr_mut(slot)
+        .zip(SERVICE_EPOCH.get_ptr_mut(0));
+    // SAFETY: `entry` is this CPU's slot and `epoch` the map's one value, both valid for the
+    // program run. Only program runs on this CPU write the slot: one that interrupts
+    // another's write finds `seq` odd and leaves the slot alone, and one that writes it
+    // under a reader's copy moves `seq`, which the reader checks after copying.
+    let fill = cache.and_then(|(entry, epoch)| unsafe {
+        let seq = read_volatile(addr_of!((*entry).seq));
+        if seq & 1 != 0 {
+            return None;
+        }
+        compiler_fence(Ordering::SeqCst);
+        if (*entry).epoch == read_volatile(epoch) && (*entry).key == flow.service {
+            *out = (*entry).value;
+            compiler_fence(Ordering::SeqCst);
+            if read_volatile(addr_of!((*entry).seq)) == seq {
+                return Some((entry, epoch, seq, true));
+            }
+            return None;
+        }
+        Some((entry, epoch, seq, false))
+    });
+    let fill = match fill {
+        Some((_, _, _, true)) => return true,
+        Some((entry, epoch, seq, false)) => Some((entry, epoch, seq)),
+        None => None,
+    };
+    // One lookup site (each inlined copy of the lookup takes its own stack for the keys).
+    // A full barrier before it when the slot is to be filled: an epoch read after the
+    // agent's bump goes with a value read after its update, on any CPU architecture.
+    let fill = fill.map(|(entry, epoch, seq)| {
+        // SAFETY: as above.
+        let current = unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::SeqCst }>(
+                epoch, 0,
+            )
+        };
+        (entry, seq, current)
+    });
+    let Some(found) = lookup_service(flow) else {
+        return false;
+    };
+    *out = *found;
+    if let Some((entry, seq, current)) = fill {
+        // SAFETY: as above.
+        unsafe {
+            write_volatile(addr_of_mut!((*entry).seq), seq.wrapping_add(1));
+            compiler_fence(Ordering::SeqCst);
+            store_cached(entry, &flow.service, found, current);
+            compiler_fence(Ordering::SeqCst);
+            write_volatile(addr_of_mut!((*entry).seq), seq.wrapping_add(2));
+        }
+    }
+    true
+}
+
+/// Writes a `service_cache` slot field by field (a whole-struct copy becomes a call to
+/// `memcpy`, a third stack frame the verifier's 512-byte limit has no room for here).
+#[inline(always)]
+fn store_cached(entry: *mut ServiceCacheEntry, key: &ServiceKey, value: &ServiceValue, epoch: u64) {
+    // SAFETY: `entry` is this CPU's slot, valid for the program run (see `find_service`).
+    unsafe {
+        let k = addr_of_mut!((*entry).key);
+        (*k).addr = key.addr;
+        (*k).port = key.port;
+        (*k).proto = key.proto;
+        (*k).family = key.family;
+        (*k).vlan = key.vlan;
+        (*k)._pad = key._pad;
+        let v = addr_of_mut!((*entry).value);
+        (*v).service_id = value.service_id;
+        (*v).table_offset = value.table_offset;
+        (*v).table_size = value.table_size;
+        (*v).flags = value.flags;
+        (*v).generation = value.generation;
+        (*v).persist_timeout_s = value.persist_timeout_s;
+        (*v).persist_prefix_len = value.persist_prefix_len;
+        (*entry).epoch = epoch;
+    }
+}
+
+/// `service_by_vip`'s service for the frame's VLAN, else the one on any VLAN.
+#[inline(always)]
+fn lookup_service(flow: &Flow) -> Option<&'static ServiceValue> {
+    // SAFETY: the value stays valid (RCU) for the program run; the agent replaces values
+    // whole.
     if let Some(service) = unsafe { SERVICE_BY_VIP.get(flow.service) } {
-        return Some(*service);
+        return Some(service);
     }
     if flow.service.vlan == 0 {
         return None;
@@ -300,7 +411,7 @@ fn find_service(flow: &Flow) -> Option<ServiceValue> {
         ..flow.service
     };
     // SAFETY: as above.
-    unsafe { SERVICE_BY_VIP.get(any_vlan) }.copied()
+    unsafe { SERVICE_BY_VIP.get(any_vlan) }
 }
 
 /// What a flow gets.

@@ -10,14 +10,27 @@ use xdp_lb_common::{
     FLOW_EVENTS_BYTES, FLOW_STATS_SLOTS, FLOW_TABLE_DEFAULT_SIZE, FLOW_TABLE_FLAGS,
     FRAGMENT_TABLE_SIZE, FlowKey, FlowValue, FragmentKey, IfindexMacs, LOCAL_MACS_IX_SLOTS,
     LocalMacs, MAX_BACKENDS, MAX_CLIENT_RULES, MAX_LOCAL_INTERFACES, MAX_POOLS, MAX_SERVICES,
-    MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, ServiceKey, ServiceValue,
-    VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey, flow_filter_slots, vip_filter_bit,
+    MAX_TX_PORTS, MAX_VIPS, PERSIST_TABLE_SIZE, PersistKey, PoolValue, SERVICE_CACHE_SLOTS,
+    ServiceCacheEntry, ServiceKey, ServiceValue, VERDICT_STATS_SLOTS, VIP_FILTER_WORDS, VipKey,
+    flow_filter_slots, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> the service's id and its live Maglev table.
 #[map(name = "service_by_vip")]
 pub static SERVICE_BY_VIP: HashMap<ServiceKey, ServiceValue> =
     HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Each CPU's cache of `service_by_vip` lookups (see `ServiceCacheEntry`). Written by the
+/// program only; never pinned: a new program starts with an empty one.
+#[map(name = "service_cache")]
+pub static SERVICE_CACHE: PerCpuArray<ServiceCacheEntry> =
+    PerCpuArray::with_max_entries(SERVICE_CACHE_SLOTS, 0);
+
+/// `service_epoch[0]`: bumped by the agent after every change to `service_by_vip`, which
+/// makes every CPU's `service_cache` stale. Pinned with `service_by_vip`, so that a program
+/// still attached while a new agent writes services sees its bumps.
+#[map(name = "service_epoch")]
+pub static SERVICE_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// All services' Maglev tables back to back; a slot holds a backend id. Two regions per
 /// service (live and next); the agent sizes the map at load and writes it through mmap.

@@ -61,6 +61,9 @@ pub struct LoadOptions {
 pub struct Dataplane {
     ebpf: Ebpf,
     service_by_vip: HashMap<MapData, ServiceKey, ServiceValue>,
+    /// `service_epoch[0]`, bumped after every write to `service_by_vip`: each CPU's cache
+    /// of its lookups is stale from then on.
+    service_epoch: Array<MapData, u64>,
     backends: Array<MapData, BackendValue>,
     backend_owners: Array<MapData, BackendOwner>,
     /// Every key in `service_by_vip`.
@@ -267,6 +270,7 @@ impl Dataplane {
         let service_keys = service_by_vip.keys().filter_map(Result::ok).collect();
         let mut dataplane = Self {
             service_by_vip,
+            service_epoch: take(&mut ebpf, map_names::SERVICE_EPOCH)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             backend_owners: take(&mut ebpf, map_names::BACKEND_OWNERS)?,
             tx_ports: take(&mut ebpf, map_names::TX_PORTS)?,
@@ -504,7 +508,8 @@ impl Dataplane {
         }
         self.service_by_vip
             .insert(key, value, 0)
-            .context("updating service_by_vip")
+            .context("updating service_by_vip")?;
+        self.bump_service_epoch()
     }
 
     /// Removes a service; its `vip_filter` bit goes when no other service shares it.
@@ -512,10 +517,27 @@ impl Dataplane {
         self.service_by_vip
             .remove(key)
             .context("removing from service_by_vip")?;
+        self.bump_service_epoch()?;
         if self.service_keys.remove(key) {
             self.sync_vips()?;
         }
         Ok(())
+    }
+
+    /// Makes every CPU's cached `service_by_vip` lookups stale (`ServiceCacheEntry`): a
+    /// packet that starts after this returns reads the map's new value. Called after each
+    /// write, never before: a CPU that refilled its cache between a bump and the write
+    /// would keep the old value.
+    fn bump_service_epoch(&mut self) -> anyhow::Result<()> {
+        let epoch = self.service_epoch().wrapping_add(1);
+        self.service_epoch
+            .set(0, epoch, 0)
+            .context("updating service_epoch (each CPU's cache of services may be stale)")
+    }
+
+    /// `service_epoch[0]` as the kernel has it.
+    pub fn service_epoch(&self) -> u64 {
+        self.service_epoch.get(&0, 0).unwrap_or(0)
     }
 
     /// Brings `vips` to the distinct addresses of `service_keys`, and `vip_filter` to their

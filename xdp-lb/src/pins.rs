@@ -26,8 +26,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-lb";
 
 /// The maps that carry state across agents (everything but the loader's own globals and
 /// the log ring, which belong to one program instance).
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     map_names::SERVICE_BY_VIP,
+    map_names::SERVICE_EPOCH,
     map_names::POOLS,
     map_names::MAGLEV_TABLES,
     map_names::BACKENDS,
