@@ -202,8 +202,9 @@ pub struct ServiceValue {
     pub persist_prefix_len: u32,
 }
 
-/// Slots per CPU of `service_cache` (a power of two).
-pub const SERVICE_CACHE_SLOTS: u32 = 16;
+/// Slots per CPU of `service_cache` (a power of two; 18 KiB a CPU): direct-mapped, so two
+/// services sharing a slot take turns in it, each new flow of one then paying the lookup.
+pub const SERVICE_CACHE_SLOTS: u32 = 256;
 
 /// A slot of `service_cache`: one CPU's copy of what `service_by_vip` answered for `key`
 /// (the frame's VLAN; the value may be the any-VLAN service's), valid while `epoch` is

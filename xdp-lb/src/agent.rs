@@ -378,6 +378,7 @@ struct Wakeups {
     refreshed_rx: mpsc::Receiver<resolve::Refreshed>,
     refreshing: Option<tokio::task::JoinHandle<()>>,
     audit: Interval,
+    service_cache: Interval,
 }
 
 impl Wakeups {
@@ -393,6 +394,8 @@ impl Wakeups {
         let (refreshed_tx, refreshed_rx) = mpsc::channel(1);
         let mut audit = tokio::time::interval(AUDIT_INTERVAL);
         audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut service_cache = tokio::time::interval(crate::dataplane::SERVICE_CACHE_REFRESH);
+        service_cache.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             attach_check,
             sigquit,
@@ -404,6 +407,7 @@ impl Wakeups {
             refreshed_rx,
             refreshing: None,
             audit,
+            service_cache,
         })
     }
 }
@@ -497,6 +501,11 @@ impl Agent {
                 Some(found) = w.refreshed_rx.recv() => resolve::apply_refresh(found, &self.interfaces, &mut self.balancer),
                 _ = w.audit.tick() => {
                     self.auditor.run(&self.balancer, &self.neighbours, &self.file.config.interfaces).await;
+                }
+                _ = w.service_cache.tick() => {
+                    if let Err(err) = self.balancer.dataplane_mut().bump_service_epoch() {
+                        log::warn!("{err:#}");
+                    }
                 }
                 _ = w.attach_check.tick(), if self.file.announce.is_some() => {
                     let attached = announce::attachment(&self.balancer, &self.neighbours, &self.file.config.interfaces).await;

@@ -57,6 +57,10 @@ pub struct LoadOptions {
     pub log_level: LogLevel,
 }
 
+/// How often the agent makes every CPU's cache of services stale
+/// (`Dataplane::bump_service_epoch`) even when it changed no service itself.
+pub const SERVICE_CACHE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -527,8 +531,11 @@ impl Dataplane {
     /// Makes every CPU's cached `service_by_vip` lookups stale (`ServiceCacheEntry`): a
     /// packet that starts after this returns reads the map's new value. Called after each
     /// write, never before: a CPU that refilled its cache between a bump and the write
-    /// would keep the old value.
-    fn bump_service_epoch(&mut self) -> anyhow::Result<()> {
+    /// would keep the old value. The agent also calls it every `SERVICE_CACHE_REFRESH`,
+    /// so that a change made to the map behind its back (`bpftool map delete` in an
+    /// emergency) reaches every CPU within that time, as it reached them at once before
+    /// there was a cache.
+    pub fn bump_service_epoch(&mut self) -> anyhow::Result<()> {
         let epoch = self.service_epoch().wrapping_add(1);
         self.service_epoch
             .set(0, epoch, 0)
