@@ -50,15 +50,7 @@ fn addr(a: &str) -> IpAddr {
 /// A fourth backend, 10.0.0.14, joins video-rtmp: Maglev sends a share of every flow's
 /// 5-tuples there from now on.
 fn add_fourth_backend(h: &mut Harness) {
-    let fourth = Backend {
-        address: addr("10.0.0.14"),
-        weight: 1,
-        mac: None,
-        vlan: None,
-    };
-    h.balancer
-        .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
-        .unwrap();
+    h.add_backend("video-rtmp", "10.0.0.14");
 }
 
 /// A connection's handshake as the LB sees it: the SYN, then the client's ACK, both to the

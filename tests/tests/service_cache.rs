@@ -8,7 +8,7 @@ mod support;
 use std::{net::IpAddr, thread};
 
 use support::{frames::Ipv4Frame, harness::*};
-use xdp_lb::config::{Backend, Protocol};
+use xdp_lb::config::Protocol;
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.168.1.50";
@@ -17,10 +17,6 @@ const OTHERS: [&str; 2] = ["10.0.0.21", "10.0.0.22"];
 
 fn syn(port: u16) -> Vec<u8> {
     Ipv4Frame::tcp(CLIENT, port, VIP, 1935).build()
-}
-
-fn addr(a: &str) -> IpAddr {
-    a.parse().unwrap()
 }
 
 /// Runs `f` once on every online CPU, on this thread pinned there (BPF_PROG_TEST_RUN runs
@@ -68,15 +64,7 @@ fn a_new_maglev_table_is_what_the_next_new_flow_on_every_cpu_gets() {
         // A fourth backend joins: one new table, in the service's other region, and a new
         // value in service_by_vip naming that region.
         let generation = h.balancer.service("video-rtmp").unwrap().generation;
-        let fourth = Backend {
-            address: addr("10.0.0.14"),
-            weight: 1,
-            mac: None,
-            vlan: None,
-        };
-        h.balancer
-            .add_backend("video-rtmp", &fourth, Harness::loopback_forwarding(&fourth))
-            .unwrap();
+        h.add_backend("video-rtmp", "10.0.0.14");
         assert_eq!(
             h.balancer.service("video-rtmp").unwrap().generation,
             generation + 1,

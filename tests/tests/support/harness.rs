@@ -210,6 +210,20 @@ impl Harness {
         (b.id, b.epoch, s.id)
     }
 
+    /// Backend `address` (weight 1, reached like the others) joins `service`: Maglev sends a
+    /// share of every flow's 5-tuples there from now on (one new table for the service).
+    pub fn add_backend(&mut self, service: &str, address: &str) {
+        let backend = Backend {
+            address: address.parse().expect("a test backend address"),
+            weight: 1,
+            mac: None,
+            vlan: None,
+        };
+        self.balancer
+            .add_backend(service, &backend, Self::loopback_forwarding(&backend))
+            .expect("adding a backend");
+    }
+
     /// The backend userspace predicts for a flow.
     pub fn predict(&self, service: &str, client: &str, port: u16) -> IpAddr {
         self.balancer
