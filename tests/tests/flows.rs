@@ -597,9 +597,7 @@ fn a_syn_or_a_rst_without_an_entry_creates_none() {
 fn the_table_has_exactly_its_configured_size_as_status_reports_and_one_cpu_can_fill_it() {
     // On its own thread, pinned to one CPU: BPF_PROG_TEST_RUN runs the program there.
     thread::spawn(|| {
-        let mut cpu = nix::sched::CpuSet::new();
-        cpu.set(0).unwrap();
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+        pin_to_cpu(0);
         let possible = aya::util::nr_cpus().unwrap() as u32;
         // Sizes that are no multiple of the CPUs (per-CPU LRU lists were rounded up to one).
         for configured in [4097, 1021] {

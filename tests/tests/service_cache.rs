@@ -19,15 +19,13 @@ fn syn(port: u16) -> Vec<u8> {
     Ipv4Frame::tcp(CLIENT, port, VIP, 1935).build()
 }
 
-/// Runs `f` once on every online CPU, on this thread pinned there (BPF_PROG_TEST_RUN runs
-/// the program on the calling CPU, so each run reads that CPU's cache).
+/// Runs `f` once on every online CPU, on this thread pinned there (each run reads that
+/// CPU's cache).
 fn on_every_cpu(mut f: impl FnMut(usize)) {
     let cpus = aya::util::online_cpus().expect("online CPUs");
     assert!(!cpus.is_empty());
     for cpu in cpus {
-        let mut set = nix::sched::CpuSet::new();
-        set.set(cpu as usize).unwrap();
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+        pin_to_cpu(cpu as usize);
         f(cpu as usize);
     }
 }

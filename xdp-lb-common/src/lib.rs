@@ -726,7 +726,6 @@ pub mod map_names {
     pub const SYNC_ON: &str = "sync_on";
     pub const FLOW_FILTER: &str = "flow_filter";
     pub const FLOW_FILTER_ON: &str = "flow_filter_on";
-    pub const SERVICE_CACHE: &str = "service_cache";
     pub const SERVICE_EPOCH: &str = "service_epoch";
 }
 

@@ -294,8 +294,6 @@ fn may_be_service(flow: &Flow) -> bool {
     maps::may_be_service(&flow.service.addr, flow.service.family, flow.service.port)
 }
 
-/// The service at the frame's (VIP, port, protocol): one bound to its VLAN first, else one
-/// taking any VLAN.
 /// The service of the frame's (VIP, port, protocol, VLAN): from this CPU's
 /// `service_cache` when its slot holds the key at the current `service_epoch`, else looked
 /// up in `service_by_vip` and remembered there. No frame that is no service's is
@@ -316,31 +314,30 @@ fn find_service_into(flow: &Flow, out: &mut ServiceValue) -> bool {
     let cache = SERVICE_CACHE
         .get_ptr_mut(slot)
         .zip(SERVICE_EPOCH.get_ptr_mut(0));
-    // SAFETY: `entry` is this CPU's slot and `epoch` the map's one value, both valid for the
-    // program run. Only program runs on this CPU write the slot: one that interrupts
-    // another's write finds `seq` odd and leaves the slot alone, and one that writes it
-    // under a reader's copy moves `seq`, which the reader checks after copying.
-    let fill = cache.and_then(|(entry, epoch)| unsafe {
-        let seq = read_volatile(addr_of!((*entry).seq));
-        if seq & 1 != 0 {
-            return None;
-        }
-        compiler_fence(Ordering::SeqCst);
-        if (*entry).epoch == read_volatile(epoch) && (*entry).key == flow.service {
-            *out = (*entry).value;
-            compiler_fence(Ordering::SeqCst);
-            if read_volatile(addr_of!((*entry).seq)) == seq {
-                return Some((entry, epoch, seq, true));
+    // The slot to fill after the lookup, and its `seq` then: none when this run interrupted
+    // another's write of it, or when a nested write overlapped this run's copy of it.
+    let mut fill = None;
+    if let Some((entry, epoch)) = cache {
+        // SAFETY: `entry` is this CPU's slot and `epoch` the map's one value, both valid for
+        // the program run. Only program runs on this CPU write the slot: one that interrupts
+        // another's write finds `seq` odd and leaves the slot alone, and one that writes it
+        // under a reader's copy moves `seq`, which the reader checks after copying.
+        unsafe {
+            let seq = read_volatile(addr_of!((*entry).seq));
+            if seq & 1 == 0 {
+                compiler_fence(Ordering::SeqCst);
+                if (*entry).epoch == read_volatile(epoch) && (*entry).key == flow.service {
+                    *out = (*entry).value;
+                    compiler_fence(Ordering::SeqCst);
+                    if read_volatile(addr_of!((*entry).seq)) == seq {
+                        return true;
+                    }
+                } else {
+                    fill = Some((entry, epoch, seq));
+                }
             }
-            return None;
         }
-        Some((entry, epoch, seq, false))
-    });
-    let fill = match fill {
-        Some((_, _, _, true)) => return true,
-        Some((entry, epoch, seq, false)) => Some((entry, epoch, seq)),
-        None => None,
-    };
+    }
     // One lookup site (each inlined copy of the lookup takes its own stack for the keys).
     // A full barrier before it when the slot is to be filled: an epoch read after the
     // agent's bump goes with a value read after its update, on any CPU architecture.

@@ -542,8 +542,9 @@ impl Dataplane {
             .context("updating service_epoch (each CPU's cache of services may be stale)")
     }
 
-    /// `service_epoch[0]` as the kernel has it.
-    pub fn service_epoch(&self) -> u64 {
+    /// `service_epoch[0]` as the kernel has it (an adopted one goes on from an earlier
+    /// agent's count).
+    fn service_epoch(&self) -> u64 {
         self.service_epoch.get(&0, 0).unwrap_or(0)
     }
 

@@ -77,6 +77,14 @@ fn require_root() {
     );
 }
 
+/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the calling
+/// CPU, so its per-CPU maps are that CPU's.
+pub fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("a CPU number");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pinning to a CPU");
+}
+
 impl Harness {
     /// Loads the data plane with these services; every backend is reached through the
     /// ingress interface (loopback under BPF_PROG_TEST_RUN) at `backend_mac(address)`.
