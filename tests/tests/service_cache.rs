@@ -46,16 +46,19 @@ fn assert_new_flows_follow(
     }
 }
 
+/// New flows from `ports` on every CPU, each where userspace predicts for `service`.
+fn every_cpus_new_flows_follow(h: &Harness, service: &str, ports: std::ops::Range<u16>) {
+    on_every_cpu(|cpu| {
+        assert_new_flows_follow(h, ports.clone(), cpu, |p| h.predict(service, CLIENT, p))
+    });
+}
+
 #[test]
 fn a_new_maglev_table_is_what_the_next_new_flow_on_every_cpu_gets() {
     thread::spawn(|| {
         let mut h = Harness::new(&[service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS)]);
         // Every CPU caches the service (and its live table) with new flows.
-        on_every_cpu(|cpu| {
-            assert_new_flows_follow(&h, 20_000..20_050, cpu, |p| {
-                h.predict("video-rtmp", CLIENT, p)
-            })
-        });
+        every_cpus_new_flows_follow(&h, "video-rtmp", 20_000..20_050);
         let before: Vec<IpAddr> = (21_000..21_300)
             .map(|p| h.predict("video-rtmp", CLIENT, p))
             .collect();
@@ -76,11 +79,7 @@ fn a_new_maglev_table_is_what_the_next_new_flow_on_every_cpu_gets() {
             moved > 40,
             "the change moves many of these flows ({moved} of 300)"
         );
-        on_every_cpu(|cpu| {
-            assert_new_flows_follow(&h, 21_000..21_300, cpu, |p| {
-                h.predict("video-rtmp", CLIENT, p)
-            })
-        });
+        every_cpus_new_flows_follow(&h, "video-rtmp", 21_000..21_300);
     })
     .join()
     .unwrap();
@@ -90,11 +89,7 @@ fn a_new_maglev_table_is_what_the_next_new_flow_on_every_cpu_gets() {
 fn a_service_replaced_on_its_vip_and_port_takes_the_next_new_flow_on_every_cpu() {
     thread::spawn(|| {
         let mut h = Harness::new(&[service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS)]);
-        on_every_cpu(|cpu| {
-            assert_new_flows_follow(&h, 22_000..22_050, cpu, |p| {
-                h.predict("video-rtmp", CLIENT, p)
-            })
-        });
+        every_cpus_new_flows_follow(&h, "video-rtmp", 22_000..22_050);
         // The operator's reload: the service goes, another (its own backends and a table
         // of another size, in the regions the old one had or others) takes its VIP and port.
         h.balancer.remove_service("video-rtmp").unwrap();
