@@ -249,6 +249,44 @@ fn a_tcp_segment_without_syn_and_without_an_entry_is_counted_as_a_table_miss() {
     );
 }
 
+/// Every CPU reads the coarse clock once a jiffy and keeps the reading (`clock_cache`): an
+/// entry made on any CPU is stamped with the clock of the moment, within the agent's lag
+/// (`COARSE_CLOCK_LAG_NS`), the first time and again once that CPU's last reading is many
+/// jiffies old.
+#[test]
+fn every_cpus_entries_are_stamped_with_the_clock_of_the_moment() {
+    use xdp_lb::control::census::{COARSE_CLOCK_LAG_NS, monotonic_ns};
+    thread::spawn(|| {
+        let h = rtmp(&BACKENDS);
+        let cpus = aya::util::online_cpus().expect("online CPUs");
+        let mut port = 24_000;
+        for round in 0..3 {
+            for &cpu in &cpus {
+                pin_to_cpu(cpu as usize);
+                let before = monotonic_ns();
+                connect(&h, CLIENT, port);
+                let after = monotonic_ns();
+                let stamp = h
+                    .balancer
+                    .dataplane()
+                    .flow(&key(CLIENT, port))
+                    .expect("the handshake's entry")
+                    .last_seen_ns;
+                assert!(
+                    stamp <= after && stamp >= before.saturating_sub(COARSE_CLOCK_LAG_NS),
+                    "round {round}, CPU {cpu}: entry stamped {stamp}, made between {before} and \
+                     {after} (monotonic ns)"
+                );
+                port += 1;
+            }
+            // Many jiffies at any HZ: every CPU's last reading is stale by then.
+            thread::sleep(Duration::from_millis(120));
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn an_idle_flow_is_forgotten_after_its_timeout() {
     let svc = service("video-rtmp", VIP, 1935, Protocol::Tcp, &BACKENDS);

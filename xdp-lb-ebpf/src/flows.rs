@@ -1,8 +1,16 @@
 //! The connection table and client persistence: a flow keeps its backend while that
 //! backend stays usable, whatever happens to the Maglev table.
 
+use core::{
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+    sync::atomic::{Ordering, compiler_fence},
+};
+
 use aya_ebpf::{
-    Global, bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap,
+    Global,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    maps::LruHashMap,
 };
 use xdp_lb_common::{
     BACKEND_F_NO_NEW, BACKEND_F_VALID, BackendValue, FLOW_F_FIN, FLOW_F_LEARNT, FLOW_F_RST,
@@ -13,8 +21,8 @@ use xdp_lb_common::{
 
 use crate::{
     maps::{
-        BACKENDS, FLOW_EVENTS, FLOW_FILTER, FLOW_FILTER_ON, FLOW_STATS, FLOWS, FRAGMENTS,
-        PERSISTENCE, SYNC_ON, count,
+        BACKENDS, CLOCK_CACHE, FLOW_EVENTS, FLOW_FILTER, FLOW_FILTER_ON, FLOW_STATS, FLOWS,
+        FRAGMENTS, PERSISTENCE, SYNC_ON, count,
     },
     parse::Flow,
 };
@@ -87,12 +95,40 @@ fn mark_known(key: &FlowKey) {
     }
 }
 
+/// The coarse clock (a jiffy's resolution), which is plenty for idle timeouts of seconds and
+/// costs a fraction of the precise one: read once a jiffy per CPU. The coarse clock moves
+/// only at a tick, where the jiffies counter does, and `bpf_jiffies64` is no call (the
+/// verifier turns it into a load), where `bpf_ktime_get_coarse_ns` is a helper call and
+/// a call further (on a CPU whose kernel returns through a thunk, a good part of a hit).
+/// So a CPU keeps its last reading with the jiffy it was read in, and reads the clock again
+/// only when the jiffy has moved. A reading taken in the microseconds between a tick's
+/// jiffies update and its clock update is a tick old, and is kept for that tick: the
+/// readings lag the clock by two ticks at most (the agent's `COARSE_CLOCK_LAG_NS`).
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // The coarse clock (a jiffy's resolution) is plenty for idle timeouts of seconds and
-    // costs a fraction of the precise one, which reads the clock source on every packet.
-    // SAFETY: a plain helper call.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    // SAFETY: plain helper calls (the first is inlined by the verifier).
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(cache) = CLOCK_CACHE.get_ptr_mut(0) else {
+        // SAFETY: as above.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: this CPU's slot, valid for the program run; only runs on this CPU write it.
+    // A run interrupting another's write finds `jiffies` at `u64::MAX` (no jiffy matches),
+    // reads the clock and writes a pair of its own; the interrupted run then writes its own
+    // pair over it, a consistent one (both words from that run).
+    unsafe {
+        if read_volatile(addr_of!((*cache).jiffies)) == jiffies {
+            compiler_fence(Ordering::SeqCst);
+            return read_volatile(addr_of!((*cache).ns));
+        }
+        let ns = bpf_ktime_get_coarse_ns();
+        write_volatile(addr_of_mut!((*cache).jiffies), u64::MAX);
+        compiler_fence(Ordering::SeqCst);
+        write_volatile(addr_of_mut!((*cache).ns), ns);
+        compiler_fence(Ordering::SeqCst);
+        write_volatile(addr_of_mut!((*cache).jiffies), jiffies);
+        ns
+    }
 }
 
 /// The clock for a new flow's placement, read only when something is remembered (the

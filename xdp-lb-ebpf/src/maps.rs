@@ -113,6 +113,21 @@ pub static SYNC_ON: Array<u32> = Array::with_max_entries(1, 0);
 pub static PERSISTENCE: LruHashMap<PersistKey, FlowValue> =
     LruHashMap::with_max_entries(PERSIST_TABLE_SIZE, 0);
 
+/// Each CPU's last reading of the coarse clock, and the jiffy it was read in (see
+/// `flows::now_ns`). Written by the program only; not pinned.
+#[map(name = "clock_cache")]
+pub static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// A `clock_cache` slot.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ClockCache {
+    /// `bpf_jiffies64()` when `ns` was read; `u64::MAX` while a run writes the slot.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_coarse_ns()`, read in that jiffy.
+    pub ns: u64,
+}
+
 /// Per `flow_stat::*` slot: what the connection table did.
 #[map(name = "flow_stats")]
 pub static FLOW_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_STATS_SLOTS, 0);

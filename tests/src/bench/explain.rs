@@ -117,7 +117,7 @@ pub fn packet(out: &mut String, bench: &Bench, charts: &[(String, PathBuf)]) {
          `syn_single` (distinct 5-tuples) time the SYN, and `syn_single` → `new` is what \
          remembering a flow costs.\n\
          * **Why new flows are not timed with repeat**: the program reads the coarse clock \
-         (`bpf_ktime_get_coarse_ns`), which advances once a tick. A data plane loaded with a TCP \
+         (`bpf_ktime_get_coarse_ns`, once a jiffy per CPU), which advances once a tick. A data plane loaded with a TCP \
          timeout of 0, which the report used to time the new-flow path with, now finds the \
          entry of the previous iteration fresh: in one repeat run of {} iterations here, {} were \
          hits, {} found the entry expired and {} took the new-flow path. So every new flow is \
@@ -219,15 +219,17 @@ pub const STEPS: [(&str, &str, &str); 8] = [
         "no_backend",
         "not_service",
         "the (address, port) `vip_filter` bit is set (a service's): the MAC check (one \
-         `local_macs` lookup), the coarse clock read and one `flows` lookup (miss), the service found \
-         (`service_by_vip`), its empty table; a drop",
+         `local_macs_ix` read), the flow filter, whose clear slot lets the SYN skip the `flows` \
+         lookup (and a SYN reads no clock), the service found (`service_cache`, else \
+         `service_by_vip`), its empty table; a drop",
     ),
     (
         "hit",
         "no_backend",
-        "the `flows` lookup hits, so there is no `service_by_vip` lookup at all (a negative \
-         step: a hit does less than a frame that finds a service without a backend); the \
-         backend read and checked, both MACs rewritten, service and backend counters",
+        "the `flows` lookup hits, so there is no service lookup at all (a negative step: a \
+         hit can do less than a frame that finds a service without a backend); the clock (the \
+         CPU's reading of this jiffy, `clock_cache`), the backend read and checked, both MACs \
+         rewritten, service and backend counters",
     ),
     (
         "syn",

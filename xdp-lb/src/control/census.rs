@@ -77,9 +77,10 @@ fn lower_priority() {
     }
 }
 
-/// How far the data plane's coarse clock may lag `monotonic_ns`: more than a jiffy at
-/// HZ=100, the coarse clock's step.
-pub const COARSE_CLOCK_LAG_NS: u64 = 20_000_000;
+/// How far the data plane's clock readings may lag `monotonic_ns`: more than two jiffies at
+/// HZ=100 (the coarse clock steps once a jiffy, and a CPU's cached reading may be a jiffy
+/// older still: see the data plane's `flows::now_ns`).
+pub const COARSE_CLOCK_LAG_NS: u64 = 30_000_000;
 
 /// A time that every last-seen time the data plane writes from now on is at or after
 /// (`monotonic_ns` less the coarse clock's lag).
