@@ -258,11 +258,9 @@ fn every_cpus_entries_are_stamped_with_the_clock_of_the_moment() {
     use xdp_lb::control::census::{COARSE_CLOCK_LAG_NS, monotonic_ns};
     thread::spawn(|| {
         let h = rtmp(&BACKENDS);
-        let cpus = aya::util::online_cpus().expect("online CPUs");
         let mut port = 24_000;
         for round in 0..3 {
-            for &cpu in &cpus {
-                pin_to_cpu(cpu as usize);
+            on_every_cpu(|cpu| {
                 let before = monotonic_ns();
                 connect(&h, CLIENT, port);
                 let after = monotonic_ns();
@@ -278,7 +276,7 @@ fn every_cpus_entries_are_stamped_with_the_clock_of_the_moment() {
                      {after} (monotonic ns)"
                 );
                 port += 1;
-            }
+            });
             // Many jiffies at any HZ: every CPU's last reading is stale by then.
             thread::sleep(Duration::from_millis(120));
         }

@@ -19,17 +19,6 @@ fn syn(port: u16) -> Vec<u8> {
     Ipv4Frame::tcp(CLIENT, port, VIP, 1935).build()
 }
 
-/// Runs `f` once on every online CPU, on this thread pinned there (each run reads that
-/// CPU's cache).
-fn on_every_cpu(mut f: impl FnMut(usize)) {
-    let cpus = aya::util::online_cpus().expect("online CPUs");
-    assert!(!cpus.is_empty());
-    for cpu in cpus {
-        pin_to_cpu(cpu as usize);
-        f(cpu as usize);
-    }
-}
-
 /// New flows from `ports` on this CPU, each where `want` says.
 fn assert_new_flows_follow(
     h: &Harness,

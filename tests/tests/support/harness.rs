@@ -85,6 +85,17 @@ pub fn pin_to_cpu(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pinning to a CPU");
 }
 
+/// Runs `f` once on every online CPU, on this thread pinned there (each run reads and
+/// writes that CPU's per-CPU maps).
+pub fn on_every_cpu(mut f: impl FnMut(usize)) {
+    let cpus = aya::util::online_cpus().expect("online CPUs");
+    assert!(!cpus.is_empty());
+    for cpu in cpus {
+        pin_to_cpu(cpu as usize);
+        f(cpu as usize);
+    }
+}
+
 impl Harness {
     /// Loads the data plane with these services; every backend is reached through the
     /// ingress interface (loopback under BPF_PROG_TEST_RUN) at `backend_mac(address)`.
