@@ -79,37 +79,47 @@ fn live_publishes_survive_a_spoofed_syn_flood_many_times_the_table_while_a_backe
         .unwrap_or_else(|| panic!("the quiet connections opened: {}", holder.stderr()));
     }
 
-    // One publish after the other, so each one's client port is known.
-    let streams = ["flood-a", "flood-b"];
-    let mut publishes = Vec::new();
-    let mut ports: Vec<u16> = Vec::new();
-    let mut known = publish_ports(&lab);
-    for stream in streams {
-        publishes.push(start_quiet_publish(&lab, stream, STREAM_SECONDS));
-        let port = wait_for(Duration::from_secs(15), || {
-            publish_ports(&lab).into_iter().find(|p| !known.contains(p))
-        })
-        .unwrap_or_else(|| panic!("the publish of {stream} connected"));
-        known.push(port);
-        ports.push(port);
-    }
-    let holders: Vec<usize> = ports
-        .iter()
-        .map(|p| {
-            wait_for(Duration::from_secs(5), || holder_of(&lab, *p, 3)).expect("a backend holds it")
-        })
-        .collect();
-
-    // Backend 4 joins with weight 1000: the Maglev table alone now sends both publishes
-    // there.
+    // Backend 4 joins with weight 1000 (below): the Maglev table alone then sends nearly
+    // every flow there.
     let after = [(0, 1), (1, 1), (2, 1), (3, 1000)];
     let table_after: Vec<_> = after.iter().map(|(i, w)| (addr(*i), *w)).collect();
-    for (port, holder) in ports.iter().zip(&holders) {
-        assert_ne!(
-            lab_owner(&table_after, *port, Lab::RTMP_PORT),
-            Some(addr(*holder)),
-            "the new table moves the publish from port {port}"
-        );
+
+    // One publish after the other, so each one's client port is known. Each weight-1
+    // backend keeps about 65 of the 65537 slots, so about one port in a thousand stays
+    // with its holder in the new table: such a publish would test nothing, and is stopped
+    // for another (a stream name of its own, so the server logs tell them apart).
+    let mut publishes = Vec::new();
+    let mut streams = Vec::new();
+    let mut holders = Vec::new();
+    let mut handshakes = (2 * HELD_PER_CPU) as u64;
+    let mut known = publish_ports(&lab);
+    for name in ["flood-a", "flood-b"] {
+        for attempt in 0.. {
+            assert!(
+                attempt < 5,
+                "five publishes of {name} in a row stayed with their server in the new table"
+            );
+            let stream = format!("{name}{attempt}");
+            let mut publish = start_quiet_publish(&lab, &stream, STREAM_SECONDS);
+            let port = wait_for(Duration::from_secs(15), || {
+                publish_ports(&lab).into_iter().find(|p| !known.contains(p))
+            })
+            .unwrap_or_else(|| panic!("the publish of {stream} connected"));
+            known.push(port);
+            handshakes += 1;
+            let holder = wait_for(Duration::from_secs(5), || holder_of(&lab, port, 3))
+                .expect("a backend holds it");
+            if lab_owner(&table_after, port, Lab::RTMP_PORT) == Some(addr(holder)) {
+                publish
+                    .kill()
+                    .expect("stopping a publish the new table leaves in place");
+                continue;
+            }
+            publishes.push(publish);
+            streams.push(stream);
+            holders.push(holder);
+            break;
+        }
     }
 
     let dropped_before = frames_dropped_on_the_way(&lab);
@@ -164,7 +174,6 @@ fn live_publishes_survive_a_spoofed_syn_flood_many_times_the_table_while_a_backe
     // The flood reached the program: all of it but what the machine's links dropped on the
     // way when it fell behind (counted, and printed here), and at most 1% in all. (A lost
     // SYN is not a lost entry: that is what the next two checks count.)
-    let handshakes = (2 * HELD_PER_CPU + streams.len()) as u64;
     assert!(
         counted("syn_not_remembered") >= sent - sent / 100,
         "the flood's SYNs reached the balancer and were forwarded without an entry: {sent} \
@@ -191,7 +200,7 @@ fn live_publishes_survive_a_spoofed_syn_flood_many_times_the_table_while_a_backe
     );
 
     // Each publish runs to its end as one session on the server it started on.
-    for ((ffmpeg, stream), holder) in publishes.iter_mut().zip(streams).zip(holders) {
+    for ((ffmpeg, stream), holder) in publishes.iter_mut().zip(&streams).zip(holders) {
         assert_one_uninterrupted_publish(&lab, ffmpeg, stream, STREAM_SECONDS, holder, 4);
     }
     assert!(agent.is_running(), "the agent is still running");
