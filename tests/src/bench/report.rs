@@ -586,8 +586,8 @@ fn whole_ms(s: &Summary) -> String {
 /// Where the figures beside Katran and xvs are (another harness's, not this command's).
 const SIDE_BY_SIDE: &str = "## Side by side with Katran and xvs\n\nNot measured by this command: \
     the per-packet cost beside Katran's and vc5's data planes comes from the shared harness \
-    (`../shared/perf/perf-lab.sh`), with its figures and what was tried and kept in \
-    [docs/perf/README.md](docs/perf/README.md).\n";
+    (`../shared/perf/perf-lab.sh`), with its figures and every change tried for issue 19, kept or \
+    rejected, with the numbers that decided it, in [docs/perf/README.md](docs/perf/README.md).\n";
 
 const LB_FAILOVER_BEGIN: &str =
     "<!-- section lb-failover: `cargo xtask bench --only lb-failover` rewrites it -->";
