@@ -20,8 +20,12 @@ use xdp_lb_tests::{Lab, LabOptions, LabProcess, is_root};
 const BACKENDS: usize = 4;
 const STREAM_SECONDS: u32 = 24;
 const PUBLISHES: usize = 6;
-/// Keep-alive HTTP connections held through the change.
+/// Keep-alive HTTP connections held through the change: half from source ports the new
+/// table sends to another backend, half from ports it leaves on theirs.
 const PROBES: usize = 40;
+/// The probes' source ports are chosen from here up (above the ephemeral range, 32768-60999,
+/// and the new sessions' 61000-61029).
+const PROBE_PORTS_FROM: u16 = 62000;
 const PROBE_SECONDS: u32 = 22;
 const PROBE_SCRIPT: &str = include_str!("support/probe_connections.py");
 
@@ -56,6 +60,49 @@ fn write(lab: &Lab, name: &str, yaml: &str) -> PathBuf {
     path
 }
 
+/// The probes' source ports, and of them those whose flows LB 2's new table (the added
+/// backend among them) sends to another backend than the old table did: without sync a
+/// flow from one of those that moves to LB 2 must break, and one from the others must not.
+/// Chosen rather than left to the OS: with 3 backends becoming 4, about a quarter of the
+/// flows move, and among 17 random ones none did, about one run in 130.
+fn probe_ports() -> (Vec<u16>, std::collections::BTreeSet<u16>) {
+    let addrs = |n: usize| -> Vec<(std::net::IpAddr, u32)> {
+        (0..n)
+            .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
+            .collect()
+    };
+    let (old, new) = (addrs(BACKENDS - 1), addrs(BACKENDS));
+    let (mut moving, mut staying) = (Vec::new(), Vec::new());
+    for port in PROBE_PORTS_FROM.. {
+        if moving.len() == PROBES / 2 && staying.len() == PROBES - PROBES / 2 {
+            break;
+        }
+        let (before, after) = (routed_owner(&old, port), routed_owner(&new, port));
+        if before != after && moving.len() < PROBES / 2 {
+            moving.push(port);
+        } else if before == after && staying.len() < PROBES - PROBES / 2 {
+            staying.push(port);
+        }
+    }
+    let mut ports: Vec<u16> = moving.iter().chain(&staying).copied().collect();
+    ports.sort_unstable();
+    (ports, moving.into_iter().collect())
+}
+
+/// The backend a new HTTP flow from the routed client's `port` gets with `backends`.
+fn routed_owner(backends: &[(std::net::IpAddr, u32)], port: u16) -> std::net::IpAddr {
+    support::predict::maglev_owner(
+        backends,
+        65537,
+        xdp_lb::config::DEFAULT_FLOW_HASH_SEED,
+        Lab::ROUTED_CLIENT_ADDR.parse().unwrap(),
+        port,
+        Lab::VIP.parse().unwrap(),
+        Lab::HTTP_PORT,
+    )
+    .expect("a Maglev owner")
+}
+
 /// One probe connection's story (a line of `probe_connections.py`).
 #[derive(Debug, serde::Deserialize)]
 struct Probe {
@@ -75,6 +122,8 @@ impl Probe {
 struct Outcome {
     /// The probes that went through the LB that stopped.
     moved: Vec<Probe>,
+    /// The source ports whose flows LB 2's new table sends to another backend.
+    reassigned: std::collections::BTreeSet<u16>,
     /// The publishes that ended with an error, and those a backend logged twice.
     broken_publishes: Vec<String>,
     lab: Lab,
@@ -122,10 +171,24 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
     let (count, seconds) = (PROBES.to_string(), PROBE_SECONDS.to_string());
     let script_path = script.display().to_string();
     let port = Lab::HTTP_PORT.to_string();
+    let (probe_ports, reassigned) = probe_ports();
+    let sources = probe_ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut probes = lab
         .spawn(
             lab.ns_client(),
-            &["python3", &script_path, Lab::VIP, &port, &count, &seconds],
+            &[
+                "python3",
+                &script_path,
+                Lab::VIP,
+                &port,
+                &count,
+                &seconds,
+                &sources,
+            ],
         )
         .expect("probes");
     wait_for(Duration::from_secs(15), || {
@@ -224,10 +287,21 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let old_backends: Vec<(std::net::IpAddr, u32)> = (0..BACKENDS - 1)
+        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
+        .collect();
     for p in &all {
         assert!(
             p.requests > 0,
             "probe {} was answered at all: {p:?}",
+            p.port
+        );
+        // The prediction the ports were chosen by is the data plane's own.
+        let first = p.backends.first().map_or("", String::as_str);
+        assert_eq!(
+            backend_addr_of(first),
+            routed_owner(&old_backends, p.port).to_string(),
+            "probe {} first went where the old table says: {p:?}",
             p.port
         );
     }
@@ -256,6 +330,7 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
     }
     Outcome {
         moved,
+        reassigned,
         broken_publishes,
         lab,
         binary,
@@ -338,6 +413,7 @@ fn with_sync_every_stream_survives_its_lb_leaving_while_a_backend_is_added() {
     let Outcome {
         moved,
         broken_publishes,
+        reassigned,
         lab,
         binary,
         _agents,
@@ -346,6 +422,19 @@ fn with_sync_every_stream_survives_its_lb_leaving_while_a_backend_is_added() {
     eprintln!("LB 2's sync: {}", status["sync"]);
     eprintln!("{}", status_text(&lab, &binary, 1));
     let broken: Vec<&Probe> = moved.iter().filter(|p| !p.unbroken()).collect();
+    let reassigned_moved = moved
+        .iter()
+        .filter(|p| reassigned.contains(&p.port))
+        .count();
+    eprintln!(
+        "{} of LB 1's {} connections are ones LB 2's new table sends elsewhere",
+        reassigned_moved,
+        moved.len()
+    );
+    assert!(
+        reassigned_moved > 0,
+        "some of LB 1's connections are ones only sync keeps: {moved:?}"
+    );
     assert!(
         broken.is_empty(),
         "{} of the {} connections LB 1 carried broke or changed backend: {broken:?}",
@@ -370,18 +459,35 @@ fn with_sync_every_stream_survives_its_lb_leaving_while_a_backend_is_added() {
 
 #[test]
 fn without_sync_the_same_change_breaks_moved_streams() {
-    let Outcome { moved, .. } = stop_one_lb_while_a_backend_is_added(false);
+    let Outcome {
+        moved, reassigned, ..
+    } = stop_one_lb_while_a_backend_is_added(false);
     let broken: Vec<&Probe> = moved.iter().filter(|p| !p.unbroken()).collect();
     eprintln!(
         "without sync, {} of the {} connections LB 1 carried broke or changed backend: {broken:?}",
         broken.len(),
         moved.len()
     );
-    // The scenario is only a test of sync if it breaks streams without it: some of LB 1's
-    // flows must be ones LB 2's new table sends to another backend.
+    // The scenario is only a test of sync if it breaks streams without it: LB 1's flows
+    // that LB 2's new table sends to another backend break, exactly those. (Half the
+    // probes are such flows; that none of the 20 went through LB 1 is one run in a million.)
+    let (must_break, may_live): (Vec<&Probe>, Vec<&Probe>) =
+        moved.iter().partition(|p| reassigned.contains(&p.port));
     assert!(
-        !broken.is_empty(),
-        "the change moved none of LB 1's {} connections to another backend: {moved:?}",
+        !must_break.is_empty(),
+        "some of LB 1's {} connections are ones the new table sends elsewhere: {moved:?}",
         moved.len()
+    );
+    let survived: Vec<&&Probe> = must_break.iter().filter(|p| p.unbroken()).collect();
+    assert!(
+        survived.is_empty(),
+        "without sync, every one of LB 1's connections the new table sends elsewhere breaks: \
+         {survived:?}"
+    );
+    let broke: Vec<&&Probe> = may_live.iter().filter(|p| !p.unbroken()).collect();
+    assert!(
+        broke.is_empty(),
+        "without sync, LB 1's connections the new table leaves on their backends go on: \
+         {broke:?}"
     );
 }

@@ -4,7 +4,9 @@
 #   {"port": local port, "backends": names that answered, in order, repeats merged,
 #    "requests": answers, "error": null or what broke it}
 #
-#   python3 probe_connections.py VIP PORT COUNT SECONDS
+#   python3 probe_connections.py VIP PORT COUNT SECONDS [SOURCE_PORTS]
+#
+# SOURCE_PORTS (comma-separated, COUNT of them) binds each connection's local port.
 import json
 import socket
 import sys
@@ -34,9 +36,12 @@ def answer(sock):
     return body[:length].decode(errors="replace").strip()
 
 
+sources = [int(p) for p in sys.argv[5].split(",")] if len(sys.argv) > 5 else [0] * count
+if len(sources) != count:
+    sys.exit(f"{len(sources)} source ports for {count} connections")
 conns = []
-for _ in range(count):
-    s = socket.create_connection((vip, port), timeout=3)
+for source in sources:
+    s = socket.create_connection((vip, port), timeout=3, source_address=("", source))
     conns.append({"s": s, "port": s.getsockname()[1], "backends": [], "requests": 0, "error": None})
 print("open", flush=True)
 end = time.time() + seconds
