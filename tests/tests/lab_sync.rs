@@ -66,12 +66,7 @@ fn write(lab: &Lab, name: &str, yaml: &str) -> PathBuf {
 /// Chosen rather than left to the OS: with 3 backends becoming 4, about a quarter of the
 /// flows move, and among 17 random ones none did, about one run in 130.
 fn probe_ports() -> (Vec<u16>, std::collections::BTreeSet<u16>) {
-    let addrs = |n: usize| -> Vec<(std::net::IpAddr, u32)> {
-        (0..n)
-            .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
-            .collect()
-    };
-    let (old, new) = (addrs(BACKENDS - 1), addrs(BACKENDS));
+    let (old, new) = (first_backends(BACKENDS - 1), first_backends(BACKENDS));
     let (mut moving, mut staying) = (Vec::new(), Vec::new());
     for port in PROBE_PORTS_FROM.. {
         if moving.len() == PROBES / 2 && staying.len() == PROBES - PROBES / 2 {
@@ -87,6 +82,13 @@ fn probe_ports() -> (Vec<u16>, std::collections::BTreeSet<u16>) {
     let mut ports: Vec<u16> = moving.iter().chain(&staying).copied().collect();
     ports.sort_unstable();
     (ports, moving.into_iter().collect())
+}
+
+/// The lab's first `n` backends, each of weight 1 (as [`config`] lists them).
+fn first_backends(n: usize) -> Vec<(std::net::IpAddr, u32)> {
+    (0..n)
+        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
+        .collect()
 }
 
 /// The backend a new HTTP flow from the routed client's `port` gets with `backends`.
@@ -287,9 +289,7 @@ fn stop_one_lb_while_a_backend_is_added(sync: bool) -> Outcome {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let old_backends: Vec<(std::net::IpAddr, u32)> = (0..BACKENDS - 1)
-        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
-        .collect();
+    let old_backends = first_backends(BACKENDS - 1);
     for p in &all {
         assert!(
             p.requests > 0,
