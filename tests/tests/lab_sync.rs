@@ -86,23 +86,13 @@ fn probe_ports() -> (Vec<u16>, std::collections::BTreeSet<u16>) {
 
 /// The lab's first `n` backends, each of weight 1 (as [`config`] lists them).
 fn first_backends(n: usize) -> Vec<(std::net::IpAddr, u32)> {
-    (0..n)
-        .map(|i| (Lab::backend_addr(i).parse().unwrap(), 1))
-        .collect()
+    (0..n).map(|i| (support::stream::addr(i), 1)).collect()
 }
 
 /// The backend a new HTTP flow from the routed client's `port` gets with `backends`.
 fn routed_owner(backends: &[(std::net::IpAddr, u32)], port: u16) -> std::net::IpAddr {
-    support::predict::maglev_owner(
-        backends,
-        65537,
-        xdp_lb::config::DEFAULT_FLOW_HASH_SEED,
-        Lab::ROUTED_CLIENT_ADDR.parse().unwrap(),
-        port,
-        Lab::VIP.parse().unwrap(),
-        Lab::HTTP_PORT,
-    )
-    .expect("a Maglev owner")
+    support::predict::lab_owner_from(Lab::ROUTED_CLIENT_ADDR, backends, port, Lab::HTTP_PORT)
+        .expect("a Maglev owner")
 }
 
 /// One probe connection's story (a line of `probe_connections.py`).

@@ -53,11 +53,27 @@ pub fn maglev_owner(
 
 /// [`maglev_owner`] for the lab's client and VIP, with the default seed and table size.
 pub fn lab_owner(backends: &[(IpAddr, u32)], client_port: u16, vip_port: u16) -> Option<IpAddr> {
+    lab_owner_from(
+        xdp_lb_tests::Lab::CLIENT_ADDR,
+        backends,
+        client_port,
+        vip_port,
+    )
+}
+
+/// [`lab_owner`] for a flow from another of the lab's clients (`client`, an address such as
+/// [`xdp_lb_tests::Lab::ROUTED_CLIENT_ADDR`]).
+pub fn lab_owner_from(
+    client: &str,
+    backends: &[(IpAddr, u32)],
+    client_port: u16,
+    vip_port: u16,
+) -> Option<IpAddr> {
     maglev_owner(
         backends,
         65537,
         xdp_lb::config::DEFAULT_FLOW_HASH_SEED,
-        xdp_lb_tests::Lab::CLIENT_ADDR.parse().ok()?,
+        client.parse().ok()?,
         client_port,
         xdp_lb_tests::Lab::VIP.parse().ok()?,
         vip_port,
